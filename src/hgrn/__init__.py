@@ -1,0 +1,1 @@
+"""HGRN1/HGRN2 reproduction suite."""

@@ -1,0 +1,19 @@
+"""GLU channel mixer: W3(act(W1 x) * W2 x)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from hgrn.layers.activations import make_activation
+
+
+class GLU(nn.Module):
+    def __init__(self, d_model: int, hidden_dim: int, act: str = "silu", bias: bool = False) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(d_model, hidden_dim, bias=bias)
+        self.up_proj = nn.Linear(d_model, hidden_dim, bias=bias)
+        self.down_proj = nn.Linear(hidden_dim, d_model, bias=bias)
+        self.act = make_activation(act, "glu_act")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))

@@ -1,0 +1,295 @@
+"""PyTorch reference of every recurrence op, with the public signatures: the chunked parallel form used off-GPU,
+and the single-step form used for decoding. Works on any device and in float64.
+
+Layouts. GLA/HGRN2: q, k, log f, gate logits [B, T, H, K]; v [B, T, H, V]; state [N, H, K, V].
+HGRN1: gate [B, T, D]; x [B, T, D] (real) or [B, T, D, 2] ((real, imag) pairs, when theta is given); state [N, D(, 2)].
+N is B, or the number of packed sequences when `cu_seqlens` is given (then B == 1).
+`reverse=True` runs each sequence from its end to its start (the backward half of a bidirectional scan).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+from hgrn.ops.checks import accumulation_dtype, check_cu_seqlens, check_rank, check_shape
+from hgrn.ops.gates import hgrn2_gate
+
+CHUNK_SIZE = 16
+Scan = Callable[..., tuple[Tensor, Tensor]]
+
+
+def gla_recurrence(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_f: Tensor,
+    *,
+    scale: float = 1.0,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+    reverse: bool = False,
+    cu_seqlens: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """S_t = diag(exp(log_f_t)) S_{t-1} + k_t^T v_t,  o_t = scale * q_t S_t.  Returns (o, final state or None)."""
+    check_gla_args(q, k, v, log_f, initial_state, cu_seqlens)
+
+    def scan(q, k, v, log_f, h0):
+        return gla_chunked(q, k, v, log_f, h0, scale=scale)
+
+    return run_sequences(scan, (q, k, v, log_f), initial_state, output_final_state, reverse, cu_seqlens)
+
+
+def hgrn2_recurrence(
+    q: Tensor,
+    v: Tensor,
+    f_logits: Tensor,
+    lower_bound: Tensor | None = None,
+    *,
+    scale: float = 1.0,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+    reverse: bool = False,
+    cu_seqlens: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """HGRN2: the GLA recurrence with f = lb + (1 - lb) * sigmoid(f_logits) and the tied key k = 1 - f.
+
+    lower_bound: [H, K] (the layer's bound for each forget channel) or None for no bound.
+    """
+    check_hgrn2_args(q, v, f_logits, lower_bound, initial_state, cu_seqlens)
+    log_f, k = hgrn2_gate(f_logits, lower_bound)
+    return gla_recurrence(
+        q,
+        k,
+        v,
+        log_f,
+        scale=scale,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        reverse=reverse,
+        cu_seqlens=cu_seqlens,
+    )
+
+
+def hgrn1_recurrence(
+    x: Tensor,
+    log_f: Tensor,
+    theta: Tensor | None = None,
+    *,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+    reverse: bool = False,
+    cu_seqlens: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """HGRN1: h_t = exp(log_f_t) * exp(i theta) * h_{t-1} + x_t, element-wise; real when theta is None."""
+    check_hgrn1_args(x, log_f, theta, initial_state, cu_seqlens)
+
+    def scan(x, log_f, h0):
+        return hgrn1_chunked(x, log_f, h0, theta=theta)
+
+    return run_sequences(scan, (x, log_f), initial_state, output_final_state, reverse, cu_seqlens)
+
+
+def gla_step(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, state: Tensor, *, scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """One decoding step. q, k, log_f [B, H, K]; v [B, H, V]; state [B, H, K, V] -> (o [B, H, V], new state)."""
+    check_shape("state", state, (*q.shape, v.shape[-1]), "[B, H, K, V]")
+    acc = state.dtype
+    state = log_f.to(acc).exp()[..., None] * state + k.to(acc)[..., None] * v.to(acc)[..., None, :]
+    o = scale * torch.einsum("bhk,bhkv->bhv", q.to(acc), state)
+    return o.to(v.dtype), state
+
+
+def hgrn2_step(
+    q: Tensor, v: Tensor, f_logits: Tensor, state: Tensor, lower_bound: Tensor | None = None, *, scale: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """One HGRN2 decoding step; shapes as `gla_step`, lower_bound [H, K] or None."""
+    log_f, k = hgrn2_gate(f_logits, lower_bound)
+    return gla_step(q, k, v, log_f, state, scale=scale)
+
+
+def hgrn1_step(x: Tensor, log_f: Tensor, state: Tensor, theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """One HGRN1 decoding step. log_f [B, D]; x and state [B, D] (real) or [B, D, 2] (complex)."""
+    check_shape("state", state, x.shape, "[B, D] real or [B, D, 2] complex")
+    acc = state.dtype
+    f = log_f.to(acc).exp()
+    x = x.to(acc)
+    if theta is None:
+        state = f * state + x
+    else:
+        a_re, a_im = f * theta.to(acc).cos(), f * theta.to(acc).sin()
+        s_re, s_im = state.unbind(-1)
+        state = torch.stack((a_re * s_re - a_im * s_im + x[..., 0], a_re * s_im + a_im * s_re + x[..., 1]), -1)
+    return state.to(log_f.dtype), state
+
+
+# --- the chunked forms (one sequence direction, batch-parallel) -------------------------------------------------
+
+
+def gla_chunked(
+    q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, h0: Tensor | None, *, scale: float, chunk_size: int = CHUNK_SIZE
+) -> tuple[Tensor, Tensor]:
+    """Chunkwise-parallel GLA: exact intra-chunk pairs in log space, chunk states carried sequentially.
+
+    Every exponent is a difference g_t - g_s with t >= s of a decreasing cumulative log gate, so it is <= 0 and
+    nothing can overflow; the pairs with t < s are masked before the exponential.
+    """
+    B, T, H, K = q.shape
+    acc = accumulation_dtype(q.dtype)
+    pad = (-T) % chunk_size
+    chunks = [
+        rearrange(F.pad(t.to(acc), (0, 0, 0, 0, 0, pad)), "b (n c) h d -> b h n c d", c=chunk_size)
+        for t in (q, k, v, log_f)
+    ]
+    q_c, k_c, v_c, g = chunks
+    g = g.cumsum(-2)
+    decay = _pairwise_decay(g)  # [B, H, N, C, C, K]
+    attn = (q_c[..., :, None, :] * k_c[..., None, :, :] * decay).sum(-1)
+    o = attn @ v_c
+    g_last = g[..., -1:, :]
+    updates = (k_c * (g_last - g).exp()).transpose(-1, -2) @ v_c  # [B, H, N, K, V]
+    chunk_decay = g_last.squeeze(-2).exp()[..., None]  # [B, H, N, K, 1]
+    state = q.new_zeros(B, H, K, v.shape[-1], dtype=acc) if h0 is None else h0.to(acc)
+    entering = []
+    for n in range(g.shape[2]):
+        entering.append(state)
+        state = chunk_decay[:, :, n] * state + updates[:, :, n]
+    if entering:
+        o = o + (q_c * g.exp()) @ torch.stack(entering, 2)
+    o = rearrange(scale * o, "b h n c v -> b (n c) h v")[:, :T]
+    return o.to(v.dtype), state
+
+
+def hgrn1_chunked(
+    x: Tensor, log_f: Tensor, h0: Tensor | None, *, theta: Tensor | None, chunk_size: int = CHUNK_SIZE
+) -> tuple[Tensor, Tensor]:
+    """Chunkwise-parallel element-wise recurrence, real or complex (a rotation by theta per step)."""
+    B, T, D = log_f.shape
+    acc = accumulation_dtype(log_f.dtype)
+    pad = (-T) % chunk_size
+    x_c = rearrange(F.pad(x.to(acc), (0, 0) * (x.dim() - 2) + (0, pad)), "b (n c) ... -> b n c ...", c=chunk_size)
+    g = rearrange(F.pad(log_f.to(acc), (0, 0, 0, pad)), "b (n c) d -> b n c d", c=chunk_size).cumsum(2)
+    decay = _pairwise_decay(g)  # [B, N, C, C, D]
+    state = x.new_zeros(B, *x.shape[2:], dtype=acc) if h0 is None else h0.to(acc)
+    if theta is None:
+        h = torch.einsum("bntsd,bnsd->bntd", decay, x_c)
+        carry = g.exp()  # coefficient of the state entering the chunk, per position
+
+        def advance(state: Tensor, n: int) -> Tensor:
+            return h[:, n, -1] + carry[:, n, -1] * state
+    else:
+        steps = torch.arange(chunk_size, device=x.device, dtype=acc)
+        theta = theta.to(acc)
+        angle = (steps[:, None] - steps[None, :])[..., None] * theta  # [C, C, D]
+        w_re, w_im = decay * angle.cos(), decay * angle.sin()
+        x_re, x_im = x_c.unbind(-1)
+        mix = "bntsd,bnsd->bntd"
+        h = torch.stack(
+            (
+                torch.einsum(mix, w_re, x_re) - torch.einsum(mix, w_im, x_im),
+                torch.einsum(mix, w_re, x_im) + torch.einsum(mix, w_im, x_re),
+            ),
+            -1,
+        )
+        rotation = (steps + 1)[:, None] * theta  # after t+1 steps the entering state turned by (t+1) theta
+        carry = torch.stack((g.exp() * rotation.cos(), g.exp() * rotation.sin()), -1)
+
+        def advance(state: Tensor, n: int) -> Tensor:
+            return h[:, n, -1] + _complex_mul(carry[:, n, -1], state)
+
+    n_chunks = g.shape[1]
+    if n_chunks:
+        entering = [state]
+        for n in range(n_chunks - 1):
+            entering.append(advance(entering[-1], n))
+        start = torch.stack(entering, 1)[:, :, None]
+        h = h + (carry * start if theta is None else _complex_mul(carry, start))
+    h = rearrange(h, "b n c ... -> b (n c) ...")[:, :T]
+    final = h[:, -1] if T else state  # not the padded chunk end: padding still rotates a complex state
+    return h.to(log_f.dtype), final
+
+
+def _pairwise_decay(g: Tensor) -> Tensor:
+    """exp(g_t - g_s) for t >= s and 0 above the diagonal, from cumulative log gates g [..., C, D] -> [..., C, C, D]."""
+    C = g.shape[-2]
+    causal = torch.ones(C, C, dtype=torch.bool, device=g.device).tril()
+    diff = g[..., :, None, :] - g[..., None, :, :]
+    return diff.masked_fill(~causal[..., None], float("-inf")).exp()
+
+
+def _complex_mul(a: Tensor, b: Tensor) -> Tensor:
+    a_re, a_im = a.unbind(-1)
+    b_re, b_im = b.unbind(-1)
+    return torch.stack((a_re * b_re - a_im * b_im, a_re * b_im + a_im * b_re), -1)
+
+
+# --- shared plumbing: packed sequences and direction --------------------------------------------------------------
+
+
+def run_sequences(
+    scan: Scan,
+    tensors: Sequence[Tensor],
+    initial_state: Tensor | None,
+    output_final_state: bool,
+    reverse: bool,
+    cu_seqlens: Tensor | None,
+) -> tuple[Tensor, Tensor | None]:
+    """Run a forward-in-time `scan(*tensors, h0) -> (out, h_T)` on each packed sequence, optionally reversed."""
+
+    def one(parts: Sequence[Tensor], h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        if reverse:
+            parts = [t.flip(1) for t in parts]
+        out, final = scan(*parts, h0)
+        return (out.flip(1) if reverse else out), final
+
+    if cu_seqlens is None:
+        out, final = one(tensors, initial_state)
+        return out, final if output_final_state else None
+    offsets = cu_seqlens.tolist()
+    outs, finals = [], []
+    for i, (start, end) in enumerate(zip(offsets[:-1], offsets[1:], strict=True)):
+        h0 = None if initial_state is None else initial_state[i : i + 1]
+        out, final = one([t[:, start:end] for t in tensors], h0)
+        outs.append(out)
+        finals.append(final)
+    return torch.cat(outs, 1), torch.cat(finals) if output_final_state else None
+
+
+def check_gla_args(
+    q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, initial_state: Tensor | None, cu_seqlens: Tensor | None
+) -> None:
+    check_rank("q", q, 4, "[B, T, H, K]")
+    check_shape("k", k, q.shape, "[B, T, H, K], as q")
+    check_shape("log_f", log_f, q.shape, "[B, T, H, K], as q")
+    check_rank("v", v, 4, "[B, T, H, V]")
+    check_shape("v", v, (*q.shape[:3], v.shape[-1]), "[B, T, H, V] with B, T, H of q")
+    n = check_cu_seqlens(cu_seqlens, q.shape[0], q.shape[1])
+    check_shape("initial_state", initial_state, (n, q.shape[2], q.shape[3], v.shape[-1]), "[N, H, K, V]")
+
+
+def check_hgrn2_args(
+    q: Tensor,
+    v: Tensor,
+    f_logits: Tensor,
+    lower_bound: Tensor | None,
+    initial_state: Tensor | None,
+    cu_seqlens: Tensor | None,
+) -> None:
+    check_gla_args(q, f_logits, v, f_logits, initial_state, cu_seqlens)
+    check_shape("lower_bound", lower_bound, q.shape[2:], "[H, K]: one bound per forget channel")
+
+
+def check_hgrn1_args(
+    x: Tensor, log_f: Tensor, theta: Tensor | None, initial_state: Tensor | None, cu_seqlens: Tensor | None
+) -> None:
+    check_rank("log_f", log_f, 3, "[B, T, D]")
+    if theta is None:
+        check_shape("x", x, log_f.shape, "[B, T, D] as log_f (real recurrence: theta is None)")
+    else:
+        check_shape("x", x, (*log_f.shape, 2), "[B, T, D, 2] (real, imag) pairs when theta is given")
+        check_shape("theta", theta, log_f.shape[-1:], "[D]")
+    n = check_cu_seqlens(cu_seqlens, log_f.shape[0], log_f.shape[1])
+    check_shape("initial_state", initial_state, (n, *x.shape[2:]), "[N, D] real or [N, D, 2] complex")
