@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from torch import nn
 
-ACTIVATIONS = {"silu": nn.SiLU, "swish": nn.SiLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "relu": nn.ReLU, "none": nn.Identity}
+ACTIVATIONS = {
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "none": nn.Identity,
+}
 
 
 def make_activation(name: str, argument: str = "act") -> nn.Module:

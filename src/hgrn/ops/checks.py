@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -28,7 +29,7 @@ def check_cu_seqlens(cu_seqlens: Tensor | None, batch: int, length: int) -> int:
     if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or cu_seqlens.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"cu_seqlens must be a 1-D int32/int64 tensor [N+1] of offsets; got {cu_seqlens!r}")
     offsets = cu_seqlens.tolist()
-    if offsets[0] != 0 or offsets[-1] != length or any(b < a for a, b in zip(offsets, offsets[1:], strict=False)):
+    if offsets[0] != 0 or offsets[-1] != length or any(b < a for a, b in itertools.pairwise(offsets)):
         raise ValueError(f"cu_seqlens={offsets} must start at 0, end at T={length} and never decrease")
     return len(offsets) - 1
 

@@ -9,6 +9,7 @@ N is B, or the number of packed sequences when `cu_seqlens` is given (then B == 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -94,7 +95,9 @@ def hgrn1_recurrence(
     return run_sequences(scan, (x, log_f), initial_state, output_final_state, reverse, cu_seqlens)
 
 
-def gla_step(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, state: Tensor, *, scale: float = 1.0) -> tuple[Tensor, Tensor]:
+def gla_step(
+    q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, state: Tensor, *, scale: float = 1.0
+) -> tuple[Tensor, Tensor]:
     """One decoding step. q, k, log_f [B, H, K]; v [B, H, V]; state [B, H, K, V] -> (o [B, H, V], new state)."""
     check_shape("state", state, (*q.shape, v.shape[-1]), "[B, H, K, V]")
     acc = state.dtype
@@ -167,7 +170,7 @@ def hgrn1_chunked(
     x: Tensor, log_f: Tensor, h0: Tensor | None, *, theta: Tensor | None, chunk_size: int = CHUNK_SIZE
 ) -> tuple[Tensor, Tensor]:
     """Chunkwise-parallel element-wise recurrence, real or complex (a rotation by theta per step)."""
-    B, T, D = log_f.shape
+    B, T = log_f.shape[:2]
     acc = accumulation_dtype(log_f.dtype)
     pad = (-T) % chunk_size
     x_c = rearrange(F.pad(x.to(acc), (0, 0) * (x.dim() - 2) + (0, pad)), "b (n c) ... -> b n c ...", c=chunk_size)
@@ -250,7 +253,7 @@ def run_sequences(
         return out, final if output_final_state else None
     offsets = cu_seqlens.tolist()
     outs, finals = [], []
-    for i, (start, end) in enumerate(zip(offsets[:-1], offsets[1:], strict=True)):
+    for i, (start, end) in enumerate(itertools.pairwise(offsets)):
         h0 = None if initial_state is None else initial_state[i : i + 1]
         out, final = one([t[:, start:end] for t in tensors], h0)
         outs.append(out)
