@@ -1,0 +1,140 @@
+"""The backbone every head shares: pre-norm blocks (token mixer + GLU channel mixer) with layer-wise lower bounds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from timm.layers import DropPath
+from torch import Tensor, nn
+
+from hgrn.layers import GLU, MIXERS, LayerLowerBounds, build_mixer, make_norm, mixer_options
+from hgrn.layers.directions import DIRECTIONS
+from hgrn.layers.norms import NORMS
+
+State = Any  # a mixer's decoding state: a tensor, or a KV cache for attention
+
+
+@dataclass
+class BackboneConfig:
+    """Everything that defines the stack of blocks; the mixer's own options go in `mixer_options`."""
+
+    d_model: int = 512
+    n_layers: int = 6
+    mixer: str = "hgrn2"  # hgrn1 | hgrn2 | gla | attention
+    mixer_options: dict[str, Any] = field(default_factory=dict)
+    direction: str = "causal"  # causal | bidirectional | 2d
+    grid: tuple[int, int] | None = (
+        None  # (height, width) of the token grid for direction='2d' (images: set by the head)
+    )
+    glu_ratio: float = 2.0  # GLU hidden width = glu_ratio * d_model; 0 drops the channel mixer
+    glu_act: str = "silu"
+    glu_bias: bool = False
+    norm: str = "rmsnorm"  # the blocks' pre-norms and the final norm
+    lower_bounds: bool = True  # learned layer-wise forget-gate lower bounds (HGRN mixers only)
+    dropout: float = 0.0
+    drop_path: float = 0.0  # stochastic depth, rising linearly to this rate at the last block
+
+    def __post_init__(self) -> None:
+        if self.d_model < 1 or self.n_layers < 1:
+            raise ValueError(f"d_model={self.d_model} and n_layers={self.n_layers} must be positive")
+        if self.mixer not in MIXERS:
+            raise ValueError(f"mixer={self.mixer!r} is not a known token mixer; choose one of {sorted(MIXERS)}")
+        self.mixer_options = dict(self.mixer_options)
+        unknown = sorted(set(self.mixer_options) - set(mixer_options(self.mixer)))
+        if unknown:
+            raise ValueError(
+                f"mixer_options {unknown} are not options of mixer {self.mixer!r}; "
+                f"allowed: {list(mixer_options(self.mixer))}"
+            )
+        self.grid = None if self.grid is None else tuple(self.grid)
+        if self.direction not in DIRECTIONS:  # the grid of a '2d' backbone may be filled in by the head
+            raise ValueError(f"direction={self.direction!r} is not known; choose one of {DIRECTIONS}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm={self.norm!r} is not a known normalisation; choose one of {NORMS}")
+
+
+class Block(nn.Module):
+    def __init__(self, config: BackboneConfig, drop_path: float) -> None:
+        super().__init__()
+        d = config.d_model
+        self.mixer_norm = make_norm(config.norm, d)
+        self.mixer = build_mixer(config.mixer, d, config.direction, config.grid, **config.mixer_options)
+        self.glu_norm = make_norm(config.norm, d) if config.glu_ratio > 0 else None
+        self.glu = GLU(d, int(config.glu_ratio * d), config.glu_act, config.glu_bias) if config.glu_ratio > 0 else None
+        self.dropout = nn.Dropout(config.dropout)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: Tensor, lower_bound: Tensor | None, mask: Tensor | None) -> Tensor:
+        x = x + self.drop_path(self.dropout(self.mixer(self.mixer_norm(x), lower_bound, mask)))
+        if self.glu is not None:
+            x = x + self.drop_path(self.dropout(self.glu(self.glu_norm(x))))
+        return x
+
+    def step(self, x: Tensor, state: State, lower_bound: Tensor | None) -> tuple[Tensor, State]:
+        y, state = self.mixer.step(self.mixer_norm(x), state, lower_bound)
+        x = x + y
+        if self.glu is not None:
+            x = x + self.glu(self.glu_norm(x))
+        return x, state
+
+
+class Backbone(nn.Module):
+    """[B, T, d] -> [B, T, d]. Also runs one token at a time on carried states (`step`) for generation."""
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        self.config = config
+        rates = torch.linspace(0, config.drop_path, config.n_layers).tolist()
+        self.blocks = nn.ModuleList(Block(config, rate) for rate in rates)
+        bounded = config.lower_bounds and self.blocks[0].mixer.uses_lower_bound
+        self.lower_bounds = LayerLowerBounds(config.n_layers, config.d_model) if bounded else None
+        self.norm = make_norm(config.norm, config.d_model)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        for block, bound in zip(self.blocks, self._bounds(), strict=True):
+            x = block(x, bound, mask)
+        return self.norm(x)
+
+    def step(self, x: Tensor, states: list[State]) -> tuple[Tensor, list[State]]:
+        """x [B, d] for one position; states from `initial_state` or the previous step."""
+        new_states = []
+        for block, bound, state in zip(self.blocks, self._bounds(), states, strict=True):
+            x, state = block.step(x, state, bound)
+            new_states.append(state)
+        return self.norm(x), new_states
+
+    def initial_state(self, batch_size: int) -> list[State]:
+        return [block.mixer.initial_state(batch_size) for block in self.blocks]
+
+    def _bounds(self) -> list[Tensor | None]:
+        if self.lower_bounds is None:
+            return [None] * len(self.blocks)
+        return list(self.lower_bounds())
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """N(0, std) for linear and embedding weights, zero biases (the official HGRN initialisation)."""
+    if isinstance(module, nn.Linear | nn.Conv2d):
+        nn.init.normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=std)
+
+
+def as_backbone_config(value: BackboneConfig | dict[str, Any]) -> BackboneConfig:
+    """Accept a config or a plain mapping (as Hydra and JSON give them); unknown keys raise ValueError."""
+    if isinstance(value, BackboneConfig):
+        return value
+    return build_dataclass(BackboneConfig, value, "backbone")
+
+
+def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
+    """cls(**values), with unknown keys reported by name rather than as a TypeError."""
+    allowed = list(cls.__dataclass_fields__)
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {unknown}; allowed: {allowed}")
+    return cls(**values)

@@ -1,0 +1,129 @@
+"""Heads and the registry: generation equals the parallel forward, pooling ignores padding, named sizes build."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from hgrn.models import (
+    BackboneConfig,
+    CausalLM,
+    CausalLMConfig,
+    SequenceClassifier,
+    SequenceClassifierConfig,
+    create_model,
+    list_models,
+    model_config,
+)
+from tests.helpers import assert_close
+
+FAMILIES = {
+    "hgrn1": {},
+    "hgrn2": {"expand_ratio": 4},
+    "gla": {"num_heads": 2},
+    "attention": {"num_heads": 2},
+}
+
+
+def tiny_backbone(mixer: str, **overrides) -> BackboneConfig:
+    options = {"d_model": 16, "n_layers": 3, "mixer": mixer, "mixer_options": FAMILIES[mixer], **overrides}
+    return BackboneConfig(**options)
+
+
+@pytest.mark.parametrize("mixer", FAMILIES)
+def test_lm_generation_token_by_token_equals_parallel_logits(mixer):
+    torch.manual_seed(0)
+    model = CausalLM(CausalLMConfig(tiny_backbone(mixer), vocab_size=50)).double().eval()
+    tokens = torch.randint(0, 50, (2, 13))
+    logits = model(tokens)
+    states = model.backbone.initial_state(2)
+    stepped = []
+    for t in range(tokens.shape[1]):
+        step_logits, states = model.step(tokens[:, t], states)
+        stepped.append(step_logits)
+    assert_close("logits", torch.stack(stepped, 1), logits, 1e-10)
+    # Greedy generation continues with the argmax of the full forward at every length.
+    generated = model.generate(tokens[:, :5], max_new_tokens=6)
+    for t in range(5, generated.shape[1]):
+        assert torch.equal(generated[:, t], model(generated[:, :t])[:, -1].argmax(-1))
+
+
+def test_lm_ties_embeddings_and_is_causal():
+    model = CausalLM(CausalLMConfig(tiny_backbone("hgrn2"), vocab_size=30))
+    assert model.lm_head.weight is model.embed.weight
+    with pytest.raises(ValueError, match="direction='causal'"):
+        CausalLMConfig(tiny_backbone("hgrn2", direction="bidirectional"), vocab_size=30)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last", "first"])
+def test_classifier_pooling_ignores_padding(pooling):
+    torch.manual_seed(0)
+    config = SequenceClassifierConfig(
+        tiny_backbone("hgrn2", direction="bidirectional"), num_classes=3, vocab_size=20, max_length=32, pooling=pooling
+    )
+    model = SequenceClassifier(config).double().eval()
+    tokens = torch.randint(1, 20, (2, 9))
+    logits = model(tokens, torch.ones(2, 9, dtype=torch.bool))
+    padded = torch.cat((tokens, torch.zeros(2, 4, dtype=torch.long)), 1)
+    mask = torch.cat((torch.ones(2, 9, dtype=torch.bool), torch.zeros(2, 4, dtype=torch.bool)), 1)
+    assert_close("padded", model(padded, mask), logits, 1e-12)
+
+
+def test_pair_classifier_uses_both_documents():
+    torch.manual_seed(0)
+    config = SequenceClassifierConfig(tiny_backbone("hgrn2", direction="bidirectional"), 2, vocab_size=20, pair=True)
+    model = SequenceClassifier(config).eval()
+    a, b, c = torch.randint(1, 20, (3, 2, 7))
+    assert model(a, inputs2=b).shape == (2, 2)
+    assert not torch.allclose(model(a, inputs2=b), model(a, inputs2=c))
+    with pytest.raises(ValueError, match="inputs2"):
+        model(a)
+
+
+def test_classifier_on_continuous_inputs_with_2d_scan():
+    config = SequenceClassifierConfig(
+        tiny_backbone("hgrn2", direction="2d", grid=(4, 4)), num_classes=10, input_dim=1, max_length=16
+    )
+    assert SequenceClassifier(config)(torch.randn(3, 16, 1)).shape == (3, 10)
+    with pytest.raises(ValueError, match="exactly one of vocab_size"):
+        SequenceClassifierConfig(tiny_backbone("hgrn2"), 10, vocab_size=5, input_dim=1)
+
+
+@pytest.mark.parametrize("name", ["hgrn1_vit_tiny", "hgrn2_vit_tiny"])
+def test_image_models_build_through_timm(name):
+    model = timm.create_model(name, num_classes=7, img_size=56, drop_path_rate=0.1)
+    assert model(torch.randn(2, 3, 56, 56)).shape == (2, 7)
+    assert model.pretrained_cfg["input_size"] == (3, 56, 56)
+    with pytest.raises(ValueError, match="pretrained"):
+        timm.create_model(name, pretrained=True)
+
+
+@pytest.mark.parametrize(("name", "paper_millions"), [("hgrn1-vit-tiny", 6.1), ("hgrn1-vit-small", 23.7)])
+def test_hgrn1_image_models_match_the_paper_parameter_counts(name, paper_millions):
+    params = sum(p.numel() for p in create_model(name).parameters()) / 1e6
+    assert abs(params - paper_millions) / paper_millions < 0.01
+
+
+def test_registry_overrides_and_errors():
+    assert {"hgrn2-lm-base", "hgrn2-vit-tiny", "transformer-lm-base"} <= set(list_models())
+    config = model_config(
+        "hgrn2-lm-base", vocab_size=100, backbone={"n_layers": 2, "mixer_options": {"expand_ratio": 8}}
+    )
+    assert config.backbone.n_layers == 2 and config.backbone.mixer_options == {
+        "expand_ratio": 8,
+        "norm": "simple_rmsnorm",
+    }
+    assert create_model("hgrn2-lm-base", vocab_size=100, backbone={"n_layers": 1})(
+        torch.zeros(1, 3, dtype=int)
+    ).shape == (
+        1,
+        3,
+        100,
+    )
+    with pytest.raises(ValueError, match="not registered"):
+        create_model("hgrn3-lm-base")
+    with pytest.raises(ValueError, match=r"unknown overrides \['layers'\]"):
+        model_config("hgrn2-lm-base", layers=3)
+    with pytest.raises(ValueError, match=r"backbone has unknown keys \['depth'\]"):
+        model_config("hgrn2-lm-base", backbone={"depth": 3})
