@@ -1,0 +1,7 @@
+"""LightningModules and training utilities: the tasks (classification, language modeling), optimiser groups,
+schedules and the callbacks that measure a run."""
+
+from hgrn.training.classification import ClassificationTask
+from hgrn.training.language_modeling import LanguageModelingTask
+
+__all__ = ["ClassificationTask", "LanguageModelingTask"]

@@ -1,0 +1,72 @@
+"""What every task shares: optimiser and schedule from config, a guard against non-finite losses, metric logging."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from hgrn.training.optim import param_groups
+
+OptimizerFactory = Callable[[list[dict]], Optimizer]
+ScheduleFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class TaskModule(L.LightningModule):
+    """A LightningModule around `self.model`; subclasses build the model and implement `shared_step`.
+
+    optim: a partial optimiser (Hydra `_partial_: true`), called with the parameter groups.
+    sched: a partial schedule called with (optimizer, total_steps=the run's steps unless the config fixes it),
+        stepped every optimiser step; or None.
+    monitor/monitor_mode: the validation metric that selects the best checkpoint (tested at the end).
+    """
+
+    model: nn.Module
+
+    def __init__(
+        self,
+        optim: OptimizerFactory,
+        sched: ScheduleFactory | None = None,
+        monitor: str = "val/loss",
+        monitor_mode: str = "min",
+    ) -> None:
+        super().__init__()
+        if monitor_mode not in ("min", "max"):
+            raise ValueError(f"monitor_mode={monitor_mode!r} must be 'min' or 'max'")
+        self.optim_factory, self.sched_factory = optim, sched
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+
+    def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.shared_step(batch, "train")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {self.global_step} (batch {batch_idx}). The last good "
+                "weights are in the run's checkpoints/last.ckpt; lower optim.lr, add trainer.gradient_clip_val, "
+                "or resume with ckpt_path=<that file>."
+            )
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.shared_step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optim_factory(param_groups(self.model))
+        if self.sched_factory is None:
+            return optimizer
+        configured = getattr(self.sched_factory, "keywords", {})  # a recipe may fix the schedule's length itself
+        steps = {} if "total_steps" in configured else {"total_steps": int(self.trainer.estimated_stepping_batches)}
+        scheduler = self.sched_factory(optimizer, **steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())

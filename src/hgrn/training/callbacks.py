@@ -1,0 +1,63 @@
+"""Callbacks that measure a run for results.json: throughput over training steps, and the validation history."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class ThroughputMonitor(L.Callback):
+    """Samples and tokens per second over the time spent inside training steps (data loading and validation
+    excluded), plus the whole fit's wall time."""
+
+    def __init__(self) -> None:
+        self.samples = self.tokens = 0
+        self.step_seconds = 0.0
+        self.fit_seconds = 0.0
+        self._step_start = self._fit_start = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.fit_seconds = time.perf_counter() - self._fit_start
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._step_start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.step_seconds += time.perf_counter() - self._step_start
+        inputs = batch["inputs"]
+        self.samples += inputs.shape[0]
+        self.tokens += int(batch["mask"].sum()) if "mask" in batch else inputs.shape[0] * inputs.shape[1]
+
+    def summary(self) -> dict[str, float]:
+        seconds = max(self.step_seconds, 1e-9)
+        return {
+            "train_samples_per_s": self.samples / seconds,
+            "train_tokens_per_s": self.tokens / seconds,
+            "train_step_seconds": self.step_seconds,
+            "fit_wall_seconds": self.fit_seconds,
+        }
+
+
+class ValidationHistory(L.Callback):
+    """The learning curve: every logged validation metric, with the step and epoch it was measured at."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
+        self.rows.append({"step": trainer.global_step, "epoch": trainer.current_epoch, **metrics})

@@ -1,0 +1,60 @@
+"""One label per sequence: LRA tasks (and sequence-level probes). Reports accuracy; LRA's number is test accuracy
+at the best validation checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from hgrn.models import SequenceClassifier, SequenceClassifierConfig
+from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule
+
+SPLITS = ("train", "val", "test")
+
+
+class ClassificationTask(TaskModule):
+    """backbone: BackboneConfig fields; data: what the datamodule tells the head (num_classes, vocab_size or
+    input_dim, max_length, pair); pooling and positional (learned position embeddings) configure the head."""
+
+    def __init__(
+        self,
+        backbone: dict[str, Any],
+        data: dict[str, Any],
+        optim: OptimizerFactory,
+        sched: ScheduleFactory | None = None,
+        pooling: str = "mean",
+        positional: bool = False,
+        label_smoothing: float = 0.0,
+        monitor: str = "val/acc",
+        monitor_mode: str = "max",
+    ) -> None:
+        super().__init__(optim, sched, monitor, monitor_mode)
+        self.save_hyperparameters(ignore=["optim", "sched"])
+        config = SequenceClassifierConfig(
+            backbone=backbone,
+            num_classes=data["num_classes"],
+            vocab_size=data.get("vocab_size"),
+            input_dim=data.get("input_dim"),
+            max_length=data["max_length"] if positional else None,
+            pooling=pooling,
+            pair=data.get("pair", False),
+        )
+        self.model = SequenceClassifier(config)
+        self.label_smoothing = label_smoothing
+        self.accuracy = nn.ModuleDict({s: MulticlassAccuracy(data["num_classes"], average="micro") for s in SPLITS})
+        self.mean_loss = nn.ModuleDict({s: MeanMetric() for s in SPLITS})
+
+    def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
+        logits = self.model(batch["inputs"], batch.get("mask"), batch.get("inputs2"), batch.get("mask2"))
+        loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=self.label_smoothing)
+        self.accuracy[split](logits, batch["labels"])
+        self.mean_loss[split](loss.detach())
+        on_step = split == "train"
+        size = batch["labels"].shape[0]
+        self.log(f"{split}/loss", self.mean_loss[split], on_step=on_step, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log(f"{split}/acc", self.accuracy[split], on_step=on_step, on_epoch=True, prog_bar=True, batch_size=size)
+        return loss

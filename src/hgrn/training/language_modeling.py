@@ -1,0 +1,57 @@
+"""Next-token prediction with labels [B, T] (-100 = nothing to predict): language modeling and MQAR.
+
+Reports loss, perplexity and the accuracy over labelled positions (MQAR's metric)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from hgrn.models import CausalLM, CausalLMConfig
+from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule
+
+SPLITS = ("train", "val", "test")
+IGNORE = -100
+
+
+class LanguageModelingTask(TaskModule):
+    def __init__(
+        self,
+        backbone: dict[str, Any],
+        data: dict[str, Any],
+        optim: OptimizerFactory,
+        sched: ScheduleFactory | None = None,
+        tie_embeddings: bool = True,
+        monitor: str = "val/loss",
+        monitor_mode: str = "min",
+    ) -> None:
+        super().__init__(optim, sched, monitor, monitor_mode)
+        self.save_hyperparameters(ignore=["optim", "sched"])
+        vocab = data["vocab_size"]
+        self.model = CausalLM(CausalLMConfig(backbone=backbone, vocab_size=vocab, tie_embeddings=tie_embeddings))
+        self.accuracy = nn.ModuleDict(
+            {s: MulticlassAccuracy(vocab, average="micro", ignore_index=IGNORE) for s in SPLITS}
+        )
+        self.mean_loss = nn.ModuleDict({s: MeanMetric() for s in SPLITS})
+
+    def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
+        logits = self.model(batch["inputs"])
+        labels = batch["labels"]
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
+        counted = (labels != IGNORE).sum()
+        self.accuracy[split](logits.flatten(0, 1), labels.flatten())
+        self.mean_loss[split](loss.detach(), weight=counted)
+        on_step = split == "train"
+        self.log(f"{split}/loss", self.mean_loss[split], on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(f"{split}/acc", self.accuracy[split], on_step=on_step, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/ppl", self.mean_loss["val"].compute().exp())
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/ppl", self.mean_loss["test"].compute().exp())
