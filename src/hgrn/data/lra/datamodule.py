@@ -1,0 +1,96 @@
+"""Loader plumbing shared by the LRA tasks: a task reads its three splits, this class serves them in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, random_split
+
+from hgrn.data.collate import classification_collate
+
+MAKE_TARGET = "data-lra"
+SPLIT_SEED = 42  # s4's seed for the splits LRA leaves to the loader (CIFAR-10 validation, Pathfinder)
+
+
+def held_out_split(n: int, fractions: Sequence[float], seed: int = SPLIT_SEED) -> list[list[int]]:
+    """Index lists [rest, held-out...] with int(f * n) examples per held-out fraction, drawn as s4 draws them
+    (torch.utils.data.random_split with a seeded generator), so the same n and seed give the same split."""
+    held_out = [int(f * n) for f in fractions]
+    lengths = [n - sum(held_out), *held_out]
+    parts = random_split(range(n), lengths, generator=torch.Generator().manual_seed(seed))
+    return [list(part.indices) for part in parts]
+
+
+class LRADataModule(L.LightningDataModule):
+    """Subclasses implement `read_splits` (train / val / test datasets of dict examples) and the input properties.
+
+    `prepare_data` reads the splits once on the first process of each node so that decode-once caches are built
+    there; the other processes find them in `setup`. Caches live in `cache_dir` (default `<data_dir>/cache`), which
+    may point elsewhere when the data directory is read-only.
+    """
+
+    num_classes: int
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.data_dir / "cache"
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.splits: dict[str, Dataset] = {}
+
+    def read_splits(self) -> dict[str, Dataset]:
+        raise NotImplementedError
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Token-id inputs [B, T] embed this many ids; None when inputs are values [B, T, input_dim]."""
+        return None
+
+    @property
+    def input_dim(self) -> int | None:
+        return None
+
+    @property
+    def max_length(self) -> int:
+        raise NotImplementedError
+
+    def prepare_data(self) -> None:
+        self.read_splits()
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.splits = self.read_splits()
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if not self.splits:
+            raise RuntimeError(f"call setup() before asking {type(self).__name__} for the {split} loader")
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=classification_collate,
+            persistent_workers=self.num_workers > 0,
+        )

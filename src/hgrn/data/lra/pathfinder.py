@@ -1,0 +1,170 @@
+"""LRA Pathfinder (32 x 32) and Path-X (128 x 128): are the two circles joined by a path? Pixels in raster order.
+
+Reads the release layout under data_dir = `pathfinder32` or `pathfinder128`, hardest difficulty as in LRA:
+
+    curv_contour_length_14/metadata/<k>.npy    TEXT despite the extension, one image per line:
+                                               `imgs/<k> sample_<i>.png <i> <label> ...` (label at index 3)
+    curv_contour_length_14/imgs/<k>/sample_<i>.png
+
+Metadata files are read in numeric order and their lines in order, as s4 does. Empty PNGs are a known defect of the
+release (s4 blacklists one) and are skipped with a warning; a missing, unreadable or wrong-sized image means a damaged
+download. The images are decoded once into a uint8 cache.
+
+Inputs are intensity tokens (id = intensity + 1, vocab_size 257), as LRA embeds them; s4 and the HGRN runs instead
+feed normalised intensities through a linear encoder, a map an embedding of the 256 intensities can also represent.
+Split: s4's convention, 80 / 10 / 10 with random_split seeded 42 (LRA cuts its TFDS order at 80% and 90% instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset, Subset
+from tqdm import tqdm
+
+from hgrn.data.errors import DataNotFoundError
+from hgrn.data.lra.cache import load_or_build
+from hgrn.data.lra.datamodule import MAKE_TARGET, LRADataModule, held_out_split
+from hgrn.data.lra.tokens import PIXEL_VOCAB_SIZE, pixel_ids
+
+log = logging.getLogger(__name__)
+
+WHAT = "LRA Pathfinder images and metadata"
+DIFFICULTY = "curv_contour_length_14"
+HELD_OUT = (0.1, 0.1)  # validation, test
+
+
+def read_metadata(root: Path) -> list[tuple[Path, int]]:
+    """(image path, label) per metadata line under root = <data_dir>/curv_contour_length_14."""
+    files = sorted((root / "metadata").glob("*.npy"), key=lambda p: (len(p.stem), p.stem))
+    if not files:
+        raise DataNotFoundError(WHAT, root, MAKE_TARGET, "no metadata/*.npy")
+    samples = []
+    for file in files:
+        try:
+            lines = file.read_text().splitlines()
+        except UnicodeDecodeError as error:
+            raise DataNotFoundError(WHAT, root, MAKE_TARGET, f"metadata/{file.name} is not text ({error})") from error
+        for number, line in enumerate(lines, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) < 4 or fields[3] not in ("0", "1"):
+                detail = f"metadata/{file.name} line {number} is {line[:80]!r}, expected 'imgs/<k> <png> <i> <0|1> ...'"
+                raise DataNotFoundError(WHAT, root, MAKE_TARGET, detail)
+            samples.append((root / fields[0] / fields[1], int(fields[3])))
+    return samples
+
+
+def read_image(path: Path, resolution: int) -> np.ndarray | None:
+    """Grayscale pixels uint8 [resolution ** 2]; None for an empty file."""
+    try:
+        if path.stat().st_size == 0:
+            return None
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L"))
+    except (OSError, SyntaxError, ValueError) as error:  # PIL reports broken PNG chunks as SyntaxError
+        raise DataNotFoundError(WHAT, path.parent, MAKE_TARGET, f"unreadable image {path.name} ({error})") from error
+    if pixels.shape != (resolution, resolution):
+        detail = f"{path.name} is {pixels.shape[1]}x{pixels.shape[0]}, expected {resolution}x{resolution}"
+        raise DataNotFoundError(WHAT, path.parent, MAKE_TARGET, detail)
+    return pixels.reshape(-1)
+
+
+def decode_images(samples: list[tuple[Path, int]], resolution: int) -> dict[str, Tensor]:
+    """pixels uint8 [N, resolution ** 2] and labels int64 [N], empty images left out. PIL decodes outside the GIL,
+    so threads parallelise it."""
+    pixels = np.empty((len(samples), resolution * resolution), dtype=np.uint8)
+    keep = np.ones(len(samples), dtype=bool)
+    read = partial(read_image, resolution=resolution)
+    with ThreadPoolExecutor(min(32, os.cpu_count() or 1)) as pool:
+        images = pool.map(read, [path for path, _ in samples], chunksize=256)
+        for i, image in enumerate(tqdm(images, total=len(samples), desc=f"decoding pathfinder{resolution}")):
+            if image is None:
+                keep[i] = False
+            else:
+                pixels[i] = image
+    if not keep.all():
+        empty = [str(samples[i][0]) for i in np.flatnonzero(~keep)]
+        log.warning("skipped %d empty images: %s", len(empty), ", ".join(empty[:5]))
+        pixels = pixels[keep]
+    labels = np.array([label for _, label in samples], dtype=np.int64)[keep]
+    return {"pixels": torch.from_numpy(pixels), "labels": torch.from_numpy(labels)}
+
+
+class PixelSequenceDataset(Dataset):
+    def __init__(self, pixels: Tensor, labels: Tensor) -> None:
+        self.pixels, self.labels = pixels, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {"inputs": pixel_ids(self.pixels[index]), "labels": self.labels[index]}
+
+
+class PathfinderDataModule(LRADataModule):
+    """Batches: inputs [B, resolution ** 2] int64 pixel ids, mask all True, labels [B] in {0, 1}."""
+
+    num_classes = 2
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        batch_size: int = 32,
+        resolution: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(data_dir, batch_size, num_workers, pin_memory, cache_dir)
+        self.resolution = resolution
+
+    @property
+    def vocab_size(self) -> int:
+        return PIXEL_VOCAB_SIZE
+
+    @property
+    def max_length(self) -> int:
+        return self.resolution**2
+
+    def read_splits(self) -> dict[str, Dataset]:
+        root = self.data_dir / DIFFICULTY
+        if not root.is_dir():
+            raise DataNotFoundError(WHAT, root, MAKE_TARGET, "no such directory")
+        samples = read_metadata(root)
+        # Image directories, not 200k images: extracting or deleting files changes their mtime.
+        sources = [*(root / "metadata").glob("*.npy"), *(p for p in (root / "imgs").glob("*") if p.is_dir())]
+        tensors = load_or_build(
+            self.cache_dir,
+            f"pathfinder{self.resolution}",
+            sources,
+            {"resolution": self.resolution, "difficulty": DIFFICULTY},
+            lambda: decode_images(samples, self.resolution),
+        )
+        dataset = PixelSequenceDataset(tensors["pixels"], tensors["labels"])
+        train, val, test = held_out_split(len(dataset), HELD_OUT)
+        return {"train": Subset(dataset, train), "val": Subset(dataset, val), "test": Subset(dataset, test)}
+
+
+class PathXDataModule(PathfinderDataModule):
+    """Path-X: Pathfinder at 128 x 128, sequences of 16384 pixels."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        batch_size: int = 32,
+        resolution: int = 128,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(data_dir, batch_size, resolution, num_workers, pin_memory, cache_dir)

@@ -1,0 +1,127 @@
+"""LRA Retrieval: do two ACL Anthology (AAN) papers cite one another? Byte level, two documents per example.
+
+Reads the release files `<data_dir>/new_aan_pairs.{train,eval,test}.tsv`: no header, one pair per line, five
+tab-separated fields `label, id1, id2, text1, text2`. Like LRA (`use_quote_delim=False`) fields are split on tabs
+only, quotes are text; the texts are taken as the raw bytes LRA's byte-level encoder sees. Each document is cut to
+max_length tokens (4000, as LRA and s4). A line without exactly five fields means a truncated or damaged file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from hgrn.data.errors import DataNotFoundError
+from hgrn.data.lra.cache import load_or_build
+from hgrn.data.lra.datamodule import MAKE_TARGET, LRADataModule
+from hgrn.data.lra.tokens import BYTE_VOCAB_SIZE, ByteDocuments, truncate_document
+
+WHAT = "LRA Retrieval (AAN new_aan_pairs TSVs)"
+FILES = {"train": "new_aan_pairs.train.tsv", "val": "new_aan_pairs.eval.tsv", "test": "new_aan_pairs.test.tsv"}
+FIELDS = 5
+
+
+class DocumentPairDataset(Dataset):
+    def __init__(self, first: ByteDocuments, second: ByteDocuments, labels: Tensor) -> None:
+        self.first, self.second, self.labels = first, second, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {"inputs": self.first[index], "inputs2": self.second[index], "labels": self.labels[index]}
+
+
+def parse_label(field: bytes) -> int | None:
+    """0 or 1 (LRA reads the label as a float, so "1.0" counts as 1); None for anything else."""
+    try:
+        value = float(field)
+    except ValueError:
+        return None
+    return int(value) if value in (0.0, 1.0) else None
+
+
+def encode_pairs(path: Path, max_length: int) -> dict[str, Tensor]:
+    """Parse one TSV into packed, truncated byte documents and labels; DataNotFoundError on a malformed line."""
+    labels: list[int] = []
+    first: list[bytes] = []
+    second: list[bytes] = []
+    with path.open("rb") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.rstrip(b"\n").split(b"\t")
+            if len(fields) != FIELDS:
+                detail = f"{path.name} line {number} has {len(fields)} of {FIELDS} tab-separated fields"
+                raise DataNotFoundError(WHAT, path.parent, MAKE_TARGET, detail)
+            label = parse_label(fields[0])
+            if label is None:
+                detail = f"{path.name} line {number} has label {fields[0][:20]!r}, expected 0 or 1"
+                raise DataNotFoundError(WHAT, path.parent, MAKE_TARGET, detail)
+            labels.append(label)
+            first.append(truncate_document(fields[3], max_length))
+            second.append(truncate_document(fields[4], max_length))
+    if not labels:
+        raise DataNotFoundError(WHAT, path.parent, MAKE_TARGET, f"{path.name} is empty")
+    a, b = ByteDocuments.pack(first), ByteDocuments.pack(second)
+    return {
+        "data1": a.data,
+        "offsets1": a.offsets,
+        "data2": b.data,
+        "offsets2": b.offsets,
+        "labels": torch.tensor(labels),
+    }
+
+
+class AANDataModule(LRADataModule):
+    """Two-tower batches: inputs [B, T1] and inputs2 [B, T2] int64 byte ids (0 pad, 1 <eos>, byte b -> b + 2;
+    T <= max_length per document), mask [B, T1], mask2 [B, T2], labels [B] in {0, 1}.
+    Splits: the release's train / eval / test files."""
+
+    num_classes = 2
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        batch_size: int = 32,
+        max_length: int = 4000,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(data_dir, batch_size, num_workers, pin_memory, cache_dir)
+        self._max_length = max_length
+
+    @property
+    def vocab_size(self) -> int:
+        return BYTE_VOCAB_SIZE
+
+    @property
+    def max_length(self) -> int:
+        """Per document."""
+        return self._max_length
+
+    @property
+    def pair(self) -> bool:
+        """Two documents per example: the classifier encodes both with one backbone (the two-tower setup)."""
+        return True
+
+    def read_splits(self) -> dict[str, Dataset]:
+        paths = {split: self.data_dir / name for split, name in FILES.items()}
+        for path in paths.values():
+            if not path.is_file():
+                raise DataNotFoundError(WHAT, self.data_dir, MAKE_TARGET, f"no {path.name}")
+        return {split: self._read(split, path) for split, path in paths.items()}
+
+    def _read(self, split: str, path: Path) -> DocumentPairDataset:
+        tensors = load_or_build(
+            self.cache_dir,
+            f"aan-{split}",
+            [path],
+            {"max_length": self._max_length},
+            lambda: encode_pairs(path, self._max_length),
+        )
+        first = ByteDocuments(tensors["data1"], tensors["offsets1"])
+        second = ByteDocuments(tensors["data2"], tensors["offsets2"])
+        return DocumentPairDataset(first, second, tensors["labels"])

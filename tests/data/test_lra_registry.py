@@ -1,0 +1,49 @@
+"""The LRA task registry and the interface every task's datamodule shares."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hgrn.data.listops import ListOpsDataModule
+from hgrn.data.lra import LRA_TASKS
+from hgrn.data.lra.image import CIFAR10DataModule
+from hgrn.data.lra.pathfinder import PathfinderDataModule, PathXDataModule
+from hgrn.data.lra.retrieval import AANDataModule
+from hgrn.data.lra.text import IMDbDataModule
+
+
+def test_registry_maps_the_six_task_names_to_datamodules() -> None:
+    assert dict(LRA_TASKS) == {
+        "listops": ListOpsDataModule,
+        "text": IMDbDataModule,
+        "retrieval": AANDataModule,
+        "image": CIFAR10DataModule,
+        "pathfinder": PathfinderDataModule,
+        "pathx": PathXDataModule,
+    }
+    with pytest.raises(KeyError, match="choose one of listops, text"):
+        LRA_TASKS["cifar"]
+
+
+def test_importing_the_package_loads_no_task_module() -> None:
+    code = "import sys, hgrn.data.lra; print(sorted(m for m in sys.modules if m.startswith('hgrn.data')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['hgrn.data', 'hgrn.data.lra']"
+
+
+@pytest.mark.parametrize(
+    ("task", "kwargs", "expected"),
+    [
+        ("text", {}, (2, 258, None, 4096)),
+        ("retrieval", {}, (2, 258, None, 4000)),
+        ("image", {}, (10, 257, None, 1024)),
+        ("image", {"grayscale": False, "augment": True}, (10, None, 3, 1024)),
+        ("pathfinder", {}, (2, 257, None, 1024)),
+        ("pathx", {}, (2, 257, None, 16384)),
+    ],
+)
+def test_model_facing_properties_need_no_data(task: str, kwargs: dict, expected: tuple, tmp_path: Path) -> None:
+    module = LRA_TASKS[task](tmp_path / "absent", batch_size=8, num_workers=0, pin_memory=False, **kwargs)
+    assert (module.num_classes, module.vocab_size, module.input_dim, module.max_length) == expected
