@@ -15,7 +15,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -53,7 +53,7 @@ def train(cfg: DictConfig) -> RunResult:
     checkpoints = run_dir / "checkpoints"
     best = ModelCheckpoint(checkpoints, "best", task.monitor, mode=task.monitor_mode, save_last=True)
     throughput, history = ThroughputMonitor(), ValidationHistory()
-    callbacks = [best, throughput, history, OnExceptionCheckpoint(checkpoints), RichProgressBar()]
+    callbacks = [best, throughput, history, RichProgressBar()]
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     if loggers:
         callbacks.append(LearningRateMonitor("step"))
@@ -62,8 +62,10 @@ def train(cfg: DictConfig) -> RunResult:
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=run_dir)
 
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    if trainer.interrupted:
-        raise KeyboardInterrupt(f"training was interrupted; resume with ckpt_path={checkpoints / 'last.ckpt'}")
+    if trainer.interrupted:  # Ctrl-C or SIGTERM: keep the weights as they are, and say how to go on
+        interrupted = checkpoints / "interrupted.ckpt"
+        trainer.save_checkpoint(interrupted)
+        raise KeyboardInterrupt(f"training was interrupted; resume with ckpt_path={interrupted}")
     best_path = best.best_model_path or None
     test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path=best_path, verbose=False)[0]
 

@@ -21,6 +21,7 @@ from hgrn.ops.checks import accumulation_dtype, check_cu_seqlens, check_rank, ch
 from hgrn.ops.gates import hgrn2_gate
 
 CHUNK_SIZE = 16
+FACTORISED_DECAY_LIMIT = 60.0  # e^60 and e^-60 are well inside float32's range
 Scan = Callable[..., tuple[Tensor, Tensor]]
 
 
@@ -149,9 +150,7 @@ def gla_chunked(
     ]
     q_c, k_c, v_c, g = chunks
     g = g.cumsum(-2)
-    decay = _pairwise_decay(g)  # [B, H, N, C, C, K]
-    attn = (q_c[..., :, None, :] * k_c[..., None, :, :] * decay).sum(-1)
-    o = attn @ v_c
+    o = _intra_chunk_scores(q_c, k_c, g) @ v_c
     g_last = g[..., -1:, :]
     updates = (k_c * (g_last - g).exp()).transpose(-1, -2) @ v_c  # [B, H, N, K, V]
     chunk_decay = g_last.squeeze(-2).exp()[..., None]  # [B, H, N, K, 1]
@@ -213,6 +212,18 @@ def hgrn1_chunked(
     h = rearrange(h, "b n c ... -> b (n c) ...")[:, :T]
     final = h[:, -1] if T else state  # not the padded chunk end: padding still rotates a complex state
     return h.to(log_f.dtype), final
+
+
+def _intra_chunk_scores(q: Tensor, k: Tensor, g: Tensor) -> Tensor:
+    """A[t, s] = sum_k q_tk k_sk exp(g_tk - g_sk) for t >= s, else 0; q, k, g [..., C, K] -> [..., C, C].
+
+    When no chunk decays by more than e^-60, the factorised (q e^g)(k e^-g)^T is a matmul whose factors stay inside
+    the float32 range; otherwise the pairwise differences are formed explicitly (exact for any gate, more memory).
+    """
+    causal = torch.ones(g.shape[-2], g.shape[-2], dtype=torch.bool, device=g.device).tril()
+    if g.numel() == 0 or g[..., -1, :].min() > -FACTORISED_DECAY_LIMIT:
+        return ((q * g.exp()) @ (k * (-g).exp()).transpose(-1, -2)).masked_fill(~causal, 0)
+    return (q[..., :, None, :] * k[..., None, :, :] * _pairwise_decay(g)).sum(-1)
 
 
 def _pairwise_decay(g: Tensor) -> Tensor:

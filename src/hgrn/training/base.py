@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 
 from hgrn.training.optim import param_groups
 
+SPLITS = ("train", "val", "test")
 OptimizerFactory = Callable[[list[dict]], Optimizer]
 ScheduleFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
@@ -67,6 +68,14 @@ class TaskModule(L.LightningModule):
         steps = {} if "total_steps" in configured else {"total_steps": int(self.trainer.estimated_stepping_batches)}
         scheduler = self.sched_factory(optimizer, **steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def add_split_metrics(self, name: str, make: Callable[[], nn.Module]) -> None:
+        """One metric object per split, as attributes train_<name>, val_<name>, test_<name> (logged per epoch)."""
+        for split in SPLITS:
+            setattr(self, f"{split}_{name}", make())
+
+    def split_metric(self, split: str, name: str) -> nn.Module:
+        return getattr(self, f"{split}_{name}")
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

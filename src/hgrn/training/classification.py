@@ -6,14 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from hgrn.models import SequenceClassifier, SequenceClassifierConfig
 from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule
-
-SPLITS = ("train", "val", "test")
 
 
 class ClassificationTask(TaskModule):
@@ -45,16 +43,16 @@ class ClassificationTask(TaskModule):
         )
         self.model = SequenceClassifier(config)
         self.label_smoothing = label_smoothing
-        self.accuracy = nn.ModuleDict({s: MulticlassAccuracy(data["num_classes"], average="micro") for s in SPLITS})
-        self.mean_loss = nn.ModuleDict({s: MeanMetric() for s in SPLITS})
+        self.add_split_metrics("acc", lambda: MulticlassAccuracy(data["num_classes"], average="micro"))
+        self.add_split_metrics("loss", MeanMetric)
 
     def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         logits = self.model(batch["inputs"], batch.get("mask"), batch.get("inputs2"), batch.get("mask2"))
         loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=self.label_smoothing)
-        self.accuracy[split](logits, batch["labels"])
-        self.mean_loss[split](loss.detach())
-        on_step = split == "train"
-        size = batch["labels"].shape[0]
-        self.log(f"{split}/loss", self.mean_loss[split], on_step=on_step, on_epoch=True, prog_bar=True, batch_size=size)
-        self.log(f"{split}/acc", self.accuracy[split], on_step=on_step, on_epoch=True, prog_bar=True, batch_size=size)
+        accuracy, mean_loss = self.split_metric(split, "acc"), self.split_metric(split, "loss")
+        accuracy(logits, batch["labels"])
+        mean_loss(loss.detach())
+        on_step, size = split == "train", batch["labels"].shape[0]
+        self.log(f"{split}/loss", mean_loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log(f"{split}/acc", accuracy, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=size)
         return loss

@@ -10,11 +10,13 @@ import inspect
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hgrn.models import BackboneConfig
+from hgrn.models.backbone import Block
 
 TOP_LEVEL = {"name", "model", "data", "task", "trainer", "logger", "optim", "sched", "paths", "seed", "ckpt_path"}
 TARGET_NODES = ("data", "task", "trainer", "optim", "sched")
@@ -29,15 +31,30 @@ def check_config(cfg: DictConfig) -> None:
     unknown = sorted(set(cfg) - TOP_LEVEL)
     if unknown:
         raise ConfigError(f"unknown top-level config keys {unknown}; allowed: {sorted(TOP_LEVEL)}")
-    try:
-        OmegaConf.merge(OmegaConf.structured(BackboneConfig), cfg.model)
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"model.{error.full_key}: {error.msg}") from None
+    check_model(cfg.model)
     for key in TARGET_NODES:
         if cfg.get(key) is not None:
             check_target_node(cfg[key], key, SET_BY_TRAIN.get(key, set()))
     for name, node in (cfg.get("logger") or {}).items():
         check_target_node(node, f"logger.{name}")
+
+
+def check_model(node: DictConfig) -> None:
+    """Types and keys through the BackboneConfig schema, then one block built on the meta device (no memory) so the
+    mixer's own checks (expand_ratio divides d_model, heads divide the width, ...) run now."""
+    try:
+        config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BackboneConfig), node))
+    except OmegaConfBaseException as error:
+        if isinstance(error.__cause__, ValueError):  # BackboneConfig's own checks (mixer, options, direction)
+            raise ConfigError(f"model: {error.__cause__}") from None
+        raise ConfigError(f"model.{error.full_key}: {error.msg}") from None
+    if config.direction == "2d" and config.grid is None:
+        return  # an image head fills the grid in
+    try:
+        with torch.device("meta"):
+            Block(config, drop_path=0.0)
+    except ValueError as error:
+        raise ConfigError(f"model.mixer_options: {error}") from None
 
 
 def check_target_node(node: DictConfig, where: str, set_by_code: set[str] = frozenset()) -> None:

@@ -7,14 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from hgrn.models import CausalLM, CausalLMConfig
 from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule
 
-SPLITS = ("train", "val", "test")
 IGNORE = -100
 
 
@@ -33,25 +32,23 @@ class LanguageModelingTask(TaskModule):
         self.save_hyperparameters(ignore=["optim", "sched"])
         vocab = data["vocab_size"]
         self.model = CausalLM(CausalLMConfig(backbone=backbone, vocab_size=vocab, tie_embeddings=tie_embeddings))
-        self.accuracy = nn.ModuleDict(
-            {s: MulticlassAccuracy(vocab, average="micro", ignore_index=IGNORE) for s in SPLITS}
-        )
-        self.mean_loss = nn.ModuleDict({s: MeanMetric() for s in SPLITS})
+        self.add_split_metrics("acc", lambda: MulticlassAccuracy(vocab, average="micro", ignore_index=IGNORE))
+        self.add_split_metrics("loss", MeanMetric)
 
     def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         logits = self.model(batch["inputs"])
         labels = batch["labels"]
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
-        counted = (labels != IGNORE).sum()
-        self.accuracy[split](logits.flatten(0, 1), labels.flatten())
-        self.mean_loss[split](loss.detach(), weight=counted)
+        accuracy, mean_loss = self.split_metric(split, "acc"), self.split_metric(split, "loss")
+        accuracy(logits.flatten(0, 1), labels.flatten())
+        mean_loss(loss.detach(), weight=(labels != IGNORE).sum())
         on_step = split == "train"
-        self.log(f"{split}/loss", self.mean_loss[split], on_step=on_step, on_epoch=True, prog_bar=True)
-        self.log(f"{split}/acc", self.accuracy[split], on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(f"{split}/loss", mean_loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(f"{split}/acc", accuracy, on_step=on_step, on_epoch=True, prog_bar=True)
         return loss
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/ppl", self.mean_loss["val"].compute().exp())
+        self.log("val/ppl", self.val_loss.compute().exp())
 
     def on_test_epoch_end(self) -> None:
-        self.log("test/ppl", self.mean_loss["test"].compute().exp())
+        self.log("test/ppl", self.test_loss.compute().exp())
