@@ -7,7 +7,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: help venv test test-gpu lint format clean
+.PHONY: help venv demo test test-gpu lint format clean data-listops data-lra data-lra-verify
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,6 +20,20 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 venv: $(STAMP)  ## create .venv with the pinned stack (once)
+
+demo: $(STAMP)  ## first command: generate a small ListOps set, train a small HGRN2 on the CPU (a few minutes)
+	@test -f data/demo/listops/basic_test.tsv || $(PY) -m hgrn.data.listops --out data/demo/listops \
+		--train 4000 --val 500 --test 500 --min-length 20 --max-length 200
+	$(PY) -m hgrn.train experiment=demo
+
+data-listops: $(STAMP)  ## generate LRA ListOps (96k/2k/2k, the LRA algorithm, seeded) into data/lra/listops
+	$(PY) -m hgrn.data.listops --out data/lra/listops --train 96000 --val 2000 --test 2000 --seed 0
+
+data-lra: $(STAMP)  ## download LRA (release archive, IMDb, CIFAR-10) into data/lra and verify it
+	HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(PY) -m hgrn.data.lra.download --root data/lra
+
+data-lra-verify: $(STAMP)  ## check data/lra against tasks/lra/manifest.yaml
+	$(PY) -m hgrn.data.lra.download verify --root data/lra
 
 lint: $(STAMP)  ## ruff check + format check
 	$(VENV)/bin/ruff check src tests
@@ -34,6 +48,9 @@ test: lint  ## the CI suite: lint, then every test not marked gpu or slow (CPU, 
 
 test-gpu: $(STAMP)  ## GPU and slow tests (on the GPU machine)
 	$(PY) -m pytest -m "gpu or slow" -q
+
+bench: $(STAMP)  ## kernel benchmarks on the GPU -> results/bench/
+	$(PY) -m hgrn.bench
 
 clean:  ## remove caches (keeps .venv and data)
 	rm -rf .pytest_cache .ruff_cache build src/*.egg-info
