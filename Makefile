@@ -21,9 +21,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP)  ## create .venv with the pinned stack (once)
 
-demo: $(STAMP)  ## first command: generate a small ListOps set, train a small HGRN2 on the CPU (a few minutes)
+demo: $(STAMP)  ## first command: generate a small ListOps set (depth <= 3), train a small HGRN2 on the CPU
 	@test -f data/demo/listops/basic_test.tsv || $(PY) -m hgrn.data.listops --out data/demo/listops \
-		--train 4000 --val 500 --test 500 --min-length 20 --max-length 200
+		--train 8000 --val 1000 --test 1000 --min-length 5 --max-length 80 --max-depth 3
 	$(PY) -m hgrn.train experiment=demo
 
 data-listops: $(STAMP)  ## generate LRA ListOps (96k/2k/2k, the LRA algorithm, seeded) into data/lra/listops

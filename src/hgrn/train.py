@@ -45,6 +45,7 @@ def train(cfg: DictConfig) -> RunResult:
     datamodule = instantiate(cfg.data)
     task = instantiate(
         cfg.task,
+        _convert_="all",  # plain dicts in the checkpoint's hyper-parameters, loadable with weights_only
         backbone=OmegaConf.to_container(cfg.model, resolve=True),
         data=data_spec(datamodule),
         optim=instantiate(cfg.optim),
@@ -98,19 +99,22 @@ def train(cfg: DictConfig) -> RunResult:
 
 
 def report(result: RunResult, path: Path, loggers: list) -> None:
+    """A short table of the run's numbers, and where its records are."""
     console = Console()
-    table = Table(title=f"{result.experiment}: {result.parameters / 1e6:.2f}M parameters, {result.steps} steps")
+    table = Table(title=result.experiment)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted(result.metrics.items()):
         table.add_row(name, f"{value:.4f}")
-    table.add_row("train tokens/s", f"{result.throughput['train_tokens_per_s']:.0f}")
+    table.add_row("parameters", f"{result.parameters:,}")
+    table.add_row("steps", str(result.steps))
+    table.add_row("train tokens/s", f"{result.throughput['train_tokens_per_s']:,.0f}")
     table.add_row("wall time (s)", f"{result.wall_seconds:.1f}")
     console.print(table)
-    console.print(f"results: {path}")
+    console.print(f"results.json: {path}")
     for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            console.print(f"W&B run ({logger.experiment.settings.mode}): {logger.experiment.dir}")
+        if isinstance(logger, WandbLogger) and logger.experiment.dir:
+            console.print(f"W&B run ({logger.experiment.settings.mode}): {Path(logger.experiment.dir).parent}")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
