@@ -9,7 +9,9 @@ from torch import Tensor, nn
 class LayerLowerBounds(nn.Module):
     """gamma_k = sum_{i<k} softmax(Gamma, dim=layers)_i: layer 0 gets 0, bounds rise monotonically and stay below 1.
 
-    This is the paper's formula (and the LRA / ImageNet code); uniform at initialisation (gamma_k = k / L).
+    This is the paper's formula (and the LRA / ImageNet code); uniform at initialisation (gamma_k = k / L). The
+    exclusive sum is accumulated directly (not as cumsum - p), so rounding keeps it monotone and layer 0 exactly 0;
+    a bound rounds to 1.0 only when the softmax mass left is below float epsilon (then f = 1, k = 0: no NaN).
     """
 
     def __init__(self, n_layers: int, dim: int) -> None:
@@ -19,4 +21,4 @@ class LayerLowerBounds(nn.Module):
     def forward(self) -> Tensor:
         """Bounds for every layer, [n_layers, dim]."""
         p = self.logits.softmax(0)
-        return p.cumsum(0) - p
+        return torch.cat((torch.zeros_like(p[:1]), p[:-1].cumsum(0)))

@@ -174,54 +174,60 @@ def hgrn1_chunked(
     pad = (-T) % chunk_size
     x_c = rearrange(F.pad(x.to(acc), (0, 0) * (x.dim() - 2) + (0, pad)), "b (n c) ... -> b n c ...", c=chunk_size)
     g = rearrange(F.pad(log_f.to(acc), (0, 0, 0, pad)), "b (n c) d -> b n c d", c=chunk_size).cumsum(2)
-    decay = _pairwise_decay(g)  # [B, N, C, C, D]
+    theta = None if theta is None else theta.to(acc)
+    steps = torch.arange(1, chunk_size + 1, device=x.device, dtype=acc)[:, None]  # steps taken at each position
+    h = _local_scan(x_c, g, theta, steps)
+    carry = g.exp() if theta is None else _polar(g, steps * theta)  # what becomes of the state entering the chunk
+    multiply = torch.mul if theta is None else _complex_mul
     state = x.new_zeros(B, *x.shape[2:], dtype=acc) if h0 is None else h0.to(acc)
-    if theta is None:
-        h = torch.einsum("bntsd,bnsd->bntd", decay, x_c)
-        carry = g.exp()  # coefficient of the state entering the chunk, per position
-
-        def advance(state: Tensor, n: int) -> Tensor:
-            return h[:, n, -1] + carry[:, n, -1] * state
-    else:
-        steps = torch.arange(chunk_size, device=x.device, dtype=acc)
-        theta = theta.to(acc)
-        angle = (steps[:, None] - steps[None, :])[..., None] * theta  # [C, C, D]
-        w_re, w_im = decay * angle.cos(), decay * angle.sin()
-        x_re, x_im = x_c.unbind(-1)
-        mix = "bntsd,bnsd->bntd"
-        h = torch.stack(
-            (
-                torch.einsum(mix, w_re, x_re) - torch.einsum(mix, w_im, x_im),
-                torch.einsum(mix, w_re, x_im) + torch.einsum(mix, w_im, x_re),
-            ),
-            -1,
-        )
-        rotation = (steps + 1)[:, None] * theta  # after t+1 steps the entering state turned by (t+1) theta
-        carry = torch.stack((g.exp() * rotation.cos(), g.exp() * rotation.sin()), -1)
-
-        def advance(state: Tensor, n: int) -> Tensor:
-            return h[:, n, -1] + _complex_mul(carry[:, n, -1], state)
-
-    n_chunks = g.shape[1]
-    if n_chunks:
+    if g.shape[1]:
         entering = [state]
-        for n in range(n_chunks - 1):
-            entering.append(advance(entering[-1], n))
-        start = torch.stack(entering, 1)[:, :, None]
-        h = h + (carry * start if theta is None else _complex_mul(carry, start))
+        for n in range(g.shape[1] - 1):
+            entering.append(h[:, n, -1] + multiply(carry[:, n, -1], entering[-1]))
+        h = h + multiply(carry, torch.stack(entering, 1)[:, :, None])
     h = rearrange(h, "b n c ... -> b (n c) ...")[:, :T]
     final = h[:, -1] if T else state  # not the padded chunk end: padding still rotates a complex state
     return h.to(log_f.dtype), final
 
 
+def _local_scan(x: Tensor, g: Tensor, theta: Tensor | None, steps: Tensor) -> Tensor:
+    """h_t = sum_{s<=t} e^{g_t - g_s} e^{i (t - s) theta} x_s within each chunk (zero entering state).
+
+    Factorised as e^{g_t + i t theta} cumsum_s(e^{-g_s - i s theta} x_s) when the decay allows (see
+    `_factorisable`); otherwise from the explicit pairwise decays.
+    """
+    if _factorisable(g):
+        if theta is None:
+            return g.exp() * torch.cumsum((-g).exp() * x, 2)
+        return _complex_mul(_polar(g, steps * theta), torch.cumsum(_complex_mul(_polar(-g, -steps * theta), x), 2))
+    decay = _pairwise_decay(g)  # [B, N, C, C, D]
+    if theta is None:
+        return torch.einsum("bntsd,bnsd->bntd", decay, x)
+    lag = steps - steps.T  # t - s, [C, C]
+    weights = torch.stack((decay * (lag[..., None] * theta).cos(), decay * (lag[..., None] * theta).sin()), -1)
+    return _complex_mul(weights, x[:, :, None]).sum(3)
+
+
+def _polar(log_magnitude: Tensor, angle: Tensor) -> Tensor:
+    """(re, im) of exp(log_magnitude + i angle), as a trailing axis of size 2."""
+    magnitude = log_magnitude.exp()
+    return torch.stack((magnitude * angle.cos(), magnitude * angle.sin()), -1)
+
+
+def _factorisable(g: Tensor) -> bool:
+    """No chunk decays by more than e^-60 (cumulative log gates g [..., C, D]): then e^g and e^-g both stay well
+    inside the float32 range and a chunk's pairwise decays can be factorised into per-position terms."""
+    return g.numel() == 0 or bool(g[..., -1, :].min() > -FACTORISED_DECAY_LIMIT)
+
+
 def _intra_chunk_scores(q: Tensor, k: Tensor, g: Tensor) -> Tensor:
     """A[t, s] = sum_k q_tk k_sk exp(g_tk - g_sk) for t >= s, else 0; q, k, g [..., C, K] -> [..., C, C].
 
-    When no chunk decays by more than e^-60, the factorised (q e^g)(k e^-g)^T is a matmul whose factors stay inside
-    the float32 range; otherwise the pairwise differences are formed explicitly (exact for any gate, more memory).
+    A matmul of (q e^g)(k e^-g)^T when `_factorisable`; otherwise the pairwise differences are formed explicitly
+    (exact for any gate, more memory).
     """
     causal = torch.ones(g.shape[-2], g.shape[-2], dtype=torch.bool, device=g.device).tril()
-    if g.numel() == 0 or g[..., -1, :].min() > -FACTORISED_DECAY_LIMIT:
+    if _factorisable(g):
         return ((q * g.exp()) @ (k * (-g).exp()).transpose(-1, -2)).masked_fill(~causal, 0)
     return (q[..., :, None, :] * k[..., None, :, :] * _pairwise_decay(g)).sum(-1)
 

@@ -27,6 +27,16 @@ class ConfigError(ValueError):
     """A config problem, reported by its full key."""
 
 
+def divide_exactly(total: int, parts: int) -> int:
+    """`${div:128,${trainer.devices}}`: a total batch split over devices, which must divide it."""
+    if parts < 1 or total % parts:
+        raise ConfigError(f"cannot split {total} evenly over {parts} devices; choose a device count that divides it")
+    return total // parts
+
+
+OmegaConf.register_new_resolver("div", divide_exactly, replace=True)
+
+
 def check_config(cfg: DictConfig) -> None:
     unknown = sorted(set(cfg) - TOP_LEVEL)
     if unknown:
