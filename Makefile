@@ -7,7 +7,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: help venv demo test test-gpu lint format clean data-listops data-lra data-lra-verify
+.PHONY: help venv demo test test-gpu lint format clean data-listops data-lra data-lra-verify lra tables
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,6 +34,21 @@ data-lra: $(STAMP)  ## download LRA (release archive, IMDb, CIFAR-10) into data/
 
 data-lra-verify: $(STAMP)  ## check data/lra against tasks/lra/manifest.yaml
 	$(PY) -m hgrn.data.lra.download verify --root data/lra
+
+MODEL ?= hgrn2
+TASK ?= listops text retrieval image pathfinder pathx
+GPUS ?= 1
+DEVICES = $(if $(filter 1,$(GPUS)),,trainer=ddp trainer.devices=$(GPUS))
+
+lra: $(STAMP)  ## train LRA with the paper recipes (MODEL=hgrn2|hgrn1|gla|transformer TASK="listops ..." GPUS=1), then the table
+	@for task in $(TASK); do \
+		echo "== lra/$(MODEL)/$$task"; \
+		$(PY) -m hgrn.train experiment=lra/$(MODEL)/$$task $(DEVICES) || exit 1; \
+	done
+	$(MAKE) --no-print-directory tables
+
+tables: $(STAMP)  ## render results/tables/ from every results.json (outputs/, results/runs/) beside results/paper/
+	$(PY) -m hgrn.results.tables lra
 
 lint: $(STAMP)  ## ruff check + format check
 	$(VENV)/bin/ruff check src tests
