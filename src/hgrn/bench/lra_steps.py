@@ -1,0 +1,139 @@
+"""Per-step training time of each LRA recipe on this GPU, and the GPU hours a full run of the recipe takes.
+
+    python -m hgrn.bench.lra_steps [--model hgrn2] [--tasks listops text ...] [--out results/bench]
+
+Random inputs at the recipe's full length and batch (an upper bound: real batches are padded only to their
+longest example), bf16 autocast, forward + backward + optimiser step, median time (synchronised) of 10 steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from hgrn.train import CONFIG_DIR, data_spec
+from hgrn.training.optim import param_groups
+
+TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
+TRAIN_EXAMPLES = {  # training-set sizes of the LRA release (CIFAR-10: 45k after the validation split)
+    "listops": 96_000,
+    "text": 25_000,
+    "retrieval": 147_086,
+    "image": 45_000,
+    "pathfinder": 160_000,
+    "pathx": 160_000,
+}
+
+
+def random_batch(spec: dict, batch: int, device: str) -> dict[str, torch.Tensor]:
+    length = spec["max_length"]
+
+    def make() -> torch.Tensor:
+        if spec.get("vocab_size"):
+            return torch.randint(1, spec["vocab_size"], (batch, length), device=device)
+        return torch.randn(batch, length, spec["input_dim"], device=device)
+
+    out = {"inputs": make(), "mask": torch.ones(batch, length, dtype=torch.bool, device=device)}
+    if spec.get("pair"):
+        out |= {"inputs2": make(), "mask2": out["mask"].clone()}
+    out["labels"] = torch.randint(0, spec["num_classes"], (batch,), device=device)
+    return out
+
+
+def time_recipe(experiment: str, steps: int = 10, device: str = "cuda", overrides: tuple[str, ...] = ()) -> dict:
+    base = [f"experiment={experiment}", "paths.output_dir=/tmp/lra_steps", "logger=none", *overrides]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=base)
+    cuda = device == "cuda"
+    spec = data_spec(instantiate(cfg.data))
+    task = instantiate(
+        cfg.task,
+        _convert_="all",
+        backbone=OmegaConf.to_container(cfg.model, resolve=True),
+        data=spec,
+        optim=instantiate(cfg.optim),
+    ).to(device)
+    optimizer = task.optim_factory(param_groups(task.model))
+    batch_size = cfg.data.batch_size
+    batch = random_batch(spec, batch_size, device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+
+    def step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):
+            loss = task.shared_step(batch, "train")
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    try:
+        for _ in range(3):
+            step()
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            step()
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    except torch.OutOfMemoryError:
+        return {"experiment": experiment, "batch_size": batch_size, "error": "out of memory"}
+    task_name = experiment.split("/")[-1]
+    per_epoch = math.ceil(TRAIN_EXAMPLES[task_name] / batch_size)
+    total_steps = per_epoch * cfg.trainer.max_epochs
+    seconds = statistics.median(times)
+    return {
+        "experiment": experiment,
+        "batch_size": batch_size,
+        "length": spec["max_length"],
+        "seconds_per_step": seconds,
+        "steps": total_steps,
+        "gpu_hours": seconds * total_steps / 3600,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="hgrn2", choices=["hgrn2", "hgrn1", "gla", "transformer"])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    args = parser.parse_args(argv)
+    gpu = torch.cuda.get_device_name()
+    rows = []
+    for task in args.tasks:
+        rows.append(time_recipe(f"lra/{args.model}/{task}"))
+        print(json.dumps(rows[-1]), flush=True)
+        torch.cuda.empty_cache()
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"lra-steps-{args.model}-{gpu.replace(' ', '_')}"
+    stem.with_suffix(".json").write_text(json.dumps({"gpu": gpu, "torch": torch.__version__, "rows": rows}, indent=2))
+    lines = [
+        f"LRA recipes, {args.model}, on {gpu} (one GPU, bf16 autocast, random inputs at full length and batch)",
+        "",
+        "| experiment | batch | length | s/step | steps | GPU hours | peak GiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['experiment']} | {r['batch_size']} | - | {r['error']} | - | - | - |")
+            continue
+        lines.append(
+            f"| {r['experiment']} | {r['batch_size']} | {r['length']} | {r['seconds_per_step']:.3f} | {r['steps']} "
+            f"| {r['gpu_hours']:.1f} | {r['peak_memory_gib']:.1f} |"
+        )
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
