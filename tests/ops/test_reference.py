@@ -90,6 +90,24 @@ def test_hgrn1_chunked_matches_loop(complex_valued, reverse, T):
         assert_close(name, a, b, 1e-10)
 
 
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.float16, 5e-3), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize("op", ["gla", "hgrn2", "hgrn1"])
+def test_low_precision_inputs_match_the_float64_loop(op, dtype, tol):
+    """Half-precision inputs are accumulated in float32; states come back in float32, outputs in the input dtype."""
+    q, k, v, log_f = gla_inputs(2, 37, 2, 4, 4, seed=13)
+    if op == "gla":
+        args, ref_fn, fn = (q, k, v, log_f), naive_gla, gla_recurrence
+    elif op == "hgrn2":
+        args, ref_fn, fn = (q, v, k), naive_hgrn2, hgrn2_recurrence
+    else:
+        args, ref_fn, fn = (v.flatten(2), log_f.flatten(2)), naive_hgrn1, hgrn1_recurrence
+    out, state = fn(*(a.to(dtype) for a in args), output_final_state=True)
+    assert out.dtype == dtype and state.dtype == torch.float32
+    ref, ref_state = ref_fn(*(a.to(dtype).double() for a in args), output_final_state=True)  # same rounded inputs
+    assert_close("o", out, ref, tol)
+    assert_close("state", state, ref_state, tol)
+
+
 def test_gradcheck_chunked_forms():
     q, k, v, log_f = gla_inputs(1, 5, 1, 2, 2, seed=3)
     h0 = torch.randn(1, 1, 2, 2, dtype=torch.float64)
