@@ -11,8 +11,8 @@ also serves as validation, as in the LRA paper and s4 (`val_split: 0.0`), so "be
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -21,6 +21,9 @@ from hgrn.data.errors import DataNotFoundError
 from hgrn.data.lra.cache import load_or_build
 from hgrn.data.lra.datamodule import MAKE_TARGET, LRADataModule
 from hgrn.data.lra.tokens import BYTE_VOCAB_SIZE, ByteDocuments, truncate_document
+
+if TYPE_CHECKING:
+    import datasets
 
 WHAT = "LRA Text (IMDb saved with save_to_disk)"
 HF_SPLITS = ("train", "test")
@@ -40,6 +43,8 @@ class ByteClassificationDataset(Dataset):
 
 
 def read_imdb(data_dir: Path) -> datasets.DatasetDict:
+    import datasets  # only when the data is read: building the model and config need no `datasets`
+
     if not (data_dir / "dataset_dict.json").is_file():
         raise DataNotFoundError(WHAT, data_dir, MAKE_TARGET, "no dataset_dict.json")
     try:
