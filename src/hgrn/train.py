@@ -21,10 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from hgrn.data.errors import DataNotFoundError
 from hgrn.results import RunResult, write_results
 from hgrn.results.environment import git_state, hardware, package_versions, peak_memory_bytes
 from hgrn.training.callbacks import ThroughputMonitor, ValidationHistory
-from hgrn.training.config_check import check_config
+from hgrn.training.config_check import ConfigError, check_config
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 DATA_PROPERTIES = ("num_classes", "vocab_size", "input_dim", "max_length", "pair")
@@ -119,7 +120,11 @@ def report(result: RunResult, path: Path, loggers: list) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except (ConfigError, DataNotFoundError, FloatingPointError) as error:  # the user's to fix: say what, not where
+        Console(stderr=True).print(f"[bold red]error:[/] {error}")
+        raise SystemExit(2) from None
     monitor = f"{cfg.task.get('monitor', 'val/loss')}_best"
     return result.metrics.get(monitor)
 

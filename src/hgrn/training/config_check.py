@@ -57,7 +57,7 @@ def check_model(node: DictConfig) -> None:
     except OmegaConfBaseException as error:
         if isinstance(error.__cause__, ValueError):  # BackboneConfig's own checks (mixer, options, direction)
             raise ConfigError(f"model: {error.__cause__}") from None
-        raise ConfigError(f"model.{error.full_key}: {error.msg}") from None
+        raise ConfigError(f"model.{error.full_key}: {error.msg.splitlines()[0]}") from None
     if config.direction == "2d" and config.grid is None:
         return  # an image head fills the grid in
     try:
