@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from hgrn import ops
 from hgrn.train import CONFIG_DIR, data_spec
 from hgrn.training.optim import param_groups
 
@@ -116,9 +117,12 @@ def main(argv: list[str] | None = None) -> None:
         torch.cuda.empty_cache()
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"lra-steps-{args.model}-{gpu.replace(' ', '_')}"
-    stem.with_suffix(".json").write_text(json.dumps({"gpu": gpu, "torch": torch.__version__, "rows": rows}, indent=2))
+    backend = "Triton kernels" if ops.USE_KERNELS else "PyTorch reference"
+    record = {"gpu": gpu, "torch": torch.__version__, "ops": backend, "rows": rows}
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=2))
     lines = [
-        f"LRA recipes, {args.model}, on {gpu} (one GPU, bf16 autocast, random inputs at full length and batch)",
+        f"LRA recipes, {args.model}, on {gpu} (one GPU, bf16 autocast, random inputs at full length and batch,",
+        f"recurrence ops: {backend})",
         "",
         "| experiment | batch | length | s/step | steps | GPU hours | peak GiB |",
         "|---|---|---|---|---|---|---|",

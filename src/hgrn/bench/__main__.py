@@ -1,0 +1,48 @@
+"""python -m hgrn.bench: operator and layer benchmarks on the GPU -> results/bench/<gpu>-<date>.{json,md,png}.
+
+Every number comes from this process: ours, fla (when installed), SDPA and the PyTorch reference on the same GPU.
+The Triton cache starts empty (unless --cache-dir is given), so first-call times include compilation and tuning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+HGRN2_SHAPES = ["8x2048x16x128", "4x8192x16x128", "1x32768x16x128", "8x2048x32x64", "8x2048x8x256"]
+HGRN1_SHAPES = ["8x2048x2048", "4x8192x2048"]
+MAIN_HGRN2, MAIN_HGRN1 = HGRN2_SHAPES[0], HGRN1_SHAPES[0]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m hgrn.bench", description=__doc__)
+    p.add_argument("--out", type=Path, default=Path("results/bench"))
+    p.add_argument("--hgrn2", nargs="*", default=HGRN2_SHAPES, help="BxTxHxD shapes (empty: none)")
+    p.add_argument("--hgrn1", nargs="*", default=HGRN1_SHAPES, help="BxTxD shapes (empty: none)")
+    p.add_argument("--layer", nargs="*", default=[MAIN_HGRN2], help="BxTxHxD: d_model = H*D (empty: none)")
+    p.add_argument("--no-fla", action="store_true", help="skip fla even if it is installed")
+    p.add_argument("--cache-dir", help="reuse this Triton cache (first-call times then exclude compilation)")
+    p.add_argument("--merge", type=Path, help="add these rows to an earlier result JSON of the same GPU")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    os.environ["TRITON_CACHE_DIR"] = args.cache_dir or tempfile.mkdtemp(prefix="hgrn-bench-triton-")
+    from hgrn.bench.runner import run
+
+    started = time.time()
+    result = run(args)
+    result["notes"].append(f"run took {time.time() - started:.0f} s")
+    from hgrn.bench.report import write
+
+    for path in write(result, args.out):
+        print("wrote", path)
+    (args.out / "rows-partial.json").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Tile sweep: python -m hgrn.bench.sweep [--op hgrn2|hgrn1] [--shape BxTxHxD | BxTxD] CONFIG ...
+
+Each CONFIG overrides the tile rule through HGRN_CHUNK_TILES (hgrn2, e.g. "C=64,BV=128,maxnreg=128") or
+HGRN_SCAN_TILES (hgrn1, e.g. "BT=128,BD=32"); "" is the rule itself. The configs compile in
+parallel subprocesses first (warming the shared Triton cache), then one process times each: the op's forward and
+forward + backward, and the CUDA time of every kernel in one forward + backward (torch.profiler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from triton.testing import do_bench
+
+from hgrn import ops
+
+ENV = {"hgrn2": "HGRN_CHUNK_TILES", "hgrn1": "HGRN_SCAN_TILES"}
+
+
+def _op(op: str, shape: tuple[int, ...]):
+    """(function of the inputs -> output, inputs) on random bf16 data."""
+
+    def leaf(*dims: int, dtype=torch.bfloat16):
+        return torch.randn(*dims, device="cuda", dtype=dtype).requires_grad_()
+
+    if op == "hgrn1":
+        x, g = leaf(*shape), torch.nn.functional.logsigmoid(leaf(*shape) + 2).detach().requires_grad_()
+        return (lambda x, g: ops.hgrn1_recurrence(x, g)[0]), (x, g)
+    B, T, H, D = shape
+    lb = torch.zeros(H, D, device="cuda", requires_grad=True)
+    return (lambda q, v, z, lb: ops.hgrn2_recurrence(q, v, z, lb, scale=D**-0.5)[0]), (
+        *(leaf(B, T, H, D) for _ in range(3)),
+        lb,
+    )
+
+
+def _time(op: str, shape: tuple[int, ...], config: str) -> dict:
+    os.environ[ENV[op]] = config
+    fn, inputs = _op(op, shape)
+    grad = torch.randn_like(inputs[0])
+
+    def fwd():
+        with torch.no_grad():
+            return fn(*inputs)
+
+    def fwd_bwd():
+        return torch.autograd.grad(fn(*inputs), inputs, grad)
+
+    fwd_bwd()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            fwd_bwd()
+        torch.cuda.synchronize()
+    kernels = {e.key[:40]: round(e.device_time_total / 5 / 1e3, 4) for e in prof.key_averages() if e.device_time_total}
+    return {
+        "config": config,
+        "fwd_ms": do_bench(fwd, warmup=25, rep=100, return_mode="median"),
+        "fwd_bwd_ms": do_bench(fwd_bwd, warmup=25, rep=100, return_mode="median"),
+        "kernels_ms": kernels,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m hgrn.bench.sweep", description=__doc__)
+    p.add_argument("--op", choices=sorted(ENV), default="hgrn2")
+    p.add_argument("--shape", default="8x2048x16x128")
+    p.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("configs", nargs="*", default=[""])
+    args = p.parse_args()
+    shape = tuple(int(x) for x in args.shape.split("x"))
+    if args.compile_only:  # a worker: one small fwd + bwd with the same constants compiles every kernel
+        os.environ[ENV[args.op]] = args.configs[0]
+        fn, inputs = _op(args.op, (1, 256, *shape[2:]))
+        torch.autograd.grad(fn(*inputs).sum(), inputs)
+        return
+    with ThreadPoolExecutor(8) as pool:
+        cmd = [sys.executable, "-m", "hgrn.bench.sweep", "--compile-only", "--op", args.op, "--shape", args.shape]
+        list(pool.map(lambda c: subprocess.run([*cmd, c], check=False), args.configs))
+    for config in args.configs:
+        try:
+            print(json.dumps(_time(args.op, shape, config)), flush=True)
+        except Exception as error:  # a config that fails to compile or run is reported, not fatal
+            print(json.dumps({"config": config, "error": repr(error)[:300]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Pieces shared by the Triton kernels: sequence addressing, gate numerics, dot precision, launch rules.
+
+Addressing. Every kernel walks "pseudo-sequences": a packed sequence (cu_seqlens), or a segment of length L of a
+batch row (a long row is cut into NS segments so that short batches still fill the GPU; the segments' states are
+joined by `segment_combine`). Rows are visited in processing order; with REVERSE the processing order runs from a
+sequence's end to its start, so nothing is ever flipped in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+# Dot precision: bf16 operands for bf16 inputs; fp32 operands otherwise (tf32 for fp16 inputs, whose 10-bit mantissa
+# tf32 keeps exactly while the exponent range holds the e^{+-64} decay factors; exact fp32 for fp32 inputs).
+DOT_BF16, DOT_TF32, DOT_IEEE = 0, 1, 2
+
+
+def dot_mode(dtype: torch.dtype) -> int:
+    return {torch.bfloat16: DOT_BF16, torch.float16: DOT_TF32}.get(dtype, DOT_IEEE)
+
+
+@cache
+def sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def target_programs(device: torch.device) -> int:
+    """About two resident programs per multiprocessor hide a sequential walk's latency."""
+    if device.type != "cuda":
+        return 1
+    return 2 * sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def pow2(n: int) -> int:
+    return triton.next_power_of_2(max(int(n), 1))
+
+
+@triton.jit
+def mm(a, b, DOT: tl.constexpr):
+    """a @ b with fp32 accumulation at the chosen operand precision (a, b in fp32 registers)."""
+    if DOT == 0:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif DOT == 1:
+        return tl.dot(a, b, input_precision="tf32")
+    else:
+        return tl.dot(a, b, input_precision="ieee")
+
+
+@triton.jit
+def seq_span(p, cu, T, NS, L, IS_VARLEN: tl.constexpr):
+    """(first token, length) of pseudo-sequence p."""
+    if IS_VARLEN:
+        bos = tl.load(cu + p).to(tl.int64)
+        n = (tl.load(cu + p + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        b = p // NS
+        s = p - b * NS
+        bos = b.to(tl.int64) * T + s * L
+        n = tl.minimum(L, T - s * L)
+    return bos, n
+
+
+@triton.jit
+def tokens(r, n, bos, REVERSE: tl.constexpr):
+    """Token indices (int64) of processing-order rows r of a sequence of n tokens, and which of them exist."""
+    valid = (r >= 0) & (r < n)
+    if REVERSE:  # noqa: SIM108 (Triton: constexpr branch)
+        pos = n - 1 - r
+    else:
+        pos = r
+    return bos + tl.where(valid, pos, 0), valid
+
+
+@triton.jit
+def block_rows(c, n, bos, BT: tl.constexpr, REVERSE: tl.constexpr):
+    """tokens() of rows [c*BT, (c+1)*BT)."""
+    return tokens(c * BT + tl.arange(0, BT), n, bos, REVERSE)
+
+
+@triton.jit
+def load_block(ptr, tok, valid, stride, cols, ncols):
+    """[rows, cols] tile of a token-major tensor in its own dtype; zeros outside."""
+    mask = valid[:, None] & (cols < ncols)[None, :]
+    return tl.load(ptr + tok[:, None] * stride + cols[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def load_tile(ptr, tok, valid, stride, cols, ncols):
+    """load_block as fp32."""
+    return load_block(ptr, tok, valid, stride, cols, ncols).to(tl.float32)
+
+
+@triton.jit
+def store_tile(ptr, value, tok, valid, stride, cols, ncols):
+    mask = valid[:, None] & (cols < ncols)[None, :]
+    tl.store(ptr + tok[:, None] * stride + cols[None, :], value.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def log1m(k, f):
+    """log f for f = 1 - k: a series in k where f is within 1/8 of 1 (no cancellation), log f elsewhere."""
+    p = 0.125
+    p = p * k + 0.14285714285714285
+    p = p * k + 0.16666666666666666
+    p = p * k + 0.2
+    p = p * k + 0.25
+    p = p * k + 0.3333333333333333
+    p = p * k + 0.5
+    p = p * k + 1.0
+    return tl.where(k < 0.125, -k * p, tl.log(f))
+
+
+@triton.jit
+def hgrn2_gate(z, lb):
+    """f = lb + (1 - lb) sigmoid(z) and k = 1 - f = (1 - lb) sigmoid(-z), both without cancellation.
+
+    Returns (k, log f, sigmoid(z), sigmoid(-z), f); one exp and one reciprocal per element.
+    """
+    e = tl.exp(-tl.abs(z))
+    r = 1.0 / (1.0 + e)
+    pos = z >= 0
+    s = tl.where(pos, r, e * r)
+    ns = tl.where(pos, e * r, r)
+    k = (1.0 - lb) * ns
+    f = lb + (1.0 - lb) * s
+    return k, log1m(k, f), s, ns, f

@@ -1,0 +1,581 @@
+"""Chunked GLA / HGRN2 kernels: S_t = diag(f_t) S_{t-1} + k_t^T v_t, o_t = scale q_t S_t, in chunks of C tokens.
+
+One kernel family serves both gates (GATE constexpr): GLA reads k and log f; HGRN2 reads the gate logits z (and the
+lower bound) and forms k = 1 - f and log f in registers, so no k or log f tensor ever exists in memory.
+
+The chunk-local work runs chunk-parallel; only the state recurrence walks the chunks, with its state in registers
+(chunk states are never written, except dL/dS in the backward for the gate gradient's per-chunk start):
+  forward   _prep_kernel      per chunk: gate, g, tril(A), q e^g, k e^{g_C - g}  (saved for the backward)
+            _walk_fwd_kernel  o = scale (tril(A) v + (q e^g) S);  S <- e^{g_C} S + (k e^{g_C - g})^T v
+  backward  _walk_rev_kernel  dS <- e^{g_C} dS + scale (q e^g)^T do; dv; xk = v dS^T; dS at each chunk start
+            _walk_fwd_kernel  yq = do S^T, and dlog f at each chunk start = sum_v dS * S
+            _intra_bwd_kernel per chunk: dq, dk and the gate gradient from xk, yq and the intra-chunk pairs
+            _finalize_kernel  adds each chunk's starting dlog f (GLA: dlog f; HGRN2: dz, and dlb partial sums)
+Long sequences with few heads are cut into segments walked in parallel, joined by _segment_combine_kernel.
+g is the chunk-local cumulative log gate. Intra-chunk pairs need exp(g_i - g_j), i >= j. When a chunk's log-decay
+range is at most 128 in every channel (the fast path, the usual case) it factorises around the range's midpoint,
+e^{g_i - m} e^{m - g_j}, each factor within e^{+-64}, and the pairs are a tensor-core product. Otherwise (gates
+near 0, e.g. log f = -20) the pairs are formed exactly in log space, masked before the exponential (slow path).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from hgrn.ops.triton._common import (
+    INTERPRET,
+    block_rows,
+    dot_mode,
+    hgrn2_gate,
+    load_block,
+    load_tile,
+    mm,
+    pow2,
+    seq_span,
+    store_tile,
+    target_programs,
+)
+
+GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB = 0, 1, 2
+SPECIALIZE = dict(do_not_specialize=["T", "NS", "L"])
+
+
+@triton.jit
+def _gate_tile(kz, lg, lb, tok, valid, stride, cols, K, GATE: tl.constexpr):
+    """(k, log f) for a tile, zero outside the sequence and beyond K."""
+    zt = load_tile(kz, tok, valid, stride, cols, K)
+    if GATE == 0:
+        k = zt
+        logf = load_tile(lg, tok, valid, stride, cols, K)
+    else:
+        lbv = _lower_bound(lb, cols, K, GATE)
+        k, logf, _s, _ns, _f = hgrn2_gate(zt, lbv)
+        inside = valid[:, None] & (cols < K)[None, :]
+        k = tl.where(inside, k, 0.0)
+        logf = tl.where(inside, logf, 0.0)
+    return k, logf
+
+
+@triton.jit
+def _lower_bound(lb, cols, K, GATE: tl.constexpr):
+    if GATE == 2:
+        return tl.load(lb + cols, mask=cols < K, other=0.0).to(tl.float32)[None, :]
+    else:
+        return 0.0
+
+
+@triton.jit
+def _exclusive_cumsum(w):
+    """sum_{s < t} w_s down axis 0. Formed in fp64 as (sum_{s <= t}) - w_t, so that a small sum next to a large w_t
+    (the last step, carrying the final-state gradient) survives; the fp32 tile scan cannot promise that."""
+    w64 = w.to(tl.float64)
+    return (tl.cumsum(w64, 0) - w64).to(tl.float32)
+
+
+@triton.jit
+def _midpoint(g):
+    """(fast, m): the chunk factorises around m = the middle of each channel's log-decay range when every range is
+    at most 128 (so e^{+-(g - m)} stay within e^{+-64}) and m itself is moderate."""
+    gmin = tl.min(g, 0)
+    gmax = tl.max(g, 0)
+    mid = 0.5 * (gmin + gmax)
+    fast = (tl.max(gmax - gmin, 0) <= 128.0) & (tl.max(tl.abs(mid), 0) <= 80.0)
+    return fast, mid
+
+
+@triton.jit
+def _op(x, DOT: tl.constexpr):
+    """x as a dot operand: bf16 for bf16 inputs, fp32 otherwise."""
+    if DOT == 0:
+        return x.to(tl.bfloat16)
+    else:
+        return x.to(tl.float32)
+
+
+@triton.jit
+def _scores(qt, k, g, gl, C: tl.constexpr, DOT: tl.constexpr):
+    """(tril(A), q e^g, k e^{g_C - g}) with A_ij = sum_c q_ic k_jc e^{g_ic - g_jc}; the last two as dot operands."""
+    fast, mid = _midpoint(g)
+    if fast:
+        qa = qt * tl.exp(g - mid[None, :])
+        ka = k * tl.exp(mid[None, :] - g)
+        A = mm(_op(qa, DOT), tl.trans(_op(ka, DOT)), DOT)
+        qi = _op(qa * tl.exp(mid)[None, :], DOT)
+        ks = _op(ka * tl.exp(gl - mid)[None, :], DOT)
+    else:
+        A = _pairwise(0.0, qt, k, g, C, 0)
+        qi = _op(qt * tl.exp(g), DOT)
+        ks = _op(k * tl.exp(gl[None, :] - g), DOT)
+    causal = tl.arange(0, C)[:, None] >= tl.arange(0, C)[None, :]
+    return tl.where(causal, A, 0.0), qi, ks
+
+
+@triton.jit
+def _pairwise(W, a, k, g, C: tl.constexpr, MODE: tl.constexpr):
+    """Exact log-space intra-chunk sums (the slow path), one source row j at a time, all in registers:
+
+    MODE 0: scores[i, j] = sum_c a_ic k_jc e^{g_ic - g_jc}       (i >= j; W unused)
+    MODE 1: dk[j, c]     = sum_{i >= j} W_ij a_ic e^{g_ic - g_jc}
+    MODE 2: dq[i, c]     = sum_{j <= i} W_ij k_jc e^{g_ic - g_jc}
+    The exponent is masked to -inf for i < j before the exponential, so no pair can overflow.
+    """
+    rows = tl.arange(0, C)
+    if MODE == 0:  # noqa: SIM108 (Triton: constexpr branch)
+        out = tl.zeros([C, C], tl.float32)
+    else:
+        out = tl.zeros_like(g)
+    for j in range(0, C):
+        pick = (rows == j)[:, None]
+        g_j = tl.sum(tl.where(pick, g, 0.0), 0)
+        decay = tl.exp(tl.where((rows >= j)[:, None], g - g_j[None, :], float("-inf")))
+        if MODE == 0:
+            k_j = tl.sum(tl.where(pick, k, 0.0), 0)
+            column = tl.sum(a * k_j[None, :] * decay, 1)
+            out += tl.where((rows == j)[None, :], column[:, None], 0.0)
+        else:
+            w_j = tl.sum(tl.where((rows == j)[None, :], W, 0.0), 1)  # W[:, j]
+            if MODE == 1:
+                out += tl.where(pick, tl.sum(w_j[:, None] * a * decay, 0)[None, :], 0.0)
+            else:
+                out += w_j[:, None] * tl.sum(tl.where(pick, k, 0.0), 0)[None, :] * decay
+    return out
+
+
+@triton.jit
+def _chunk_index(p, c, h, NCH, H: tl.constexpr, K: tl.constexpr):
+    """Offset of chunk c of pseudo-sequence p, head h in a per-chunk [P, NCH, H, K] buffer."""
+    return ((p * NCH + c) * H + h).to(tl.int64) * K
+
+
+@triton.jit(**SPECIALIZE)
+def _prep_kernel(q, kz, lg, lb, qi, ks, a, gl, cu, T, NS, L, NCH,
+                 H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr,
+                 GATE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+    """Chunk-parallel: the gate, the chunk's cumulative log decay g, and the walks' operands
+    q e^g, k e^{g_C - g} and tril(A), A_ij = sum_c q_ic k_jc e^{g_ic - g_jc} (exact on the slow path)."""
+    c, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
+    if c * C < n:
+        tok, valid = block_rows(c, n, bos, C, REVERSE)
+        ck = tl.arange(0, KP)
+        q, kz, lg, lb = q + h * K, kz + h * K, lg + h * K, lb + h * K
+        k, logf = _gate_tile(kz, lg, lb, tok, valid, H * K, ck, K, GATE)
+        g = tl.cumsum(logf, 0)
+        glv = tl.sum(logf, 0)
+        qt = load_tile(q, tok, valid, H * K, ck, K)
+        A, qit, kst = _scores(qt, k, g, glv, C, DOT)
+        store_tile(qi + h * K, qit, tok, valid, H * K, ck, K)
+        store_tile(ks + h * K, kst, tok, valid, H * K, ck, K)
+        store_tile(a + h * C, A, tok, valid, H * C, tl.arange(0, C), C)
+        tl.store(gl + _chunk_index(p, c, h, NCH, H, K) + ck, glv, mask=ck < K)
+
+
+@triton.jit(**SPECIALIZE)
+def _walk_fwd_kernel(qi, ks, a, v, do, gl, out, h0, ht, dstates, starts, cu, T, NS, L, NCH, scale,
+                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BKW: tl.constexpr, BVW: tl.constexpr,
+                     C: tl.constexpr, MODE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
+                     HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+    """Forward walk over chunks with a [BKW, BVW] state tile S in registers, S <- e^{g_C} S + (k e^{g_C-g})^T v.
+
+    MODE 0: o = scale (tril(A) v + (q e^g) S)  (BKW = all of K);  MODE 2: the final state only (a segment's own);
+    MODE 1: yq = do S^T and dlog f at each chunk's first step, sum_v dL/dS * S, with dL/dS from the reverse walk
+    (dstates), all of V."""
+    it, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n_v: tl.constexpr = (V + BVW - 1) // BVW
+    ck = (it // n_v) * BKW + tl.arange(0, BKW)
+    cv = (it % n_v) * BVW + tl.arange(0, BVW)
+    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
+    s_off = (p * H + h).to(tl.int64) * K * V + ck[:, None] * V + cv[None, :]
+    s_mask = (ck < K)[:, None] & (cv < V)[None, :]
+    if HAS_H0:  # noqa: SIM108 (Triton: constexpr branch)
+        S = tl.load(h0 + s_off, mask=s_mask, other=0.0).to(tl.float32)
+    else:
+        S = tl.zeros([BKW, BVW], tl.float32)
+    for c in range(0, tl.cdiv(n, C)):
+        tok, valid = block_rows(c, n, bos, C, REVERSE)
+        kst = _op(load_block(ks + h * K, tok, valid, H * K, ck, K), DOT)
+        vt = _op(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
+        decay = tl.exp(tl.load(gl + _chunk_index(p, c, h, NCH, H, K) + ck, mask=ck < K, other=0.0))
+        if MODE == 0:
+            qit = _op(load_block(qi + h * K, tok, valid, H * K, ck, K), DOT)
+            At = _op(load_block(a + h * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
+            o = scale * (mm(At, vt, DOT) + mm(qit, _op(S, DOT), DOT))
+            store_tile(out + h * V, o, tok, valid, H * V, cv, V)
+        elif MODE == 1:
+            dot = _op(load_block(do + h * V, tok, valid, H * V, cv, V), DOT)
+            store_tile(out + h * K, mm(dot, tl.trans(_op(S, DOT)), DOT), tok, valid, H * K, ck, K)
+            ci = _chunk_index(p, c, h, NCH, H, K)
+            dS = tl.load(dstates + ci * V + ck[:, None] * V + cv[None, :], mask=s_mask, other=0.0).to(tl.float32)
+            tl.store(starts + ci + ck, tl.sum(dS * S, 1), mask=ck < K)
+        S = S * decay[:, None] + mm(tl.trans(kst), vt, DOT)
+    if STORE_HT:
+        tl.store(ht + s_off, S, mask=s_mask)
+
+
+@triton.jit(**SPECIALIZE)
+def _walk_rev_kernel(qi, ks, a, v, do, gl, dv, xk, dstates, dht, dh0, cu, T, NS, L, NCH, scale,
+                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, BVW: tl.constexpr,
+                     C: tl.constexpr, MODE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
+                     HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, ATOMIC: tl.constexpr,
+                     DOT: tl.constexpr):  # fmt: skip
+    """Reverse walk with dS = dL/dS (all of K, BVW columns of V), dS <- e^{g_C} dS + scale (q e^g)^T do.
+
+    MODE 0: dv = scale tril(A)^T do + (k e^{g_C-g}) dS, xk = v dS^T (summed over V tiles: ATOMIC), and dstates,
+    dS at each chunk's start; MODE 2: dS at the start only. STORE_DH0 keeps dS at the start (dL/d initial state)."""
+    iv, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    ck = tl.arange(0, KP)
+    cv = iv * BVW + tl.arange(0, BVW)
+    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
+    s_off = (p * H + h).to(tl.int64) * K * V + ck[:, None] * V + cv[None, :]
+    s_mask = (ck < K)[:, None] & (cv < V)[None, :]
+    if HAS_DHT:  # noqa: SIM108 (Triton: constexpr branch)
+        dS = tl.load(dht + s_off, mask=s_mask, other=0.0).to(tl.float32)
+    else:
+        dS = tl.zeros([KP, BVW], tl.float32)
+    n_chunks = tl.cdiv(n, C)
+    for cc in range(0, n_chunks):
+        c = n_chunks - 1 - cc
+        tok, valid = block_rows(c, n, bos, C, REVERSE)
+        qit = _op(load_block(qi + h * K, tok, valid, H * K, ck, K), DOT)
+        dot = _op(load_block(do + h * V, tok, valid, H * V, cv, V), DOT)
+        decay = tl.exp(tl.load(gl + _chunk_index(p, c, h, NCH, H, K) + ck, mask=ck < K, other=0.0))
+        if MODE == 0:
+            kst = _op(load_block(ks + h * K, tok, valid, H * K, ck, K), DOT)
+            At = _op(load_block(a + h * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
+            vt = _op(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
+            dS_op = _op(dS, DOT)
+            store_tile(dv + h * V, scale * mm(tl.trans(At), dot, DOT) + mm(kst, dS_op, DOT), tok, valid, H * V, cv, V)
+            part = mm(vt, tl.trans(dS_op), DOT)
+            ptrs = xk + h * K + tok[:, None] * (H * K) + ck[None, :]
+            if ATOMIC:
+                tl.atomic_add(ptrs, part, mask=valid[:, None] & (ck < K)[None, :])
+            else:
+                tl.store(ptrs, part, mask=valid[:, None] & (ck < K)[None, :])
+        dS = dS * decay[:, None] + scale * mm(tl.trans(qit), dot, DOT)
+        if MODE == 0:
+            ci = _chunk_index(p, c, h, NCH, H, K) * V
+            tl.store(dstates + ci + ck[:, None] * V + cv[None, :], dS.to(dstates.dtype.element_ty), mask=s_mask)
+    if STORE_DH0:
+        tl.store(dh0 + s_off, dS, mask=s_mask)
+
+
+@triton.jit(**SPECIALIZE)
+def _intra_bwd_kernel(q, kz, lg, lb, v, do, xk, yq, dq, dk, part, p1, p2, cu, T, NS, L, NCH, scale,
+                      H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, VP: tl.constexpr, BK: tl.constexpr,
+                      C: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
+                      IS_VARLEN: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+    """Chunk-parallel gradients for BK columns: dq, dk (GLA) and the gate gradient up to a per-chunk constant.
+
+    With xk = v dS_C^T and yq = do S_0^T from the walks: dq = scale (intra + e^g yq), dk = scale intra +
+    e^{g_C - g} xk. The gate gradient obeys dlog f_{t+1} = dlog f_t + k_t dk_t - q_t dq_t; within the chunk it is
+    the exclusive sum of w = k dk - q dq (the i = j pair, equal in both terms, left out so that f ~ 0 sums small
+    terms), plus the exact value at the chunk start from the states, added by _finalize_kernel. Summing only
+    within a chunk keeps the bf16-level error of dq, dk from accumulating along the sequence.
+    part: GLA: the in-chunk dlog f; HGRN2: dz without that constant (dz = k (s/f dlog f - s dk)).
+    p1, p2: the lower-bound gradient as sum(p1) + sum(p2 * chunk start value)."""
+    pid, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n_k: tl.constexpr = (K + BK - 1) // BK
+    c = pid // n_k
+    ck = (pid % n_k) * BK + tl.arange(0, BK)
+    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
+    if c * C < n:
+        tok, valid = block_rows(c, n, bos, C, REVERSE)
+        inside = valid[:, None] & (ck < K)[None, :]
+        q, kz, lg, lb = q + h * K, kz + h * K, lg + h * K, lb + h * K
+        cv = tl.arange(0, VP)
+        vt = _op(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
+        dot = _op(load_block(do + h * V, tok, valid, H * V, cv, V), DOT)
+        strict = tl.arange(0, C)[:, None] > tl.arange(0, C)[None, :]
+        dA = tl.where(strict, mm(dot, tl.trans(vt), DOT), 0.0)
+        zt = load_tile(kz, tok, valid, H * K, ck, K)
+        if GATE == 0:
+            k = zt
+            logf = load_tile(lg, tok, valid, H * K, ck, K)
+        else:
+            k, logf, s, ns, f = hgrn2_gate(zt, _lower_bound(lb, ck, K, GATE))
+            k = tl.where(inside, k, 0.0)
+            logf = tl.where(inside, logf, 0.0)
+        g = tl.cumsum(logf, 0)
+        glv = tl.sum(logf, 0)
+        qt = load_tile(q, tok, valid, H * K, ck, K)
+        fast, mid = _midpoint(g)
+        if fast:
+            e1 = tl.exp(g - mid[None, :])
+            e2 = tl.exp(mid[None, :] - g)
+            intra_q = e1 * mm(_op(dA, DOT), _op(k * e2, DOT), DOT)
+            intra_k = e2 * mm(tl.trans(_op(dA, DOT)), _op(qt * e1, DOT), DOT)
+            e_in = e1 * tl.exp(mid)[None, :]
+            e_out = e2 * tl.exp(glv - mid)[None, :]
+        else:
+            intra_q = _pairwise(dA, qt, k, g, C, 2)
+            intra_k = _pairwise(dA, qt, k, g, C, 1)
+            e_in = tl.exp(g)
+            e_out = tl.exp(glv[None, :] - g)
+        dqt = scale * (intra_q + e_in * load_tile(yq + h * K, tok, valid, H * K, ck, K))
+        dkt = scale * intra_k + e_out * load_tile(xk + h * K, tok, valid, H * K, ck, K)
+        w = k * dkt - qt * dqt
+        before = _exclusive_cumsum(w)
+        diag = scale * tl.sum(dot.to(tl.float32) * vt.to(tl.float32), 1)[:, None]
+        store_tile(dq + h * K, dqt + diag * k, tok, valid, H * K, ck, K)
+        dkt += diag * qt
+        ci = _chunk_index(p, c, h, NCH, H, K) + ck
+        if GATE == 0:
+            store_tile(dk + h * K, dkt, tok, valid, H * K, ck, K)
+            store_tile(part + h * K, before, tok, valid, H * K, ck, K)
+        else:
+            ratio = tl.where(f > 0, s / f, 1.0)  # s / f -> 1 as f -> 0 without a bound
+            store_tile(part + h * K, k * (ratio * before - s * dkt), tok, valid, H * K, ck, K)
+            if GATE == 2:
+                inv_f = tl.where(inside & (f > 0), 1.0 / f, 0.0)
+                tl.store(p1 + ci, tl.sum(tl.where(inside, ns * (inv_f * before - dkt), 0.0), 0), mask=ck < K)
+                tl.store(p2 + ci, tl.sum(ns * inv_f, 0), mask=ck < K)
+
+
+@triton.jit(**SPECIALIZE)
+def _finalize_kernel(kz, lb, part, start, out, cu, T, NS, L, NCH,
+                     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, C: tl.constexpr, GATE: tl.constexpr,
+                     REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr):  # fmt: skip
+    """Add each chunk's starting dlog f: GLA dlog f = part + start; HGRN2 dz = part + k (s / f) start."""
+    pid, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n_k: tl.constexpr = (K + BK - 1) // BK
+    c = pid // n_k
+    ck = (pid % n_k) * BK + tl.arange(0, BK)
+    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
+    if c * C < n:
+        tok, valid = block_rows(c, n, bos, C, REVERSE)
+        base = tl.load(start + _chunk_index(p, c, h, NCH, H, K) + ck, mask=ck < K, other=0.0)[None, :]
+        pt = load_tile(part + h * K, tok, valid, H * K, ck, K)
+        if GATE == 0:
+            res = pt + base
+        else:
+            zt = load_tile(kz + h * K, tok, valid, H * K, ck, K)
+            k, _lf, s, _ns, f = hgrn2_gate(zt, _lower_bound(lb + h * K, ck, K, GATE))
+            res = pt + k * tl.where(f > 0, s / f, 1.0) * base
+        store_tile(out + h * K, res, tok, valid, H * K, ck, K)
+
+
+@triton.jit
+def _segment_combine_kernel(local, logdec, init, before, final, NS, HKV, V,
+                            BLOCK: tl.constexpr, DESCENDING: tl.constexpr, HAS_INIT: tl.constexpr,
+                            STORE_FINAL: tl.constexpr):  # fmt: skip
+    """Join segment states: x <- e^{log decay_s} x + local_s over the segments of one row; store x before each."""
+    e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    b = tl.program_id(1).to(tl.int64)
+    mask = e < HKV
+    if HAS_INIT:  # noqa: SIM108 (Triton: constexpr branch)
+        x = tl.load(init + b * HKV + e, mask=mask, other=0.0).to(tl.float32)
+    else:
+        x = tl.zeros([BLOCK], tl.float32)
+    for i in range(0, NS):
+        if DESCENDING:  # noqa: SIM108 (Triton: constexpr branch)
+            row = b * NS + NS - 1 - i
+        else:
+            row = b * NS + i
+        tl.store(before + row * HKV + e, x, mask=mask)
+        decay = tl.exp(tl.load(logdec + row * (HKV // V) + e // V, mask=mask, other=0.0))
+        x = decay * x + tl.load(local + row * HKV + e, mask=mask, other=0.0)
+    if STORE_FINAL:
+        tl.store(final + b * HKV + e, x, mask=mask)
+
+
+# --- launch plan and autograd ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Tiles and pseudo-sequences for one call; chosen by rule (no autotuning, so the first call only compiles)."""
+
+    n_seqs: int  # sequences (B, or packed sequences)
+    NS: int  # segments per sequence
+    L: int  # segment length (tokens)
+    NCH: int  # chunks per pseudo-sequence (at most)
+    KP: int
+    VP: int
+    C: int  # chunk length
+    BK: int  # K columns per program of the chunk-parallel backward and of the yq walk
+    BV: int  # V columns per program of the forward walk
+    BV_REV: int  # V columns per program of the reverse walk (xk is summed over its tiles)
+    warps: int  # of the forward walks
+    rwarps: int  # of the reverse walk
+    maxnreg: int | None  # register cap of the walks (None: the compiler's choice)
+    pwarps: int  # of the chunk-parallel kernels
+    pmaxnreg: int | None  # of the prep kernel (168: 0.36 -> 0.29 ms at B8 T2048 H16 D128 on an H200)
+
+    @property
+    def P(self) -> int:
+        return self.n_seqs * self.NS
+
+
+def make_plan(
+    q: Tensor,
+    v: Tensor,
+    cu_seqlens: Tensor | None,
+    *,
+    chunk_size: int | None = None,
+    segments: int | None = None,
+) -> Plan:
+    """The rule. HGRN_CHUNK_TILES="C=64,BV=128,maxnreg=128" overrides its choices (tile experiments,
+    python -m hgrn.bench.sweep)."""
+    T, H, K = q.shape[1:]
+    V = v.shape[-1]
+    tiles = {k: int(x) for k, x in (i.split("=") for i in os.environ.get("HGRN_CHUNK_TILES", "").split(",") if i)}
+    n_seqs = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
+    KP, VP = max(pow2(K), 16), max(pow2(V), 16)
+    C = tiles.get("C", chunk_size or (32 if max(KP, VP) <= 128 else 16))
+    BK, BV, BV_REV = tiles.get("BK", min(KP, 64)), tiles.get("BV", min(VP, 64)), tiles.get("BV_REV", min(VP, 128))
+    if segments is None:
+        programs = n_seqs * H * (VP // BV)
+        target = target_programs(q.device)
+        segments = 1 if cu_seqlens is not None or 2 * programs >= target else min(triton.cdiv(target, programs), 64)
+    segments = max(1, min(tiles.get("NS", segments), triton.cdiv(T, 4 * C)))
+    L = triton.cdiv(triton.cdiv(T, segments), C) * C
+    NS = triton.cdiv(T, L) if T else 1
+    longest = L if cu_seqlens is None else int(cu_seqlens.diff().max()) if n_seqs else 0
+    warps, rwarps, pwarps = (
+        (4, 4, 4) if INTERPRET else (tiles.get("warps", 4), tiles.get("rwarps", 8), tiles.get("pwarps", 4))
+    )
+    maxnreg, pmaxnreg = tiles.get("maxnreg") or None, None if INTERPRET else tiles.get("pmaxnreg", 168) or None
+    return Plan(n_seqs, NS, L, max(triton.cdiv(longest, C), 1), KP, VP, C, BK, BV, BV_REV, warps, rwarps,
+                maxnreg, pwarps, pmaxnreg)  # fmt: skip
+
+
+def _cap(plan: Plan) -> dict:
+    return {} if plan.maxnreg is None else {"maxnreg": plan.maxnreg}
+
+
+def _parallel(plan: Plan, flags: dict, cap: bool = False) -> dict:
+    """Launch options of the chunk-parallel kernels (cap: the prep kernel's register cap, more programs resident)."""
+    return {**flags, "num_warps": plan.pwarps, **({"maxnreg": plan.pmaxnreg} if cap and plan.pmaxnreg else {})}
+
+
+def _combine(local: Tensor, logdec: Tensor, init: Tensor | None, plan: Plan, descending: bool, final: bool):
+    """States before each segment [P, H, K, V] and after the last one [N, H, K, V] (None unless `final`)."""
+    _, H, K, V = local.shape
+    before = torch.empty_like(local)
+    after = local.new_empty(plan.n_seqs, H, K, V) if final else None
+    block = 1024
+    _segment_combine_kernel[(triton.cdiv(H * K * V, block), plan.n_seqs)](
+        local, logdec, local if init is None else init, before, local if after is None else after,
+        plan.NS, H * K * V, V, BLOCK=block, DESCENDING=descending, HAS_INIT=init is not None, STORE_FINAL=final,
+    )  # fmt: skip
+    return before, after
+
+
+class ChunkRecurrence(torch.autograd.Function):
+    """GLA (gate=GATE_GLA: kz = k, lg = log f) or HGRN2 (kz = gate logits, lb = lower bound or None)."""
+
+    @staticmethod
+    def forward(ctx, q, kz, lg, lb, v, h0, scale, gate, reverse, cu, plan, want_final):
+        T, H, K = q.shape[1:]
+        V = v.shape[-1]
+        varlen = cu is not None
+        flags = dict(C=plan.C, REVERSE=reverse, IS_VARLEN=varlen, DOT=dot_mode(q.dtype), num_warps=plan.warps)
+        seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
+        store = torch.bfloat16 if flags["DOT"] == 0 else torch.float32
+        qi, ks = torch.empty_like(q, dtype=store), torch.empty_like(q, dtype=store)
+        A = q.new_empty(*q.shape[:3], plan.C, dtype=store)
+        gl = q.new_zeros(plan.P, plan.NCH, H, K, dtype=torch.float32)
+        _prep_kernel[(plan.NCH, H, plan.P)](q, kz, q if lg is None else lg, q if lb is None else lb, qi, ks, A, gl,
+                                            *seq, H=H, K=K, KP=plan.KP, GATE=gate,
+                                            **_parallel(plan, flags, cap=True))  # fmt: skip
+        o = torch.empty_like(v)
+        walk = (qi, ks, A, v, v, gl)
+        grid = (plan.VP // plan.BV, H, plan.P)
+        shape = dict(H=H, K=K, V=V, BKW=plan.KP, BVW=plan.BV, **flags, **_cap(plan))
+        final = None
+        if plan.NS > 1:
+            local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
+            _walk_fwd_kernel[grid](*walk, o, q, local, q, q, *seq, scale, MODE=2, HAS_H0=False, STORE_HT=True, **shape)
+            starts, final = _combine(local, gl.sum(1), h0, plan, reverse, want_final)
+        else:
+            starts = h0
+            final = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if want_final else None
+        _walk_fwd_kernel[grid](*walk, o, q if starts is None else starts, q if plan.NS > 1 or final is None else final,
+                               q, q, *seq, scale, MODE=0, HAS_H0=starts is not None,
+                               STORE_HT=plan.NS == 1 and want_final, **shape)  # fmt: skip
+        ctx.save_for_backward(q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu)
+        ctx.args = (scale, gate, reverse, plan, flags)
+        ctx.set_materialize_grads(False)
+        return (o, final) if want_final else o
+
+    @staticmethod
+    def backward(ctx, do, dht=None):
+        q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu = ctx.saved_tensors
+        scale, gate, reverse, plan, flags = ctx.args
+        T, H, K = q.shape[1:]
+        V = v.shape[-1]
+        do = do.contiguous()
+        dht = None if dht is None else dht.contiguous()
+        seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
+        walk = (qi, ks, A, v, do, gl)
+        rev = dict(H=H, K=K, V=V, KP=plan.KP, BVW=plan.BV_REV, **{**flags, "num_warps": plan.rwarps}, **_cap(plan))
+        grid_rev = (plan.VP // plan.BV_REV, H, plan.P)
+        dh0 = None
+        if plan.NS > 1:  # the gradient reaching each segment's end from the later segments
+            local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
+            _walk_rev_kernel[grid_rev](*walk, v, q, q, q, local, *seq, scale, MODE=2, HAS_DHT=False, STORE_DH0=True,
+                                       ATOMIC=False, **rev)  # fmt: skip
+            terminal, dh0 = _combine(local, gl.sum(1), dht, plan, not reverse, h0 is not None)
+        else:
+            terminal = dht
+        atomic = grid_rev[0] > 1
+        xk = (torch.zeros if atomic else torch.empty)(q.shape, device=q.device, dtype=torch.float32)
+        dv = torch.empty_like(v)
+        x0 = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if plan.NS == 1 and h0 is not None else None
+        dstates = q.new_empty(plan.P, plan.NCH, H, K, V, dtype=qi.dtype)
+        _walk_rev_kernel[grid_rev](*walk, dv, xk, dstates, q if terminal is None else terminal, q if x0 is None else x0,
+                                   *seq,
+                                   scale, MODE=0, HAS_DHT=terminal is not None, STORE_DH0=x0 is not None,
+                                   ATOMIC=atomic, **rev)  # fmt: skip
+        dh0 = x0 if plan.NS == 1 else dh0
+        yq = torch.empty(q.shape, device=q.device, dtype=torch.float32)
+        chunk_starts = q.new_zeros(plan.P, plan.NCH, H, K, dtype=torch.float32)  # dlog f at each chunk's first step
+        _walk_fwd_kernel[(plan.KP // plan.BK, H, plan.P)](
+            *walk, yq, q if starts is None else starts, q, dstates, chunk_starts, *seq, scale, H=H, K=K, V=V,
+            BKW=plan.BK, BVW=plan.VP,
+            MODE=1, HAS_H0=starts is not None, STORE_HT=False, **flags, **_cap(plan),
+        )  # fmt: skip
+        dq, dkz = torch.empty_like(q), torch.empty_like(kz)
+        part = torch.empty(q.shape, device=q.device, dtype=torch.float32)
+        p1, p2 = (q.new_zeros(plan.P, plan.NCH, H, K, dtype=torch.float32) for _ in range(2))
+        grid_chunks = (plan.NCH * (plan.KP // plan.BK), H, plan.P)
+        ptrs = (q, kz, q if lg is None else lg, q if lb is None else lb)
+        _intra_bwd_kernel[grid_chunks](*ptrs, v, do, xk, yq, dq, dkz, part, p1, p2, *seq, scale, H=H, K=K,
+                                       V=V, VP=plan.VP, BK=plan.BK, GATE=gate,
+                                       **_parallel(plan, flags))  # fmt: skip
+        dlg = None if lg is None else torch.empty_like(lg)
+        _finalize_kernel[grid_chunks](kz, q if lb is None else lb, part, chunk_starts, dkz if lg is None else dlg,
+                                      *seq, H=H, K=K, BK=plan.BK, GATE=gate, C=plan.C, REVERSE=reverse,
+                                      IS_VARLEN=cu is not None, num_warps=4)  # fmt: skip
+        dlb = None if lb is None else (p1 + p2 * chunk_starts).sum((0, 1)).to(lb.dtype)
+        dh0 = None if h0 is None else dh0.to(h0.dtype)
+        return dq, dkz, dlg, dlb, dv, dh0, None, None, None, None, None, None
+
+
+def chunk_recurrence(
+    q: Tensor,
+    kz: Tensor,
+    lg: Tensor | None,
+    lb: Tensor | None,
+    v: Tensor,
+    *,
+    gate: int,
+    scale: float = 1.0,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+    reverse: bool = False,
+    cu_seqlens: Tensor | None = None,
+    chunk_size: int | None = None,
+    segments: int | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Run the chunked kernels (arguments already checked); chunk_size / segments override the plan (tests)."""
+    plan = make_plan(q, v, cu_seqlens, chunk_size=chunk_size, segments=segments)
+    tensors = [None if t is None else t.contiguous() for t in (q, kz, lg, lb, v, initial_state)]
+    out = ChunkRecurrence.apply(*tensors, float(scale), gate, reverse, cu_seqlens, plan, output_final_state)
+    return (out[0], out[1]) if output_final_state else (out, None)

@@ -1,0 +1,249 @@
+"""HGRN1 scan: h_t = e^{log f_t} e^{i theta} h_{t-1} + x_t, element-wise, real or complex ((re, im) pairs).
+
+One program owns BD channels of one sequence and streams [BT, BD] tiles through it: a tl.associative_scan of the
+affine maps (a, b) within the tile, the carried h applied after. So x and log f are read once and h written once,
+the memory floor of the op. The backward runs the same scan over the reversed sequence on (conj a_{t+1}, do_t), then
+forms dlog f_t = <dh_t, a_t h_{t-1}> and dtheta_t = <dh_t, i a_t h_{t-1}> from the saved output.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from hgrn.ops.triton._common import INTERPRET, seq_span, target_programs, tokens
+
+
+@triton.jit
+def _affine(a1, b1, a2, b2):
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _affine_complex(ar1, ai1, br1, bi1, ar2, ai2, br2, bi2):
+    return (ar1 * ar2 - ai1 * ai2, ar1 * ai2 + ai1 * ar2, ar2 * br1 - ai2 * bi1 + br2, ar2 * bi1 + ai2 * br1 + bi2)
+
+
+@triton.jit
+def _last_row(t, BT: tl.constexpr):
+    return tl.sum(tl.where((tl.arange(0, BT) == BT - 1)[:, None], t, 0.0), 0)
+
+
+@triton.jit
+def _load_values(ptr, tok, m, cd, D: tl.constexpr, COMPLEX: tl.constexpr):
+    """[BT, BD] values (real) or a pair of them (re, im) from [.., D] / [.., D, 2] rows, in fp32."""
+    if COMPLEX:
+        offs = tok[:, None, None] * (2 * D) + cd[None, :, None] * 2 + tl.arange(0, 2)[None, None, :]
+        pair = tl.load(ptr + offs, mask=m[:, :, None], other=0.0).to(tl.float32)
+        return tl.split(pair)
+    else:
+        t = tl.load(ptr + tok[:, None] * D + cd[None, :], mask=m, other=0.0).to(tl.float32)
+        return t, t
+
+
+@triton.jit
+def _store_values(ptr, re, im, tok, m, cd, D: tl.constexpr, COMPLEX: tl.constexpr):
+    if COMPLEX:
+        offs = tok[:, None, None] * (2 * D) + cd[None, :, None] * 2 + tl.arange(0, 2)[None, None, :]
+        tl.store(ptr + offs, tl.join(re, im).to(ptr.dtype.element_ty), mask=m[:, :, None])
+    else:
+        tl.store(ptr + tok[:, None] * D + cd[None, :], re.to(ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _load_gate(g, tok, m, cd, D: tl.constexpr):
+    return tl.load(g + tok[:, None] * D + cd[None, :], mask=m, other=0.0).to(tl.float32)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _fwd_kernel(x, g, th, o, h0, ht, cu, T, D: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+                COMPLEX: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_H0: tl.constexpr,
+                STORE_HT: tl.constexpr):  # fmt: skip
+    """The next tile's loads are issued before the current tile's scan (software pipelining by hand)."""
+    idt, p = tl.program_id(0), tl.program_id(1)
+    bos, n = seq_span(p, cu, T, 1, T, IS_VARLEN)
+    cd = idt * BD + tl.arange(0, BD)
+    dm = cd < D
+    W: tl.constexpr = 2 if COMPLEX else 1  # values per channel
+    s_ptr = p.to(tl.int64) * D * W + cd * W
+    h = tl.zeros([BD], tl.float32)
+    hi = tl.zeros([BD], tl.float32)
+    if HAS_H0:
+        h = tl.load(h0 + s_ptr, mask=dm, other=0.0).to(tl.float32)
+        if COMPLEX:
+            hi = tl.load(h0 + s_ptr + 1, mask=dm, other=0.0).to(tl.float32)
+    if COMPLEX:
+        theta = tl.load(th + cd, mask=dm, other=0.0).to(tl.float32)
+        cos, sin = tl.cos(theta)[None, :], tl.sin(theta)[None, :]
+    tok, valid = tokens(tl.arange(0, BT), n, bos, REVERSE)
+    m = valid[:, None] & dm[None, :]
+    gt = _load_gate(g, tok, m, cd, D)
+    xr, xi = _load_values(x, tok, m, cd, D, COMPLEX)
+    for c in range(0, tl.cdiv(n, BT)):
+        tok_n, valid_n = tokens((c + 1) * BT + tl.arange(0, BT), n, bos, REVERSE)
+        m_n = valid_n[:, None] & dm[None, :]
+        gt_n = _load_gate(g, tok_n, m_n, cd, D)
+        xr_n, xi_n = _load_values(x, tok_n, m_n, cd, D, COMPLEX)
+        a = tl.exp(gt)
+        if COMPLEX:
+            ar = tl.where(m, a * cos, 1.0)  # rows past the end must not rotate the carried state
+            ai = tl.where(m, a * sin, 0.0)
+            Ar, Ai, Br, Bi = tl.associative_scan((ar, ai, xr, xi), 0, _affine_complex)
+            out_r = Ar * h[None, :] - Ai * hi[None, :] + Br
+            out_i = Ar * hi[None, :] + Ai * h[None, :] + Bi
+            _store_values(o, out_r, out_i, tok, m, cd, D, COMPLEX)
+            h, hi = _last_row(out_r, BT), _last_row(out_i, BT)
+        else:
+            A, B = tl.associative_scan((a, xr), 0, _affine)
+            out = A * h[None, :] + B
+            _store_values(o, out, out, tok, m, cd, D, COMPLEX)
+            h = _last_row(out, BT)
+        tok, m, gt, xr, xi = tok_n, m_n, gt_n, xr_n, xi_n
+    if STORE_HT:
+        tl.store(ht + s_ptr, h, mask=dm)
+        if COMPLEX:
+            tl.store(ht + s_ptr + 1, hi, mask=dm)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, T, D: tl.constexpr, BT: tl.constexpr,
+                BD: tl.constexpr, COMPLEX: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
+                HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr):  # fmt: skip
+    """Rows r run backwards in time: r = 0 is the forward pass's last step, r + 1 its previous one."""
+    idt, p = tl.program_id(0), tl.program_id(1)
+    bos, n = seq_span(p, cu, T, 1, T, IS_VARLEN)
+    cd = idt * BD + tl.arange(0, BD)
+    dm = cd < D
+    W: tl.constexpr = 2 if COMPLEX else 1
+    s_ptr = p.to(tl.int64) * D * W + cd * W
+    u = tl.zeros([BD], tl.float32)  # dL/dh of the row before (carried)
+    ui = tl.zeros([BD], tl.float32)
+    h0r = tl.zeros([BD], tl.float32)
+    h0i = tl.zeros([BD], tl.float32)
+    if HAS_DHT:
+        u = tl.load(dht + s_ptr, mask=dm, other=0.0).to(tl.float32)
+        if COMPLEX:
+            ui = tl.load(dht + s_ptr + 1, mask=dm, other=0.0).to(tl.float32)
+    if HAS_H0:
+        h0r = tl.load(h0 + s_ptr, mask=dm, other=0.0).to(tl.float32)
+        if COMPLEX:
+            h0i = tl.load(h0 + s_ptr + 1, mask=dm, other=0.0).to(tl.float32)
+    if COMPLEX:
+        theta = tl.load(th + cd, mask=dm, other=0.0).to(tl.float32)
+        cos, sin = tl.cos(theta)[None, :], tl.sin(theta)[None, :]
+    dth_acc = tl.zeros([BD], tl.float32)
+    for c in range(0, tl.cdiv(n, BT)):
+        r = c * BT + tl.arange(0, BT)
+        tok, valid = tokens(r, n, bos, not REVERSE)
+        tok_next, valid_next = tokens(r - 1, n, bos, not REVERSE)  # the following time step (its a multiplies dh)
+        tok_prev, valid_prev = tokens(r + 1, n, bos, not REVERSE)  # the preceding time step (its h is h_{t-1})
+        m = valid[:, None] & dm[None, :]
+        m_next = (valid & valid_next)[:, None] & dm[None, :]
+        first = (r == n - 1)[:, None]  # the first time step: h_{t-1} is the initial state
+        a = tl.exp(_load_gate(g, tok, m, cd, D))
+        a_next = tl.exp(_load_gate(g, tok_next, m_next, cd, D))
+        dor, doi = _load_values(do, tok, m, cd, D, COMPLEX)
+        hr, hi = _load_values(o, tok_prev, valid_prev[:, None] & dm[None, :], cd, D, COMPLEX)
+        hr += tl.where(first, h0r[None, :], 0.0)
+        if COMPLEX:
+            hi += tl.where(first, h0i[None, :], 0.0)
+            cr = tl.where(m_next, a_next * cos, 1.0)  # conj(a_{t+1})
+            ci = tl.where(m_next, -a_next * sin, 0.0)
+            Cr, Ci, Ur, Ui = tl.associative_scan((cr, ci, dor, doi), 0, _affine_complex)
+            dh_r = Cr * u[None, :] - Ci * ui[None, :] + Ur
+            dh_i = Cr * ui[None, :] + Ci * u[None, :] + Ui
+            ar, ai = a * cos, a * sin
+            ah_r, ah_i = ar * hr - ai * hi, ar * hi + ai * hr  # a_t h_{t-1}
+            _store_values(dx, dh_r, dh_i, tok, m, cd, D, COMPLEX)
+            dgt = dh_r * ah_r + dh_i * ah_i
+            dth_acc += tl.sum(tl.where(m, dh_i * ah_r - dh_r * ah_i, 0.0), 0)
+            u, ui = _last_row(dh_r, BT), _last_row(dh_i, BT)
+        else:
+            C, U = tl.associative_scan((tl.where(m_next, a_next, 1.0), dor), 0, _affine)
+            dh = C * u[None, :] + U
+            _store_values(dx, dh, dh, tok, m, cd, D, COMPLEX)
+            dgt = dh * a * hr
+            u = _last_row(dh, BT)
+        tl.store(dg + tok[:, None] * D + cd[None, :], dgt.to(dg.dtype.element_ty), mask=m)
+    if HAS_H0:  # dL/dh0 = conj(a_1) dL/dh_1
+        tok0 = bos + (n - 1 if REVERSE else 0)
+        a0 = tl.exp(tl.load(g + tok0 * D + cd, mask=dm & (n > 0), other=0.0).to(tl.float32))
+        if COMPLEX:  # an empty sequence passes the state through unrotated
+            ar = tl.where(n > 0, a0 * tl.cos(theta), 1.0)
+            ai = tl.where(n > 0, a0 * tl.sin(theta), 0.0)
+            tl.store(dh0 + s_ptr, ar * u + ai * ui, mask=dm)
+            tl.store(dh0 + s_ptr + 1, ar * ui - ai * u, mask=dm)
+        else:
+            tl.store(dh0 + s_ptr, a0 * u, mask=dm)
+    if COMPLEX:
+        tl.store(dth + p.to(tl.int64) * D + cd, dth_acc, mask=dm)
+
+
+def _tiles(x: Tensor, D: int, n_seqs: int, complex_valued: bool) -> tuple[int, int, int]:
+    """(BT, BD, warps): channel slabs narrow enough for about four programs per multiprocessor.
+    HGRN_SCAN_TILES="BT=64,BD=32,warps=4" overrides (tile experiments)."""
+    tiles = {k: int(v) for k, v in (i.split("=") for i in os.environ.get("HGRN_SCAN_TILES", "").split(",") if i)}
+    BT = 32 if complex_valued else 64
+    BD = 16 if INTERPRET else 64
+    while BD > 16 and n_seqs * triton.cdiv(D, BD) < 2 * target_programs(x.device):
+        BD //= 2
+    return tiles.get("BT", BT), tiles.get("BD", BD), tiles.get("warps", 4)
+
+
+class HGRN1Scan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, log_f, theta, h0, reverse, cu, want_final):
+        B, T, D = log_f.shape
+        n_seqs = B if cu is None else cu.numel() - 1
+        complex_valued = theta is not None
+        BT, BD, warps = _tiles(x, D, n_seqs, complex_valued)
+        o = torch.empty_like(x)
+        ht = x.new_empty(n_seqs, *x.shape[2:], dtype=torch.float32) if want_final else None
+        grid = (triton.cdiv(D, BD), n_seqs)
+        _fwd_kernel[grid](x, log_f, x if theta is None else theta, o, x if h0 is None else h0, x if ht is None else ht,
+                          x if cu is None else cu, T, D=D, BT=BT, BD=BD, COMPLEX=complex_valued, REVERSE=reverse,
+                          IS_VARLEN=cu is not None, HAS_H0=h0 is not None, STORE_HT=want_final,
+                          num_warps=warps)  # fmt: skip
+        ctx.save_for_backward(log_f, theta, o, h0, cu)
+        ctx.args = (reverse, BT, BD, warps, n_seqs)
+        ctx.set_materialize_grads(False)
+        return (o, ht) if want_final else o
+
+    @staticmethod
+    def backward(ctx, do, dht=None):
+        log_f, theta, o, h0, cu = ctx.saved_tensors
+        reverse, BT, BD, warps, n_seqs = ctx.args
+        T, D = log_f.shape[1:]
+        do = do.contiguous()
+        dht = None if dht is None else dht.contiguous()
+        dx, dg = torch.empty_like(o), torch.empty_like(log_f)
+        dth = o.new_empty(n_seqs, D, dtype=torch.float32) if theta is not None else None
+        dh0 = o.new_empty(n_seqs, *o.shape[2:], dtype=torch.float32) if h0 is not None else None
+        _bwd_kernel[(triton.cdiv(D, BD), n_seqs)](
+            log_f, o if theta is None else theta, o, o if h0 is None else h0, do, o if dht is None else dht, dx, dg,
+            o if dth is None else dth, o if dh0 is None else dh0, o if cu is None else cu, T, D=D, BT=BT, BD=BD,
+            COMPLEX=theta is not None, REVERSE=reverse, IS_VARLEN=cu is not None, HAS_H0=h0 is not None,
+            HAS_DHT=dht is not None, num_warps=warps,
+        )  # fmt: skip
+        dtheta = None if theta is None else dth.sum(0).to(theta.dtype)
+        return dx, dg, dtheta, None if h0 is None else dh0.to(h0.dtype), None, None, None
+
+
+def scan(
+    x: Tensor,
+    log_f: Tensor,
+    theta: Tensor | None,
+    *,
+    initial_state: Tensor | None,
+    output_final_state: bool,
+    reverse: bool,
+    cu_seqlens: Tensor | None,
+) -> tuple[Tensor, Tensor | None]:
+    """Run the scan kernels (arguments already checked)."""
+    tensors = [None if t is None else t.contiguous() for t in (x, log_f, theta, initial_state)]
+    out = HGRN1Scan.apply(*tensors, reverse, cu_seqlens, output_final_state)
+    return (out[0], out[1]) if output_final_state else (out, None)

@@ -1,0 +1,58 @@
+"""The benchmark's pure-Python parts: roofline arithmetic and the report written from a (fake) result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hgrn.bench import report
+from hgrn.bench.__main__ import parse_args
+from hgrn.bench.roofline import Shape, achieved, floor_ms, min_bytes, min_flops
+
+
+def test_roofline_numbers_match_the_reference_arithmetic():
+    s = Shape(8, 4096, 16, 128)
+    tensor = 8 * 4096 * 16 * 128 * 2  # one bf16 [B, T, H, D] tensor: 134.2 MB (kernels-and-roofline.md §5)
+    assert tensor == 134_217_728
+    assert min_bytes("gla", s, "fwd") == 5 * tensor  # q, k, v, g read; o written: 671 MB
+    assert min_bytes("hgrn2", s, "fwd") == 4 * tensor  # k is formed in the kernel: 537 MB
+    assert min_bytes("hgrn1", Shape(8, 4096, 1, 2048), "fwd") == 3 * tensor
+    assert min_flops("hgrn2", s, "fwd") == pytest.approx(8 * 16 * (4 * 4096 * 128 * 128 + 4096 * 64 * 256))
+    assert min_flops("hgrn2", s, "fwd+bwd") == 3 * min_flops("hgrn2", s, "fwd")
+    assert floor_ms(5 * tensor, 46.2e9, 3.0, 800.0) == pytest.approx(0.2237, rel=1e-3)  # memory-bound: 224 us
+    tbs, tflops = achieved(1e12, 2e12, 1000.0)
+    assert (tbs, tflops) == (pytest.approx(1.0), pytest.approx(2.0))
+
+
+def fake_result() -> dict:
+    rows = []
+    for impl, scale in (("ours", 1.0), ("fla chunk_gla", 3.0)):
+        for mode, ms in (("fwd", 0.2), ("fwd+bwd", 0.8)):
+            rows.append({"impl": impl, "group": "hgrn2", "op": "hgrn2", "shape": "B8 T2048 H16 D128",
+                         "shape_dims": {"B": 8, "T": 2048, "H": 16, "D": 128}, "mode": mode, "ms": ms * scale,
+                         "peak_mib": 100.0, "first_call_s": 3.0, "tbs": 1.0, "floor_ms": 0.1})  # fmt: skip
+    rows.append({"impl": "ours HGRN2Mixer", "group": "layer-hgrn2", "op": None, "shape": "B8 T2048 H16 D128",
+                 "shape_dims": {"B": 8, "T": 2048, "H": 16, "D": 128}, "mode": "fwd", "ms": 1.0})  # fmt: skip
+    rows.append({"impl": "fla chunk_hgrn", "group": "hgrn1", "op": "hgrn1", "shape": "B8 T2048 D2048",
+                 "shape_dims": {"B": 8, "T": 2048, "H": 1, "D": 2048}, "mode": "fwd", "error": "boom"})  # fmt: skip
+    return {"gpu": "NVIDIA Test GPU", "date": "2026-01-02", "versions": {"torch": "x", "triton": "y", "fla": "z"},
+            "ceilings": {"copy_tbs": 4.0, "matmul_tflops": 700.0}, "rows": rows, "notes": ["a note"]}  # fmt: skip
+
+
+def test_report_writes_json_markdown_with_speedups(tmp_path):
+    result = fake_result()
+    assert report.speedups(result)[("hgrn2", "B8 T2048 H16 D128")] == pytest.approx({"fwd": 3.0, "fwd+bwd": 3.0})
+    paths = report.write(result, tmp_path)
+    assert paths[0].name == "nvidia-test-gpu-2026-01-02.json"
+    assert json.loads(paths[0].read_text())["rows"] == result["rows"]
+    text = paths[1].read_text()
+    assert "NVIDIA Test GPU" in text and "fwd 3.00x" in text and "| ours | 0.200 | 0.800 |" in text
+    assert "- a note" in text
+
+
+def test_cli_defaults_cover_the_issue_shapes():
+    args = parse_args([])
+    assert args.hgrn2 == ["8x2048x16x128", "4x8192x16x128", "1x32768x16x128", "8x2048x32x64", "8x2048x8x256"]
+    assert args.hgrn1 == ["8x2048x2048", "4x8192x2048"]
+    assert str(args.out) == "results/bench"

@@ -1,0 +1,192 @@
+"""Chunked GLA / HGRN2 kernels against the float64 reference: outputs, final states and every gradient.
+
+On CPU the kernels run through the Triton interpreter in fp32 at small shapes (chunk 16 so that short sequences span
+several chunks and segments); with a GPU (-m gpu) through hgrn.ops in bf16 / fp32 at benchmark shapes.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hgrn import ops
+from hgrn.ops import reference
+from hgrn.ops.triton.chunk import GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB, chunk_recurrence
+from tests.helpers import assert_close
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # interpreter: inf in masked (unused) entries
+
+GATES = {  # gate logits z: log f = logsigmoid(z) (without a lower bound)
+    "normal": lambda z: z,
+    "forget": lambda z: z - 20.0,  # log f ~ -20: the exact (slow) path in every chunk
+    "remember": lambda z: z * 0.1 + 13.8,  # f ~ 1 - 1e-6
+    "mixed": lambda z: torch.cat([z[..., ::2] - 20.0, z[..., 1::2] * 0.1 + 13.8], -1),
+}
+
+
+def make_inputs(kind, B, T, H, K, V, *, gates="normal", h0=True, n_seqs=None, device="cpu", seed=0):
+    """Random inputs in float64 (converted by the caller); n_seqs packs that many sequences into B = 1."""
+    g = torch.Generator().manual_seed(seed)
+    q, z = torch.randn(B, T, H, K, generator=g, dtype=torch.float64), torch.randn(B, T, H, K, generator=g)
+    z = GATES[gates](z.double())
+    v = torch.randn(B, T, H, V, generator=g, dtype=torch.float64)
+    x = {"q": q, "v": v}
+    if kind == "gla":
+        x["k"] = torch.randn(B, T, H, K, generator=g, dtype=torch.float64)
+        x["log_f"] = F.logsigmoid(z)
+    else:
+        x["f_logits"] = z
+        if kind == "hgrn2_lb":
+            x["lower_bound"] = torch.rand(H, K, generator=g, dtype=torch.float64) * 0.9
+    if h0:
+        x["initial_state"] = torch.randn(n_seqs or B, H, K, V, generator=g, dtype=torch.float64)
+    return {name: t.to(device) for name, t in x.items()}
+
+
+def run(fn, kind, inputs, dtype, exact=False, **kwargs):
+    """(output, final state, gradients of a fixed random projection of both w.r.t. every input).
+
+    Inputs are rounded to `dtype` (the lower bound to fp32, as a parameter-derived bound is); exact=True then runs
+    in float64 on those rounded values, so only the computation differs between the two runs."""
+
+    def leaf(name, t):
+        t = t.to(torch.float32 if name == "lower_bound" else dtype)
+        return (t.double() if exact else t).requires_grad_()
+
+    leaves = {name: leaf(name, t) for name, t in inputs.items()}
+    args = [leaves[n] for n in (("q", "k", "v", "log_f") if kind == "gla" else ("q", "v", "f_logits"))]
+    if kind == "hgrn2_lb":
+        args.append(leaves["lower_bound"])
+    o, s = fn(*args, initial_state=leaves.get("initial_state"), output_final_state=True, **kwargs)
+    g = torch.Generator(device=o.device).manual_seed(1)
+    loss = (o.double() * torch.randn(o.shape, generator=g, device=o.device, dtype=torch.float64)).sum()
+    loss = loss + (s.double() * torch.randn(s.shape, generator=g, device=o.device, dtype=torch.float64)).sum()
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    return o, s, dict(zip([f"d{n}" for n in leaves], grads, strict=True))
+
+
+def interpreted(kind, chunk_size=16, segments=None):
+    """The Triton path with a forced plan (the interpreter runs it on CPU tensors)."""
+    gate = {"gla": GATE_GLA, "hgrn2": GATE_HGRN2, "hgrn2_lb": GATE_HGRN2_LB}[kind]
+
+    def fn(*args, scale=1.0, **kwargs):
+        if kind == "gla":
+            q, k, v, lf = args
+            return chunk_recurrence(q, k, lf, None, v, gate=gate, scale=scale, chunk_size=chunk_size,
+                                    segments=segments, **kwargs)  # fmt: skip
+        q, v, z, *lb = args
+        return chunk_recurrence(q, z, None, lb[0] if lb else None, v, gate=gate, scale=scale,
+                                chunk_size=chunk_size, segments=segments, **kwargs)  # fmt: skip
+
+    return fn
+
+
+def reference_fn(kind):
+    return reference.gla_recurrence if kind == "gla" else reference.hgrn2_recurrence
+
+
+def check(kind, inputs, fn, dtype, tol, gate_tol=None, **kwargs):
+    o, s, grads = run(fn, kind, inputs, dtype, **kwargs)
+    o_ref, s_ref, grads_ref = run(reference_fn(kind), kind, inputs, dtype, exact=True, **kwargs)
+    assert_close("o", o, o_ref, tol)
+    assert_close("final_state", s, s_ref, tol)
+    for name, grad in grads.items():
+        gate_grad = name in ("dlog_f", "df_logits", "dlower_bound")
+        assert_close(name, grad, grads_ref[name], (gate_tol or tol) if gate_grad else tol)
+
+
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter tests; the GPU runs the gpu ones")
+
+
+@cpu_only
+@pytest.mark.parametrize("kind", ["gla", "hgrn2", "hgrn2_lb"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_interpreted_matches_reference(kind, reverse):
+    inputs = make_inputs(kind, 2, 37, 2, 16, 32, seed=3)
+    check(kind, inputs, interpreted(kind), torch.float32, 2e-5, scale=0.7, reverse=reverse)
+
+
+@cpu_only
+@pytest.mark.parametrize("gates", ["forget", "remember", "mixed"])
+def test_interpreted_extreme_gates(gates):
+    """log f ~ -20 takes the exact log-space path; f = 1 - 1e-6 the factorised one; mixed chunks take the exact one."""
+    inputs = make_inputs("hgrn2", 1, 40, 2, 16, 16, gates=gates, seed=5)
+    check("hgrn2", inputs, interpreted("hgrn2"), torch.float32, 2e-5, gate_tol=1e-4)
+
+
+@cpu_only
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_interpreted_segments(reverse):
+    """A row cut into segments (joined through segment_combine) equals the uncut recurrence."""
+    inputs = make_inputs("hgrn2_lb", 2, 70, 1, 16, 16, seed=7)
+    check("hgrn2_lb", inputs, interpreted("hgrn2_lb", segments=3), torch.float32, 2e-5, reverse=reverse)
+
+
+@cpu_only
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_interpreted_packed_sequences(reverse):
+    cu = torch.tensor([0, 9, 9, 40, 53])  # includes an empty sequence
+    inputs = make_inputs("gla", 1, 53, 2, 16, 16, n_seqs=4, seed=9)
+    check("gla", inputs, interpreted("gla"), torch.float32, 2e-5, reverse=reverse, cu_seqlens=cu)
+
+
+@cpu_only
+def test_interpreted_half_precision_and_default_plan():
+    """fp16 inputs (tf32 dots, exact in the interpreter) with the plan the GPU would use (chunk 32)."""
+    inputs = make_inputs("hgrn2_lb", 1, 45, 2, 16, 16, h0=False, seed=11)
+    check("hgrn2_lb", inputs, interpreted("hgrn2_lb", chunk_size=None), torch.float16, 1e-2)
+
+
+@cpu_only
+def test_bad_arguments_raise_the_reference_errors():
+    import hgrn.ops.triton as kernels
+
+    q = torch.zeros(2, 8, 2, 4)
+    with pytest.raises(ValueError, match=r"initial_state has shape \(2, 2, 3, 4\); expected \(2, 2, 4, 3\)"):
+        kernels.gla_recurrence(q, q, torch.zeros(2, 8, 2, 3), q, initial_state=torch.zeros(2, 2, 3, 4))
+    with pytest.raises(ValueError, match="lower_bound"):
+        kernels.hgrn2_recurrence(q, q, q, torch.zeros(8))
+    with pytest.raises(ValueError, match="batch size must be 1"):
+        kernels.hgrn2_recurrence(q, q, q, cu_seqlens=torch.tensor([0, 8]))
+
+
+# --- GPU: the dispatched path (hgrn.ops) at benchmark shapes ---------------------------------------------------
+
+BF16_TOL, BF16_GATE_TOL = 1e-2, 3e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(8, 2048, 16, 128), (8, 2048, 32, 64), (1, 8192, 8, 256)], ids=str)
+def test_gpu_hgrn2_bf16_benchmark_shapes(shape):
+    B, T, H, D = shape
+    inputs = make_inputs("hgrn2_lb", B, T, H, D, D, device="cuda", seed=B + T)
+    check("hgrn2_lb", inputs, ops.hgrn2_recurrence, torch.bfloat16, BF16_TOL, BF16_GATE_TOL, scale=D**-0.5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("gates", ["forget", "remember", "mixed"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_gpu_extreme_gates(gates, dtype):
+    inputs = make_inputs("hgrn2", 2, 1000, 4, 128, 128, gates=gates, device="cuda", seed=13)
+    tol = BF16_TOL if dtype == torch.bfloat16 else 1e-4
+    check("hgrn2", inputs, ops.hgrn2_recurrence, dtype, tol, 3 * tol, reverse=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_gpu_gla_packed_and_segmented(dtype):
+    tol = BF16_TOL if dtype == torch.bfloat16 else 1e-4
+    cu = torch.tensor([0, 100, 1000, 1001, 3000], device="cuda")
+    inputs = make_inputs("gla", 1, 3000, 4, 64, 128, n_seqs=4, device="cuda", seed=17)
+    check("gla", inputs, ops.gla_recurrence, dtype, tol, 3 * tol, cu_seqlens=cu)
+    inputs = make_inputs("gla", 1, 20000, 2, 64, 64, device="cuda", seed=19)  # few programs: segments
+    check("gla", inputs, ops.gla_recurrence, dtype, tol, 3 * tol, reverse=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_gpu_long_sequence_65536():
+    inputs = make_inputs("hgrn2", 1, 65536, 2, 64, 64, gates="mixed", device="cuda", seed=23)
+    check("hgrn2", inputs, ops.hgrn2_recurrence, torch.float32, 1e-4, 3e-4)
+    check("hgrn2", inputs, ops.hgrn2_recurrence, torch.bfloat16, BF16_TOL, BF16_GATE_TOL)
