@@ -24,7 +24,7 @@ from rich.table import Table
 from hgrn.data.errors import DataNotFoundError
 from hgrn.results import RunResult, write_results
 from hgrn.results.environment import git_state, hardware, package_versions, peak_memory_bytes
-from hgrn.training.callbacks import ThroughputMonitor, ValidationHistory
+from hgrn.training.callbacks import InterruptCheckpoint, ThroughputMonitor, ValidationHistory
 from hgrn.training.config_check import ConfigError, check_config
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -55,7 +55,7 @@ def train(cfg: DictConfig) -> RunResult:
     checkpoints = run_dir / "checkpoints"
     best = ModelCheckpoint(checkpoints, "best", task.monitor, mode=task.monitor_mode, save_last=True)
     throughput, history = ThroughputMonitor(), ValidationHistory()
-    callbacks = [best, throughput, history, RichProgressBar()]
+    callbacks = [best, throughput, history, InterruptCheckpoint(checkpoints / "interrupted.ckpt"), RichProgressBar()]
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     if loggers:
         callbacks.append(LearningRateMonitor("step"))
@@ -64,10 +64,6 @@ def train(cfg: DictConfig) -> RunResult:
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=run_dir)
 
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    if trainer.interrupted:  # Ctrl-C or SIGTERM: keep the weights as they are, and say how to go on
-        interrupted = checkpoints / "interrupted.ckpt"
-        trainer.save_checkpoint(interrupted)
-        raise KeyboardInterrupt(f"training was interrupted; resume with ckpt_path={interrupted}")
     best_path = best.best_model_path or None
     test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path=best_path, verbose=False)[0]
 

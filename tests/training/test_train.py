@@ -4,6 +4,7 @@ and resumption."""
 from __future__ import annotations
 
 import json
+import signal
 from collections import Counter
 
 import pytest
@@ -72,4 +73,26 @@ def test_a_crashed_run_leaves_no_results_and_can_be_resumed(make_config, listops
 def test_missing_dataset_names_the_directory_and_the_make_target(make_config, tmp_path):
     with pytest.raises(DataNotFoundError, match=r"absent.*make data-listops"):
         train(make_config(*DEMO_ON, f"data.data_dir={tmp_path / 'absent'}"))
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_ctrl_c_keeps_the_weights_and_writes_no_results(make_config, listops_dir, tmp_path, monkeypatch):
+    from hgrn.training.classification import ClassificationTask
+
+    original = ClassificationTask.shared_step
+
+    def interrupt_at_step_3(self, batch, split):
+        if split == "train" and self.global_step == 3:
+            raise KeyboardInterrupt
+        return original(self, batch, split)
+
+    monkeypatch.setattr(ClassificationTask, "shared_step", interrupt_at_step_3)
+    handler = signal.getsignal(signal.SIGINT)  # Lightning ignores further Ctrl-C while it shuts down
+    try:
+        with pytest.raises(SystemExit):
+            train(make_config(*DEMO_ON, f"data.data_dir={listops_dir}", "trainer.limit_val_batches=2"))
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    saved = torch.load(tmp_path / "checkpoints" / "interrupted.ckpt", weights_only=True)
+    assert saved["global_step"] == 3
     assert not (tmp_path / "results.json").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -61,3 +62,15 @@ class ValidationHistory(L.Callback):
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
         self.rows.append({"step": trainer.global_step, "epoch": trainer.current_epoch, **metrics})
+
+
+class InterruptCheckpoint(L.Callback):
+    """On Ctrl-C, save the weights as they are and say how to resume (Lightning then exits with status 1)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            trainer.save_checkpoint(self.path)
+            print(f"interrupted: resume with ckpt_path={self.path}")
