@@ -24,6 +24,7 @@ from rich.table import Table
 from hgrn.data.errors import DataNotFoundError
 from hgrn.results import RunResult, write_results
 from hgrn.results.environment import git_state, hardware, package_versions, peak_memory_bytes
+from hgrn.training.base import TaskModule
 from hgrn.training.callbacks import InterruptCheckpoint, ThroughputMonitor, ValidationHistory
 from hgrn.training.config_check import ConfigError, check_config
 
@@ -36,15 +37,9 @@ def data_spec(datamodule: L.LightningDataModule) -> dict[str, Any]:
     return {name: getattr(datamodule, name) for name in DATA_PROPERTIES if getattr(datamodule, name, None) is not None}
 
 
-def train(cfg: DictConfig) -> RunResult:
-    check_config(cfg)
-    started = dt.datetime.now(dt.UTC)
-    clock = time.perf_counter()
-    L.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.paths.output_dir)
-
-    datamodule = instantiate(cfg.data)
-    task = instantiate(
+def build_task(cfg: DictConfig, datamodule: L.LightningDataModule) -> TaskModule:
+    """The LightningModule of a composed config: backbone from `model`, head from what the datamodule says."""
+    return instantiate(
         cfg.task,
         _convert_="all",  # plain dicts in the checkpoint's hyper-parameters, loadable with weights_only
         backbone=OmegaConf.to_container(cfg.model, resolve=True),
@@ -52,6 +47,18 @@ def train(cfg: DictConfig) -> RunResult:
         optim=instantiate(cfg.optim),
         sched=instantiate(cfg.sched) if cfg.get("sched") else None,
     )
+
+
+def train(cfg: DictConfig) -> RunResult:
+    check_config(cfg)
+    started = dt.datetime.now(dt.UTC)
+    clock = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.output_dir)
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    datamodule = instantiate(cfg.data)
+    task = build_task(cfg, datamodule)
     checkpoints = run_dir / "checkpoints"
     best = ModelCheckpoint(checkpoints, "best", task.monitor, mode=task.monitor_mode, save_last=True)
     throughput, history = ThroughputMonitor(), ValidationHistory()
@@ -60,7 +67,7 @@ def train(cfg: DictConfig) -> RunResult:
     if loggers:
         callbacks.append(LearningRateMonitor("step"))
         for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_hyperparams(resolved)
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=run_dir)
 
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -74,7 +81,7 @@ def train(cfg: DictConfig) -> RunResult:
         experiment=cfg.name,
         task=type(task).__name__,
         metrics=metrics,
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=resolved,
         parameters=task.num_parameters(),
         throughput=throughput.summary(),
         wall_seconds=time.perf_counter() - clock,

@@ -6,7 +6,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from hgrn.train import data_spec
+from hgrn.train import build_task
 from hgrn.training.config_check import ConfigError, check_config
 from tests.training.conftest import EXPERIMENTS
 
@@ -19,14 +19,7 @@ def test_there_are_experiments():
 def test_experiment_composes_and_builds(experiment, make_config):
     cfg = make_config(f"experiment={experiment}", logger="wandb")
     check_config(cfg)
-    datamodule = instantiate(cfg.data)
-    task = instantiate(
-        cfg.task,
-        backbone=OmegaConf.to_container(cfg.model, resolve=True),
-        data=data_spec(datamodule),
-        optim=instantiate(cfg.optim),
-        sched=instantiate(cfg.sched),
-    )
+    task = build_task(cfg, instantiate(cfg.data))
     assert task.num_parameters() > 0
     assert all(instantiate(node) is not None for node in cfg.logger.values())
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)

@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from hgrn import ops
-from hgrn.train import CONFIG_DIR, data_spec
+from hgrn.train import CONFIG_DIR, build_task, data_spec
 from hgrn.training.optim import param_groups
 
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
@@ -55,14 +54,9 @@ def time_recipe(experiment: str, steps: int = 10, device: str = "cuda", override
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=base)
     cuda = device == "cuda"
-    spec = data_spec(instantiate(cfg.data))
-    task = instantiate(
-        cfg.task,
-        _convert_="all",
-        backbone=OmegaConf.to_container(cfg.model, resolve=True),
-        data=spec,
-        optim=instantiate(cfg.optim),
-    ).to(device)
+    datamodule = instantiate(cfg.data)
+    spec = data_spec(datamodule)
+    task = build_task(cfg, datamodule).to(device)
     optimizer = task.optim_factory(param_groups(task.model))
     batch_size = cfg.data.batch_size
     batch = random_batch(spec, batch_size, device)
