@@ -77,5 +77,23 @@ class TaskModule(L.LightningModule):
     def split_metric(self, split: str, name: str) -> nn.Module:
         return getattr(self, f"{split}_{name}")
 
+    def log_loss_and_accuracy(
+        self, split: str, loss: Tensor, logits: Tensor, labels: Tensor, weight: Tensor | float = 1.0
+    ) -> None:
+        """Accumulate this split's loss (weighted mean) and accuracy, and log both: per step while training, and
+        per epoch from the metric objects."""
+        accuracy, mean_loss = self.split_metric(split, "acc"), self.split_metric(split, "loss")
+        accuracy(logits, labels)
+        mean_loss(loss.detach(), weight=weight)
+        for name, metric in (("loss", mean_loss), ("acc", accuracy)):
+            self.log(
+                f"{split}/{name}",
+                metric,
+                on_step=split == "train",
+                on_epoch=True,
+                prog_bar=True,
+                batch_size=len(labels),
+            )
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

@@ -49,10 +49,5 @@ class ClassificationTask(TaskModule):
     def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         logits = self.model(batch["inputs"], batch.get("mask"), batch.get("inputs2"), batch.get("mask2"))
         loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=self.label_smoothing)
-        accuracy, mean_loss = self.split_metric(split, "acc"), self.split_metric(split, "loss")
-        accuracy(logits, batch["labels"])
-        mean_loss(loss.detach())
-        on_step, size = split == "train", batch["labels"].shape[0]
-        self.log(f"{split}/loss", mean_loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=size)
-        self.log(f"{split}/acc", accuracy, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log_loss_and_accuracy(split, loss, logits, batch["labels"])
         return loss

@@ -37,14 +37,9 @@ class LanguageModelingTask(TaskModule):
 
     def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         logits = self.model(batch["inputs"])
-        labels = batch["labels"]
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
-        accuracy, mean_loss = self.split_metric(split, "acc"), self.split_metric(split, "loss")
-        accuracy(logits.flatten(0, 1), labels.flatten())
-        mean_loss(loss.detach(), weight=(labels != IGNORE).sum())
-        on_step = split == "train"
-        self.log(f"{split}/loss", mean_loss, on_step=on_step, on_epoch=True, prog_bar=True)
-        self.log(f"{split}/acc", accuracy, on_step=on_step, on_epoch=True, prog_bar=True)
+        logits, labels = logits.flatten(0, 1), batch["labels"].flatten()
+        loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE)
+        self.log_loss_and_accuracy(split, loss, logits, labels, weight=(labels != IGNORE).sum())
         return loss
 
     def on_validation_epoch_end(self) -> None:
