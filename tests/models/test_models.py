@@ -81,9 +81,10 @@ def test_pair_classifier_uses_both_documents():
         model(a)
 
 
-def test_classifier_on_continuous_inputs_with_2d_scan():
+@pytest.mark.parametrize("direction", ["2d", "2d_series"])
+def test_classifier_on_continuous_inputs_with_2d_scan(direction):
     config = SequenceClassifierConfig(
-        tiny_backbone("hgrn2", direction="2d", grid=(4, 4)), num_classes=10, input_dim=1, max_length=16
+        tiny_backbone("hgrn2", direction=direction, grid=(4, 4)), num_classes=10, input_dim=1, max_length=16
     )
     assert SequenceClassifier(config)(torch.randn(3, 16, 1)).shape == (3, 10)
     with pytest.raises(ValueError, match="exactly one of vocab_size"):

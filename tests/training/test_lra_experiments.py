@@ -32,6 +32,17 @@ def test_every_model_has_every_task():
     assert {e.split("/")[1] for e in LRA} == {"hgrn1", "hgrn2", "gla", "transformer"}
 
 
+@pytest.mark.parametrize(
+    ("model", "direction"),
+    [("hgrn2", "2d_series"), ("gla", "2d_series"), ("transformer", "2d_series"), ("hgrn1", "2d")],
+)
+def test_pathx_scans_the_grid_as_each_official_recipe(model, direction, make_config):
+    """HGRN2's Path-X run sets use_series=True (Hgru2_2d_series); HGRN1's own recipe uses the parallel Hgru2d."""
+    cfg = make_config(f"experiment=lra/{model}/pathx")
+    assert cfg.model.direction == direction
+    assert list(cfg.model.grid) == [128, 128]
+
+
 @pytest.mark.parametrize("experiment", [pytest.param(e, marks=pytest.mark.slow) if e in SLOW else e for e in LRA])
 def test_lra_experiment_runs_on_fixtures(experiment, make_config, tmp_path):
     task = experiment.split("/")[-1]

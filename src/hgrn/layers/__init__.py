@@ -7,7 +7,7 @@ import inspect
 from torch import nn
 
 from hgrn.layers.attention import AttentionMixer
-from hgrn.layers.directions import DIRECTIONS, scan_directions
+from hgrn.layers.directions import DIRECTIONS, GRID_DIRECTIONS, mix_directions, scan_directions
 from hgrn.layers.gla import GLAMixer
 from hgrn.layers.glu import GLU
 from hgrn.layers.hgrn1 import HGRN1Mixer
@@ -46,6 +46,7 @@ def build_mixer(
 __all__ = [
     "DIRECTIONS",
     "GLU",
+    "GRID_DIRECTIONS",
     "MIXERS",
     "NORMS",
     "AttentionMixer",
@@ -55,6 +56,7 @@ __all__ = [
     "LayerLowerBounds",
     "build_mixer",
     "make_norm",
+    "mix_directions",
     "mixer_options",
     "scan_directions",
 ]

@@ -13,7 +13,11 @@ KVCache = tuple[Tensor, Tensor]
 
 
 class AttentionMixer(nn.Module):
-    """Multi-head attention; causal for direction='causal', full (with a padding mask) otherwise."""
+    """Multi-head attention; causal for direction='causal', full (with a padding mask) otherwise.
+
+    Attention has no scan order, so every non-causal direction ('bidirectional', '2d', '2d_series') is the same full
+    attention: a recipe that picks a 2-D scan for the recurrent mixers leaves the Transformer baseline unchanged.
+    """
 
     uses_lower_bound = False
 

@@ -11,7 +11,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from hgrn import ops
-from hgrn.layers.directions import check_direction, scan_directions
+from hgrn.layers.directions import check_direction, mix_directions, scan_directions
 from hgrn.layers.norms import make_norm
 from hgrn.ops.checks import accumulation_dtype
 
@@ -55,6 +55,10 @@ class GLAMixer(nn.Module):
 
     def forward(self, x: Tensor, lower_bound: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """x [B, T, d]; mask [B, T] (False on padding). GLA has no lower bound; the argument is ignored."""
+        return mix_directions(self._mix, x, mask, self.direction, self.grid)
+
+    def _mix(self, x: Tensor, mask: Tensor | None, direction: str) -> Tensor:
+        """One full pass, projections to output projection, scanning the sequence in `direction`."""
         q, k, v, log_f = self._project(x)
         if mask is not None:
             v = v * mask[..., None, None]
@@ -62,7 +66,7 @@ class GLAMixer(nn.Module):
         def scan(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, reverse: bool) -> Tensor:
             return ops.gla_recurrence(q, k, v, log_f, scale=self.head_k**-0.5, reverse=reverse)[0]
 
-        return self._output(x, scan_directions(scan, (q, k, v, log_f), self.direction, self.grid))
+        return self._output(x, scan_directions(scan, (q, k, v, log_f), direction, self.grid))
 
     def step(self, x: Tensor, state: Tensor, lower_bound: Tensor | None = None) -> tuple[Tensor, Tensor]:
         q, k, v, log_f = self._project(x)

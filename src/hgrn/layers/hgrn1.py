@@ -13,7 +13,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from hgrn import ops
-from hgrn.layers.directions import check_direction, scan_directions
+from hgrn.layers.directions import check_direction, mix_directions, scan_directions
 from hgrn.layers.norms import make_norm
 from hgrn.ops.checks import accumulation_dtype
 
@@ -51,6 +51,14 @@ class HGRN1Mixer(nn.Module):
 
     def forward(self, x: Tensor, lower_bound: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """x [B, T, d]; lower_bound [d] or None; mask [B, T] (False on padding, which then feeds nothing in)."""
+
+        def mix(x: Tensor, mask: Tensor | None, direction: str) -> Tensor:
+            return self._mix(x, lower_bound, mask, direction)
+
+        return mix_directions(mix, x, mask, self.direction, self.grid)
+
+    def _mix(self, x: Tensor, lower_bound: Tensor | None, mask: Tensor | None, direction: str) -> Tensor:
+        """One full pass, projections to output projection, scanning the sequence in `direction`."""
         inputs, log_f = self._inputs(x, lower_bound)
         if mask is not None:
             inputs = inputs * (mask[..., None, None] if self.complex else mask[..., None])
@@ -59,7 +67,7 @@ class HGRN1Mixer(nn.Module):
             theta = (self.theta_reverse if reverse else self.theta) if self.complex else None
             return ops.hgrn1_recurrence(inputs, log_f, theta, reverse=reverse)[0]
 
-        return self._output(x, scan_directions(scan, (inputs, log_f), self.direction, self.grid))
+        return self._output(x, scan_directions(scan, (inputs, log_f), direction, self.grid))
 
     def step(self, x: Tensor, state: Tensor, lower_bound: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """One decoding step: x [B, d], state [B, d] (real) or [B, d, 2] (complex) -> (y [B, d], new state)."""

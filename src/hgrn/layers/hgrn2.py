@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from hgrn import ops
 from hgrn.layers.activations import make_activation
-from hgrn.layers.directions import check_direction, scan_directions
+from hgrn.layers.directions import check_direction, mix_directions, scan_directions
 from hgrn.layers.norms import make_norm
 from hgrn.ops.checks import accumulation_dtype
 
@@ -62,15 +62,23 @@ class HGRN2Mixer(nn.Module):
 
     def forward(self, x: Tensor, lower_bound: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """x [B, T, d]; lower_bound [d] or None; mask [B, T] (False on padding, which then feeds nothing in)."""
+        bound = self._bound(lower_bound)
+
+        def mix(x: Tensor, mask: Tensor | None, direction: str) -> Tensor:
+            return self._mix(x, bound, mask, direction)
+
+        return mix_directions(mix, x, mask, self.direction, self.grid)
+
+    def _mix(self, x: Tensor, bound: Tensor | None, mask: Tensor | None, direction: str) -> Tensor:
+        """One full pass, projections to output projection, scanning the sequence in `direction`."""
         q, f_logits, v = self._project(x)
         if mask is not None:
             v = v * mask[..., None, None]
-        bound = self._bound(lower_bound)
 
         def scan(q: Tensor, v: Tensor, f_logits: Tensor, reverse: bool) -> Tensor:
             return ops.hgrn2_recurrence(q, v, f_logits, bound, scale=self.scale, reverse=reverse)[0]
 
-        o = scan_directions(scan, (q, v, f_logits), self.direction, self.grid)
+        o = scan_directions(scan, (q, v, f_logits), direction, self.grid)
         return self.out_proj(self.norm(rearrange(o, "... h e -> ... (h e)")))
 
     def step(self, x: Tensor, state: Tensor, lower_bound: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -24,10 +24,8 @@ class BackboneConfig:
     n_layers: int = 6
     mixer: str = "hgrn2"  # hgrn1 | hgrn2 | gla | attention
     mixer_options: dict[str, Any] = field(default_factory=dict)
-    direction: str = "causal"  # causal | bidirectional | 2d
-    grid: tuple[int, int] | None = (
-        None  # (height, width) of the token grid for direction='2d' (images: set by the head)
-    )
+    direction: str = "causal"  # causal | bidirectional | 2d (parallel) | 2d_series: see hgrn.layers.directions
+    grid: tuple[int, int] | None = None  # (height, width) of the token grid for the 2-D directions (images: the head)
     glu_ratio: float = 2.0  # GLU hidden width = glu_ratio * d_model; 0 drops the channel mixer
     glu_act: str = "silu"
     glu_bias: bool = False
@@ -49,7 +47,7 @@ class BackboneConfig:
                 f"allowed: {list(mixer_options(self.mixer))}"
             )
         self.grid = None if self.grid is None else tuple(self.grid)
-        if self.direction not in DIRECTIONS:  # the grid of a '2d' backbone may be filled in by the head
+        if self.direction not in DIRECTIONS:  # the grid of a 2-D backbone may be filled in by the head
             raise ValueError(f"direction={self.direction!r} is not known; choose one of {DIRECTIONS}")
         if self.norm not in NORMS:
             raise ValueError(f"norm={self.norm!r} is not a known normalisation; choose one of {NORMS}")

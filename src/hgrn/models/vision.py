@@ -9,6 +9,7 @@ from einops import rearrange
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
+from hgrn.layers.directions import GRID_DIRECTIONS
 from hgrn.models.backbone import Backbone, BackboneConfig, as_backbone_config, init_weights
 
 
@@ -27,7 +28,7 @@ class ImageClassifierConfig:
             raise ValueError(f"patch_size={self.patch_size} must divide image_size={self.image_size}")
         backbone = as_backbone_config(self.backbone)
         side = self.image_size // self.patch_size
-        self.backbone = replace(backbone, grid=(side, side)) if backbone.direction == "2d" else backbone
+        self.backbone = replace(backbone, grid=(side, side)) if backbone.direction in GRID_DIRECTIONS else backbone
 
 
 class ImageClassifier(nn.Module):

@@ -15,6 +15,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hgrn.layers.directions import GRID_DIRECTIONS
 from hgrn.models import BackboneConfig
 from hgrn.models.backbone import Block
 
@@ -58,7 +59,7 @@ def check_model(node: DictConfig) -> None:
         if isinstance(error.__cause__, ValueError):  # BackboneConfig's own checks (mixer, options, direction)
             raise ConfigError(f"model: {error.__cause__}") from None
         raise ConfigError(f"model.{error.full_key}: {error.msg.splitlines()[0]}") from None
-    if config.direction == "2d" and config.grid is None:
+    if config.direction in GRID_DIRECTIONS and config.grid is None:
         return  # an image head fills the grid in
     try:
         with torch.device("meta"):
