@@ -132,6 +132,16 @@ def test_interpreted_packed_sequences(reverse):
 
 
 @cpu_only
+@pytest.mark.parametrize("kind", ["gla", "hgrn2_lb"])
+def test_interpreted_split_tiles(kind, monkeypatch):
+    """K and V split over programs: the reverse walk sums xk and do v^T over its V tiles (atomics), the
+    chunk-parallel backward covers K in two tiles."""
+    monkeypatch.setenv("HGRN_CHUNK_TILES", "BK=16,BV=16,BV_REV=16")
+    inputs = make_inputs(kind, 2, 37, 2, 32, 32, seed=13)
+    check(kind, inputs, interpreted(kind), torch.float32, 2e-5, scale=0.5)
+
+
+@cpu_only
 def test_interpreted_half_precision_and_default_plan():
     """fp16 inputs (tf32 dots, exact in the interpreter) with the plan the GPU would use (chunk 32)."""
     inputs = make_inputs("hgrn2_lb", 1, 45, 2, 16, 16, h0=False, seed=11)

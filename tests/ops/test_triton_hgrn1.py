@@ -1,4 +1,7 @@
-"""HGRN1 scan kernels against the float64 reference: real and complex, both directions, packed, states, gradients."""
+"""HGRN1 scan kernels against the float64 reference: real and complex, both directions, packed, states, gradients.
+
+Dense batches run the chained forward (decoupled look-back); HGRN_SCAN_TILES forces small tiles so the interpreter
+walks several time and channel blocks, and prefix=0 forces every look-back through the aggregates."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import torch.nn.functional as F
 from hgrn import ops
 from hgrn.ops import reference
 from hgrn.ops.triton import hgrn1_scan
-from tests.helpers import assert_close
+from tests.helpers import assert_close, rel_err
 
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter tests; the GPU runs the gpu ones")
 
@@ -66,6 +69,59 @@ def test_interpreted_packed_and_extreme(complex_valued):
     check(scan, make_inputs(1, 40, 20, complex_valued=complex_valued, gate_shift=-20.0, seed=7), torch.float32, 1e-5)
 
 
+@pytest.fixture
+def poisoned_workspace(monkeypatch):
+    """Workspace never written reads NaN, so reading a slot before its flag shows up in the output."""
+    monkeypatch.setattr(hgrn1_scan, "_workspace", lambda n, device: torch.full((n,), float("nan"), device=device))
+
+
+class Spy:
+    """Records which forward kernel a launch used."""
+
+    def __init__(self, kernel, name, log):
+        self.kernel, self.name, self.log = kernel, name, log
+
+    def __getitem__(self, grid):
+        self.log.append(self.name)
+        return self.kernel[grid]
+
+
+@cpu_only
+@pytest.mark.usefixtures("poisoned_workspace")
+@pytest.mark.parametrize("complex_valued", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("h0", [False, True], ids=["zero_h0", "h0"])
+def test_interpreted_chained_tiles(monkeypatch, complex_valued, reverse, h0):
+    """45 steps = 5 blocks of 8 + 5 padded rows, 20 channels = 2 blocks of 8 + 4 masked; long memory (f ~ 0.98) so a
+    wrong carry from any earlier block shows."""
+    monkeypatch.setenv("HGRN_SCAN_TILES", "BT=8,BD=8")
+    inputs = make_inputs(2, 45, 20, complex_valued=complex_valued, gate_shift=4.0, h0=h0, seed=13)
+    check(scan, inputs, torch.float32, 1e-5, reverse=reverse)
+
+
+@cpu_only
+@pytest.mark.usefixtures("poisoned_workspace")
+@pytest.mark.parametrize("complex_valued", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_interpreted_chained_aggregates_only(monkeypatch, complex_valued, reverse):
+    """The interpreter runs tiles in ticket order, so look-back always meets a prefix at once; prefix=0 makes every
+    tile compose all earlier aggregates down to h0, the path a GPU tile takes while its predecessors lag."""
+    monkeypatch.setenv("HGRN_SCAN_TILES", "BT=8,BD=16,prefix=0")
+    inputs = make_inputs(3, 37, 24, complex_valued=complex_valued, gate_shift=4.0, seed=17)
+    check(scan, inputs, torch.float32, 1e-5, reverse=reverse)
+
+
+@cpu_only
+def test_dense_batches_take_the_chained_forward(monkeypatch):
+    log = []
+    for name in ("_fwd_kernel", "_fwd_chained_kernel"):
+        monkeypatch.setattr(hgrn1_scan, name, Spy(getattr(hgrn1_scan, name), name, log))
+    inputs = make_inputs(1, 12, 8, complex_valued=False, h0=False, seed=19)
+    scan(inputs["x"].float(), inputs["log_f"].float(), None, output_final_state=False)
+    scan(inputs["x"].float(), inputs["log_f"].float(), None, output_final_state=False, cu_seqlens=torch.tensor([0, 12]))
+    assert log == ["_fwd_chained_kernel", "_fwd_kernel"]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("complex_valued", [False, True], ids=["real", "complex"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
@@ -82,3 +138,49 @@ def test_gpu_long_packed_extreme(complex_valued):
     inputs = make_inputs(1, 65536, 256, complex_valued=complex_valued, gate_shift=14.0, n_seqs=3, device="cuda")
     # f = 1 - 1e-6 is stored to within 6e-8 in fp32, and over 65536 steps the decay a^t inherits that: 1e-3, not 1e-5
     check(ops.hgrn1_recurrence, inputs, torch.float32, 1e-3, cu_seqlens=cu)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("complex_valued", [False, True], ids=["real", "complex"])
+def test_gpu_chained_benchmark_shape_bf16(complex_valued):
+    """The benchmark shape in the forward direction (the test above runs it reversed)."""
+    inputs = make_inputs(8, 2048, 2048, complex_valued=complex_valued, device="cuda", seed=29)
+    check(ops.hgrn1_recurrence, inputs, torch.bfloat16, 1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("complex_valued", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize(("dtype", "gate_shift", "tol"), [(torch.float32, 14.0, 2e-3), (torch.bfloat16, 1.0, 1e-2)],
+                         ids=["fp32_long_memory", "bf16"])  # fmt: skip
+def test_gpu_chained_65536(complex_valued, dtype, gate_shift, tol):
+    """4096 time blocks in a row; with f = 1 - 1e-6 the first token still counts at the last. fp32 tolerance 2e-3:
+    dtheta sums 65536 products of size ~1e5 per channel in fp32 (measured 1.1e-3 on an H200, backward unchanged)."""
+    inputs = make_inputs(2, 65536, 256, complex_valued=complex_valued, gate_shift=gate_shift, device="cuda", seed=31)
+    check(ops.hgrn1_recurrence, inputs, dtype, tol, reverse=complex_valued)
+
+
+@pytest.mark.gpu
+@pytest.mark.usefixtures("poisoned_workspace")
+@pytest.mark.parametrize("complex_valued", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("tiles", ["", "prefix=0"], ids=["default", "aggregates_only"])
+def test_gpu_chained_stress(monkeypatch, complex_valued, tiles):
+    """50 forwards of one input into NaN-poisoned workspaces: a slot read before its flag, or a stale line, gives
+    NaN or a different answer. Not bit-for-bit: whether a tile meets a predecessor's aggregate or its prefix depends
+    on timing and changes the fp32 rounding (about 1e-7), so runs must agree to 1e-6 and the reference to 1e-5."""
+    monkeypatch.setenv("HGRN_SCAN_TILES", tiles)
+    T = 2048 if tiles == "" else 1024  # aggregates only: look-back walks all earlier blocks
+    inputs = make_inputs(8, T, 2048, complex_valued=complex_valued, device="cuda", seed=37)
+    args = {n: t.float() for n, t in inputs.items()}
+    with torch.no_grad():
+        h0 = inputs["initial_state"]
+        ref, ref_s = reference.hgrn1_recurrence(inputs["x"], inputs["log_f"], inputs.get("theta"), initial_state=h0,
+                                                output_final_state=True)  # fmt: skip
+        first, first_s = scan(args["x"], args["log_f"], args.get("theta"), initial_state=args["initial_state"],
+                              output_final_state=True)  # fmt: skip
+        assert_close("h", first, ref, 1e-5)
+        assert_close("final_state", first_s, ref_s, 1e-5)
+        for i in range(50):
+            o, s = scan(args["x"], args["log_f"], args.get("theta"), initial_state=args["initial_state"],
+                        output_final_state=True)  # fmt: skip
+            assert torch.isfinite(o).all() and torch.isfinite(s).all(), f"run {i}: non-finite values"
+            assert rel_err(o, first) <= 1e-6 and rel_err(s, first_s) <= 1e-6, f"run {i} differs from the first"

@@ -121,10 +121,10 @@ def log1m(k, f):
 def hgrn2_gate(z, lb):
     """f = lb + (1 - lb) sigmoid(z) and k = 1 - f = (1 - lb) sigmoid(-z), both without cancellation.
 
-    Returns (k, log f, sigmoid(z), sigmoid(-z), f); one exp and one reciprocal per element.
+    Returns (k, log f, sigmoid(z), sigmoid(-z), f); one exp and one (approximate, 2-ulp) reciprocal per element.
     """
     e = tl.exp(-tl.abs(z))
-    r = 1.0 / (1.0 + e)
+    r = tl.fdiv(1.0, 1.0 + e)
     pos = z >= 0
     s = tl.where(pos, r, e * r)
     ns = tl.where(pos, e * r, r)
