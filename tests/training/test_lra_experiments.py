@@ -43,6 +43,16 @@ def test_pathx_scans_the_grid_as_each_official_recipe(model, direction, make_con
     assert list(cfg.model.grid) == [128, 128]
 
 
+@pytest.mark.parametrize(("model", "total"), [("hgrn2", 256), ("gla", 256), ("transformer", 256), ("hgrn1", 16)])
+@pytest.mark.parametrize("gpus", [1, 2, 8])
+def test_pathx_total_batch_is_the_recipes_on_any_gpu_count(model, total, gpus, make_config):
+    """HGRN2's 256 x 16384 tokens: micro-batches of 32 per GPU (the official 8 x 32), accumulated to 256."""
+    cfg = make_config(f"experiment=lra/{model}/pathx", f"trainer.devices={gpus}")
+    assert cfg.data.batch_size * gpus * cfg.trainer.accumulate_grad_batches == total
+    if total == 256:
+        assert cfg.data.batch_size == 32
+
+
 @pytest.mark.parametrize("experiment", [pytest.param(e, marks=pytest.mark.slow) if e in SLOW else e for e in LRA])
 def test_lra_experiment_runs_on_fixtures(experiment, make_config, tmp_path):
     task = experiment.split("/")[-1]
