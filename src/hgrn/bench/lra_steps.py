@@ -4,6 +4,7 @@
 
 Random inputs at the recipe's full length and batch (an upper bound: real batches are padded only to their
 longest example), bf16 autocast, forward + backward + optimiser step, median time (synchronised) of 10 steps.
+A recipe that accumulates micro-batches (Path-X on one GPU) is timed per optimiser step: all its micro-batches.
 """
 
 from __future__ import annotations
@@ -58,15 +59,17 @@ def time_recipe(experiment: str, steps: int = 10, device: str = "cuda", override
     spec = data_spec(datamodule)
     task = build_task(cfg, datamodule).to(device)
     optimizer = task.optim_factory(param_groups(task.model))
-    batch_size = cfg.data.batch_size
-    batch = random_batch(spec, batch_size, device)
+    micro_batches = cfg.trainer.get("accumulate_grad_batches", 1)
+    batch_size = cfg.data.batch_size * micro_batches
+    batch = random_batch(spec, cfg.data.batch_size, device)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
 
     def step() -> None:
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):
-            loss = task.shared_step(batch, "train")
-        loss.backward()
+        for _ in range(micro_batches):
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):
+                loss = task.shared_step(batch, "train")
+            (loss / micro_batches).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
