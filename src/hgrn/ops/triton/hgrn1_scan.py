@@ -65,6 +65,25 @@ def _load_gate(g, tok, m, cd, D: tl.constexpr):
     return tl.load(g + tok[:, None] * D + cd[None, :], mask=m, other=0.0).to(tl.float32)
 
 
+@triton.jit
+def _load_state(ptr, dm, COMPLEX: tl.constexpr, VOLATILE: tl.constexpr):
+    """A [BD] state (re, im) in fp32 (real: im = 0). VOLATILE for one written by another program of the same launch,
+    so never a stale L1 line."""
+    re = tl.load(ptr, mask=dm, other=0.0, volatile=VOLATILE).to(tl.float32)
+    if COMPLEX:  # noqa: SIM108 (Triton: constexpr branch)
+        im = tl.load(ptr + 1, mask=dm, other=0.0, volatile=VOLATILE).to(tl.float32)
+    else:
+        im = tl.zeros_like(re)
+    return re, im
+
+
+@triton.jit
+def _store_state(ptr, re, im, dm, COMPLEX: tl.constexpr):
+    tl.store(ptr, re, mask=dm)
+    if COMPLEX:
+        tl.store(ptr + 1, im, mask=dm)
+
+
 @triton.jit(do_not_specialize=["T"])
 def _fwd_kernel(x, g, th, o, h0, ht, cu, T, D: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
                 COMPLEX: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_H0: tl.constexpr,
@@ -81,9 +100,7 @@ def _fwd_kernel(x, g, th, o, h0, ht, cu, T, D: tl.constexpr, BT: tl.constexpr, B
     h = tl.zeros([BD], tl.float32)
     hi = tl.zeros([BD], tl.float32)
     if HAS_H0:
-        h = tl.load(h0 + s_ptr, mask=dm, other=0.0).to(tl.float32)
-        if COMPLEX:
-            hi = tl.load(h0 + s_ptr + 1, mask=dm, other=0.0).to(tl.float32)
+        h, hi = _load_state(h0 + s_ptr, dm, COMPLEX, False)
     if COMPLEX:
         theta = tl.load(th + cd, mask=dm, other=0.0).to(tl.float32)
         cos, sin = tl.cos(theta)[None, :], tl.sin(theta)[None, :]
@@ -112,9 +129,7 @@ def _fwd_kernel(x, g, th, o, h0, ht, cu, T, D: tl.constexpr, BT: tl.constexpr, B
             h = _last_row(out, BT)
         tok, m, gt, xr, xi = tok_n, m_n, gt_n, xr_n, xi_n
     if STORE_HT:
-        tl.store(ht + s_ptr, h, mask=dm)
-        if COMPLEX:
-            tl.store(ht + s_ptr + 1, hi, mask=dm)
+        _store_state(ht + s_ptr, h, hi, dm, COMPLEX)
 
 
 @triton.jit
@@ -124,24 +139,6 @@ def _cmul(ar, ai, br, bi, COMPLEX: tl.constexpr):
         return ar * br - ai * bi, ar * bi + ai * br
     else:
         return ar * br, ai
-
-
-@triton.jit
-def _load_state(ptr, dm, COMPLEX: tl.constexpr):
-    """A [BD] state (re, im) written by another program: volatile, so never a stale L1 line."""
-    re = tl.load(ptr, mask=dm, other=0.0, volatile=True)
-    if COMPLEX:  # noqa: SIM108 (Triton: constexpr branch)
-        im = tl.load(ptr + 1, mask=dm, other=0.0, volatile=True)
-    else:
-        im = tl.zeros_like(re)
-    return re, im
-
-
-@triton.jit
-def _store_state(ptr, re, im, dm, COMPLEX: tl.constexpr):
-    tl.store(ptr, re, mask=dm)
-    if COMPLEX:
-        tl.store(ptr + 1, im, mask=dm)
 
 
 @triton.jit
@@ -208,9 +205,7 @@ def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, T, NSEQ, D: tl.constexpr
     acc_br, acc_bi = tl.zeros([BD], tl.float32), tl.zeros([BD], tl.float32)
     base_r, base_i = tl.zeros([BD], tl.float32), tl.zeros([BD], tl.float32)
     if HAS_H0:
-        base_r = tl.load(h0 + p.to(tl.int64) * D * W + cd * W, mask=dm, other=0.0).to(tl.float32)
-        if COMPLEX:
-            base_i = tl.load(h0 + p.to(tl.int64) * D * W + cd * W + 1, mask=dm, other=0.0).to(tl.float32)
+        base_r, base_i = _load_state(h0 + row, dm, COMPLEX, False)
     j = tb - 1
     while j >= 0:
         fj = flags + 1 + j * per_tb + r
@@ -219,11 +214,11 @@ def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, T, NSEQ, D: tl.constexpr
             state = tl.atomic_add(fj, 0, sem="acquire")
         pj = ws + j.to(tl.int64) * NSEQ * D * W + row
         if state == 2:
-            base_r, base_i = _load_state(pj + 2 * slot, dm, COMPLEX)
+            base_r, base_i = _load_state(pj + 2 * slot, dm, COMPLEX, True)
             j = -1
         else:
-            a_r, a_i = _load_state(pj, dm, COMPLEX)
-            b_r, b_i = _load_state(pj + slot, dm, COMPLEX)
+            a_r, a_i = _load_state(pj, dm, COMPLEX, True)
+            b_r, b_i = _load_state(pj + slot, dm, COMPLEX, True)
             t_r, t_i = _cmul(acc_ar, acc_ai, b_r, b_i, COMPLEX)
             acc_br, acc_bi = acc_br + t_r, acc_bi + t_i
             acc_ar, acc_ai = _cmul(acc_ar, acc_ai, a_r, a_i, COMPLEX)
@@ -265,13 +260,9 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, T, D: tl.constexpr,
     h0r = tl.zeros([BD], tl.float32)
     h0i = tl.zeros([BD], tl.float32)
     if HAS_DHT:
-        u = tl.load(dht + s_ptr, mask=dm, other=0.0).to(tl.float32)
-        if COMPLEX:
-            ui = tl.load(dht + s_ptr + 1, mask=dm, other=0.0).to(tl.float32)
+        u, ui = _load_state(dht + s_ptr, dm, COMPLEX, False)
     if HAS_H0:
-        h0r = tl.load(h0 + s_ptr, mask=dm, other=0.0).to(tl.float32)
-        if COMPLEX:
-            h0i = tl.load(h0 + s_ptr + 1, mask=dm, other=0.0).to(tl.float32)
+        h0r, h0i = _load_state(h0 + s_ptr, dm, COMPLEX, False)
     if COMPLEX:
         theta = tl.load(th + cd, mask=dm, other=0.0).to(tl.float32)
         cos, sin = tl.cos(theta)[None, :], tl.sin(theta)[None, :]
