@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, random_split
 
 from hgrn.data.collate import classification_collate
+from hgrn.data.lra.tokens import BYTE_VOCAB_SIZE
 
 MAKE_TARGET = "data-lra"
 SPLIT_SEED = 42  # s4's seed for the splits LRA leaves to the loader (CIFAR-10 validation, Pathfinder)
@@ -94,3 +95,28 @@ class LRADataModule(L.LightningDataModule):
             collate_fn=classification_collate,
             persistent_workers=self.num_workers > 0,
         )
+
+
+class ByteDataModule(LRADataModule):
+    """Byte-level documents (Text, Retrieval): ids from hgrn.data.lra.tokens, at most `max_length` per document."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        batch_size: int,
+        max_length: int,
+        num_workers: int,
+        pin_memory: bool,
+        cache_dir: str | Path | None,
+    ) -> None:
+        super().__init__(data_dir, batch_size, num_workers, pin_memory, cache_dir)
+        self._max_length = max_length
+
+    @property
+    def vocab_size(self) -> int:
+        return BYTE_VOCAB_SIZE
+
+    @property
+    def max_length(self) -> int:
+        """Per document."""
+        return self._max_length

@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 
 from hgrn.data.errors import DataNotFoundError
 from hgrn.data.lra.cache import load_or_build
-from hgrn.data.lra.datamodule import MAKE_TARGET, LRADataModule
-from hgrn.data.lra.tokens import BYTE_VOCAB_SIZE, ByteDocuments, truncate_document
+from hgrn.data.lra.datamodule import MAKE_TARGET, ByteDataModule
+from hgrn.data.lra.tokens import ByteDocuments, truncate_document
 
 WHAT = "LRA Retrieval (AAN new_aan_pairs TSVs)"
 FILES = {"train": "new_aan_pairs.train.tsv", "val": "new_aan_pairs.eval.tsv", "test": "new_aan_pairs.test.tsv"}
@@ -74,7 +74,7 @@ def encode_pairs(path: Path, max_length: int) -> dict[str, Tensor]:
     }
 
 
-class AANDataModule(LRADataModule):
+class AANDataModule(ByteDataModule):
     """Two-tower batches: inputs [B, T1] and inputs2 [B, T2] int64 byte ids (0 pad, 1 <eos>, byte b -> b + 2;
     T <= max_length per document), mask [B, T1], mask2 [B, T2], labels [B] in {0, 1}.
     Splits: the release's train / eval / test files."""
@@ -90,17 +90,7 @@ class AANDataModule(LRADataModule):
         pin_memory: bool = False,
         cache_dir: str | Path | None = None,
     ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, pin_memory, cache_dir)
-        self._max_length = max_length
-
-    @property
-    def vocab_size(self) -> int:
-        return BYTE_VOCAB_SIZE
-
-    @property
-    def max_length(self) -> int:
-        """Per document."""
-        return self._max_length
+        super().__init__(data_dir, batch_size, max_length, num_workers, pin_memory, cache_dir)
 
     @property
     def pair(self) -> bool:
@@ -119,8 +109,8 @@ class AANDataModule(LRADataModule):
             self.cache_dir,
             f"aan-{split}",
             [path],
-            {"max_length": self._max_length},
-            lambda: encode_pairs(path, self._max_length),
+            {"max_length": self.max_length},
+            lambda: encode_pairs(path, self.max_length),
         )
         first = ByteDocuments(tensors["data1"], tensors["offsets1"])
         second = ByteDocuments(tensors["data2"], tensors["offsets2"])

@@ -19,8 +19,8 @@ from torch.utils.data import Dataset
 
 from hgrn.data.errors import DataNotFoundError
 from hgrn.data.lra.cache import load_or_build
-from hgrn.data.lra.datamodule import MAKE_TARGET, LRADataModule
-from hgrn.data.lra.tokens import BYTE_VOCAB_SIZE, ByteDocuments, truncate_document
+from hgrn.data.lra.datamodule import MAKE_TARGET, ByteDataModule
+from hgrn.data.lra.tokens import ByteDocuments, truncate_document
 
 if TYPE_CHECKING:
     import datasets
@@ -63,7 +63,7 @@ def encode_split(rows: datasets.Dataset, max_length: int) -> dict[str, Tensor]:
     return {"data": documents.data, "offsets": documents.offsets, "labels": labels}
 
 
-class IMDbDataModule(LRADataModule):
+class IMDbDataModule(ByteDataModule):
     """Batches: inputs [B, T] int64 byte ids (0 pad, 1 <eos>, byte b -> b + 2; T <= max_length), mask [B, T],
     labels [B] in {0, 1}. Splits: train 25k; val and test are both the 25k test split."""
 
@@ -78,16 +78,7 @@ class IMDbDataModule(LRADataModule):
         pin_memory: bool = False,
         cache_dir: str | Path | None = None,
     ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, pin_memory, cache_dir)
-        self._max_length = max_length
-
-    @property
-    def vocab_size(self) -> int:
-        return BYTE_VOCAB_SIZE
-
-    @property
-    def max_length(self) -> int:
-        return self._max_length
+        super().__init__(data_dir, batch_size, max_length, num_workers, pin_memory, cache_dir)
 
     def read_splits(self) -> dict[str, Dataset]:
         imdb = read_imdb(self.data_dir)  # memory-mapped, so cheap even when the caches are warm
@@ -99,8 +90,8 @@ class IMDbDataModule(LRADataModule):
             self.cache_dir,
             f"imdb-{split}",
             [Path(f["filename"]) for f in imdb[split].cache_files],
-            {"max_length": self._max_length},
-            lambda: encode_split(imdb[split], self._max_length),
+            {"max_length": self.max_length},
+            lambda: encode_split(imdb[split], self.max_length),
         )
         labels = tensors["labels"]
         if not ((labels == 0) | (labels == 1)).all():
