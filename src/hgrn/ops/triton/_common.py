@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+PTX = tl.constexpr(not INTERPRET)  # inline PTX available (the interpreter runs none)
 
 # Dot precision: bf16 operands for bf16 inputs; fp32 operands otherwise (tf32 for fp16 inputs, whose 10-bit mantissa
 # tf32 keeps exactly while the exponent range holds the e^{+-64} decay factors; exact fp32 for fp32 inputs).
@@ -104,27 +105,42 @@ def store_tile(ptr, value, tok, valid, stride, cols, ncols):
 
 
 @triton.jit
+def rcp(x):
+    """1/x by rcp.approx.ftz (1 ulp, one MUFU op) for normal x, without the range fix-ups of tl.fdiv (div.full)."""
+    if PTX:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [x], tl.float32, True, 1)
+    else:
+        return 1.0 / x
+
+
+@triton.jit
 def log1m(k, f):
-    """log f for f = 1 - k: a series in k where f is within 1/8 of 1 (no cancellation), log f elsewhere."""
-    p = 0.125
-    p = p * k + 0.14285714285714285
-    p = p * k + 0.16666666666666666
-    p = p * k + 0.2
-    p = p * k + 0.25
-    p = p * k + 0.3333333333333333
-    p = p * k + 0.5
-    p = p * k + 1.0
-    return tl.where(k < 0.125, -k * p, tl.log(f))
+    """log f for f = 1 - k, both given (k without cancellation), to about 1 ulp in half the instructions of tl.log:
+    f = 2^e m with m in [2/3, 4/3) and log f = e log 2 + log1p(m - 1) by libdevice logf's polynomial, with m - 1 = -k
+    exactly where e = 0, so f near 1 keeps the relative accuracy of k. Normal f only: f = 0 gives -88, not -inf."""
+    i = f.to(tl.int32, bitcast=True)
+    e = (i - 0x3F2AAAAB) & -8388608  # e << 23
+    u = tl.where(e == 0, -k, (i - e).to(tl.float32, bitcast=True) - 1.0)
+    p = -0.13018856942653656
+    p = p * u + 0.14084610342979431
+    p = p * u - 0.12148627638816834
+    p = p * u + 0.13980610668659210
+    p = p * u - 0.16684235632419586
+    p = p * u + 0.20012299716472626
+    p = p * u - 0.24999669194221497
+    p = p * u + 0.33333182334899902
+    p = p * u - 0.5
+    return e.to(tl.float32) * (1.1920928955078125e-07 * 0.6931471805599453) + (u + u * (u * p))
 
 
 @triton.jit
 def hgrn2_gate(z, lb):
     """f = lb + (1 - lb) sigmoid(z) and k = 1 - f = (1 - lb) sigmoid(-z), both without cancellation.
 
-    Returns (k, log f, sigmoid(z), sigmoid(-z), f); one exp and one (approximate, 2-ulp) reciprocal per element.
+    Returns (k, log f, sigmoid(z), sigmoid(-z), f); one exp2 and one (approximate, 1-ulp) reciprocal per element.
     """
-    e = tl.exp(-tl.abs(z))
-    r = tl.fdiv(1.0, 1.0 + e)
+    e = tl.exp2(-1.4426950408889634 * tl.abs(z))  # exp2: one MUFU op, no range fix-ups (flushes below e^-87)
+    r = rcp(1.0 + e)
     pos = z >= 0
     s = tl.where(pos, r, e * r)
     ns = tl.where(pos, e * r, r)

@@ -44,6 +44,7 @@ from hgrn.ops.triton._common import (
 )
 
 GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB = 0, 1, 2
+LOG2E = tl.constexpr(1.4426950408889634)
 SPECIALIZE = dict(do_not_specialize=["T", "NS", "L"])
 
 
@@ -115,8 +116,9 @@ def _scores(qt, k, g, gl, C: tl.constexpr, GATE: tl.constexpr, DOT: tl.constexpr
     """(tril(A), q e^g, k e^{g_C - g}) with A_ij = sum_c q_ic k_jc e^{g_ic - g_jc}; the last two as dot operands."""
     fast, mid = _midpoint(g, gl, GATE)
     if fast:
-        qa = qt * tl.exp(g - mid[None, :])
-        ka = k * tl.exp(mid[None, :] - g)
+        g2, mid2 = g * LOG2E, (mid * LOG2E)[None, :]  # exp2: one MUFU op each, no range fix-ups
+        qa = qt * tl.exp2(g2 - mid2)
+        ka = k * tl.exp2(mid2 - g2)
         A = mm(_op(qa, DOT), tl.trans(_op(ka, DOT)), DOT)
         qi = _op(qa * tl.exp(mid)[None, :], DOT)
         ks = _op(ka * tl.exp(gl - mid)[None, :], DOT)
@@ -174,19 +176,35 @@ def _prep_kernel(q, kz, lg, lb, qi, ks, a, gl, cu, T, NS, L, NCH,
     (g by a scan here: at all of K, the 3xTF32 product of _chunk_sum measured slower, 0.23 -> 0.37 ms.)"""
     c, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-    if c * C < n:
-        tok, valid = block_rows(c, n, bos, C, REVERSE)
-        ck = tl.arange(0, KP)
-        q, kz, lg, lb = q + h * K, kz + h * K, lg + h * K, lb + h * K
-        k, logf = _gate_tile(kz, lg, lb, tok, valid, H * K, ck, K, GATE)
-        g = tl.cumsum(logf, 0)
-        glv = tl.sum(logf, 0)
-        qt = load_tile(q, tok, valid, H * K, ck, K)
-        A, qit, kst = _scores(qt, k, g, glv, C, GATE, DOT)
-        store_tile(qi + h * K, qit, tok, valid, H * K, ck, K)
-        store_tile(ks + h * K, kst, tok, valid, H * K, ck, K)
-        store_tile(a + h * C, A, tok, valid, H * C, tl.arange(0, C), C)
-        tl.store(gl + _chunk_index(p, c, h, NCH, H, K) + ck, glv, mask=ck < K)
+    if (c + 1) * C <= n:  # a full chunk (all but a sequence's last): no row masks, a fifth fewer instructions
+        _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH, H, K, KP, C, GATE, REVERSE, DOT, True)
+    elif c * C < n:
+        _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH, H, K, KP, C, GATE, REVERSE, DOT, False)
+
+
+@triton.jit
+def _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH,
+                H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, GATE: tl.constexpr,
+                REVERSE: tl.constexpr, DOT: tl.constexpr, FULL: tl.constexpr):  # fmt: skip
+    """_prep_kernel's work on chunk c. Tile addresses are one scalar base (the chunk's first token t0) plus constant
+    per-row offsets, not 64-bit arithmetic on every row; FULL: every row exists (no masks)."""
+    r = tl.arange(0, C)
+    t0 = bos + (n - 1 - c * C if REVERSE else c * C)
+    rel = -r if REVERSE else r
+    valid = r < C if FULL else c * C + r < n
+    # No alignment claimed for the columns: Triton then gives each thread whole columns (scalar accesses, not 16-byte
+    # vectors across columns), so the cumsum down the chunk is serial in registers instead of a cross-warp scan.
+    ck = tl.multiple_of(tl.arange(0, KP), 1)
+    row, row_a = (t0 * H + h) * K, (t0 * H + h) * C
+    k, logf = _gate_tile(kz + row, lg + row, lb + h * K, rel, valid, H * K, ck, K, GATE)
+    g = tl.cumsum(logf, 0)
+    glv = tl.sum(logf, 0)
+    qt = load_tile(q + row, rel, valid, H * K, ck, K)
+    A, qit, kst = _scores(qt, k, g, glv, C, GATE, DOT)
+    store_tile(qi + row, qit, rel, valid, H * K, ck, K)
+    store_tile(ks + row, kst, rel, valid, H * K, ck, K)
+    store_tile(a + row_a, A, rel, valid, H * C, r, C)
+    tl.store(gl + _chunk_index(p, c, h, NCH, H, K) + ck, glv, mask=ck < K)
 
 
 @triton.jit(**SPECIALIZE)
