@@ -333,11 +333,13 @@ def _tiles(x: Tensor, D: int, n_seqs: int, complex_valued: bool) -> tuple[int, i
 
 def _chained_tiles(D: int, complex_valued: bool) -> tuple[int, int, int, bool]:
     """(BT, BD, warps, publish prefixes) of the chained forward: small one-warp tiles, so the in-tile scan never
-    crosses warps and 32 programs share a multiprocessor. Measured on an H200 (B8 T2048 D2048 bf16, 2026-11-22):
-    real 16 x 64 0.094 ms (32 x 32: 0.097; 64 x 64 over 4 warps: 0.139; the sequential kernel 0.156); complex
-    16 x 32 0.47 ms (32 x 32 over 4 warps: 0.71; sequential 0.63)."""
+    crosses warps and 32 programs share a multiprocessor. Kernel times on an H200 (B8 T2048 D2048 bf16,
+    2026-11-22): real 16 x 64 0.095 ms (8 x 128: 0.110; 16 x 128: 0.132; 32 x 64: 0.142; 64 x 64 over 4 warps: 0.136;
+    the sequential kernel 0.156); complex 8 x 32 0.355 ms (16 x 32: 0.454; 32 x 32: 0.889; sequential 0.63). Spreading
+    the ticket atomics over 4-128 counters measured slower (0.101-0.102 ms), so one counter serves all tiles."""
     tiles = _overrides()
-    BT, BD = 16, min(32 if complex_valued else 64, max(pow2(D), 16))
+    BT, BD = (8, 32) if complex_valued else (16, 64)
+    BD = min(BD, max(pow2(D), 16))
     return tiles.get("BT", BT), tiles.get("BD", BD), tiles.get("warps", 1), bool(tiles.get("prefix", 1))
 
 
