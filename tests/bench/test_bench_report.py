@@ -51,6 +51,16 @@ def test_report_writes_json_markdown_with_speedups(tmp_path):
     assert "- a note" in text
 
 
+def test_layer_speedup_compares_like_with_like():
+    """fla's HGRN1 layer is real-valued, so the real variant of ours is the one compared when it was measured."""
+    rows = [
+        {"impl": impl, "group": "layer-hgrn1", "shape": "B8 T2048 H16 D128", "mode": "fwd", "ms": ms}
+        for impl, ms in (("ours HGRN1Mixer", 2.0), ("ours HGRN1Mixer (real)", 0.5), ("fla HGRNAttention", 1.0))
+    ]
+    assert report.speedups({"rows": rows})[("layer-hgrn1", "B8 T2048 H16 D128")] == {"fwd": 2.0}
+    assert report.speedups({"rows": rows[:1] + rows[2:]})[("layer-hgrn1", "B8 T2048 H16 D128")] == {"fwd": 0.5}
+
+
 def test_cli_defaults_cover_the_issue_shapes():
     args = parse_args([])
     assert args.hgrn2 == ["8x2048x16x128", "4x8192x16x128", "1x32768x16x128", "8x2048x32x64", "8x2048x8x256"]

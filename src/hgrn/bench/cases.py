@@ -165,6 +165,8 @@ def layer_cases(s: Shape, *, fla: bool) -> list[Case]:
     cases = [
         Case("ours HGRN2Mixer", "layer-hgrn2", None, s, module(lambda: HGRN2Mixer(d, expand_ratio=s.D))),
         Case("ours HGRN1Mixer", "layer-hgrn1", None, s, module(lambda: HGRN1Mixer(d))),
+        # fla's HGRNAttention is the real-valued HGRN1 (4 d^2 weights); ours defaults to the paper's complex one (7 d^2)
+        Case("ours HGRN1Mixer (real)", "layer-hgrn1", None, s, module(lambda: HGRN1Mixer(d, complex_valued=False))),
         Case("attention (SDPA)", "layer-hgrn2", None, s, module(lambda: AttentionMixer(d, num_heads=s.H))),
     ]
     if fla and HAS_FLA:

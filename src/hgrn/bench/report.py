@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 BASELINES = ("fla chunk_gla", "fla fused_recurrent_hgrn", "fla HGRN2Attention", "fla HGRNAttention")
-OURS = ("ours", "ours HGRN2Mixer", "ours HGRN1Mixer")
+OURS = ("ours", "ours HGRN2Mixer", "ours HGRN1Mixer (real)", "ours HGRN1Mixer")  # first present is compared
 
 
 def stem(result: dict) -> str:
