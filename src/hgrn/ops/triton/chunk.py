@@ -31,6 +31,7 @@ from torch import Tensor
 
 from hgrn.ops.triton._common import (
     INTERPRET,
+    LOG2E,
     block_rows,
     dot_mode,
     hgrn2_gate,
@@ -44,7 +45,6 @@ from hgrn.ops.triton._common import (
 )
 
 GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB = 0, 1, 2
-LOG2E = tl.constexpr(1.4426950408889634)
 SPECIALIZE = dict(do_not_specialize=["T", "NS", "L"])
 
 
@@ -116,7 +116,7 @@ def _scores(qt, k, g, gl, C: tl.constexpr, GATE: tl.constexpr, DOT: tl.constexpr
     """(tril(A), q e^g, k e^{g_C - g}) with A_ij = sum_c q_ic k_jc e^{g_ic - g_jc}; the last two as dot operands."""
     fast, mid = _midpoint(g, gl, GATE)
     if fast:
-        g2, mid2 = g * LOG2E, (mid * LOG2E)[None, :]  # exp2: one MUFU op each, no range fix-ups
+        g2, mid2 = g * LOG2E, (mid * LOG2E)[None, :]
         qa = qt * tl.exp2(g2 - mid2)
         ka = k * tl.exp2(mid2 - g2)
         A = mm(_op(qa, DOT), tl.trans(_op(ka, DOT)), DOT)
