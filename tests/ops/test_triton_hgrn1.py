@@ -103,6 +103,24 @@ def test_interpreted_chained_tiles(monkeypatch, complex_valued, reverse, h0):
 @pytest.mark.usefixtures("poisoned_workspace")
 @pytest.mark.parametrize("complex_valued", [False, True], ids=["real", "complex"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_interpreted_chained_whole_tiles(monkeypatch, complex_valued, reverse):
+    """T and D multiples of the tile: the unmasked path, rows addressed from one base row (backwards when reversed).
+    Without gradients the op skips its autograd node; the values must not change."""
+    monkeypatch.setenv("HGRN_SCAN_TILES", "BT=8,BD=16")
+    inputs = make_inputs(2, 48, 32, complex_valued=complex_valued, gate_shift=4.0, seed=23)
+    check(scan, inputs, torch.float32, 1e-5, reverse=reverse)
+    args = {n: t.float() for n, t in inputs.items()}
+    with torch.no_grad():
+        o, s = scan(args["x"], args["log_f"], args.get("theta"), initial_state=args["initial_state"],
+                    output_final_state=True, reverse=reverse)  # fmt: skip
+    o_grad, s_grad, _ = run(scan, inputs, torch.float32, reverse=reverse)
+    assert torch.equal(o, o_grad.detach()) and torch.equal(s, s_grad.detach())
+
+
+@cpu_only
+@pytest.mark.usefixtures("poisoned_workspace")
+@pytest.mark.parametrize("complex_valued", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_interpreted_chained_aggregates_only(monkeypatch, complex_valued, reverse):
     """The interpreter runs tiles in ticket order, so look-back always meets a prefix at once; prefix=0 makes every
     tile compose all earlier aggregates down to h0, the path a GPU tile takes while its predecessors lag."""

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from hgrn.ops.triton._common import INTERPRET, pow2, seq_span, target_programs, tokens
+from hgrn.ops.triton._common import INTERPRET, LOG2E, pow2, seq_span, target_programs, tokens
 
 
 @triton.jit
@@ -152,7 +152,7 @@ def _release(flag, state):
 @triton.jit(do_not_specialize=["T", "NSEQ"])
 def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, T, NSEQ, D: tl.constexpr, BT: tl.constexpr,
                         BD: tl.constexpr, COMPLEX: tl.constexpr, REVERSE: tl.constexpr, HAS_H0: tl.constexpr,
-                        STORE_HT: tl.constexpr, PUBLISH_PREFIX: tl.constexpr):  # fmt: skip
+                        STORE_HT: tl.constexpr, PUBLISH_PREFIX: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
     """One [BT, BD] tile of one sequence per program; tiles chained in time by decoupled look-back.
 
     flags[0] hands out tickets, flags[1 + tile] says what tile has published: 0 nothing, 1 its aggregate (the affine
@@ -170,11 +170,18 @@ def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, T, NSEQ, D: tl.constexpr
     p = r // NCB
     cb = r - p * NCB
     n_tb = tl.cdiv(T, BT)
-    cd = cb * BD + tl.arange(0, BD)
+    # Two channels per thread and every row of them in its registers: the scan down the tile is serial in-thread.
+    cd = cb * BD + tl.max_contiguous(tl.multiple_of(tl.arange(0, BD), 2), 2)
     dm = cd < D
-    tok, valid = tokens(tb * BT + tl.arange(0, BT), T, p.to(tl.int64) * T, REVERSE)
-    m = valid[:, None] & dm[None, :]
-    a = tl.exp(_load_gate(g, tok, m, cd, D))
+    if EVEN:  # whole tiles: one scalar base row, rows addressed relative to it, no masks
+        base = p.to(tl.int64) * T + (T - 1 - tb * BT if REVERSE else tb * BT)
+        x, g, o = x + base * D * W, g + base * D, o + base * D * W
+        tok = (-1 if REVERSE else 1) * tl.arange(0, BT)
+        m = tl.full([BT, BD], 1, tl.int1)
+    else:
+        tok, valid = tokens(tb * BT + tl.arange(0, BT), T, p.to(tl.int64) * T, REVERSE)
+        m = valid[:, None] & dm[None, :]
+    a = tl.exp2(_load_gate(g, tok, m, cd, D) * LOG2E)
     xr, xi = _load_values(x, tok, m, cd, D, COMPLEX)
     if COMPLEX:
         theta = tl.load(th + cd, mask=dm, other=0.0).to(tl.float32)
@@ -332,13 +339,15 @@ def _tiles(x: Tensor, D: int, n_seqs: int, complex_valued: bool) -> tuple[int, i
 
 
 def _chained_tiles(D: int, complex_valued: bool) -> tuple[int, int, int, bool]:
-    """(BT, BD, warps, publish prefixes) of the chained forward: small one-warp tiles, so the in-tile scan never
-    crosses warps and 32 programs share a multiprocessor. Kernel times on an H200 (B8 T2048 D2048 bf16,
-    2026-11-22): real 16 x 64 0.095 ms (8 x 128: 0.110; 16 x 128: 0.132; 32 x 64: 0.142; 64 x 64 over 4 warps: 0.136;
-    the sequential kernel 0.156); complex 8 x 32 0.355 ms (16 x 32: 0.454; 32 x 32: 0.889; sequential 0.63). Spreading
-    the ticket atomics over 4-128 counters measured slower (0.101-0.102 ms), so one counter serves all tiles."""
+    """(BT, BD, warps, publish prefixes) of the chained forward: one-warp tiles, two channels per thread, so the
+    in-tile scan never leaves a thread's registers. Kernel times on an H200 (B8 T2048 D2048 bf16, 2026-11-29,
+    profiler): real 32 x 64 0.070 ms (16 x 64: 0.086; 8 x 64: 0.127; 16 x 128: 0.075; 32 x 128 over 2 warps: 0.068, but
+    its op timings were bimodal, 0.080 or 0.182 ms; 64 x 64 over 2 warps: 0.077; 16 x 256 over 4 warps: 0.075; before
+    the register layout, 16 x 64: 0.094); complex 8 x 32 0.312 ms (16 x 32: 0.390; 8 x 64: 0.389; 4 x 64: 0.357).
+    Not kept (measured slower): polling 2-32 earlier tiles per look-back step, persistent programs that prefetch their
+    next tile, register caps (more programs per multiprocessor), spreading the ticket atomics over 4-128 counters."""
     tiles = _overrides()
-    BT, BD = (8, 32) if complex_valued else (16, 64)
+    BT, BD = (8, 32) if complex_valued else (32, 64)
     BD = min(BD, max(pow2(D), 16))
     return tiles.get("BT", BT), tiles.get("BD", BD), tiles.get("warps", 1), bool(tiles.get("prefix", 1))
 
@@ -359,37 +368,43 @@ def _chained_forward(x, log_f, theta, h0, o, ht, reverse: bool) -> None:
     _fwd_chained_kernel[(n_tiles,)](
         x, log_f, x if theta is None else theta, o, x if h0 is None else h0, x if ht is None else ht, flags, ws, T, B,
         D=D, BT=BT, BD=BD, COMPLEX=theta is not None, REVERSE=reverse, HAS_H0=h0 is not None, STORE_HT=ht is not None,
-        PUBLISH_PREFIX=publish_prefix, num_warps=warps,
+        PUBLISH_PREFIX=publish_prefix, EVEN=T % BT == 0 and D % BD == 0, num_warps=warps,
     )  # fmt: skip
+
+
+def _forward(x, log_f, theta, h0, reverse: bool, cu, want_final: bool) -> tuple[Tensor, Tensor | None]:
+    """(h, final state or None): the chained scan for dense batches, the sequential kernel for packed ones."""
+    B, T, D = log_f.shape
+    n_seqs = B if cu is None else cu.numel() - 1
+    o = torch.empty_like(x)
+    ht = x.new_empty(n_seqs, *x.shape[2:], dtype=torch.float32) if want_final else None
+    if cu is None and T > 0:
+        _chained_forward(x, log_f, theta, h0, o, ht, reverse)
+    else:
+        BT, BD, warps = _tiles(x, D, n_seqs, theta is not None)
+        _fwd_kernel[(triton.cdiv(D, BD), n_seqs)](
+            x, log_f, x if theta is None else theta, o, x if h0 is None else h0, x if ht is None else ht,
+            x if cu is None else cu, T, D=D, BT=BT, BD=BD, COMPLEX=theta is not None, REVERSE=reverse,
+            IS_VARLEN=cu is not None, HAS_H0=h0 is not None, STORE_HT=want_final, num_warps=warps,
+        )  # fmt: skip
+    return o, ht
 
 
 class HGRN1Scan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, log_f, theta, h0, reverse, cu, want_final):
-        B, T, D = log_f.shape
-        n_seqs = B if cu is None else cu.numel() - 1
-        complex_valued = theta is not None
-        BT, BD, warps = _tiles(x, D, n_seqs, complex_valued)
-        o = torch.empty_like(x)
-        ht = x.new_empty(n_seqs, *x.shape[2:], dtype=torch.float32) if want_final else None
-        if cu is None and T > 0:
-            _chained_forward(x, log_f, theta, h0, o, ht, reverse)
-        else:
-            grid = (triton.cdiv(D, BD), n_seqs)
-            _fwd_kernel[grid](x, log_f, x if theta is None else theta, o, x if h0 is None else h0,
-                              x if ht is None else ht, x if cu is None else cu, T, D=D, BT=BT, BD=BD,
-                              COMPLEX=complex_valued, REVERSE=reverse, IS_VARLEN=cu is not None, HAS_H0=h0 is not None,
-                              STORE_HT=want_final, num_warps=warps)  # fmt: skip
+        o, ht = _forward(x, log_f, theta, h0, reverse, cu, want_final)
         ctx.save_for_backward(log_f, theta, o, h0, cu)
-        ctx.args = (reverse, BT, BD, warps, n_seqs)
+        ctx.reverse = reverse
         ctx.set_materialize_grads(False)
         return (o, ht) if want_final else o
 
     @staticmethod
     def backward(ctx, do, dht=None):
         log_f, theta, o, h0, cu = ctx.saved_tensors
-        reverse, BT, BD, warps, n_seqs = ctx.args
-        T, D = log_f.shape[1:]
+        B, T, D = log_f.shape
+        n_seqs = B if cu is None else cu.numel() - 1
+        BT, BD, warps = _tiles(o, D, n_seqs, theta is not None)
         do = do.contiguous()
         dht = None if dht is None else dht.contiguous()
         dx, dg = torch.empty_like(o), torch.empty_like(log_f)
@@ -398,7 +413,7 @@ class HGRN1Scan(torch.autograd.Function):
         _bwd_kernel[(triton.cdiv(D, BD), n_seqs)](
             log_f, o if theta is None else theta, o, o if h0 is None else h0, do, o if dht is None else dht, dx, dg,
             o if dth is None else dth, o if dh0 is None else dh0, o if cu is None else cu, T, D=D, BT=BT, BD=BD,
-            COMPLEX=theta is not None, REVERSE=reverse, IS_VARLEN=cu is not None, HAS_H0=h0 is not None,
+            COMPLEX=theta is not None, REVERSE=ctx.reverse, IS_VARLEN=cu is not None, HAS_H0=h0 is not None,
             HAS_DHT=dht is not None, num_warps=warps,
         )  # fmt: skip
         dtheta = None if theta is None else dth.sum(0).to(theta.dtype)
@@ -417,5 +432,7 @@ def scan(
 ) -> tuple[Tensor, Tensor | None]:
     """Run the scan kernels (arguments already checked)."""
     tensors = [None if t is None else t.contiguous() for t in (x, log_f, theta, initial_state)]
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+        return _forward(*tensors, reverse, cu_seqlens, output_final_state)  # no autograd node: less launch overhead
     out = HGRN1Scan.apply(*tensors, reverse, cu_seqlens, output_final_state)
     return (out[0], out[1]) if output_final_state else (out, None)
