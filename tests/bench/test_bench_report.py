@@ -51,6 +51,21 @@ def test_report_writes_json_markdown_with_speedups(tmp_path):
     assert "- a note" in text
 
 
+def test_report_shows_graph_times_and_the_run_of_each_merged_group():
+    result = fake_result()
+    for row in result["rows"]:
+        if row["impl"] == "ours":
+            row.update(run="2026-01-02T10:00:00Z", graph_ms=row["ms"] / 2, graph_tbs=2.0)
+        else:
+            row["run"] = "2025-12-30T10:00:00Z"
+    result["runs"] = {"2025-12-30T10:00:00Z": {}, "2026-01-02T10:00:00Z": {}}
+    text = report.markdown(result)
+    assert "| ours | 0.200 | 0.800 | 100 | 3.0 / 3.0 | 1.00 | 50% | 0.100 / 0.400 | 2.00 |" in text
+    assert "| fla chunk_gla | 0.600 | 2.400 | 100 | 3.0 / 3.0 | 1.00 | 17% | - / - | - |" in text
+    assert "fwd+bwd 3.00x, measured 2025-12-30, 2026-01-02)" in text
+    assert "## layer-hgrn2 B8 T2048 H16 D128 (measured 2025-12-30)" in text
+
+
 def test_layer_speedup_compares_like_with_like():
     """fla's HGRN1 layer is real-valued, so the real variant of ours is the one compared when it was measured."""
     rows = [

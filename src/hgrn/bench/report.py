@@ -42,7 +42,9 @@ def markdown(result: dict) -> str:
         f"# Kernel benchmark: {result['gpu']}, {result['date']}",
         "",
         f"torch {result['versions']['torch']}, triton {result['versions']['triton']}, "
-        f"fla {result['versions'].get('fla') or 'not installed'}. Median of triton.testing.do_bench. Ceilings "
+        f"fla {result['versions'].get('fla') or 'not installed'}. Median of triton.testing.do_bench (L2 flushed before "
+        "each call, Python launch included); CUDA graph: median of triton.testing.do_bench_cudagraph (GPU time of "
+        "back-to-back calls; '-' where not measured or not capturable). Ceilings "
         f"measured in this run: copy {ceilings['copy_tbs']:.2f} TB/s (read + write), bf16 matmul "
         f"{ceilings['matmul_tflops']:.0f} TFLOP/s. Floor = max(compulsory bytes / copy, useful FLOPs / matmul).",
         "",
@@ -54,10 +56,15 @@ def markdown(result: dict) -> str:
     for (op, shape), rows in groups.items():
         gain = ratio.get((op, shape), {})
         vs = ", ".join(f"{m} {v:.2f}x" for m, v in gain.items())
-        lines += [f"## {op} {shape}" + (f" (ours vs fla: {vs})" if vs else ""), ""]
+        dates = sorted({row["run"][:10] for row in rows if "run" in row})
+        parts = [f"ours vs fla: {vs}"] if vs else []
+        if len(result.get("runs", {})) > 1 and dates:  # merged runs: say when this group was measured
+            parts.append(f"measured {', '.join(dates)}")
+        lines += [f"## {op} {shape}" + (f" ({', '.join(parts)})" if parts else ""), ""]
         lines += [
-            "| implementation | fwd ms | fwd+bwd ms | peak MiB (fwd+bwd) | first call s | fwd TB/s | floor/fwd time |",
-            "|---|---|---|---|---|---|---|",
+            "| implementation | fwd ms | fwd+bwd ms | peak MiB (fwd+bwd) | first call s | fwd TB/s | floor/fwd time "
+            "| CUDA graph ms fwd / fwd+bwd | fwd TB/s (graph) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         by_impl: dict[str, dict[str, dict]] = defaultdict(dict)
         for row in rows:
@@ -71,6 +78,8 @@ def markdown(result: dict) -> str:
                 _fmt(fwd.get("first_call_s"), 1) + " / " + _fmt(both.get("first_call_s"), 1),
                 _fmt(fwd.get("tbs"), 2),
                 _fmt(fwd["floor_ms"] / fwd["ms"] * 100 if fwd.get("ms") and fwd.get("floor_ms") else None, 0) + "%",
+                _fmt(fwd.get("graph_ms"), 3) + " / " + _fmt(both.get("graph_ms"), 3),
+                _fmt(fwd.get("graph_tbs"), 2),
             ]
             lines.append(f"| {impl} | " + " | ".join(cells) + " |")
         lines.append("")

@@ -11,7 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 import triton
-from triton.testing import do_bench
+from triton.testing import do_bench, do_bench_cudagraph
 
 from hgrn.bench import cases as C
 from hgrn.bench.roofline import Shape, achieved, floor_ms, min_bytes, min_flops
@@ -19,6 +19,17 @@ from hgrn.bench.roofline import Shape, achieved, floor_ms, min_bytes, min_flops
 
 def median_ms(fn) -> float:
     return do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def graph_ms(fn) -> float | None:
+    """GPU time per call from a CUDA graph of repeated calls: no Python launch overhead, which makes do_bench
+    launch-bound for sub-0.1 ms ops on a slow host. None when the op cannot be captured."""
+    try:
+        return do_bench_cudagraph(fn, rep=100, return_mode="median")
+    except Exception as error:  # e.g. a host sync inside the op
+        print(f"  no CUDA-graph time: {error!r:.200}", flush=True)
+        torch.cuda.synchronize()
+        return None
 
 
 def measure_ceilings() -> dict[str, float]:
@@ -56,14 +67,18 @@ def measure(case: C.Case, ceilings: dict[str, float], run_id: str) -> list[dict]
         for mode, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
             row = {"impl": case.impl, "group": case.group, "op": case.op, "shape": case.shape.label,
                    "shape_dims": vars(case.shape), "mode": mode, "run": run_id,
-                   "first_call_s": first[mode], "peak_mib": _peak_mib(fn), "ms": median_ms(fn)}  # fmt: skip
+                   "first_call_s": first[mode], "peak_mib": _peak_mib(fn), "ms": median_ms(fn),
+                   "graph_ms": graph_ms(fn) if case.graph else None}  # fmt: skip
             if case.op is not None:
                 nbytes, flops = min_bytes(case.op, case.shape, mode), min_flops(case.op, case.shape, mode)
                 row["bytes"], row["flops"] = nbytes, flops
                 row["tbs"], row["tflops"] = achieved(nbytes, flops, row["ms"])
+                if row["graph_ms"] is not None:
+                    row["graph_tbs"] = achieved(nbytes, flops, row["graph_ms"])[0]
                 row["floor_ms"] = floor_ms(nbytes, flops, ceilings["copy_tbs"], ceilings["matmul_tflops"])
             rows.append(row)
             print(f"{case.impl:32s} {case.group:12s} {case.shape.label:22s} {mode:8s} {row['ms']:9.3f} ms "
+                  f"graph {row['graph_ms'] or float('nan'):8.3f} ms "
                   f"first {row['first_call_s']:6.1f} s  peak {row['peak_mib']:8.0f} MiB", flush=True)  # fmt: skip
     except Exception as error:  # one failing implementation must not lose the others' numbers
         traceback.print_exc()
