@@ -1,10 +1,22 @@
-"""Shared test utilities: random inputs for the recurrences and a relative-error comparison."""
+"""Shared test utilities: random inputs for the recurrences, a relative-error comparison, one backend's ops."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from hgrn import ops
+
+OPS = ("gla_recurrence", "hgrn2_recurrence", "hgrn1_recurrence", "gla_step", "hgrn2_step", "hgrn1_step")
+
+
+def on_backend(name: str) -> SimpleNamespace:
+    """The public ops pinned to one backend ("naive", "reference", "triton"): on_backend("naive").gla_recurrence is
+    hgrn.ops.gla_recurrence (its signature and argument checks) run by the step loops, whatever the tensors."""
+    return SimpleNamespace(**{op: ops.use_backend(name)(getattr(ops, op)) for op in OPS})
 
 
 def rel_err(actual: Tensor, expected: Tensor) -> float:

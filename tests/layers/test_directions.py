@@ -9,7 +9,7 @@ import torch
 from hgrn.layers import build_mixer, scan_directions
 from hgrn.models import BackboneConfig, CausalLM, CausalLMConfig
 from hgrn.models.vision import ImageClassifierConfig
-from hgrn.ops.naive import naive_hgrn2
+from hgrn.ops import hgrn2_recurrence, use_backend
 from tests.helpers import assert_close
 
 D = 16
@@ -49,8 +49,9 @@ def official_hgrn2_pass(mixer, bound: torch.Tensor, line: torch.Tensor) -> torch
     output gate, norm over the width, output projection."""
     q, f_logits, v = mixer._project(line)
     head_bound = bound.view(mixer.num_heads, mixer.head_dim)
-    forward = naive_hgrn2(q, v, f_logits, head_bound)[0]
-    backward = naive_hgrn2(q.flip(1), v.flip(1), f_logits.flip(1), head_bound)[0].flip(1)
+    with use_backend("naive"):
+        forward = hgrn2_recurrence(q, v, f_logits, head_bound)[0]
+        backward = hgrn2_recurrence(q.flip(1), v.flip(1), f_logits.flip(1), head_bound)[0].flip(1)
     return mixer.out_proj(mixer.norm((forward + backward).flatten(-2)))
 
 

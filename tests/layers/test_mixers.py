@@ -116,7 +116,7 @@ def test_hgrn2_with_expand_ratio_1_is_a_real_elementwise_recurrence():
     x = torch.randn(2, 11, D, dtype=torch.float64)
     lb = torch.rand(D, dtype=torch.float64) * 0.5
     q, f_logits, v = (t.squeeze(-1) for t in mixer._project(x))
-    log_f, one_minus_f = ops.hgrn2_gate(f_logits, lb)
+    log_f, one_minus_f = ops.lower_bounded_gate(f_logits, lb)
     h = ops.hgrn1_recurrence(one_minus_f * v, log_f)[0]
     expected = mixer.out_proj(mixer.norm(q * h))
     assert_close("expand_ratio=1", mixer(x, lb), expected, 1e-12)

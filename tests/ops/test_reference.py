@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hgrn.ops import gla_recurrence, hgrn1_recurrence, hgrn2_gate, hgrn2_recurrence
-from hgrn.ops.naive import naive_gla, naive_hgrn1, naive_hgrn2
-from tests.helpers import assert_close, gla_inputs, grads, with_grad
+from hgrn.ops import gla_recurrence, hgrn1_recurrence, hgrn2_recurrence, lower_bounded_gate
+from tests.helpers import assert_close, gla_inputs, grads, on_backend, with_grad
 
+naive = on_backend("naive")  # the step loops: the ground truth
 SHAPES = [(1, 1, 1, 1, 1), (2, 15, 2, 4, 3), (2, 16, 3, 8, 8), (1, 53, 2, 5, 7)]
 
 
@@ -34,7 +34,7 @@ def test_gla_chunked_matches_loop(shape, reverse, use_h0):
         return o, s, grads(o, s, inputs)
 
     o, s, dx = run(gla_recurrence)
-    o_ref, s_ref, dx_ref = run(naive_gla)
+    o_ref, s_ref, dx_ref = run(naive.gla_recurrence)
     assert_close("o", o, o_ref, 1e-10)
     assert_close("final_state", s, s_ref, 1e-10)
     for name, a, b in zip(["dq", "dk", "dv", "dlog_f", "dh0"], dx, dx_ref, strict=False):
@@ -58,7 +58,7 @@ def test_hgrn2_chunked_matches_loop(reverse, bounded):
         return o, s, grads(o, s, inputs)
 
     o, s, dx = run(hgrn2_recurrence)
-    o_ref, s_ref, dx_ref = run(naive_hgrn2)
+    o_ref, s_ref, dx_ref = run(naive.hgrn2_recurrence)
     assert_close("o", o, o_ref, 1e-10)
     assert_close("final_state", s, s_ref, 1e-10)
     for name, a, b in zip(["dq", "dv", "df_logits", "dh0", "dlower_bound"], dx, dx_ref, strict=False):
@@ -83,7 +83,7 @@ def test_hgrn1_chunked_matches_loop(complex_valued, reverse, T):
         return o, s, grads(o, s, inputs)
 
     o, s, dx = run(hgrn1_recurrence)
-    o_ref, s_ref, dx_ref = run(naive_hgrn1)
+    o_ref, s_ref, dx_ref = run(naive.hgrn1_recurrence)
     assert_close("h", o, o_ref, 1e-10)
     assert_close("final_state", s, s_ref, 1e-10)
     for name, a, b in zip(["dx", "dlog_f", "dh0", "dtheta"], dx, dx_ref, strict=False):
@@ -96,11 +96,11 @@ def test_low_precision_inputs_match_the_float64_loop(op, dtype, tol):
     """Half-precision inputs are accumulated in float32; states come back in float32, outputs in the input dtype."""
     q, k, v, log_f = gla_inputs(2, 37, 2, 4, 4, seed=13)
     if op == "gla":
-        args, ref_fn, fn = (q, k, v, log_f), naive_gla, gla_recurrence
+        args, ref_fn, fn = (q, k, v, log_f), naive.gla_recurrence, gla_recurrence
     elif op == "hgrn2":
-        args, ref_fn, fn = (q, v, k), naive_hgrn2, hgrn2_recurrence
+        args, ref_fn, fn = (q, v, k), naive.hgrn2_recurrence, hgrn2_recurrence
     else:
-        args, ref_fn, fn = (v.flatten(2), log_f.flatten(2)), naive_hgrn1, hgrn1_recurrence
+        args, ref_fn, fn = (v.flatten(2), log_f.flatten(2)), naive.hgrn1_recurrence, hgrn1_recurrence
     out, state = fn(*(a.to(dtype) for a in args), output_final_state=True)
     assert out.dtype == dtype and state.dtype == torch.float32
     ref, ref_state = ref_fn(*(a.to(dtype).double() for a in args), output_final_state=True)  # same rounded inputs
@@ -142,7 +142,7 @@ def test_extreme_gates_and_long_sequence_stay_finite_and_exact():
     log_f[..., :2] = -20.0
     log_f[..., 2:] = torch.log1p(torch.tensor(-1e-6, dtype=torch.float64))
     o, s = gla_recurrence(q, k, v, log_f, output_final_state=True)
-    o_ref, s_ref = naive_gla(q, k, v, log_f, output_final_state=True)
+    o_ref, s_ref = naive.gla_recurrence(q, k, v, log_f, output_final_state=True)
     assert_close("o", o, o_ref, 1e-10)
     assert_close("state", s, s_ref, 1e-10)
 
@@ -166,15 +166,15 @@ def test_packed_sequences_equal_separate_runs(reverse):
         assert_close(f"state[{i}]", s[i : i + 1], s_i, 1e-12)
 
 
-def test_hgrn2_gate_is_exact_at_both_ends():
+def test_lower_bounded_gate_is_exact_at_both_ends():
     z = torch.tensor([-30.0, -5.0, 0.0, 5.0, 16.0, 30.0], dtype=torch.float64)
     lb = torch.tensor([0.0, 0.3, 0.9, 0.0, 0.5, 0.0], dtype=torch.float64)
     f = lb + (1 - lb) * torch.sigmoid(z)
-    log_f, k = hgrn2_gate(z, lb)
+    log_f, k = lower_bounded_gate(z, lb)
     assert_close("k", k, (1 - lb) * torch.sigmoid(-z), 1e-15)
     assert_close("log_f", log_f, torch.log(f), 1e-14)
     # float32 keeps the relative precision of k = 1 - f when f is within 1e-7 of 1, where 1 - f itself would be 0.
-    log_f32, k32 = hgrn2_gate(z.float(), lb.float())
+    log_f32, k32 = lower_bounded_gate(z.float(), lb.float())
     assert_close("k32", k32, (1 - lb) * torch.sigmoid(-z), 1e-6)
     assert (log_f32[3:] < 0).all() and torch.isfinite(log_f32).all()
 

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from hgrn import ops
-from hgrn.ops import reference
 from hgrn.ops.triton.chunk import GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB, chunk_recurrence
-from tests.helpers import assert_close
+from tests.helpers import assert_close, on_backend
 
+reference = on_backend("reference")
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # interpreter: inf in masked (unused) entries
 
 GATES = {  # gate logits z: log f = logsigmoid(z) (without a lower bound)
@@ -150,8 +150,7 @@ def test_interpreted_half_precision_and_default_plan():
 
 @cpu_only
 def test_bad_arguments_raise_the_reference_errors():
-    import hgrn.ops.triton as kernels
-
+    kernels = on_backend("triton")
     q = torch.zeros(2, 8, 2, 4)
     with pytest.raises(ValueError, match=r"initial_state has shape \(2, 2, 3, 4\); expected \(2, 2, 4, 3\)"):
         kernels.gla_recurrence(q, q, torch.zeros(2, 8, 2, 3), q, initial_state=torch.zeros(2, 2, 3, 4))

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from hgrn import ops
-from hgrn.ops import reference
 from hgrn.ops.triton import hgrn1_scan
-from tests.helpers import assert_close, rel_err
+from tests.helpers import assert_close, on_backend, rel_err
 
+reference = on_backend("reference")
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter tests; the GPU runs the gpu ones")
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import hgrn.ops.triton as kernels
 from hgrn import ops
-from hgrn.ops import reference
-from tests.helpers import assert_close
+from tests.helpers import assert_close, on_backend
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the interpreter runs the kernels
+kernels, reference = on_backend("triton"), on_backend("reference")
 
 
 def randn(*shape, dtype=torch.float32):

@@ -17,7 +17,6 @@ from torch import Tensor
 
 from hgrn import ops
 from hgrn.bench.roofline import Shape
-from hgrn.ops import reference
 
 Run = Callable[[], object]
 HAS_FLA = importlib.util.find_spec("fla") is not None
@@ -82,7 +81,8 @@ def hgrn2_cases(s: Shape, *, fla: bool, sdpa: bool, ref: bool, slow_path: bool) 
     def torch_reference():
         q, v, z = _leaf(B, T, H, D), _leaf(B, T, H, D), _leaf(B, T, H, D)
         lb = _leaf(H, D, dtype=torch.float32, fill="zeros")
-        return _pair(lambda: reference.hgrn2_recurrence(q, v, z, lb, scale=scale)[0], [q, v, z, lb])
+        op = ops.use_backend("reference")(ops.hgrn2_recurrence)
+        return _pair(lambda: op(q, v, z, lb, scale=scale)[0], [q, v, z, lb])
 
     cases = [Case("ours", "hgrn2", "hgrn2", s, ours())]
     if slow_path:  # log f ~ -6 per step: every chunk exceeds the factorisable range and takes the exact path
@@ -130,7 +130,8 @@ def hgrn1_cases(s: Shape, *, fla: bool, ref: bool, complex_valued: bool) -> list
 
     def torch_reference():
         x, g = inputs()
-        return _pair(lambda: reference.hgrn1_recurrence(x, g)[0], [x, g])
+        op = ops.use_backend("reference")(ops.hgrn1_recurrence)
+        return _pair(lambda: op(x, g)[0], [x, g])
 
     cases = [Case("ours", "hgrn1", "hgrn1", s, ours)]
     if complex_valued:

@@ -82,7 +82,7 @@ class HGRN1Mixer(nn.Module):
 
     def _inputs(self, x: Tensor, lower_bound: Tensor | None) -> tuple[Tensor, Tensor]:
         """(1 - lambda) * c, the scan's input, and log lambda."""
-        log_f, one_minus_f = ops.hgrn2_gate(self.forget_proj(x), lower_bound)
+        log_f, one_minus_f = ops.lower_bounded_gate(self.forget_proj(x), lower_bound)
         c = F.silu(self.input_proj(x))
         if self.complex:
             return rearrange(c, "... (d two) -> ... d two", two=2) * one_minus_f[..., None], log_f

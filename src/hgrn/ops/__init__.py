@@ -1,47 +1,32 @@
-"""Recurrence operators: the only place that knows how they run (Triton on CUDA, the PyTorch reference elsewhere).
+"""Recurrence operators, each declared once here; hgrn.ops.dispatch checks the arguments and picks the backend.
 
 gla_recurrence(q, k, v, log_f, ...)              GLA:   S_t = diag(f_t) S_{t-1} + k_t^T v_t,  o_t = q_t S_t
 hgrn2_recurrence(q, v, f_logits, lower_bound)    HGRN2: the same with f = lb + (1-lb) sigmoid(z), k = 1 - f
 hgrn1_recurrence(x, log_f, theta=None, ...)      HGRN1: h_t = f_t e^{i theta} h_{t-1} + x_t, element-wise
 gla_step / hgrn2_step / hgrn1_step               one decoding step on a carried state
 
-CUDA tensors in fp32/fp16/bf16 run the Triton kernels (hgrn.ops.triton); everything else runs the reference.
-HGRN_OPS=reference in the environment sends everything to the reference (to compare, or to rule the kernels out).
-The Triton decoding steps update the state in place (and return it); the reference returns a new state, and is also
-used when a step needs gradients.
+Layouts are time-first: [B, T, H, K] (batch, time, head, channel), never head-first [B, H, T, K]. CUDA tensors in
+fp32/fp16/bf16 run the Triton kernels (hgrn.ops.triton); everything else runs the PyTorch reference.
+HGRN_OPS=reference in the environment sends everything to the reference (to compare, or to rule the kernels out);
+`with use_backend("naive" | "reference" | "triton"):` forces a backend (tests). The Triton decoding steps update the
+state in place (and return it); the reference returns a new state, and is also used when a step needs gradients.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
-import torch
 from torch import Tensor
 
-from hgrn.ops import reference
-from hgrn.ops.gates import hgrn2_gate
-
-KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-HAS_TRITON = importlib.util.find_spec("triton") is not None
-OPS_BACKENDS = ("auto", "reference")
-if os.environ.get("HGRN_OPS", "auto") not in OPS_BACKENDS:
-    raise ValueError(f"HGRN_OPS={os.environ['HGRN_OPS']!r} is not known; choose one of {OPS_BACKENDS}")
-USE_KERNELS = HAS_TRITON and os.environ.get("HGRN_OPS", "auto") == "auto"
-
-
-def _kernels(*tensors: Tensor | None, step: bool = False):
-    """The Triton module if these tensors can run there, else None."""
-    present = [t for t in tensors if t is not None]
-    if not USE_KERNELS or not all(t.is_cuda for t in present) or present[0].dtype not in KERNEL_DTYPES:
-        return None
-    if not step and present[0].shape[1] == 0:  # no time steps: nothing for a kernel to do
-        return None
-    if step and torch.is_grad_enabled() and any(t.requires_grad for t in present):
-        return None
-    from hgrn.ops import triton as kernels
-
-    return kernels
+from hgrn.ops import dispatch
+from hgrn.ops.checks import (
+    check_gla_args,
+    check_gla_step_args,
+    check_hgrn1_args,
+    check_hgrn1_step_args,
+    check_hgrn2_args,
+    check_hgrn2_step_args,
+)
+from hgrn.ops.dispatch import USE_KERNELS, use_backend
+from hgrn.ops.gates import lower_bounded_gate
 
 
 def gla_recurrence(
@@ -56,19 +41,15 @@ def gla_recurrence(
     reverse: bool = False,
     cu_seqlens: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """S_t = diag(exp(log_f_t)) S_{t-1} + k_t^T v_t,  o_t = scale * q_t S_t.  Returns (o, final state or None)."""
-    impl = _kernels(q, k, v, log_f, initial_state) or reference
-    return impl.gla_recurrence(
-        q,
-        k,
-        v,
-        log_f,
-        scale=scale,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-        reverse=reverse,
-        cu_seqlens=cu_seqlens,
-    )
+    """GLA: S_t = diag(exp(log_f_t)) S_{t-1} + k_t^T v_t,  o_t = scale * q_t S_t.
+
+    q, k, log_f: [B, T, H, K] (log_f <= 0: the log forget gate); v: [B, T, H, V].
+    initial_state: [N, H, K, V] or None (zeros). N = B, or the number of sequences packed along T when cu_seqlens
+    [N + 1] (int offsets, FlashAttention convention) is given; then B = 1.
+    reverse: run each sequence from its end to its start (the backward half of a bidirectional scan).
+    Returns (o [B, T, H, V] in v's dtype, the final state [N, H, K, V] (fp32 for half inputs) or None).
+    """
+    return dispatch.run(gla_recurrence, locals(), check_gla_args)
 
 
 def hgrn2_recurrence(
@@ -83,19 +64,12 @@ def hgrn2_recurrence(
     reverse: bool = False,
     cu_seqlens: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """HGRN2: GLA with f = lb + (1 - lb) sigmoid(f_logits) and the tied key k = 1 - f; lower_bound [H, K] or None."""
-    impl = _kernels(q, v, f_logits, lower_bound, initial_state) or reference
-    return impl.hgrn2_recurrence(
-        q,
-        v,
-        f_logits,
-        lower_bound,
-        scale=scale,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-        reverse=reverse,
-        cu_seqlens=cu_seqlens,
-    )
+    """HGRN2: GLA with f = lb + (1 - lb) sigmoid(f_logits) and the tied key k = 1 - f (`lower_bounded_gate`).
+
+    q, f_logits: [B, T, H, K]; v: [B, T, H, V]; lower_bound: [H, K] (a bound per forget channel) or None (0).
+    initial_state, cu_seqlens, reverse and the result as `gla_recurrence`.
+    """
+    return dispatch.run(hgrn2_recurrence, locals(), check_hgrn2_args)
 
 
 def hgrn1_recurrence(
@@ -108,47 +82,44 @@ def hgrn1_recurrence(
     reverse: bool = False,
     cu_seqlens: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """HGRN1: h_t = exp(log_f_t) * exp(i theta) * h_{t-1} + x_t, element-wise; real when theta is None."""
-    impl = _kernels(x, log_f, theta, initial_state) or reference
-    return impl.hgrn1_recurrence(
-        x,
-        log_f,
-        theta,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-        reverse=reverse,
-        cu_seqlens=cu_seqlens,
-    )
+    """HGRN1: h_t = exp(log_f_t) * exp(i theta) * h_{t-1} + x_t, element-wise; real when theta is None.
+
+    log_f: [B, T, D]; x: [B, T, D] (real) or [B, T, D, 2] ((real, imag) pairs, when theta [D] is given).
+    initial_state: [N, D] or [N, D, 2], N as in `gla_recurrence`; cu_seqlens and reverse as there too.
+    Returns (h, shaped as x; the final state [N, D(, 2)] or None).
+    """
+    return dispatch.run(hgrn1_recurrence, locals(), check_hgrn1_args)
 
 
 def gla_step(
     q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, state: Tensor, *, scale: float = 1.0
 ) -> tuple[Tensor, Tensor]:
-    """One decoding step. q, k, log_f [B, H, K]; v [B, H, V]; state [B, H, K, V] -> (o [B, H, V], new state)."""
-    impl = _kernels(q, k, v, log_f, state, step=True) or reference
-    return impl.gla_step(q, k, v, log_f, state, scale=scale)
+    """One GLA decoding step. q, k, log_f [B, H, K]; v [B, H, V]; state [B, H, K, V] -> (o [B, H, V], new state)."""
+    return dispatch.run(gla_step, locals(), check_gla_step_args, step=True)
 
 
 def hgrn2_step(
     q: Tensor, v: Tensor, f_logits: Tensor, state: Tensor, lower_bound: Tensor | None = None, *, scale: float = 1.0
 ) -> tuple[Tensor, Tensor]:
-    """One HGRN2 decoding step; shapes as `gla_step`, lower_bound [H, K] or None."""
-    impl = _kernels(q, v, f_logits, state, lower_bound, step=True) or reference
-    return impl.hgrn2_step(q, v, f_logits, state, lower_bound, scale=scale)
+    """One HGRN2 decoding step. q, f_logits [B, H, K]; v [B, H, V]; state [B, H, K, V]; lower_bound [H, K] or None
+    -> (o [B, H, V], new state)."""
+    return dispatch.run(hgrn2_step, locals(), check_hgrn2_step_args, step=True)
 
 
 def hgrn1_step(x: Tensor, log_f: Tensor, state: Tensor, theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """One HGRN1 decoding step. log_f [B, D]; x and state [B, D] (real) or [B, D, 2] (complex)."""
-    impl = _kernels(x, log_f, state, theta, step=True) or reference
-    return impl.hgrn1_step(x, log_f, state, theta)
+    """One HGRN1 decoding step. log_f [B, D]; x and state [B, D] (real) or [B, D, 2] (complex, theta [D])
+    -> (h, shaped as x; new state)."""
+    return dispatch.run(hgrn1_step, locals(), check_hgrn1_step_args, step=True)
 
 
 __all__ = [
+    "USE_KERNELS",
     "gla_recurrence",
     "gla_step",
     "hgrn1_recurrence",
     "hgrn1_step",
-    "hgrn2_gate",
     "hgrn2_recurrence",
     "hgrn2_step",
+    "lower_bounded_gate",
+    "use_backend",
 ]

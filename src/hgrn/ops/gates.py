@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def hgrn2_gate(f_logits: Tensor, lower_bound: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Return (log f, k = 1 - f) for the HGRN2 forget gate f = lb + (1 - lb) * sigmoid(f_logits).
+def lower_bounded_gate(f_logits: Tensor, lower_bound: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Return (log f, k = 1 - f) for the lower-bounded forget gate f = lb + (1 - lb) * sigmoid(f_logits) of HGRN1
+    and HGRN2 (k is HGRN2's tied key, HGRN1's input weight). Any shape; lower_bound broadcasts against f_logits.
 
     Both are computed without cancellation: k = (1 - lb) * sigmoid(-z) is exact even when f is within 1e-7 of 1,
     and log f switches between log1p(-k) (f near 1) and log(f) (f small) so neither loses precision. The unused

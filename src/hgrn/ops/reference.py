@@ -1,106 +1,58 @@
-"""PyTorch reference of every recurrence op, with the public signatures: the chunked parallel form used off-GPU,
-and the single-step form used for decoding. Works on any device and in float64.
+"""The PyTorch reference backend of hgrn.ops: the chunked parallel form of each recurrence (used off-GPU) and the
+single-step form (used for decoding). Works on any device and in float64.
 
-Layouts. GLA/HGRN2: q, k, log f, gate logits [B, T, H, K]; v [B, T, H, V]; state [N, H, K, V].
-HGRN1: gate [B, T, D]; x [B, T, D] (real) or [B, T, D, 2] ((real, imag) pairs, when theta is given); state [N, D(, 2)].
-N is B, or the number of packed sequences when `cu_seqlens` is given (then B == 1).
-`reverse=True` runs each sequence from its end to its start (the backward half of a bidirectional scan).
+Each function is called by hgrn.ops.dispatch with the op's arguments, by name, already checked: the layouts and
+meanings are in the op docstrings in hgrn.ops. `with hgrn.ops.use_backend("reference"):` runs the ops here.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from hgrn.ops.checks import accumulation_dtype, check_cu_seqlens, check_rank, check_shape
-from hgrn.ops.gates import hgrn2_gate
+from hgrn.ops.checks import accumulation_dtype
+from hgrn.ops.gates import lower_bounded_gate
 
 CHUNK_SIZE = 16
 FACTORISED_DECAY_LIMIT = 60.0  # e^60 and e^-60 are well inside float32's range
 Scan = Callable[..., tuple[Tensor, Tensor]]
+Result = tuple[Tensor, Tensor | None]
 
 
-def gla_recurrence(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    log_f: Tensor,
-    *,
-    scale: float = 1.0,
-    initial_state: Tensor | None = None,
-    output_final_state: bool = False,
-    reverse: bool = False,
-    cu_seqlens: Tensor | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """S_t = diag(exp(log_f_t)) S_{t-1} + k_t^T v_t,  o_t = scale * q_t S_t.  Returns (o, final state or None)."""
-    check_gla_args(q, k, v, log_f, initial_state, cu_seqlens)
-
+def gla_recurrence(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, scale: float, **sequences: Any) -> Result:
     def scan(q, k, v, log_f, h0):
         return gla_chunked(q, k, v, log_f, h0, scale=scale)
 
-    return run_sequences(scan, (q, k, v, log_f), initial_state, output_final_state, reverse, cu_seqlens)
+    return run_sequences(scan, (q, k, v, log_f), **sequences)
 
 
-def hgrn2_recurrence(
-    q: Tensor,
-    v: Tensor,
-    f_logits: Tensor,
-    lower_bound: Tensor | None = None,
-    *,
-    scale: float = 1.0,
-    initial_state: Tensor | None = None,
-    output_final_state: bool = False,
-    reverse: bool = False,
-    cu_seqlens: Tensor | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """HGRN2: the GLA recurrence with f = lb + (1 - lb) * sigmoid(f_logits) and the tied key k = 1 - f.
+def hgrn2_on(gla: Callable[..., Result]) -> Callable[..., Result]:
+    """HGRN2 on a GLA implementation: log f and k = 1 - f formed in PyTorch (`lower_bounded_gate`), then `gla`."""
 
-    lower_bound: [H, K] (the layer's bound for each forget channel) or None for no bound.
-    """
-    check_hgrn2_args(q, v, f_logits, lower_bound, initial_state, cu_seqlens)
-    log_f, k = hgrn2_gate(f_logits, lower_bound)
-    return gla_recurrence(
-        q,
-        k,
-        v,
-        log_f,
-        scale=scale,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-        reverse=reverse,
-        cu_seqlens=cu_seqlens,
-    )
+    def hgrn2_recurrence(q: Tensor, v: Tensor, f_logits: Tensor, lower_bound: Tensor | None, **options: Any) -> Result:
+        log_f, k = lower_bounded_gate(f_logits, lower_bound)
+        return gla(q, k, v, log_f, **options)
+
+    return hgrn2_recurrence
 
 
-def hgrn1_recurrence(
-    x: Tensor,
-    log_f: Tensor,
-    theta: Tensor | None = None,
-    *,
-    initial_state: Tensor | None = None,
-    output_final_state: bool = False,
-    reverse: bool = False,
-    cu_seqlens: Tensor | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """HGRN1: h_t = exp(log_f_t) * exp(i theta) * h_{t-1} + x_t, element-wise; real when theta is None."""
-    check_hgrn1_args(x, log_f, theta, initial_state, cu_seqlens)
+hgrn2_recurrence = hgrn2_on(gla_recurrence)
 
+
+def hgrn1_recurrence(x: Tensor, log_f: Tensor, theta: Tensor | None, **sequences: Any) -> Result:
     def scan(x, log_f, h0):
         return hgrn1_chunked(x, log_f, h0, theta=theta)
 
-    return run_sequences(scan, (x, log_f), initial_state, output_final_state, reverse, cu_seqlens)
+    return run_sequences(scan, (x, log_f), **sequences)
 
 
-def gla_step(
-    q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, state: Tensor, *, scale: float = 1.0
-) -> tuple[Tensor, Tensor]:
-    """One decoding step. q, k, log_f [B, H, K]; v [B, H, V]; state [B, H, K, V] -> (o [B, H, V], new state)."""
-    check_shape("state", state, (*q.shape, v.shape[-1]), "[B, H, K, V]")
+def gla_step(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, state: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     acc = state.dtype
     state = log_f.to(acc).exp()[..., None] * state + k.to(acc)[..., None] * v.to(acc)[..., None, :]
     o = scale * torch.einsum("bhk,bhkv->bhv", q.to(acc), state)
@@ -108,16 +60,13 @@ def gla_step(
 
 
 def hgrn2_step(
-    q: Tensor, v: Tensor, f_logits: Tensor, state: Tensor, lower_bound: Tensor | None = None, *, scale: float = 1.0
+    q: Tensor, v: Tensor, f_logits: Tensor, state: Tensor, lower_bound: Tensor | None, scale: float
 ) -> tuple[Tensor, Tensor]:
-    """One HGRN2 decoding step; shapes as `gla_step`, lower_bound [H, K] or None."""
-    log_f, k = hgrn2_gate(f_logits, lower_bound)
-    return gla_step(q, k, v, log_f, state, scale=scale)
+    log_f, k = lower_bounded_gate(f_logits, lower_bound)
+    return gla_step(q, k, v, log_f, state, scale)
 
 
-def hgrn1_step(x: Tensor, log_f: Tensor, state: Tensor, theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """One HGRN1 decoding step. log_f [B, D]; x and state [B, D] (real) or [B, D, 2] (complex)."""
-    check_shape("state", state, x.shape, "[B, D] real or [B, D, 2] complex")
+def hgrn1_step(x: Tensor, log_f: Tensor, state: Tensor, theta: Tensor | None) -> tuple[Tensor, Tensor]:
     acc = state.dtype
     f = log_f.to(acc).exp()
     x = x.to(acc)
@@ -252,11 +201,12 @@ def _complex_mul(a: Tensor, b: Tensor) -> Tensor:
 def run_sequences(
     scan: Scan,
     tensors: Sequence[Tensor],
+    *,
     initial_state: Tensor | None,
     output_final_state: bool,
     reverse: bool,
     cu_seqlens: Tensor | None,
-) -> tuple[Tensor, Tensor | None]:
+) -> Result:
     """Run a forward-in-time `scan(*tensors, h0) -> (out, h_T)` on each packed sequence, optionally reversed."""
 
     def one(parts: Sequence[Tensor], h0: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -276,40 +226,3 @@ def run_sequences(
         outs.append(out)
         finals.append(final)
     return torch.cat(outs, 1), torch.cat(finals) if output_final_state else None
-
-
-def check_gla_args(
-    q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, initial_state: Tensor | None, cu_seqlens: Tensor | None
-) -> None:
-    check_rank("q", q, 4, "[B, T, H, K]")
-    check_shape("k", k, q.shape, "[B, T, H, K], as q")
-    check_shape("log_f", log_f, q.shape, "[B, T, H, K], as q")
-    check_rank("v", v, 4, "[B, T, H, V]")
-    check_shape("v", v, (*q.shape[:3], v.shape[-1]), "[B, T, H, V] with B, T, H of q")
-    n = check_cu_seqlens(cu_seqlens, q.shape[0], q.shape[1])
-    check_shape("initial_state", initial_state, (n, q.shape[2], q.shape[3], v.shape[-1]), "[N, H, K, V]")
-
-
-def check_hgrn2_args(
-    q: Tensor,
-    v: Tensor,
-    f_logits: Tensor,
-    lower_bound: Tensor | None,
-    initial_state: Tensor | None,
-    cu_seqlens: Tensor | None,
-) -> None:
-    check_gla_args(q, f_logits, v, f_logits, initial_state, cu_seqlens)
-    check_shape("lower_bound", lower_bound, q.shape[2:], "[H, K]: one bound per forget channel")
-
-
-def check_hgrn1_args(
-    x: Tensor, log_f: Tensor, theta: Tensor | None, initial_state: Tensor | None, cu_seqlens: Tensor | None
-) -> None:
-    check_rank("log_f", log_f, 3, "[B, T, D]")
-    if theta is None:
-        check_shape("x", x, log_f.shape, "[B, T, D] as log_f (real recurrence: theta is None)")
-    else:
-        check_shape("x", x, (*log_f.shape, 2), "[B, T, D, 2] (real, imag) pairs when theta is given")
-        check_shape("theta", theta, log_f.shape[-1:], "[D]")
-    n = check_cu_seqlens(cu_seqlens, log_f.shape[0], log_f.shape[1])
-    check_shape("initial_state", initial_state, (n, *x.shape[2:]), "[N, D] real or [N, D, 2] complex")

@@ -135,7 +135,7 @@ def log1m(k, f):
 
 
 @triton.jit
-def hgrn2_gate(z, lb):
+def lower_bounded_gate(z, lb):
     """f = lb + (1 - lb) sigmoid(z) and k = 1 - f = (1 - lb) sigmoid(-z), both without cancellation.
 
     Returns (k, log f, sigmoid(z), sigmoid(-z), f); one exp2 and one (approximate, 1-ulp) reciprocal per element.

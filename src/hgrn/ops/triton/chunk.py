@@ -34,9 +34,9 @@ from hgrn.ops.triton._common import (
     LOG2E,
     block_rows,
     dot_mode,
-    hgrn2_gate,
     load_block,
     load_tile,
+    lower_bounded_gate,
     mm,
     pow2,
     seq_span,
@@ -57,7 +57,7 @@ def _gate_tile(kz, lg, lb, tok, valid, stride, cols, K, GATE: tl.constexpr):
         logf = load_tile(lg, tok, valid, stride, cols, K)
     else:
         lbv = _lower_bound(lb, cols, K, GATE)
-        k, logf, _s, _ns, _f = hgrn2_gate(zt, lbv)
+        k, logf, _s, _ns, _f = lower_bounded_gate(zt, lbv)
         inside = valid[:, None] & (cols < K)[None, :]
         k = tl.where(inside, k, 0.0)
         logf = tl.where(inside, logf, 0.0)
@@ -342,7 +342,7 @@ def _intra_bwd_kernel(q, kz, lg, lb, gl, da, xk, yq, starts, dq, dkz, dlg, plb, 
             k = zt
             logf = load_tile(lg, tok, valid, H * K, ck, K)
         else:
-            k, logf, s, ns, f = hgrn2_gate(zt, _lower_bound(lb, ck, K, GATE))
+            k, logf, s, ns, f = lower_bounded_gate(zt, _lower_bound(lb, ck, K, GATE))
             k = tl.where(inside, k, 0.0)
             logf = tl.where(inside, logf, 0.0)
         g = _chunk_sum(logf, C, False)

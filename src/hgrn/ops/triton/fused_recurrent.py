@@ -6,7 +6,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from hgrn.ops.triton._common import hgrn2_gate, pow2
+from hgrn.ops.triton._common import lower_bounded_gate, pow2
 
 
 @triton.jit
@@ -25,7 +25,7 @@ def _gla_step_kernel(q, kz, lg, lb, v, o, state, scale, H: tl.constexpr, K: tl.c
         lbv = 0.0
         if GATE == 2:
             lbv = tl.load(lb + (bh % H) * K + ck, mask=km, other=0.0).to(tl.float32)
-        k, _logf, _s, _ns, f = hgrn2_gate(z, lbv)
+        k, _logf, _s, _ns, f = lower_bounded_gate(z, lbv)
     s_ptr = state + bh.to(tl.int64) * K * V + ck[:, None] * V + cv[None, :]
     s_mask = km[:, None] & vm[None, :]
     S = tl.load(s_ptr, mask=s_mask, other=0.0).to(tl.float32)

@@ -1,0 +1,85 @@
+"""One dispatch for every op: check the arguments, pick a backend, run the backend's implementation.
+
+An op is declared once, in hgrn.ops: its signature, its docstring, and a body that hands its arguments, as Python
+bound them to that signature (defaults filled in), to `run` with the op's check from hgrn.ops.checks:
+
+    return dispatch.run(gla_recurrence, locals(), check_gla_args)
+
+`run` checks them, then calls the function of the op's name in the chosen backend module with the same arguments,
+by name. Backends implement, and re-declare nothing (the layouts are in the op docstrings):
+
+    triton     hgrn.ops.triton     the kernels: CUDA, or the CPU interpreter when TRITON_INTERPRET=1 (tests)
+    reference  hgrn.ops.reference  the chunked PyTorch forms: any device and dtype (float64 in the tests)
+    naive      hgrn.ops.naive      step-by-step loops: the recurrences as written, the tests' ground truth
+
+Automatic choice: the kernels when triton is importable, HGRN_OPS is not `reference`, every tensor argument
+(cu_seqlens aside) is on CUDA and the first is fp32/fp16/bf16; not for a sequence of no time steps, nor for a
+decoding step that needs a gradient (the kernel steps update the state in place). The reference otherwise.
+`use_backend` forces one, whatever the tensors (tests: the naive loops, the reference, the Triton interpreter).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import importlib.util
+import os
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor
+
+BACKENDS = {"triton": "hgrn.ops.triton", "reference": "hgrn.ops.reference", "naive": "hgrn.ops.naive"}
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+OPS_BACKENDS = ("auto", "reference")  # the values of HGRN_OPS
+if os.environ.get("HGRN_OPS", "auto") not in OPS_BACKENDS:
+    raise ValueError(f"HGRN_OPS={os.environ['HGRN_OPS']!r} is not known; choose one of {OPS_BACKENDS}")
+USE_KERNELS = HAS_TRITON and os.environ.get("HGRN_OPS", "auto") == "auto"
+
+_forced: ContextVar[str | None] = ContextVar("hgrn_ops_backend", default=None)
+
+
+def run(op: Callable[..., Any], arguments: dict[str, Any], check: Callable[..., None], *, step: bool = False) -> Any:
+    """Run `op` (a declaration in hgrn.ops) on its bound `arguments` (its locals()): check them, choose the backend,
+    call the backend's function of the op's name with them, by name. `step` marks a decoding step."""
+    check(**arguments)
+    backend = _forced.get() or _choose(arguments, step)
+    return getattr(_module(backend), op.__name__)(**arguments)
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run every op called inside on backend `name` ("triton", "reference" or "naive"), whatever its tensors.
+
+    The argument checks run as always. Also a decorator: `use_backend("naive")(hgrn.ops.gla_recurrence)` is the
+    naive GLA recurrence, with the public signature.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"backend {name!r} is not known; choose one of {tuple(BACKENDS)}")
+    token = _forced.set(name)
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
+def _choose(arguments: dict[str, Any], step: bool) -> str:
+    """The kernels or the reference for these arguments (the rules in the module docstring)."""
+    tensors = [t for name, t in arguments.items() if isinstance(t, Tensor) and name != "cu_seqlens"]
+    if not USE_KERNELS or not all(t.is_cuda for t in tensors) or tensors[0].dtype not in KERNEL_DTYPES:
+        return "reference"
+    if step:
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+        return "reference" if needs_grad else "triton"
+    return "reference" if tensors[0].shape[1] == 0 else "triton"
+
+
+@functools.cache
+def _module(backend: str) -> ModuleType:
+    """The backend's module, imported on first use: importing hgrn.ops imports neither hgrn.ops.triton nor triton."""
+    return importlib.import_module(BACKENDS[backend])

@@ -1,0 +1,186 @@
+"""The dispatch: arguments bound to the one declaration, checked whichever backend runs, a backend forced by name;
+head-first tensors mixed with time-first ones rejected with an error that names the argument and the layout."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hgrn import ops
+from tests.helpers import on_backend
+
+B, T, H, K, V, D = 2, 8, 3, 4, 5, 6  # T != H, so a T <-> H exchange shows
+BACKENDS = ["auto", "reference", "naive", "triton"]
+
+
+def gla_args(**changed):
+    q, k, v, log_f = torch.randn(B, T, H, K), torch.randn(B, T, H, K), torch.randn(B, T, H, V), -torch.rand(B, T, H, K)
+    return {"q": q, "k": k, "v": v, "log_f": log_f, **changed}
+
+
+def hgrn2_args(**changed):
+    return {"q": torch.randn(B, T, H, K), "v": torch.randn(B, T, H, V), "f_logits": torch.randn(B, T, H, K), **changed}
+
+
+def hgrn1_args(**changed):
+    return {"x": torch.randn(B, T, D), "log_f": -torch.rand(B, T, D), **changed}
+
+
+def step_args(**changed):
+    """Decoding-step arguments of GLA and HGRN2 (the op takes those it declares)."""
+    q, k, v, log_f = torch.randn(B, H, K), torch.randn(B, H, K), torch.randn(B, H, V), -torch.rand(B, H, K)
+    return {"q": q, "k": k, "v": v, "log_f": log_f, "state": torch.zeros(B, H, K, V), **changed}
+
+
+def head_first(args, *names):
+    """args with the [B, T, H, ...] tensors `names` (all if none) transposed to [B, H, T, ...]."""
+    return {n: t.transpose(1, 2) if n in (names or args) else t for n, t in args.items()}
+
+
+HEAD_FIRST_CASES = {  # op, arguments, the error's start
+    "gla-k": (
+        "gla_recurrence",
+        lambda: head_first(gla_args(), "k"),
+        r"k has shape \(2, 3, 8, 4\); expected \(2, 8, 3, 4\) = \[B, T, H, K\]",
+    ),
+    "gla-v": (
+        "gla_recurrence",
+        lambda: head_first(gla_args(), "v"),
+        r"v has shape \(2, 3, 8, 5\); expected \(2, 8, 3, 5\) = \[B, T, H, V\]",
+    ),
+    "gla-log_f": ("gla_recurrence", lambda: head_first(gla_args(), "log_f"), r"log_f has shape \(2, 3, 8, 4\)"),
+    "gla-q": (
+        "gla_recurrence",
+        lambda: head_first(gla_args(), "q"),
+        r"k has shape \(2, 8, 3, 4\); expected \(2, 3, 8, 4\)",
+    ),
+    "gla-initial_state": (
+        "gla_recurrence",
+        lambda: head_first(gla_args()) | {"initial_state": torch.zeros(B, H, K, V)},
+        r"initial_state has shape \(2, 3, 4, 5\); expected \(2, 8, 4, 5\) = \[N, H, K, V\]",
+    ),
+    "hgrn2-f_logits": (
+        "hgrn2_recurrence",
+        lambda: head_first(hgrn2_args(), "f_logits"),
+        r"f_logits has shape \(2, 3, 8, 4\); expected \(2, 8, 3, 4\)",
+    ),
+    "hgrn2-lower_bound": (
+        "hgrn2_recurrence",
+        lambda: head_first(hgrn2_args()) | {"lower_bound": torch.zeros(H, K)},
+        r"lower_bound has shape \(3, 4\); expected \(8, 4\) = \[H, K\]",
+    ),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", list(HEAD_FIRST_CASES))
+def test_a_head_first_tensor_among_time_first_ones_is_rejected(case, backend):
+    """Detectable when T != H and some tensor is sized by T and H in the other order, or by H alone. When every
+    tensor is head-first and there is no lower_bound nor initial_state, the sizes agree and nothing can tell."""
+    op, args, message = HEAD_FIRST_CASES[case]
+    with pytest.raises(ValueError, match=message + r".*T and H exchanged.*head-first \[B, H, T, \.\.\.\]"):
+        call(backend, op, args())
+
+
+INCONSISTENT_CASES = {  # shapes that disagree otherwise: the same error, without the head-first hint
+    "gla-v": ("gla_recurrence", lambda: gla_args(v=torch.randn(B, T, H + 1, V)), r"v has shape"),
+    "gla-k": ("gla_recurrence", lambda: gla_args(k=torch.randn(B, T, H, K + 1)), r"k has shape"),
+    "gla-q-rank": ("gla_recurrence", lambda: gla_args(q=torch.randn(B, T, H * K)), r"q has shape .* 4 dim"),
+    "hgrn1-x": (
+        "hgrn1_recurrence",
+        lambda: hgrn1_args(x=torch.randn(B, D, T)),
+        r"x has shape \(2, 6, 8\); expected \(2, 8, 6\) = \[B, T, D\] \(real: theta is None\)",
+    ),
+    "hgrn1-theta": (
+        "hgrn1_recurrence",
+        lambda: hgrn1_args(x=torch.randn(B, T, D, 2), theta=torch.randn(T)),
+        r"theta has shape \(8,\); expected \(6,\) = \[D\]",
+    ),
+    "hgrn1-initial_state": (
+        "hgrn1_recurrence",
+        lambda: hgrn1_args(initial_state=torch.zeros(B, D, 2)),
+        r"initial_state has shape \(2, 6, 2\); expected \(2, 6\) = \[N, D\]",
+    ),
+    "gla_step-k": (
+        "gla_step",
+        lambda: step_args(k=torch.randn(B, K, H)),
+        r"k has shape \(2, 4, 3\); expected \(2, 3, 4\) = \[B, H, K\]",
+    ),
+    "hgrn2_step-lower_bound": (
+        "hgrn2_step",
+        lambda: step_args(f_logits=torch.randn(B, H, K), lower_bound=torch.zeros(K, H)),
+        r"lower_bound has shape \(4, 3\); expected \(3, 4\) = \[H, K\]",
+    ),
+    "hgrn1_step-state": (
+        "hgrn1_step",
+        lambda: {
+            "x": torch.randn(B, D, 2),
+            "log_f": -torch.rand(B, D),
+            "state": torch.zeros(B, D),
+            "theta": torch.randn(D),
+        },
+        r"state has shape \(2, 6\); expected \(2, 6, 2\) = \[B, D, 2\] \(\(real, imag\) pairs: theta is given\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", list(INCONSISTENT_CASES))
+def test_inconsistent_shapes_name_the_argument_and_its_layout(case, backend):
+    op, args, message = INCONSISTENT_CASES[case]
+    with pytest.raises(ValueError, match=message) as error:
+        call(backend, op, args())
+    assert "head-first" not in str(error.value)
+
+
+def call(backend, op, args):
+    """`op` on `backend` ("auto": the dispatch's choice) with the arguments it declares, by name."""
+    fn = getattr(ops if backend == "auto" else on_backend(backend), op)
+    return fn(**{n: t for n, t in args.items() if n in inspect.signature(fn).parameters})
+
+
+def test_the_call_is_bound_to_the_declaration(monkeypatch):
+    """The backend gets every argument by name, defaults filled in, positional or keyword as the caller chose."""
+    import hgrn.ops.naive
+
+    calls = []
+    monkeypatch.setattr(hgrn.ops.naive, "hgrn2_recurrence", lambda **arguments: calls.append(arguments))
+    args = hgrn2_args()
+    with ops.use_backend("naive"):
+        ops.hgrn2_recurrence(args["q"], args["v"], f_logits=args["f_logits"], reverse=True)
+    assert list(calls[0]) == list(inspect.signature(ops.hgrn2_recurrence).parameters)
+    assert calls[0]["f_logits"] is args["f_logits"] and calls[0]["reverse"] and calls[0]["scale"] == 1.0
+    with pytest.raises(TypeError):
+        ops.hgrn2_recurrence(args["q"], args["v"], args["f_logits"], None, 0.5)  # scale is keyword-only
+
+
+def test_use_backend_nests_and_knows_its_backends():
+    unknown = r"backend 'cuda' is not known; choose one of \('triton', 'reference', 'naive'\)"
+    with pytest.raises(ValueError, match=unknown), ops.use_backend("cuda"):
+        pass
+    from hgrn.ops.dispatch import _forced
+
+    with ops.use_backend("naive"):
+        with ops.use_backend("reference"):
+            assert _forced.get() == "reference"
+        assert _forced.get() == "naive"
+    assert _forced.get() is None
+
+
+def python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+
+
+def test_importing_the_ops_leaves_the_kernels_unimported_and_checks_hgrn_ops():
+    """The Triton backend (hgrn.ops.triton) is imported on its first use, not by `import hgrn.ops`; a bad HGRN_OPS
+    fails the import."""
+    done = python("import sys, hgrn.ops as ops; assert 'hgrn.ops.triton' not in sys.modules; print(ops.USE_KERNELS)")
+    assert done.returncode == 0, done.stderr
+    assert python("import hgrn.ops as ops; assert not ops.USE_KERNELS", HGRN_OPS="reference").returncode == 0
+    bad = python("import hgrn.ops", HGRN_OPS="kernels")
+    assert bad.returncode != 0 and "HGRN_OPS='kernels' is not known; choose one of ('auto', 'reference')" in bad.stderr
