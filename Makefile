@@ -22,12 +22,12 @@ $(STAMP): requirements.txt pyproject.toml
 venv: $(STAMP)  ## create .venv with the pinned stack (once)
 
 demo: $(STAMP)  ## first command: generate a small ListOps set (depth <= 3), train a small HGRN2 on the CPU
-	@test -f data/demo/listops/basic_test.tsv || $(PY) -m hgrn.data.listops --out data/demo/listops \
+	@test -f data/demo/listops/basic_test.tsv || $(PY) -m hgrn.data.lra.listops_generate --out data/demo/listops \
 		--train 8000 --val 1000 --test 1000 --min-length 5 --max-length 80 --max-depth 3
 	$(PY) -m hgrn.train experiment=demo
 
 data-listops: $(STAMP)  ## generate LRA ListOps (96k/2k/2k, the LRA algorithm, seeded) into data/lra/listops
-	$(PY) -m hgrn.data.listops --out data/lra/listops --train 96000 --val 2000 --test 2000 --seed 0
+	$(PY) -m hgrn.data.lra.listops_generate --out data/lra/listops --train 96000 --val 2000 --test 2000 --seed 0
 
 data-lra: $(STAMP)  ## download LRA (release archive, IMDb, CIFAR-10) into data/lra and verify it
 	HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(PY) -m hgrn.data.lra.download --root data/lra
@@ -40,7 +40,7 @@ TASK ?= listops text retrieval image pathfinder pathx
 GPUS ?= 1
 DEVICES = $(if $(filter 1,$(GPUS)),,trainer=ddp trainer.devices=$(GPUS))
 
-lra: $(STAMP)  ## train LRA with the paper recipes (MODEL=hgrn2|hgrn1|gla|transformer TASK="listops ..." GPUS=1), then the table
+lra: $(STAMP)  ## train LRA with the paper recipes (MODEL=hgrn2|hgrn1|gla|attention TASK="listops ..." GPUS=1), then the table
 	@for task in $(TASK); do \
 		echo "== lra/$(MODEL)/$$task"; \
 		$(PY) -m hgrn.train experiment=lra/$(MODEL)/$$task $(DEVICES) || exit 1; \

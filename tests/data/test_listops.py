@@ -11,23 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from hgrn.data import listops
 from hgrn.data.errors import DataNotFoundError
-from hgrn.data.listops import (
-    EOS_ID,
-    SYMBOLS,
-    VOCAB,
+from hgrn.data.lra import listops, listops_generate
+from hgrn.data.lra.listops import EOS_ID, SYMBOLS, VOCAB, ListOpsDataModule, encode, load_split, tokenize
+from hgrn.data.lra.listops_generate import (
     GenerationStats,
     GeneratorSettings,
-    ListOpsDataModule,
-    ListOpsDataset,
-    encode,
     generate_examples,
     generate_tree,
     iter_examples,
     to_string,
     to_value,
-    tokenize,
     write_splits,
 )
 
@@ -140,7 +134,7 @@ def test_small_bounds_are_strict() -> None:
 
 
 def test_determinism_and_worker_independence(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(listops, "SHARD_SIZE", 16)  # several shards
+    monkeypatch.setattr(listops_generate, "SHARD_SIZE", 16)  # several shards
     first = generate_examples(60, seed=3, settings=SMALL)
     assert first == generate_examples(60, seed=3, settings=SMALL)
     assert first == generate_examples(60, seed=3, settings=SMALL, workers=2)
@@ -149,7 +143,7 @@ def test_determinism_and_worker_independence(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_duplicates_are_dropped_and_topped_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(listops, "SHARD_SIZE", 64)
+    monkeypatch.setattr(listops_generate, "SHARD_SIZE", 64)
     tiny = GeneratorSettings(min_length=3, max_length=6)  # lengths 4 and 5 only: a few thousand expressions
     stats = GenerationStats()
     examples = list(iter_examples(200, seed=0, settings=tiny, stats=stats))
@@ -175,7 +169,7 @@ def test_write_splits_round_trip(tmp_path: Path) -> None:
     assert rows == expected
     assert stat.S_IMODE((tmp_path / "basic_train.tsv").stat().st_mode) & 0o044 == 0o044  # readable by others
 
-    dataset = ListOpsDataset(tmp_path / "basic_val.tsv")
+    dataset = load_split(tmp_path / "basic_val.tsv")
     assert len(dataset) == 5
     for example, (source, label) in zip(dataset, expected[20:25], strict=True):
         assert example["inputs"].dtype == torch.long and example["labels"].shape == ()
@@ -192,7 +186,7 @@ def test_interrupted_write_leaves_previous_files(tmp_path: Path, monkeypatch: py
         yield from some  # train complete, val half written
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(listops, "iter_examples", interrupted)
+    monkeypatch.setattr(listops_generate, "iter_examples", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_splits(tmp_path, {"train": 4, "val": 2, "test": 2}, seed=9, settings=SMALL)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no new, half or temporary file
@@ -206,12 +200,12 @@ def test_committed_fixture_matches_the_generator(tmp_path: Path) -> None:
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--out", str(tmp_path), "--train", "6", "--val", "2", "--test", "2", "--min-length", "10"]
-    listops.main([*args, "--max-length", "60", "--workers", "1", "--seed", "3"])
+    listops_generate.main([*args, "--max-length", "60", "--workers", "1", "--seed", "3"])
     assert [len(read_rows(tmp_path / f"basic_{s}.tsv")) for s in ("train", "val", "test")] == [6, 2, 2]
     assert "acceptance rate" in capsys.readouterr().out
     for bad in (["--val", "0"], ["--min-length", "10", "--max-length", "11"]):
         with pytest.raises(SystemExit):
-            listops.main(["--out", str(tmp_path), *bad])
+            listops_generate.main(["--out", str(tmp_path), *bad])
 
 
 # ---------------------------------------------------------------------------------------------------- tokenizer
@@ -246,7 +240,7 @@ def assert_names_path_and_target(error: pytest.ExceptionInfo[DataNotFoundError],
 def test_missing_file_names_path_and_target(tmp_path: Path) -> None:
     path = tmp_path / "listops" / "basic_train.tsv"
     with pytest.raises(DataNotFoundError) as error:
-        ListOpsDataset(path)
+        load_split(path)
     assert_names_path_and_target(error, path)
     with pytest.raises(DataNotFoundError) as error:
         ListOpsDataModule(tmp_path / "listops").setup("fit")
@@ -268,27 +262,45 @@ def test_corrupt_tsv_names_path_line_and_target(split_dir: Path, corruption: str
     path = split_dir / "basic_val.tsv"
     path.write_text(CORRUPTIONS[corruption](path.read_text()))
     with pytest.raises(DataNotFoundError) as error:
-        ListOpsDataset(path)
+        load_split(path)
     assert_names_path_and_target(error, path)
     assert ("no examples" if corruption == "header only" else "line ") in str(error.value)
 
 
 def cache_of(path: Path) -> Path:
-    return path.with_name(path.name + ".tokens.npz")
+    """The shared cache file of a split (hgrn.data.lra.cache), in `cache/` beside it by default."""
+    (cache,) = (path.parent / "cache").glob(f"listops-{path.stem}-*.pt")
+    return cache
+
+
+def as_rows(dataset) -> list[tuple[list[int], int]]:
+    return [(ex["inputs"][:-1].tolist(), ex["labels"].item()) for ex in dataset]
 
 
 def test_cache_is_used(split_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = split_dir / "basic_train.tsv"
-    first = [ListOpsDataset(path)[i] for i in range(12)]
+    first = [load_split(path)[i] for i in range(12)]
     assert cache_of(path).is_file()
 
     def unreachable(path: Path):
         raise AssertionError("the TSV was tokenised again although its cache is sound")
 
-    monkeypatch.setattr(listops, "_read_tsv", unreachable)
-    again = ListOpsDataset(path)
+    monkeypatch.setattr(listops, "read_tsv", unreachable)
+    again = load_split(path)
     for a, b in zip(first, again, strict=True):
         assert torch.equal(a["inputs"], b["inputs"]) and a["labels"] == b["labels"]
+
+
+def test_cache_dir_can_live_elsewhere(split_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    elsewhere = tmp_path_factory.mktemp("cache")
+    dm = ListOpsDataModule(split_dir, cache_dir=elsewhere)
+    dm.prepare_data()
+    assert not (split_dir / "cache").exists()
+    assert sorted(p.name.rsplit("-", 1)[0] for p in elsewhere.iterdir()) == [
+        "listops-basic_test",
+        "listops-basic_train",
+        "listops-basic_val",
+    ]
 
 
 def _garbage(cache: Path) -> None:
@@ -299,47 +311,40 @@ def _truncated(cache: Path) -> None:
     cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
 
 
-def _inconsistent(cache: Path) -> None:  # the right key, but arrays that disagree with each other
-    with np.load(cache) as npz:
-        arrays = dict(npz)
-    arrays["offsets"] = arrays["offsets"][:-1]
-    with cache.open("wb") as f:
-        np.savez(f, **arrays)
+def _flipped_token(cache: Path) -> None:  # still a readable file, but a token changed: the checksum catches it
+    raw = bytearray(cache.read_bytes())
+    tokens = bytes(encode(read_rows(cache.parent.parent / "basic_test.tsv")[0][0]))
+    raw[raw.index(tokens) + 3] ^= 0x01
+    cache.write_bytes(bytes(raw))
 
 
-def _out_of_vocabulary(cache: Path) -> None:
-    with np.load(cache) as npz:
-        arrays = dict(npz)
-    arrays["tokens"] = np.full_like(arrays["tokens"], 200)
-    with cache.open("wb") as f:
-        np.savez(f, **arrays)
-
-
-@pytest.mark.parametrize("damage", [_garbage, _truncated, _inconsistent, _out_of_vocabulary])
-def test_damaged_cache_is_rebuilt(split_dir: Path, damage) -> None:
+@pytest.mark.parametrize("damage", [_garbage, _truncated, _flipped_token])
+def test_damaged_cache_is_rebuilt(split_dir: Path, damage, monkeypatch: pytest.MonkeyPatch) -> None:
     path = split_dir / "basic_test.tsv"
-    expected = [(source, label) for source, label in read_rows(path)]
-    ListOpsDataset(path)
+    expected = [(encode(source), label) for source, label in read_rows(path)]
+    load_split(path)
     damage(cache_of(path))
-    dataset = ListOpsDataset(path)
-    assert [(ex["inputs"][:-1].tolist(), ex["labels"].item()) for ex in dataset] == [
-        (encode(source), label) for source, label in expected
-    ]
-    assert listops._load_cache(cache_of(path), listops._cache_key(path)) is not None  # rewritten soundly
+    assert as_rows(load_split(path)) == expected
+
+    def unreachable(path: Path):
+        raise AssertionError("the rebuilt cache was not sound")
+
+    monkeypatch.setattr(listops, "read_tsv", unreachable)
+    assert as_rows(load_split(path)) == expected  # rewritten soundly
 
 
 def test_changed_tsv_invalidates_cache(split_dir: Path) -> None:
     path = split_dir / "basic_val.tsv"
-    ListOpsDataset(path)
+    load_split(path)
     shutil.copy(split_dir / "basic_test.tsv", path)
-    assert [ex["labels"].item() for ex in ListOpsDataset(path)] == [label for _, label in read_rows(path)]
+    assert [ex["labels"].item() for ex in load_split(path)] == [label for _, label in read_rows(path)]
 
 
 def test_long_sequences_are_truncated_with_one_warning(split_dir: Path) -> None:
     path = split_dir / "basic_train.tsv"
-    full = ListOpsDataset(path)
+    full = load_split(path)
     with pytest.warns(UserWarning, match="truncated") as record:
-        short = ListOpsDataset(path, max_length=20)
+        short = load_split(path, max_length=20)
     assert len(record) == 1
     for a, b in zip(full, short, strict=True):
         expected = a["inputs"] if len(a["inputs"]) <= 20 else torch.cat([a["inputs"][:19], a["inputs"][-1:]])
@@ -373,7 +378,7 @@ def test_full_lra_sized_set(tmp_path: Path, request: pytest.FixtureRequest) -> N
     if "slow" not in request.config.getoption("markexpr"):
         pytest.skip("generates the full 96k/2k/2k set (minutes): select it with -m slow")
     stats = write_splits(tmp_path, {"train": 96_000, "val": 2_000, "test": 2_000}, seed=0, workers=2)
-    sizes = [len(ListOpsDataset(tmp_path / f"basic_{split}.tsv")) for split in ("train", "val", "test")]
+    sizes = [len(load_split(tmp_path / f"basic_{split}.tsv")) for split in ("train", "val", "test")]
     assert sizes == [96_000, 2_000, 2_000]
     assert min(stats.lengths) > 500 and max(stats.lengths) < 2000
     assert 0.07 < stats.acceptance_rate < 0.095

@@ -138,11 +138,11 @@ def test_datamodule_batches() -> None:
     train, test = dm.datasets["train"], dm.datasets["test"]
     assert (len(train), len(test)) == (96, 40)
     assert dm.val_dataloader().dataset is dm.test_dataloader().dataset is test
-    assert not torch.equal(train.inputs[:40], test.inputs)  # held out: a different seed stream
+    assert not torch.equal(train.columns["inputs"][:40], test.columns["inputs"])  # held out: a different seed stream
 
     again = MQARDataModule(train_examples=96, test_examples=40, seq_len=128, num_kv_pairs=8, seed=1)
     again.setup()
-    assert torch.equal(again.datasets["test"].inputs, test.inputs)
+    assert torch.equal(again.datasets["test"].columns["inputs"], test.columns["inputs"])
 
 
 def test_datamodule_rejects_invalid_settings() -> None:

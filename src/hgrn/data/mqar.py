@@ -18,7 +18,9 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
+
+from hgrn.data.columns import ColumnDataset
 
 IGNORE_INDEX = -100
 
@@ -110,19 +112,6 @@ def multiquery_ar(
     return torch.from_numpy(inputs), torch.from_numpy(labels)
 
 
-class MQARDataset(Dataset):
-    """Pre-generated MQAR tensors served as `{"inputs": LongTensor[T], "labels": LongTensor[T]}`."""
-
-    def __init__(self, inputs: Tensor, labels: Tensor) -> None:
-        self.inputs, self.labels = inputs, labels
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return {"inputs": self.inputs[index], "labels": self.labels[index]}
-
-
 class MQARDataModule(L.LightningDataModule):
     """Zoology's MQAR setting: a training set and a held-out test set generated in setup() from independent seed
     streams of `seed`. Validation uses the test set, as Zoology does (it early-stops on test accuracy)."""
@@ -143,13 +132,14 @@ class MQARDataModule(L.LightningDataModule):
         super().__init__()
         _validate(max(train_examples, test_examples), vocab_size, seq_len, num_kv_pairs, power_a, 1)
         self.save_hyperparameters(logger=False)
-        self.datasets: dict[str, MQARDataset] = {}
+        self.datasets: dict[str, ColumnDataset] = {}
 
     @property
     def vocab_size(self) -> int:
         return self.hparams.vocab_size
 
-    def _generate(self, num_examples: int, stream: int) -> MQARDataset:
+    def _generate(self, num_examples: int, stream: int) -> ColumnDataset:
+        """Examples `{"inputs": LongTensor[T], "labels": LongTensor[T]}` from the given seed stream."""
         hp = self.hparams
         inputs, labels = multiquery_ar(
             num_examples,
@@ -160,7 +150,7 @@ class MQARDataModule(L.LightningDataModule):
             random_non_queries=hp.random_non_queries,
             seed=(hp.seed, stream),
         )
-        return MQARDataset(inputs, labels)
+        return ColumnDataset(inputs=inputs, labels=labels)
 
     def setup(self, stage: str | None = None) -> None:
         if "train" not in self.datasets:

@@ -7,12 +7,12 @@ end, atomically, with status "completed"; a killed run leaves none (its checkpoi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from hgrn.io import atomic_write
 
 SCHEMA_VERSION = 1
 
@@ -76,16 +76,14 @@ def validate(record: dict[str, Any]) -> RunResult:
 
 
 def write_results(path: Path | str, result: RunResult) -> Path:
-    """Write atomically (temporary file + rename): readers never see a half-written record."""
+    """Write atomically (hgrn.io.atomic_write): readers never see a half-written record, and the file gets the
+    umask's mode (0644), so colleagues can read it."""
     path = Path(path)
     record = asdict(result)
     validate(json.loads(json.dumps(record)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".results-", suffix=".tmp", delete=False) as tmp:
-        json.dump(record, tmp, indent=2, sort_keys=True)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
+    with atomic_write(path) as f:
+        json.dump(record, f, indent=2, sort_keys=True)
     return path
 
 

@@ -2,9 +2,9 @@
 
 A cache file is named by a key over the sources' (path, size, mtime) and the preprocessing parameters, so a changed
 source or setting selects a new file instead of a stale one (old files stay until deleted). It is written to a
-temporary file in the same directory and renamed into place: a killed build leaves only a `.tmp` file, which is never
-read (delete it at will). Every tensor carries a CRC32, so a truncated or damaged cache is detected and rebuilt
-rather than trusted.
+temporary file in the same directory and renamed into place (hgrn.io.atomic_write): a killed build leaves at most a
+hidden `.tmp` file, which is never read (delete it at will). Every tensor carries a CRC32, so a truncated or damaged
+cache is detected and rebuilt rather than trusted.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pickle
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -22,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from hgrn.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +67,11 @@ def _checksum(tensor: Tensor) -> int:
 
 
 def write_cache(path: Path, key: str, tensors: dict[str, Tensor]) -> None:
+    """Save the tensors with their key and checksums; atomically, so a concurrent reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"key": key, "tensors": tensors, "crc32": {name: _checksum(t) for name, t in tensors.items()}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        torch.save(payload, f)
 
 
 def read_cache(path: Path, key: str) -> dict[str, Tensor]:

@@ -26,7 +26,8 @@ def held_out_split(n: int, fractions: Sequence[float], seed: int = SPLIT_SEED) -
 
 
 class LRADataModule(L.LightningDataModule):
-    """Subclasses implement `read_splits` (train / val / test datasets of dict examples) and the input properties.
+    """Subclasses implement `read_splits` (train / val / test datasets of dict examples) and `max_length`, and set
+    the model-facing class attributes that describe their inputs.
 
     `prepare_data` reads the splits once on the first process of each node so that decode-once caches are built
     there; the other processes find them in `setup`. Caches live in `cache_dir` (default `<data_dir>/cache`), which
@@ -34,6 +35,8 @@ class LRADataModule(L.LightningDataModule):
     """
 
     num_classes: int
+    vocab_size: int | None = None  # token-id inputs [B, T] embed this many ids; None when inputs are values ...
+    input_dim: int | None = None  # ... [B, T, input_dim]
 
     def __init__(
         self,
@@ -53,15 +56,6 @@ class LRADataModule(L.LightningDataModule):
 
     def read_splits(self) -> dict[str, Dataset]:
         raise NotImplementedError
-
-    @property
-    def vocab_size(self) -> int | None:
-        """Token-id inputs [B, T] embed this many ids; None when inputs are values [B, T, input_dim]."""
-        return None
-
-    @property
-    def input_dim(self) -> int | None:
-        return None
 
     @property
     def max_length(self) -> int:
@@ -97,26 +91,31 @@ class LRADataModule(L.LightningDataModule):
         )
 
 
-class ByteDataModule(LRADataModule):
-    """Byte-level documents (Text, Retrieval): ids from hgrn.data.lra.tokens, at most `max_length` per document."""
+class SequenceDataModule(LRADataModule):
+    """Token sequences cut to `max_length` (ListOps, Text, Retrieval). A task states its usual length as the class
+    attribute `default_max_length`, which `max_length=None` selects, so tasks need no constructor of their own."""
+
+    default_max_length: int
 
     def __init__(
         self,
         data_dir: str | Path,
-        batch_size: int,
-        max_length: int,
-        num_workers: int,
-        pin_memory: bool,
-        cache_dir: str | Path | None,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__(data_dir, batch_size, num_workers, pin_memory, cache_dir)
-        self._max_length = max_length
-
-    @property
-    def vocab_size(self) -> int:
-        return BYTE_VOCAB_SIZE
+        self._max_length = self.default_max_length if max_length is None else max_length
 
     @property
     def max_length(self) -> int:
-        """Per document."""
+        """Per sequence (per document for two-document tasks), <eos> included."""
         return self._max_length
+
+
+class ByteDataModule(SequenceDataModule):
+    """Byte-level documents (Text, Retrieval): ids from hgrn.data.lra.tokens."""
+
+    vocab_size = BYTE_VOCAB_SIZE

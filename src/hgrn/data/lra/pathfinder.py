@@ -30,10 +30,11 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
+from hgrn.data.columns import ColumnDataset
 from hgrn.data.errors import DataNotFoundError
 from hgrn.data.lra.cache import load_or_build
 from hgrn.data.lra.datamodule import MAKE_TARGET, LRADataModule, held_out_split
-from hgrn.data.lra.tokens import PIXEL_VOCAB_SIZE, pixel_ids
+from hgrn.data.lra.tokens import PIXEL_VOCAB_SIZE, PixelTokens
 
 log = logging.getLogger(__name__)
 
@@ -100,37 +101,25 @@ def decode_images(samples: list[tuple[Path, int]], resolution: int) -> dict[str,
     return {"pixels": torch.from_numpy(pixels), "labels": torch.from_numpy(labels)}
 
 
-class PixelSequenceDataset(Dataset):
-    def __init__(self, pixels: Tensor, labels: Tensor) -> None:
-        self.pixels, self.labels = pixels, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return {"inputs": pixel_ids(self.pixels[index]), "labels": self.labels[index]}
-
-
 class PathfinderDataModule(LRADataModule):
-    """Batches: inputs [B, resolution ** 2] int64 pixel ids, mask all True, labels [B] in {0, 1}."""
+    """Batches: inputs [B, resolution ** 2] int64 pixel ids, mask all True, labels [B] in {0, 1}. `resolution=None`
+    selects the task's own (class attribute default_resolution)."""
 
     num_classes = 2
+    vocab_size = PIXEL_VOCAB_SIZE
+    default_resolution = 32
 
     def __init__(
         self,
         data_dir: str | Path,
         batch_size: int = 32,
-        resolution: int = 32,
+        resolution: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
         cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__(data_dir, batch_size, num_workers, pin_memory, cache_dir)
-        self.resolution = resolution
-
-    @property
-    def vocab_size(self) -> int:
-        return PIXEL_VOCAB_SIZE
+        self.resolution = self.default_resolution if resolution is None else resolution
 
     @property
     def max_length(self) -> int:
@@ -150,7 +139,7 @@ class PathfinderDataModule(LRADataModule):
             {"resolution": self.resolution, "difficulty": DIFFICULTY},
             lambda: decode_images(samples, self.resolution),
         )
-        dataset = PixelSequenceDataset(tensors["pixels"], tensors["labels"])
+        dataset = ColumnDataset(inputs=PixelTokens(tensors["pixels"]), labels=tensors["labels"])
         train, val, test = held_out_split(len(dataset), HELD_OUT)
         return {"train": Subset(dataset, train), "val": Subset(dataset, val), "test": Subset(dataset, test)}
 
@@ -158,13 +147,4 @@ class PathfinderDataModule(LRADataModule):
 class PathXDataModule(PathfinderDataModule):
     """Path-X: Pathfinder at 128 x 128, sequences of 16384 pixels."""
 
-    def __init__(
-        self,
-        data_dir: str | Path,
-        batch_size: int = 32,
-        resolution: int = 128,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        cache_dir: str | Path | None = None,
-    ) -> None:
-        super().__init__(data_dir, batch_size, resolution, num_workers, pin_memory, cache_dir)
+    default_resolution = 128

@@ -14,25 +14,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from hgrn.data.columns import ColumnDataset
 from hgrn.data.errors import DataNotFoundError
 from hgrn.data.lra.cache import load_or_build
 from hgrn.data.lra.datamodule import MAKE_TARGET, ByteDataModule
-from hgrn.data.lra.tokens import ByteDocuments, truncate_document
+from hgrn.data.lra.tokens import byte_documents, pack_rows, truncate_document
 
 WHAT = "LRA Retrieval (AAN new_aan_pairs TSVs)"
 FILES = {"train": "new_aan_pairs.train.tsv", "val": "new_aan_pairs.eval.tsv", "test": "new_aan_pairs.test.tsv"}
 FIELDS = 5
-
-
-class DocumentPairDataset(Dataset):
-    def __init__(self, first: ByteDocuments, second: ByteDocuments, labels: Tensor) -> None:
-        self.first, self.second, self.labels = first, second, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return {"inputs": self.first[index], "inputs2": self.second[index], "labels": self.labels[index]}
 
 
 def parse_label(field: bytes) -> int | None:
@@ -64,14 +54,8 @@ def encode_pairs(path: Path, max_length: int) -> dict[str, Tensor]:
             second.append(truncate_document(fields[4], max_length))
     if not labels:
         raise DataNotFoundError(WHAT, path.parent, MAKE_TARGET, f"{path.name} is empty")
-    a, b = ByteDocuments.pack(first), ByteDocuments.pack(second)
-    return {
-        "data1": a.data,
-        "offsets1": a.offsets,
-        "data2": b.data,
-        "offsets2": b.offsets,
-        "labels": torch.tensor(labels),
-    }
+    (data1, offsets1), (data2, offsets2) = pack_rows(first), pack_rows(second)
+    return {"data1": data1, "offsets1": offsets1, "data2": data2, "offsets2": offsets2, "labels": torch.tensor(labels)}
 
 
 class AANDataModule(ByteDataModule):
@@ -80,22 +64,8 @@ class AANDataModule(ByteDataModule):
     Splits: the release's train / eval / test files."""
 
     num_classes = 2
-
-    def __init__(
-        self,
-        data_dir: str | Path,
-        batch_size: int = 32,
-        max_length: int = 4000,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        cache_dir: str | Path | None = None,
-    ) -> None:
-        super().__init__(data_dir, batch_size, max_length, num_workers, pin_memory, cache_dir)
-
-    @property
-    def pair(self) -> bool:
-        """Two documents per example: the classifier encodes both with one backbone (the two-tower setup)."""
-        return True
+    default_max_length = 4000
+    pair = True  # two documents per example: the classifier encodes both with one backbone (the two-tower setup)
 
     def read_splits(self) -> dict[str, Dataset]:
         paths = {split: self.data_dir / name for split, name in FILES.items()}
@@ -104,7 +74,7 @@ class AANDataModule(ByteDataModule):
                 raise DataNotFoundError(WHAT, self.data_dir, MAKE_TARGET, f"no {path.name}")
         return {split: self._read(split, path) for split, path in paths.items()}
 
-    def _read(self, split: str, path: Path) -> DocumentPairDataset:
+    def _read(self, split: str, path: Path) -> ColumnDataset:
         tensors = load_or_build(
             self.cache_dir,
             f"aan-{split}",
@@ -112,6 +82,8 @@ class AANDataModule(ByteDataModule):
             {"max_length": self.max_length},
             lambda: encode_pairs(path, self.max_length),
         )
-        first = ByteDocuments(tensors["data1"], tensors["offsets1"])
-        second = ByteDocuments(tensors["data2"], tensors["offsets2"])
-        return DocumentPairDataset(first, second, tensors["labels"])
+        return ColumnDataset(
+            inputs=byte_documents(tensors["data1"], tensors["offsets1"]),
+            inputs2=byte_documents(tensors["data2"], tensors["offsets2"]),
+            labels=tensors["labels"],
+        )

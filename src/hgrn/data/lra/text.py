@@ -17,29 +17,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from hgrn.data.columns import ColumnDataset
 from hgrn.data.errors import DataNotFoundError
 from hgrn.data.lra.cache import load_or_build
 from hgrn.data.lra.datamodule import MAKE_TARGET, ByteDataModule
-from hgrn.data.lra.tokens import ByteDocuments, truncate_document
+from hgrn.data.lra.tokens import byte_documents, pack_rows, truncate_document
 
 if TYPE_CHECKING:
     import datasets
 
 WHAT = "LRA Text (IMDb saved with save_to_disk)"
 HF_SPLITS = ("train", "test")
-
-
-class ByteClassificationDataset(Dataset):
-    """One byte document and its label per example."""
-
-    def __init__(self, documents: ByteDocuments, labels: Tensor) -> None:
-        self.documents, self.labels = documents, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return {"inputs": self.documents[index], "labels": self.labels[index]}
 
 
 def read_imdb(data_dir: Path) -> datasets.DatasetDict:
@@ -59,8 +47,8 @@ def read_imdb(data_dir: Path) -> datasets.DatasetDict:
 
 def encode_split(rows: datasets.Dataset, max_length: int) -> dict[str, Tensor]:
     labels = torch.tensor(rows["label"], dtype=torch.long)
-    documents = ByteDocuments.pack([truncate_document(text.encode("utf-8"), max_length) for text in rows["text"]])
-    return {"data": documents.data, "offsets": documents.offsets, "labels": labels}
+    data, offsets = pack_rows([truncate_document(text.encode("utf-8"), max_length) for text in rows["text"]])
+    return {"data": data, "offsets": offsets, "labels": labels}
 
 
 class IMDbDataModule(ByteDataModule):
@@ -68,24 +56,14 @@ class IMDbDataModule(ByteDataModule):
     labels [B] in {0, 1}. Splits: train 25k; val and test are both the 25k test split."""
 
     num_classes = 2
-
-    def __init__(
-        self,
-        data_dir: str | Path,
-        batch_size: int = 32,
-        max_length: int = 4096,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        cache_dir: str | Path | None = None,
-    ) -> None:
-        super().__init__(data_dir, batch_size, max_length, num_workers, pin_memory, cache_dir)
+    default_max_length = 4096
 
     def read_splits(self) -> dict[str, Dataset]:
         imdb = read_imdb(self.data_dir)  # memory-mapped, so cheap even when the caches are warm
         train, test = (self._read(imdb, split) for split in HF_SPLITS)
         return {"train": train, "val": test, "test": test}
 
-    def _read(self, imdb: datasets.DatasetDict, split: str) -> ByteClassificationDataset:
+    def _read(self, imdb: datasets.DatasetDict, split: str) -> ColumnDataset:
         tensors = load_or_build(
             self.cache_dir,
             f"imdb-{split}",
@@ -96,4 +74,4 @@ class IMDbDataModule(ByteDataModule):
         labels = tensors["labels"]
         if not ((labels == 0) | (labels == 1)).all():
             raise DataNotFoundError(WHAT, self.data_dir, MAKE_TARGET, f"{split!r} labels outside {{0, 1}}")
-        return ByteClassificationDataset(ByteDocuments(tensors["data"], tensors["offsets"]), labels)
+        return ColumnDataset(inputs=byte_documents(tensors["data"], tensors["offsets"]), labels=labels)

@@ -31,23 +31,59 @@ def pixel_ids(pixels: Tensor) -> Tensor:
     return pixels.long() + PIXEL_OFFSET
 
 
-class ByteDocuments:
-    """Byte documents packed end to end in one uint8 tensor with offsets, so a split is two tensors to cache."""
+def pack_rows(rows: Sequence[bytes]) -> tuple[Tensor, Tensor]:
+    """Rows of small ids (bytes, or token ids below 256) end to end in one uint8 tensor, and int64 offsets [N + 1],
+    so a split is two tensors to cache whatever its row lengths."""
+    lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    offsets = np.concatenate(([0], np.cumsum(lengths)))
+    data = np.frombuffer(b"".join(rows), dtype=np.uint8).copy()
+    return torch.from_numpy(data), torch.from_numpy(offsets)
 
-    def __init__(self, data: Tensor, offsets: Tensor) -> None:
+
+class PackedSequences:
+    """The rows of pack_rows served as token-id sequences: row i's values plus `shift`, then `eos_id`.
+
+    With max_length, a longer row keeps its first max_length - 1 tokens and the <eos> (s4's truncation), applied on
+    read so that one cache serves every max_length.
+    """
+
+    def __init__(self, data: Tensor, offsets: Tensor, shift: int, eos_id: int, max_length: int | None = None) -> None:
+        if max_length is not None and max_length < 2:
+            raise ValueError(f"max_length must leave room for a token and <eos>, got {max_length}")
         self.data, self.offsets = data, offsets
+        self.shift, self.eos_id, self.max_length = shift, eos_id, max_length
 
-    @classmethod
-    def pack(cls, documents: Sequence[bytes]) -> ByteDocuments:
-        lengths = np.fromiter((len(d) for d in documents), dtype=np.int64, count=len(documents))
-        offsets = np.concatenate(([0], np.cumsum(lengths)))
-        data = np.frombuffer(b"".join(documents), dtype=np.uint8).copy()
-        return cls(torch.from_numpy(data), torch.from_numpy(offsets))
+    def lengths(self) -> Tensor:
+        """Tokens per sequence before truncation, <eos> included."""
+        return self.offsets.diff() + 1
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def __getitem__(self, index: int) -> Tensor:
-        """Token ids of one document: its bytes shifted by BYTE_OFFSET, then <eos>."""
-        raw = self.data[self.offsets[index] : self.offsets[index + 1]]
-        return torch.cat((raw.long() + BYTE_OFFSET, torch.tensor([EOS_ID])))
+        start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
+        if self.max_length is not None:
+            stop = min(stop, start + self.max_length - 1)
+        ids = torch.empty(stop - start + 1, dtype=torch.long)
+        ids[:-1] = self.data[start:stop]
+        ids[:-1] += self.shift
+        ids[-1] = self.eos_id
+        return ids
+
+
+def byte_documents(data: Tensor, offsets: Tensor) -> PackedSequences:
+    """Packed byte documents as byte-level token ids (byte b -> b + BYTE_OFFSET, then <eos>)."""
+    return PackedSequences(data, offsets, BYTE_OFFSET, EOS_ID)
+
+
+class PixelTokens:
+    """uint8 pixel rows [N, P] served as token ids [P] (pixel_ids), so memory and cache stay one byte a pixel."""
+
+    def __init__(self, pixels: Tensor) -> None:
+        self.pixels = pixels
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return pixel_ids(self.pixels[index])
