@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from dataclasses import asdict
+
 import pytest
 import timm
 import torch
+from omegaconf import OmegaConf
 
+from hgrn.config import compose
 from hgrn.models import (
     BackboneConfig,
     CausalLM,
     CausalLMConfig,
     SequenceClassifier,
     SequenceClassifierConfig,
+    build_model,
     create_model,
     list_models,
     model_config,
 )
+from hgrn.models.backbone import as_backbone_config
+from hgrn.training.config_check import check_model
 from tests.helpers import assert_close
 
 FAMILIES = {
@@ -107,7 +116,7 @@ def test_hgrn1_image_models_match_the_paper_parameter_counts(name, paper_million
 
 
 def test_registry_overrides_and_errors():
-    assert {"hgrn2-lm-base", "hgrn2-vit-tiny", "transformer-lm-base"} <= set(list_models())
+    assert {"hgrn2-lm-base", "hgrn2-vit-tiny", "attention-lm-base"} <= set(list_models())
     config = model_config(
         "hgrn2-lm-base", vocab_size=100, backbone={"n_layers": 2, "mixer_options": {"expand_ratio": 8}}
     )
@@ -128,3 +137,30 @@ def test_registry_overrides_and_errors():
         model_config("hgrn2-lm-base", layers=3)
     with pytest.raises(ValueError, match=r"backbone has unknown keys \['depth'\]"):
         model_config("hgrn2-lm-base", backbone={"depth": 3})
+
+
+def test_import_hgrn_is_enough_for_timm():
+    code = "import timm, hgrn; print(sorted(n for n in timm.list_models('hgrn*')))"
+    listed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert listed.strip() == str(["hgrn1_vit_small", "hgrn1_vit_tiny", "hgrn2_vit_small", "hgrn2_vit_tiny"])
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_named_model_is_the_hydra_model_of_the_same_name(name, tmp_path):
+    """One definition: `model=<kind>/<family>-<size>` composes to the backbone `create_model(name)` builds."""
+    family, kind, size = name.split("-", 2)
+    cfg = compose(f"model={kind}/{family}-{size}", f"paths.output_dir={tmp_path}")
+    check_model(cfg.model)
+    hydra_backbone = asdict(as_backbone_config(OmegaConf.to_container(cfg.model)))
+    assert hydra_backbone == {**asdict(model_config(name).backbone), "grid": None}  # an image head fills the grid
+
+
+@pytest.mark.parametrize(
+    ("name", "millions"),
+    [("hgrn1-lm-150m", 146.11), ("hgrn2-lm-370m", 359.83), ("hgrn2-lm-1b", 1027.91)],
+)
+def test_pile_sizes_have_their_parameter_counts(name, millions):
+    """The README's counts (tied embeddings, GPT-2 vocabulary), built on the meta device."""
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build_model(model_config(name)).parameters()) / 1e6
+    assert params == pytest.approx(millions, abs=0.05)

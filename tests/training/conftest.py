@@ -6,16 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from hgrn.data.listops import GeneratorSettings, write_splits
-from hgrn.train import CONFIG_DIR
+from hgrn.config import compose, group_options
+from hgrn.data.lra.listops_generate import GeneratorSettings, write_splits
 
-EXPERIMENTS = sorted(
-    str(path.relative_to(Path(CONFIG_DIR) / "experiment").with_suffix(""))
-    for path in (Path(CONFIG_DIR) / "experiment").rglob("*.yaml")
-)
+EXPERIMENTS = group_options("experiment")
 TINY_MQAR = [
     "data.vocab_size=64",
     "data.seq_len=32",
@@ -40,7 +36,6 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose `train.yaml` with overrides; the run directory is the test's tmp_path, logging goes to CSV."""
 
     def make(*overrides: str, logger: str = "csv") -> DictConfig:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return compose("train", overrides=[f"paths.output_dir={tmp_path}", f"logger={logger}", *overrides])
+        return compose(f"paths.output_dir={tmp_path}", f"logger={logger}", *overrides)
 
     return make

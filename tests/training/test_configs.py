@@ -6,13 +6,14 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from hgrn.train import build_task
-from hgrn.training.config_check import ConfigError, check_config
+from hgrn.config import ConfigError
+from hgrn.training.build import build_task
+from hgrn.training.config_check import check_config
 from tests.training.conftest import EXPERIMENTS
 
 
 def test_there_are_experiments():
-    assert {"demo", "mqar/hgrn2", "mqar/hgrn1", "mqar/gla", "mqar/transformer"} <= set(EXPERIMENTS)
+    assert {"demo", "mqar/hgrn2", "mqar/hgrn1", "mqar/gla", "mqar/attention"} <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -32,7 +33,7 @@ def test_experiment_composes_and_builds(experiment, make_config):
         ("+learning_rate=0.1", r"unknown top-level config keys \['learning_rate'\]"),
         ("model.d_model=wide", r"model.d_model: Value 'wide' of type 'str' could not be converted to Integer"),
         ("+model.depth=3", r"model.depth"),
-        ("+data.batch_sise=8", r"data.batch_sise is not an argument of hgrn.data.listops.ListOpsDataModule"),
+        ("+data.batch_sise=8", r"data.batch_sise is not an argument of hgrn.data.lra.listops.ListOpsDataModule"),
         ("data.batch_size=eight", r"data.batch_size='eight' has the wrong type"),
         ("trainer.max_epochs=many", r"trainer.max_epochs='many' has the wrong type"),
         ("+task.pool=max", r"task.pool is not an argument of hgrn.training.ClassificationTask"),

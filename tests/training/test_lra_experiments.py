@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hgrn.train import train
+from hgrn.training.run import train
 from tests.training.conftest import EXPERIMENTS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lra"
@@ -21,20 +21,20 @@ TASK_DATA = {
     "pathx": "pathx/pathfinder128",
 }
 CACHED = {"text", "retrieval", "pathfinder", "pathx"}  # tasks whose loaders take a cache_dir
-LRA = [e for e in EXPERIMENTS if e.startswith("lra/") and not e.startswith("lra/recipe/")]
+LRA = [e for e in EXPERIMENTS if e.startswith("lra/")]
 # Softmax attention over Path-X's 16384 tokens takes minutes on a CPU (and the LRA table has no Transformer entry
 # for Path-X): that one runs with the slow tests.
-SLOW = {"lra/transformer/pathx"}
+SLOW = {"lra/attention/pathx"}
 
 
 def test_every_model_has_every_task():
     assert len(LRA) == 4 * 6
-    assert {e.split("/")[1] for e in LRA} == {"hgrn1", "hgrn2", "gla", "transformer"}
+    assert {e.split("/")[1] for e in LRA} == {"hgrn1", "hgrn2", "gla", "attention"}
 
 
 @pytest.mark.parametrize(
     ("model", "direction"),
-    [("hgrn2", "2d_series"), ("gla", "2d_series"), ("transformer", "2d_series"), ("hgrn1", "2d")],
+    [("hgrn2", "2d_series"), ("gla", "2d_series"), ("attention", "2d_series"), ("hgrn1", "2d")],
 )
 def test_pathx_scans_the_grid_as_each_official_recipe(model, direction, make_config):
     """HGRN2's Path-X run sets use_series=True (Hgru2_2d_series); HGRN1's own recipe uses the parallel Hgru2d."""
@@ -43,7 +43,7 @@ def test_pathx_scans_the_grid_as_each_official_recipe(model, direction, make_con
     assert list(cfg.model.grid) == [128, 128]
 
 
-@pytest.mark.parametrize(("model", "total"), [("hgrn2", 256), ("gla", 256), ("transformer", 256), ("hgrn1", 16)])
+@pytest.mark.parametrize(("model", "total"), [("hgrn2", 256), ("gla", 256), ("attention", 256), ("hgrn1", 16)])
 @pytest.mark.parametrize("gpus", [1, 2, 8])
 def test_pathx_total_batch_is_the_recipes_on_any_gpu_count(model, total, gpus, make_config):
     """HGRN2's 256 x 16384 tokens: micro-batches of 32 per GPU (the official 8 x 32), accumulated to 256."""

@@ -12,7 +12,7 @@ import torch
 
 from hgrn.data.errors import DataNotFoundError
 from hgrn.results import load_results
-from hgrn.train import train
+from hgrn.training.run import train
 from tests.training.conftest import TINY_MQAR
 
 DEMO_ON = ["experiment=demo", "data.num_workers=0"]
@@ -24,7 +24,7 @@ def test_fast_dev_run_classification(make_config, listops_dir, tmp_path):
     assert load_results(tmp_path / "results.json").metrics == result.metrics
 
 
-@pytest.mark.parametrize("model", ["hgrn2", "hgrn1", "gla", "transformer"])
+@pytest.mark.parametrize("model", ["hgrn2", "hgrn1", "gla", "attention"])
 def test_fast_dev_run_language_modeling_on_mqar(model, make_config, tmp_path):
     result = train(make_config(f"experiment=mqar/{model}", *TINY_MQAR, "trainer.fast_dev_run=true"))
     assert 0.0 <= result.metrics["test/acc"] <= 1.0 and result.metrics["test/ppl"] > 1

@@ -12,9 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HGRN2_SHAPES = ["8x2048x16x128", "4x8192x16x128", "1x32768x16x128", "8x2048x32x64", "8x2048x8x256"]
-HGRN1_SHAPES = ["8x2048x2048", "4x8192x2048"]
-MAIN_HGRN2, MAIN_HGRN1 = HGRN2_SHAPES[0], HGRN1_SHAPES[0]
+from hgrn.bench.shapes import HGRN1_SHAPES, HGRN2_SHAPES, MAIN_HGRN2
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

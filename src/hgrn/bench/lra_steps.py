@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from hgrn import ops
-from hgrn.train import CONFIG_DIR, build_task, data_spec
+from hgrn.config import compose
+from hgrn.data.spec import data_spec
+from hgrn.training.build import build_task
 from hgrn.training.optim import param_groups
 
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
@@ -52,8 +53,7 @@ def random_batch(spec: dict, batch: int, device: str) -> dict[str, torch.Tensor]
 
 def time_recipe(experiment: str, steps: int = 10, device: str = "cuda", overrides: tuple[str, ...] = ()) -> dict:
     base = [f"experiment={experiment}", "paths.output_dir=/tmp/lra_steps", "logger=none", *overrides]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=base)
+    cfg = compose(*base)
     cuda = device == "cuda"
     datamodule = instantiate(cfg.data)
     spec = data_spec(datamodule)
@@ -102,7 +102,7 @@ def time_recipe(experiment: str, steps: int = 10, device: str = "cuda", override
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="hgrn2", choices=["hgrn2", "hgrn1", "gla", "transformer"])
+    parser.add_argument("--model", default="hgrn2", choices=["hgrn2", "hgrn1", "gla", "attention"])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)

@@ -15,6 +15,7 @@ from triton.testing import do_bench, do_bench_cudagraph
 
 from hgrn.bench import cases as C
 from hgrn.bench.roofline import Shape, achieved, floor_ms, min_bytes, min_flops
+from hgrn.bench.shapes import MAIN_HGRN1, MAIN_HGRN2
 
 
 def median_ms(fn) -> float:
@@ -107,8 +108,6 @@ def run(args: argparse.Namespace) -> dict:
     run_id = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     ceilings = measure_ceilings()
     print(f"ceilings: copy {ceilings['copy_tbs']:.2f} TB/s, bf16 matmul {ceilings['matmul_tflops']:.0f} TFLOP/s")
-    from hgrn.bench.__main__ import MAIN_HGRN1, MAIN_HGRN2
-
     todo: list[C.Case] = []
     for text in args.hgrn2:
         main = text == MAIN_HGRN2

@@ -84,7 +84,7 @@ class Backbone(nn.Module):
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
         self.config = config
-        rates = torch.linspace(0, config.drop_path, config.n_layers).tolist()
+        rates = torch.linspace(0, config.drop_path, config.n_layers, device="cpu").tolist()  # also under meta
         self.blocks = nn.ModuleList(Block(config, rate) for rate in rates)
         bounded = config.lower_bounds and self.blocks[0].mixer.uses_lower_bound
         self.lower_bounds = LayerLowerBounds(config.n_layers, config.d_model) if bounded else None

@@ -1,17 +1,23 @@
-"""Named model sizes, in one place. `create_model(name, **overrides)` builds any of them; the image models are also
-timm models (`timm.create_model("hgrn2_vit_tiny")` once `hgrn.models` is imported)."""
+"""Named models. Each backbone is defined once, as a Hydra model config under conf/model/<kind>/<family>-<size>.yaml,
+and serves three doors alike: `create_model("<family>-<kind>-<size>")`, `timm.create_model("<family>_vit_<size>")`
+(registered on `import hgrn`) and `python -m hgrn.train model=<kind>/<family>-<size>`.
+
+The head of each kind is the model's, not the backbone's: a causal LM over the GPT-2 vocabulary (padded to 50272, as
+the official LMs), or an image classifier on 224 x 224 ImageNet images in 14 x 14 patches (the official HGRN ViTs).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, fields, replace
-from functools import partial
 from typing import Any
 
+from omegaconf import OmegaConf
 from timm.models import register_model
 from torch import nn
 
-from hgrn.models.backbone import BackboneConfig, as_backbone_config
+from hgrn.config import CONFIG_DIR
+from hgrn.models.backbone import as_backbone_config
 from hgrn.models.classifier import SequenceClassifier, SequenceClassifierConfig
 from hgrn.models.lm import CausalLM, CausalLMConfig
 from hgrn.models.vision import ImageClassifier, ImageClassifierConfig, timm_default_cfg
@@ -22,59 +28,37 @@ _BUILDERS: dict[type, Callable[[Any], nn.Module]] = {
     SequenceClassifierConfig: SequenceClassifier,
     ImageClassifierConfig: ImageClassifier,
 }
-
-# WikiText-103 scale, the HGRN1 fairseq `hgrn_lm_base`: d 512, 6 layers, bilinear GLU of width 1024, dropout 0.1.
-_LM_BASE = {"d_model": 512, "n_layers": 6, "glu_ratio": 2.0, "glu_act": "none", "norm": "layernorm", "dropout": 0.1}
-_LM_MIXERS = {
-    "hgrn1": {},  # complex, LayerNorm, bias: the official Hgru1d
-    "hgrn2": {"expand_ratio": 128, "norm": "simple_rmsnorm"},  # the official LM Hgru2 (128 = the LLM head size)
-    "gla": {"num_heads": 4},
-    "transformer": {"num_heads": 8},
+HEADS: dict[str, Callable[..., ModelConfig]] = {
+    "lm": lambda backbone: CausalLMConfig(backbone=backbone, vocab_size=50272),
+    "vit": lambda backbone: ImageClassifierConfig(backbone=backbone, image_size=224, patch_size=14, num_classes=1000),
 }
-# ImageNet, the official HGRN ViTs: depth 12, patch 14 (16 x 16 tokens), LayerNorm blocks, GLU(SiLU, 2d). HGRN1
-# scans the patch sequence both ways (BiHgru1d); HGRN2 uses the 2-D scan with expand_ratio 8 (the official
-# ImageNet value is not in the released scripts).
-_VIT_WIDTHS = {"tiny": 192, "small": 384}
-_VIT_MIXERS = {"hgrn1": ("bidirectional", {}), "hgrn2": ("2d", {"expand_ratio": 8})}
 
 
-def _lm(family: str) -> CausalLMConfig:
-    mixer = "attention" if family == "transformer" else family
-    backbone = BackboneConfig(mixer=mixer, mixer_options=_LM_MIXERS[family], **_LM_BASE)
-    return CausalLMConfig(backbone=backbone, vocab_size=50272)
+def _named_backbones() -> dict[str, tuple[str, str]]:
+    """Registered name -> (head kind, model config path relative to conf/model)."""
+    named = {}
+    for kind in HEADS:
+        for path in sorted((CONFIG_DIR / "model" / kind).glob("*.yaml")):
+            family, size = path.stem.split("-", 1)
+            named[f"{family}-{kind}-{size}"] = (kind, f"{kind}/{path.stem}")
+    return named
 
 
-def _vit(family: str, size: str) -> ImageClassifierConfig:
-    direction, options = _VIT_MIXERS[family]
-    backbone = BackboneConfig(
-        d_model=_VIT_WIDTHS[size],
-        n_layers=12,
-        mixer=family,
-        mixer_options=options,
-        direction=direction,
-        norm="layernorm",
-        glu_ratio=2.0,
-        glu_act="silu",
-    )
-    return ImageClassifierConfig(backbone=backbone, image_size=224, patch_size=14, num_classes=1000)
-
-
-NAMED_CONFIGS: dict[str, Callable[[], ModelConfig]] = {
-    **{f"{family}-lm-base": partial(_lm, family) for family in _LM_MIXERS},
-    **{f"{family}-vit-{size}": partial(_vit, family, size) for family in _VIT_MIXERS for size in _VIT_WIDTHS},
-}
+NAMED_BACKBONES = _named_backbones()
 
 
 def list_models() -> list[str]:
-    return sorted(NAMED_CONFIGS)
+    return sorted(NAMED_BACKBONES)
 
 
 def model_config(name: str, **overrides: Any) -> ModelConfig:
     """The named config with overrides of its fields; `backbone={...}` updates backbone fields (and merges
     `mixer_options`). Unknown names or fields raise ValueError."""
-    if name not in NAMED_CONFIGS:
+    if name not in NAMED_BACKBONES:
         raise ValueError(f"model {name!r} is not registered; choose one of {list_models()}")
-    config = NAMED_CONFIGS[name]()
+    kind, path = NAMED_BACKBONES[name]
+    backbone = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / f"{path}.yaml"))
+    config = HEADS[kind](as_backbone_config(backbone))
     allowed = [f.name for f in fields(config)]
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
@@ -115,21 +99,17 @@ def _timm_vit(name: str, pretrained: bool, kwargs: dict[str, Any]) -> ImageClass
     return model
 
 
-@register_model
-def hgrn1_vit_tiny(pretrained: bool = False, **kwargs: Any) -> ImageClassifier:
-    return _timm_vit("hgrn1-vit-tiny", pretrained, kwargs)
+def _register_with_timm(name: str) -> None:
+    """timm finds a model by its entry function's name (`hgrn2_vit_tiny` for `hgrn2-vit-tiny`)."""
+
+    def entry(pretrained: bool = False, **kwargs: Any) -> ImageClassifier:
+        return _timm_vit(name, pretrained, kwargs)
+
+    entry.__name__ = entry.__qualname__ = name.replace("-", "_")
+    entry.__doc__ = f"{name} (conf/model/{NAMED_BACKBONES[name][1]}.yaml)"
+    register_model(entry)
 
 
-@register_model
-def hgrn1_vit_small(pretrained: bool = False, **kwargs: Any) -> ImageClassifier:
-    return _timm_vit("hgrn1-vit-small", pretrained, kwargs)
-
-
-@register_model
-def hgrn2_vit_tiny(pretrained: bool = False, **kwargs: Any) -> ImageClassifier:
-    return _timm_vit("hgrn2-vit-tiny", pretrained, kwargs)
-
-
-@register_model
-def hgrn2_vit_small(pretrained: bool = False, **kwargs: Any) -> ImageClassifier:
-    return _timm_vit("hgrn2-vit-small", pretrained, kwargs)
+for _name, (_kind, _) in NAMED_BACKBONES.items():
+    if _kind == "vit":
+        _register_with_timm(_name)

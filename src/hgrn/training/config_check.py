@@ -15,27 +15,27 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hgrn.config import ConfigError
 from hgrn.layers.directions import GRID_DIRECTIONS
 from hgrn.models import BackboneConfig
 from hgrn.models.backbone import Block
 
-TOP_LEVEL = {"name", "model", "data", "task", "trainer", "logger", "optim", "sched", "paths", "seed", "ckpt_path"}
+TOP_LEVEL = {
+    "name",
+    "model",
+    "data",
+    "task",
+    "trainer",
+    "callbacks",
+    "logger",
+    "optim",
+    "sched",
+    "paths",
+    "seed",
+    "ckpt_path",
+}
 TARGET_NODES = ("data", "task", "trainer", "optim", "sched")
 SET_BY_TRAIN = {"task": {"backbone", "data", "optim", "sched"}, "trainer": {"logger", "callbacks", "default_root_dir"}}
-
-
-class ConfigError(ValueError):
-    """A config problem, reported by its full key."""
-
-
-def divide_exactly(total: int, parts: int) -> int:
-    """`${div:128,${trainer.devices}}`: a total batch split over devices, which must divide it."""
-    if parts < 1 or total % parts:
-        raise ConfigError(f"cannot split {total} evenly over {parts} devices; choose a device count that divides it")
-    return total // parts
-
-
-OmegaConf.register_new_resolver("div", divide_exactly, replace=True)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -46,8 +46,10 @@ def check_config(cfg: DictConfig) -> None:
     for key in TARGET_NODES:
         if cfg.get(key) is not None:
             check_target_node(cfg[key], key, SET_BY_TRAIN.get(key, set()))
-    for name, node in (cfg.get("logger") or {}).items():
-        check_target_node(node, f"logger.{name}")
+    for group in ("callbacks", "logger"):
+        for name, node in (cfg.get(group) or {}).items():
+            if node is not None:
+                check_target_node(node, f"{group}.{name}")
 
 
 def check_model(node: DictConfig) -> None:

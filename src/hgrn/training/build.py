@@ -1,0 +1,50 @@
+"""Building a run from a composed config: datamodule, task (backbone + head sized by the data), callbacks, loggers
+and trainer. The training and evaluation entry points, the benchmarks and the tests all build through here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from hgrn.config import ConfigError
+from hgrn.data.spec import data_spec
+from hgrn.training.base import TaskModule
+
+
+def build_task(cfg: DictConfig, datamodule: L.LightningDataModule) -> TaskModule:
+    """The LightningModule of a composed config: backbone from `model`, head from what the datamodule says."""
+    return instantiate(
+        cfg.task,
+        _convert_="all",  # plain dicts in the checkpoint's hyper-parameters, loadable with weights_only
+        backbone=OmegaConf.to_container(cfg.model, resolve=True),
+        data=data_spec(datamodule),
+        optim=instantiate(cfg.optim),
+        sched=instantiate(cfg.sched) if cfg.get("sched") else None,
+    )
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    return [instantiate(node) for node in (cfg.get("logger") or {}).values()]
+
+
+def build_callbacks(cfg: DictConfig, loggers: list[Logger]) -> list[L.Callback]:
+    """The `callbacks` group, by name; a learning-rate monitor only where a logger can receive it."""
+    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+    return [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=cfg.paths.output_dir)
+
+
+def find_callback(callbacks: list[L.Callback], kind: type, key: str) -> Any:
+    """The one callback of this type that a run's record needs; a ConfigError names the key when it is missing."""
+    found = [c for c in callbacks if isinstance(c, kind)]
+    if len(found) != 1:
+        raise ConfigError(f"callbacks.{key} ({kind.__name__}) is needed exactly once to record the run; restore it")
+    return found[0]
