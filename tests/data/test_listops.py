@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from hgrn.data.errors import DataNotFoundError
+from hgrn.data.errors import DataNotFoundError, MalformedDataError
 from hgrn.data.lra import listops, listops_generate
 from hgrn.data.lra.listops import EOS_ID, SYMBOLS, VOCAB, ListOpsDataModule, encode, load_split, tokenize
 from hgrn.data.lra.listops_generate import (
@@ -258,13 +259,21 @@ CORRUPTIONS = {
 
 
 @pytest.mark.parametrize("corruption", CORRUPTIONS)
-def test_corrupt_tsv_names_path_line_and_target(split_dir: Path, corruption: str) -> None:
+def test_corrupt_tsv_names_path_line_and_fix(split_dir: Path, corruption: str) -> None:
+    """The user's own folder (not under data/): the advice is to fix the file, not a make target."""
     path = split_dir / "basic_val.tsv"
     path.write_text(CORRUPTIONS[corruption](path.read_text()))
-    with pytest.raises(DataNotFoundError) as error:
+    with pytest.raises(MalformedDataError) as error:
         load_split(path)
-    assert_names_path_and_target(error, path)
-    assert ("no examples" if corruption == "header only" else "line ") in str(error.value)
+    where = re.escape(str(path))
+    if corruption == "header only":
+        expected = rf"ListOps split: {where}: no examples after the header\. Fix or replace basic_val\.tsv, "
+    else:
+        expected = rf"ListOps split: {where}:(\d+): .+\. Fix or replace line \1 of basic_val\.tsv, "
+    assert re.match(
+        expected + r"or point the run at a sound copy: data\.data_dir= \(or HGRN_DATA_DIR\)", str(error.value)
+    )
+    assert "make" not in str(error.value)
 
 
 def cache_of(path: Path) -> Path:

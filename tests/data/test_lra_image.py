@@ -90,5 +90,5 @@ def test_truncated_batch_raises_data_not_found(tmp_path: Path) -> None:
     shutil.copytree(CIFAR, tmp_path / "cifar10")
     batch = tmp_path / "cifar10" / "cifar-10-batches-py" / "data_batch_1"
     batch.write_bytes(batch.read_bytes()[:500])
-    with pytest.raises(DataNotFoundError, match="make data-lra"):
+    with pytest.raises(DataNotFoundError, match=r"data_batch_1: unreadable batch .*Fix or replace data_batch_1, "):
         CIFAR10DataModule(tmp_path / "cifar10").setup()

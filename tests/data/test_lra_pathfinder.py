@@ -1,5 +1,6 @@
 """LRA Pathfinder-32 and Path-X-128 on miniature release trees (text metadata in .npy files, PNGs)."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hgrn.data.errors import DataNotFoundError
+from hgrn.data.errors import DataNotFoundError, MalformedDataError
 from hgrn.data.lra.pathfinder import DIFFICULTY, PathfinderDataModule, PathXDataModule, read_metadata
 from hgrn.data.lra.tokens import PIXEL_VOCAB_SIZE
 
@@ -82,21 +83,27 @@ def copy_tree(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda d: (d / "imgs" / "1" / "sample_3.png").write_bytes(b"not a png"), "unreadable image sample_3.png"),
-        (lambda d: (d / "imgs" / "1" / "sample_3.png").unlink(), "unreadable image sample_3.png"),
+        (lambda d: (d / "imgs" / "1" / "sample_3.png").write_bytes(b"not a png"), r"sample_3\.png: unreadable image"),
+        (lambda d: (d / "imgs" / "1" / "sample_3.png").unlink(), r"sample_3\.png: unreadable image"),
         (lambda d: Image.new("L", (16, 16)).save(d / "imgs" / "1" / "sample_3.png"), "is 16x16, expected 32x32"),
-        (lambda d: (d / "metadata" / "1.npy").write_text("imgs/1 sample_0.png 0\n"), "metadata/1.npy line 1"),
+        (lambda d: (d / "metadata" / "1.npy").write_text("imgs/1 sample_0.png 0\n"), r"metadata/1\.npy:1: "),
         (lambda d: shutil.rmtree(d / "metadata"), "no metadata"),
         (lambda d: shutil.rmtree(d), "no such directory"),
     ],
     ids=["garbage-png", "missing-png", "wrong-size", "short-metadata-line", "no-metadata", "no-directory"],
 )
-def test_damage_raises_data_not_found_naming_directory_and_make_target(tmp_path: Path, damage, message: str) -> None:
+def test_damage_raises_data_not_found_naming_directory_and_next_step(tmp_path: Path, damage, message: str) -> None:
+    """A copy outside data/: a damaged file is to be fixed; missing data is to be put there (or data_dir moved)."""
     copy = copy_tree(tmp_path)
     damage(copy / DIFFICULTY)
     with pytest.raises(DataNotFoundError, match=message) as error:
         PathfinderDataModule(copy, cache_dir=tmp_path / "cache").setup()
-    assert str(copy) in str(error.value) and "make data-lra" in str(error.value)
+    assert str(copy) in str(error.value) and "data.data_dir= (or HGRN_DATA_DIR)" in str(error.value)
+    if isinstance(error.value, MalformedDataError):
+        assert re.search(r"Fix or replace (line 1 of 1\.npy|sample_3\.png), ", str(error.value))
+        assert "make" not in str(error.value)
+    else:
+        assert f"put the data in {copy} or point it at a folder that holds it (`make data-lra`" in str(error.value)
 
 
 def test_resolution_must_match_the_images(tmp_path: Path) -> None:

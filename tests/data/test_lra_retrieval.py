@@ -55,14 +55,15 @@ def test_labels_parse_as_lra_floats() -> None:
     assert [parse_label(v) for v in (b"2", b"yes", b"")] == [None, None, None]
 
 
-def test_truncated_row_names_file_line_directory_and_make_target(tmp_path: Path) -> None:
+def test_truncated_row_names_file_line_and_fix(tmp_path: Path) -> None:
     copy = tmp_path / "aan"
     shutil.copytree(AAN, copy)
     train = copy / "new_aan_pairs.train.tsv"
     train.write_bytes(train.read_bytes().rstrip(b"\n").rsplit(b"\t", 2)[0])  # cut inside the last row
-    with pytest.raises(DataNotFoundError, match=r"new_aan_pairs\.train\.tsv line 4 has 3 of 5") as error:
+    expected = r"new_aan_pairs\.train\.tsv:4: 3 of 5 tab-separated fields .*Fix or replace line 4 of new_aan_pairs"
+    with pytest.raises(DataNotFoundError, match=expected) as error:
         AANDataModule(copy, cache_dir=tmp_path / "cache").setup()
-    assert str(copy) in str(error.value) and "make data-lra" in str(error.value)
+    assert str(copy) in str(error.value) and "data.data_dir=" in str(error.value)
 
 
 def test_missing_file_names_it(tmp_path: Path) -> None:
@@ -78,5 +79,5 @@ def test_bad_label_is_reported(tmp_path: Path) -> None:
     copy = tmp_path / "aan"
     shutil.copytree(AAN, copy)
     (copy / "new_aan_pairs.test.tsv").write_text("7\ta\tb\tone\ttwo\n")
-    with pytest.raises(DataNotFoundError, match="line 1 has label"):
+    with pytest.raises(DataNotFoundError, match=r"new_aan_pairs\.test\.tsv:1: label '7' is not 0 or 1"):
         AANDataModule(copy, cache_dir=tmp_path / "cache").setup()

@@ -67,6 +67,6 @@ def test_truncated_arrow_file_raises_data_not_found(tmp_path: Path) -> None:
     shutil.copytree(IMDB, copy)
     arrow = next((copy / "train").glob("*.arrow"))
     arrow.write_bytes(arrow.read_bytes()[:100])
-    with pytest.raises(DataNotFoundError, match="make data-lra") as error:
+    with pytest.raises(DataNotFoundError, match=r": unreadable \(.*Fix or replace imdb, or point the run") as error:
         IMDbDataModule(copy, cache_dir=tmp_path / "cache").setup()
     assert str(copy) in str(error.value)

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10
 from torchvision.transforms import v2
 
-from hgrn.data.errors import DataNotFoundError
+from hgrn.data.errors import DataNotFoundError, MalformedDataError
 from hgrn.data.lra.datamodule import MAKE_TARGET, LRADataModule, held_out_split
 from hgrn.data.lra.tokens import PIXEL_VOCAB_SIZE, pixel_ids
 
@@ -54,15 +54,40 @@ def read_cifar(data_dir: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
     names = [name for name, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
     for name in names:
         if not (folder / name).is_file():
-            raise DataNotFoundError(WHAT, folder, MAKE_TARGET, f"no {name}")
+            raise DataNotFoundError(WHAT, folder, MAKE_TARGET, f"no {name}", data_dir=data_dir)
     try:
         cifar = CIFAR10Files(str(data_dir), train=train)
-    except (OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as error:
-        raise DataNotFoundError(WHAT, folder, MAKE_TARGET, f"unreadable batch ({error!r})") from error
+    except Exception as error:  # a damaged pickle runs damaged opcodes: any exception (TypeError, LookupError, ...)
+        name = first_unreadable_batch(folder, names)
+        path = folder / name if name else folder
+        problem = f"unreadable batch ({type(error).__name__}: {str(error)[:200]})"  # a repr can quote megabytes
+        raise MalformedDataError(WHAT, path, MAKE_TARGET, problem, data_dir=data_dir) from error
     if len(cifar.targets) != len(cifar.data):
         detail = f"{len(cifar.data)} images but {len(cifar.targets)} labels"
-        raise DataNotFoundError(WHAT, folder, MAKE_TARGET, detail)
+        raise MalformedDataError(WHAT, folder, MAKE_TARGET, detail, data_dir=data_dir)
+    wrong = next((label for label in cifar.targets if not is_label(label)), None)
+    if wrong is not None:
+        detail = f"label {wrong!r} is not a whole number 0-9"
+        raise MalformedDataError(WHAT, folder, MAKE_TARGET, detail, data_dir=data_dir)
     return cifar.data, np.asarray(cifar.targets, dtype=np.int64)
+
+
+def is_label(value: object) -> bool:
+    """A CIFAR-10 class: an integer 0-9. Not a string: numpy would read '3' (and '٣') as 3."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and 0 <= value <= 9
+
+
+def first_unreadable_batch(folder: Path, names: list[str]) -> str | None:
+    """The first batch file that does not unpickle to a dict with images, to name it in the error; None if all do."""
+    for name in names:
+        try:
+            with (folder / name).open("rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+            if not isinstance(batch, dict) or not ("data" in batch or "label_names" in batch):
+                return name
+        except Exception:  # whatever unpickling raises, this file is the one to name
+            return name
+    return None
 
 
 def to_grayscale(rgb: np.ndarray) -> np.ndarray:

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from hgrn.data import errors
 from hgrn.data.columns import ColumnDataset
-from hgrn.data.errors import DataNotFoundError
+from hgrn.data.errors import DataNotFoundError, MalformedDataError
 from hgrn.data.lra.cache import load_or_build
 from hgrn.data.lra.datamodule import SequenceDataModule
 from hgrn.data.lra.tokens import PackedSequences, pack_rows
@@ -26,6 +27,7 @@ VALUES = range(10)
 END = "]"
 SPLITS = ("train", "val", "test")
 MAKE_TARGET = "data-listops"
+WHAT = "ListOps split"
 HEADER = "Source\tTarget"
 
 # s4 convention: `]` becomes X and parentheses vanish, so 15 symbols remain. The vocabulary is fixed rather than
@@ -38,6 +40,7 @@ TOKEN_TO_ID = {token: i for i, token in enumerate(VOCAB)}
 PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
 NUM_CLASSES = len(VALUES)
 _SYMBOL_TO_ID = {symbol: TOKEN_TO_ID[symbol] for symbol in SYMBOLS}
+LABELS = {str(value): value for value in VALUES}  # ASCII digits only: str.isdigit() and int() also take '²' and '٣'
 _TOKENIZER_TABLE = str.maketrans({"]": "X", "(": None, ")": None})
 
 
@@ -60,37 +63,64 @@ def encode(source: str) -> list[int]:
         raise ValueError(f"unknown symbol {e.args[0]!r}") from None
 
 
-def _corrupt(path: Path, detail: str) -> DataNotFoundError:
-    return DataNotFoundError("ListOps split", path, MAKE_TARGET, detail)
+def make_target(data_dir: Path) -> str:
+    """The make target that writes this folder: `make demo` for the demo set, `make data-listops` otherwise."""
+    return "demo" if data_dir.resolve() == (errors.DEFAULT_DATA_DIR / "demo" / "listops").resolve() else MAKE_TARGET
+
+
+def parse_row(line: str) -> tuple[bytes, int]:
+    """One `Source<TAB>Target` line (without its line ending) as (token ids, label); ValueError says what is wrong."""
+    source, tab, target = line.partition("\t")
+    if not tab:
+        raise ValueError(f"expected 'Source<TAB>Target', found no tab in ...{line[-80:]!r}")
+    if target not in LABELS:
+        raise ValueError(f"target {target[:20]!r} is not a label 0-9 (one ASCII digit)")
+    row = encode(source)
+    if not row or source.count("[") != source.count(END):  # every operator token starts with [
+        raise ValueError("not a complete ListOps expression (unbalanced brackets)")
+    return bytes(row), LABELS[target]
 
 
 def read_tsv(path: Path) -> dict[str, Tensor]:
     """Tokenise a release-format TSV into packed ids (data uint8, offsets int64 [N+1]) and labels int64 [N], checking
-    every row: the cache then only ever holds data that passed these checks."""
+    every row: the cache then only ever holds data that passed these checks. Blank lines may end the file (editors
+    add them); one with rows after it is reported, as is any line that is not UTF-8."""
     rows: list[bytes] = []
     labels: list[int] = []
-    with path.open(newline="") as f:
-        header = f.readline().rstrip("\r\n")
+    first_blank: int | None = None
+    with path.open("rb") as f:
+        header = _decode(path, f.readline(), 1).rstrip("\r\n")
         if header != HEADER:
-            raise _corrupt(path, f"line 1: expected the header {HEADER!r}, got {header[:80]!r}")
-        for line_number, line in enumerate(f, start=2):
-            source, tab, target = line.rstrip("\r\n").partition("\t")
-            if not tab or len(target) != 1 or not target.isdigit():
-                raise _corrupt(
-                    path, f"line {line_number}: expected 'Source<TAB>Target' with a 0-9 target, got ...{line[-80:]!r}"
-                )
+            raise _malformed(path, f"expected the header {HEADER!r}, got {header[:80]!r}", 1)
+        for number, raw in enumerate(f, start=2):
+            line = _decode(path, raw, number).rstrip("\r\n")
+            if not line.strip():
+                first_blank = first_blank or number
+                continue
+            if first_blank is not None:
+                raise _malformed(path, "blank line with rows after it; delete it", first_blank)
             try:
-                row = encode(source)
-            except ValueError as e:
-                raise _corrupt(path, f"line {line_number}: {e}") from None
-            if not row or source.count("[") != source.count(END):  # every operator token starts with [
-                raise _corrupt(path, f"line {line_number}: not a complete ListOps expression (unbalanced brackets)")
-            rows.append(bytes(row))
-            labels.append(int(target))
+                row, label = parse_row(line)
+            except ValueError as error:
+                raise _malformed(path, str(error), number) from None
+            rows.append(row)
+            labels.append(label)
     if not labels:
-        raise _corrupt(path, "no examples after the header")
+        raise _malformed(path, "no examples after the header")
     data, offsets = pack_rows(rows)
     return {"data": data, "offsets": offsets, "labels": torch.tensor(labels, dtype=torch.long)}
+
+
+def _decode(path: Path, raw: bytes, number: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        problem = f"byte {raw[error.start]:#04x} at position {error.start + 1} is not UTF-8 (save the file as UTF-8)"
+        raise _malformed(path, problem, number) from None
+
+
+def _malformed(path: Path, problem: str, line: int | None = None) -> MalformedDataError:
+    return MalformedDataError(WHAT, path, make_target(path.parent), problem, line=line)
 
 
 def load_split(path: Path | str, cache_dir: Path | str | None = None, max_length: int | None = None) -> ColumnDataset:
@@ -102,7 +132,7 @@ def load_split(path: Path | str, cache_dir: Path | str | None = None, max_length
     """
     path = Path(path)
     if not path.is_file():
-        raise _corrupt(path, "file missing")
+        raise DataNotFoundError(WHAT, path, make_target(path.parent), "file missing", data_dir=path.parent)
     tensors = load_or_build(
         Path(cache_dir) if cache_dir is not None else path.parent / "cache",
         f"listops-{path.stem}",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -31,7 +32,7 @@ from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from hgrn.data.columns import ColumnDataset
-from hgrn.data.errors import DataNotFoundError
+from hgrn.data.errors import DataNotFoundError, MalformedDataError
 from hgrn.data.lra.cache import load_or_build
 from hgrn.data.lra.datamodule import MAKE_TARGET, LRADataModule, held_out_split
 from hgrn.data.lra.tokens import PIXEL_VOCAB_SIZE, PixelTokens
@@ -43,49 +44,77 @@ DIFFICULTY = "curv_contour_length_14"
 HELD_OUT = (0.1, 0.1)  # validation, test
 
 
-def read_metadata(root: Path) -> list[tuple[Path, int]]:
-    """(image path, label) per metadata line under root = <data_dir>/curv_contour_length_14."""
+def metadata_lines(root: Path) -> Iterator[tuple[Path, int, str]]:
+    """(metadata file, line number, line) of every non-blank metadata line under root, in s4's order (files
+    numerically); MalformedDataError (file and line) for a line that is not UTF-8 text or holds a NUL byte."""
     files = sorted((root / "metadata").glob("*.npy"), key=lambda p: (len(p.stem), p.stem))
     if not files:
-        raise DataNotFoundError(WHAT, root, MAKE_TARGET, "no metadata/*.npy")
-    samples = []
+        raise DataNotFoundError(WHAT, root, MAKE_TARGET, "no metadata/*.npy", data_dir=root.parent)
     for file in files:
-        try:
-            lines = file.read_text().splitlines()
-        except UnicodeDecodeError as error:
-            raise DataNotFoundError(WHAT, root, MAKE_TARGET, f"metadata/{file.name} is not text ({error})") from error
-        for number, line in enumerate(lines, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) < 4 or fields[3] not in ("0", "1"):
-                detail = f"metadata/{file.name} line {number} is {line[:80]!r}, expected 'imgs/<k> <png> <i> <0|1> ...'"
-                raise DataNotFoundError(WHAT, root, MAKE_TARGET, detail)
-            samples.append((root / fields[0] / fields[1], int(fields[3])))
+        for number, raw in enumerate(file.read_bytes().splitlines(), 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                problem = f"byte {raw[error.start]:#04x} at position {error.start + 1} is not UTF-8 (the file is text)"
+                raise _malformed(file, problem, root.parent, number) from None
+            if "\0" in line:  # no path holds one: name this line, not the PNG path it spoils
+                problem = f"NUL character at position {line.index(chr(0)) + 1} (the file is text; no path holds one)"
+                raise _malformed(file, problem, root.parent, number)
+            if line.strip():
+                yield file, number, line
+
+
+def read_metadata(root: Path) -> list[tuple[Path, int]]:
+    """(image path, label) per metadata line under root = <data_dir>/curv_contour_length_14. Blank lines are
+    skipped; labels are the ASCII digits 0 or 1."""
+    samples = []
+    for file, number, line in metadata_lines(root):
+        fields = line.split()
+        if len(fields) < 4 or fields[3] not in ("0", "1"):
+            problem = f"{line[:80]!r} is not 'imgs/<k> <png> <i> <0|1> ...' (label 0 or 1 fourth)"
+            raise _malformed(file, problem, root.parent, number)
+        samples.append((root / fields[0] / fields[1], int(fields[3])))
     return samples
 
 
-def read_image(path: Path, resolution: int) -> np.ndarray | None:
-    """Grayscale pixels uint8 [resolution ** 2]; None for an empty file."""
+def listed_at(path: Path, root: Path) -> str:
+    """`<metadata file>:<line>` of the first line that lists an image: a listed image that is not there may be a lost
+    file or a damaged line, so the error names both. Only called for that error, so re-reading the metadata is fine."""
+    for file, number, line in metadata_lines(root):
+        fields = line.split()
+        if len(fields) >= 2 and root / fields[0] / fields[1] == path:
+            return f"{file}:{number}"
+    return str(root / "metadata")
+
+
+def read_image(path: Path, resolution: int, data_dir: Path) -> np.ndarray | None:
+    """Grayscale pixels uint8 [resolution ** 2]; None for an empty file. data_dir: the folder the run reads."""
     try:
         if path.stat().st_size == 0:
             return None
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("L"))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        problem = f"unreadable image (missing or not a file; listed at {listed_at(path, data_dir / DIFFICULTY)})"
+        raise _malformed(path, problem, data_dir) from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL reports broken PNG chunks as SyntaxError
-        raise DataNotFoundError(WHAT, path.parent, MAKE_TARGET, f"unreadable image {path.name} ({error})") from error
+        raise _malformed(path, f"unreadable image ({error})", data_dir) from error
     if pixels.shape != (resolution, resolution):
-        detail = f"{path.name} is {pixels.shape[1]}x{pixels.shape[0]}, expected {resolution}x{resolution}"
-        raise DataNotFoundError(WHAT, path.parent, MAKE_TARGET, detail)
+        problem = f"image is {pixels.shape[1]}x{pixels.shape[0]}, expected {resolution}x{resolution}"
+        raise _malformed(path, problem, data_dir)
     return pixels.reshape(-1)
 
 
-def decode_images(samples: list[tuple[Path, int]], resolution: int) -> dict[str, Tensor]:
+def _malformed(path: Path, problem: str, data_dir: Path, line: int | None = None) -> MalformedDataError:
+    return MalformedDataError(WHAT, path, MAKE_TARGET, problem, line=line, data_dir=data_dir)
+
+
+def decode_images(samples: list[tuple[Path, int]], resolution: int, data_dir: Path) -> dict[str, Tensor]:
     """pixels uint8 [N, resolution ** 2] and labels int64 [N], empty images left out. PIL decodes outside the GIL,
-    so threads parallelise it."""
+    so threads parallelise it. data_dir: the folder the run reads, for the error a damaged image raises."""
     pixels = np.empty((len(samples), resolution * resolution), dtype=np.uint8)
     keep = np.ones(len(samples), dtype=bool)
-    read = partial(read_image, resolution=resolution)
+    read = partial(read_image, resolution=resolution, data_dir=data_dir)
     with ThreadPoolExecutor(min(32, os.cpu_count() or 1)) as pool:
         images = pool.map(read, [path for path, _ in samples], chunksize=256)
         for i, image in enumerate(tqdm(images, total=len(samples), desc=f"decoding pathfinder{resolution}")):
@@ -128,7 +157,7 @@ class PathfinderDataModule(LRADataModule):
     def read_splits(self) -> dict[str, Dataset]:
         root = self.data_dir / DIFFICULTY
         if not root.is_dir():
-            raise DataNotFoundError(WHAT, root, MAKE_TARGET, "no such directory")
+            raise DataNotFoundError(WHAT, root, MAKE_TARGET, "no such directory", data_dir=self.data_dir)
         samples = read_metadata(root)
         # Image directories, not 200k images: extracting or deleting files changes their mtime.
         sources = [*(root / "metadata").glob("*.npy"), *(p for p in (root / "imgs").glob("*") if p.is_dir())]
@@ -137,7 +166,7 @@ class PathfinderDataModule(LRADataModule):
             f"pathfinder{self.resolution}",
             sources,
             {"resolution": self.resolution, "difficulty": DIFFICULTY},
-            lambda: decode_images(samples, self.resolution),
+            lambda: decode_images(samples, self.resolution, self.data_dir),
         )
         dataset = ColumnDataset(inputs=PixelTokens(tensors["pixels"]), labels=tensors["labels"])
         train, val, test = held_out_split(len(dataset), HELD_OUT)

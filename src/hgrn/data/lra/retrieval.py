@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from hgrn.data.columns import ColumnDataset
-from hgrn.data.errors import DataNotFoundError
+from hgrn.data.errors import DataNotFoundError, MalformedDataError
 from hgrn.data.lra.cache import load_or_build
 from hgrn.data.lra.datamodule import MAKE_TARGET, ByteDataModule
 from hgrn.data.lra.tokens import byte_documents, pack_rows, truncate_document
@@ -26,7 +26,8 @@ FIELDS = 5
 
 
 def parse_label(field: bytes) -> int | None:
-    """0 or 1 (LRA reads the label as a float, so "1.0" counts as 1); None for anything else."""
+    """0 or 1 (LRA reads the label as a float, so "1.0" counts as 1); None for anything else. float() of bytes takes
+    ASCII only, so no other script's digits pass as a label."""
     try:
         value = float(field)
     except ValueError:
@@ -35,27 +36,39 @@ def parse_label(field: bytes) -> int | None:
 
 
 def encode_pairs(path: Path, max_length: int) -> dict[str, Tensor]:
-    """Parse one TSV into packed, truncated byte documents and labels; DataNotFoundError on a malformed line."""
+    """Parse one TSV into packed, truncated byte documents and labels; MalformedDataError (file and line) on a
+    malformed line. Texts stay bytes, as LRA reads them, so no encoding can be wrong. Blank lines may end the file."""
     labels: list[int] = []
     first: list[bytes] = []
     second: list[bytes] = []
+    first_blank: int | None = None
     with path.open("rb") as f:
         for number, line in enumerate(f, 1):
+            if not line.strip():
+                first_blank = first_blank or number
+                continue
+            if first_blank is not None:
+                raise _malformed(path, "blank line with rows after it; delete it", first_blank)
             fields = line.rstrip(b"\n").split(b"\t")
             if len(fields) != FIELDS:
-                detail = f"{path.name} line {number} has {len(fields)} of {FIELDS} tab-separated fields"
-                raise DataNotFoundError(WHAT, path.parent, MAKE_TARGET, detail)
+                raise _malformed(
+                    path, f"{len(fields)} of {FIELDS} tab-separated fields (label, id1, id2, text1, text2)", number
+                )
             label = parse_label(fields[0])
             if label is None:
-                detail = f"{path.name} line {number} has label {fields[0][:20]!r}, expected 0 or 1"
-                raise DataNotFoundError(WHAT, path.parent, MAKE_TARGET, detail)
+                shown = fields[0][:20].decode("utf-8", "backslashreplace")
+                raise _malformed(path, f"label {shown!r} is not 0 or 1", number)
             labels.append(label)
             first.append(truncate_document(fields[3], max_length))
             second.append(truncate_document(fields[4], max_length))
     if not labels:
-        raise DataNotFoundError(WHAT, path.parent, MAKE_TARGET, f"{path.name} is empty")
+        raise _malformed(path, "no examples (the file is empty)")
     (data1, offsets1), (data2, offsets2) = pack_rows(first), pack_rows(second)
     return {"data1": data1, "offsets1": offsets1, "data2": data2, "offsets2": offsets2, "labels": torch.tensor(labels)}
+
+
+def _malformed(path: Path, problem: str, line: int | None = None) -> MalformedDataError:
+    return MalformedDataError(WHAT, path, MAKE_TARGET, problem, line=line)
 
 
 class AANDataModule(ByteDataModule):
