@@ -7,25 +7,30 @@ Every compose imports this module, so the `div` resolver is registered exactly o
 from __future__ import annotations
 
 import difflib
+import math
+import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout, suppress
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONFIG_DIR = Path(__file__).parent / "conf"  # the repo's conf/ (src/hgrn/conf links to it), installed with the package
 
 
 class ConfigError(ValueError):
     """A config problem, reported by its full key."""
 
 
-def divide_exactly(total: int, parts: int) -> int:
-    """`${div:128,${trainer.devices}}`: a total batch split over devices, which must divide it."""
+def divide_exactly(total: int, *counts: int) -> int:
+    """`${div:128,${trainer.devices},${trainer.num_nodes}}`: a recipe's total batch split over every process (devices
+    per host x hosts), which must divide it."""
+    parts = math.prod(counts)
     if parts < 1 or total % parts:
-        raise ConfigError(f"cannot split {total} evenly over {parts} devices; choose a device count that divides it")
+        raise ConfigError(f"cannot split {total} evenly over {parts} processes; choose devices x nodes that divide it")
     return total // parts
 
 
@@ -43,10 +48,26 @@ def compose(*overrides: str, config_name: str = "train") -> DictConfig:
     `paths.output_dir` must be among the overrides if anything resolves it)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     check_overrides(overrides)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose(config_name, overrides=list(overrides))
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return hydra_compose(config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:  # one line, not Hydra's page
+        raise ConfigError(_one_line(error)) from None
+
+
+def _one_line(error: Exception) -> str:
+    """Hydra's first line, with its hint of how to add a key that is not in the config (when it gives one)."""
+    from hydra.errors import OverrideParseException
+
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if isinstance(error, OverrideParseException):
+        return f"an override does not parse ({lines[0]}); write key=value, e.g. optim.lr=1e-3 or model.grid=[32,32]"
+    hint = [line for line in lines[1:2] if line.startswith("To append")]
+    return " ".join(lines[:1] + hint)
 
 
 _GROUP_OVERRIDE = re.compile(r"^[+~]*(?P<key>experiment|recipe)(@[\w.]+)?=(?P<value>.*)$")
@@ -89,19 +110,41 @@ def _experiments_with_recipe(recipe: str, experiments: list[str]) -> str:
 
 
 @contextmanager
-def exit_on_user_error() -> Iterator[None]:
-    """Errors that are the user's to fix (config, data, a diverged loss) print one line and exit with status 2."""
+def exit_on_user_error(run_dir: str | Path | None = None) -> Iterator[None]:
+    """Errors that are the user's to fix (config, data, a diverged loss) print one line and exit with status 2; a run
+    that stopped so before saving any checkpoint leaves no run directory behind (`discard_unstarted_run`)."""
     from hgrn.data.errors import DataNotFoundError
 
     try:
         yield
     except (ConfigError, DataNotFoundError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
+        if run_dir is not None:
+            discard_unstarted_run(Path(run_dir))
         raise SystemExit(2) from None
 
 
-def main_with_checked_overrides(hydra_main: Callable[[], object]) -> None:
-    """Run a `@hydra.main` function after `check_overrides` has read the command line."""
+def discard_unstarted_run(run_dir: Path) -> None:
+    """Remove the directory of a run that failed before it saved a checkpoint (Hydra's config copy, an empty log, an
+    offline W&B run with nothing to sync), and its parents that are left empty. A run with a checkpoint is kept."""
+    if not run_dir.is_dir() or any(run_dir.rglob("*.ckpt")):
+        return
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:  # close it quietly: its "wandb sync" hint would name a deleted run
+        with open(os.devnull, "w") as devnull, redirect_stdout(devnull), redirect_stderr(devnull):
+            wandb.finish()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with suppress(OSError):
+        os.removedirs(run_dir.parent)  # stops at the first parent that is not empty
+
+
+def main_with_checked_overrides(hydra_main: Callable[[], object], config_name: str) -> None:
+    """Run a `@hydra.main` function once the command line's overrides are known to compose (a mistyped key or value
+    is then one line, before Hydra creates a run directory); sweeps (-m) are composed by Hydra per job."""
+    argv = sys.argv[1:]
+    overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra.")]
     with exit_on_user_error():
-        check_overrides(sys.argv[1:])
+        check_overrides(overrides)
+        if not {"-m", "--multirun"} & set(argv):
+            compose(*overrides, config_name=config_name)
     hydra_main()

@@ -15,12 +15,12 @@ from hgrn.training.run import evaluate
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
 def _run(cfg: DictConfig) -> None:
-    with exit_on_user_error():
+    with exit_on_user_error(run_dir=cfg.paths.output_dir):
         evaluate(cfg)
 
 
 def main() -> None:
-    main_with_checked_overrides(_run)
+    main_with_checked_overrides(_run, "eval")
 
 
 if __name__ == "__main__":

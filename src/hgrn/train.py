@@ -16,13 +16,13 @@ from hgrn.training.run import train
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _run(cfg: DictConfig) -> float | None:
-    with exit_on_user_error():
+    with exit_on_user_error(run_dir=cfg.paths.output_dir):
         result = train(cfg)
     return result.metrics.get(f"{cfg.task.get('monitor', 'val/loss')}_best")  # what a Hydra sweeper optimises
 
 
 def main() -> None:
-    main_with_checked_overrides(_run)
+    main_with_checked_overrides(_run, "train")
 
 
 if __name__ == "__main__":

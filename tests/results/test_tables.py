@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from hgrn.results import write_results
 from hgrn.results.tables import collect, main
 from tests.results.test_schema import example
@@ -35,3 +37,11 @@ def test_latest_run_per_experiment_wins_and_partial_runs_are_marked(tmp_path, ca
     assert "| hgrn2 | paper | 60.52 | 88.97 | 95.07 | 89.33 | 93.95 | 98.12 | 87.66 |" in table
     assert "skipping" in capsys.readouterr().out
     assert (tmp_path / "tables" / "lra.csv").read_text().startswith("model,source,listops")
+
+
+def test_a_runs_folder_that_does_not_exist_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lra", "--runs", str(tmp_path / "absent"), "--out", str(tmp_path / "tables")])
+    assert exit_info.value.code == 2
+    assert "absent: no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "tables").exists()

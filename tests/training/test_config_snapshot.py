@@ -22,6 +22,15 @@ SNAPSHOT = json.loads((Path(__file__).parent / "snapshots" / "experiments-resolv
 RENAMED_EXPERIMENTS = {"lra/transformer/": "lra/attention/", "mqar/transformer": "mqar/attention"}
 RENAMED_TARGETS = {"hgrn.data.listops.ListOpsDataModule": "hgrn.data.lra.listops.ListOpsDataModule"}
 ADDED_GROUPS = {"callbacks"}  # were built in code before; now a config group
+ADDED_KEYS = {"resume": None}  # added after the refactor: resume=auto|<run dir> (hgrn.training.resume)
+# Trainer keys added after the refactor, alike in every experiment: the datamodules shard every split themselves
+# (hgrn.data.sampler, not Lightning's DistributedSampler), checkpoint files are written atomically, and num_nodes
+# can be set for several hosts.
+ADDED_TRAINER_KEYS = {
+    "num_nodes": 1,
+    "use_distributed_sampler": False,
+    "plugins": [{"_target_": "hgrn.training.resume.AtomicCheckpointIO"}],
+}
 
 
 def renamed(name: str) -> str:
@@ -46,5 +55,7 @@ def test_experiment_resolves_as_before_the_refactor(experiment, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")  # as when the snapshot was taken (`make` exports offline)
     cfg = compose(f"experiment={renamed(experiment)}", "paths.output_dir=RUN_DIR", "paths.data_dir=DATA_DIR")
     now = OmegaConf.to_container(cfg, resolve=True)
-    assert set(now) - set(SNAPSHOT[experiment]) == ADDED_GROUPS
+    assert set(now) - set(SNAPSHOT[experiment]) == ADDED_GROUPS | set(ADDED_KEYS)
+    assert {k: now.pop(k) for k in ADDED_KEYS} == ADDED_KEYS
+    assert {k: now["trainer"].pop(k) for k in ADDED_TRAINER_KEYS} == ADDED_TRAINER_KEYS
     assert {k: v for k, v in now.items() if k not in ADDED_GROUPS} == before_refactor(experiment)

@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from hgrn.config import ConfigError
-from hgrn.training.build import build_task
+from hgrn.training.build import build_datamodule, build_task
 from hgrn.training.config_check import check_config
 from tests.training.conftest import EXPERIMENTS
 
@@ -20,7 +20,7 @@ def test_there_are_experiments():
 def test_experiment_composes_and_builds(experiment, make_config):
     cfg = make_config(f"experiment={experiment}", logger="wandb")
     check_config(cfg)
-    task = build_task(cfg, instantiate(cfg.data))
+    task = build_task(cfg, build_datamodule(cfg))
     assert task.num_parameters() > 0
     assert all(instantiate(node) is not None for node in cfg.logger.values())
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)

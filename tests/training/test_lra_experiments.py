@@ -70,3 +70,17 @@ def test_lra_experiment_runs_on_fixtures(experiment, make_config, tmp_path):
     result = train(make_config(*overrides))
     assert result.experiment == experiment
     assert 0.0 <= result.metrics["test/acc"] <= 1.0
+
+
+@pytest.mark.parametrize(("devices", "nodes", "per_device"), [(1, 1, 128), (8, 1, 16), (8, 2, 8), (4, 4, 8)])
+def test_a_recipes_total_batch_is_split_over_every_process(devices, nodes, per_device, make_config):
+    cfg = make_config("experiment=lra/hgrn2/listops", f"trainer.devices={devices}", f"trainer.num_nodes={nodes}")
+    assert cfg.data.batch_size == per_device
+
+
+def test_a_total_batch_that_the_processes_do_not_divide_is_refused(make_config):
+    from hgrn.config import ConfigError
+    from hgrn.training.config_check import check_config
+
+    with pytest.raises(ConfigError, match=r"cannot split 128 evenly over 6 processes"):
+        check_config(make_config("experiment=lra/hgrn2/listops", "trainer.devices=3", "trainer.num_nodes=2"))

@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 
 from hgrn import ops
 from hgrn.config import compose
 from hgrn.data.spec import data_spec
-from hgrn.training.build import build_task
+from hgrn.training.build import build_datamodule, build_task
 from hgrn.training.optim import param_groups
 
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
@@ -55,7 +54,7 @@ def time_recipe(experiment: str, steps: int = 10, device: str = "cuda", override
     base = [f"experiment={experiment}", "paths.output_dir=/tmp/lra_steps", "logger=none", *overrides]
     cfg = compose(*base)
     cuda = device == "cuda"
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     spec = data_spec(datamodule)
     task = build_task(cfg, datamodule).to(device)
     optimizer = task.optim_factory(param_groups(task.model))

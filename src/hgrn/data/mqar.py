@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from hgrn.data.columns import ColumnDataset
+from hgrn.data.sampler import sharded_loader
 
 IGNORE_INDEX = -100
 
@@ -160,10 +161,11 @@ class MQARDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError("MQAR data is generated in setup(): call it before asking for a dataloader")
-        return DataLoader(
+        return sharded_loader(  # this process's shard; exact over several processes, resumable mid-epoch
             self.datasets[split],
-            batch_size=self.hparams.batch_size,
+            self.hparams.batch_size,
             shuffle=shuffle,
+            equal_steps=split == "train",
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )

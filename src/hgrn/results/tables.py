@@ -68,9 +68,13 @@ def _cell(value: object) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Render a benchmark table from results.json files.")
     parser.add_argument("table", choices=["lra"])
-    parser.add_argument("--runs", nargs="+", default=["outputs", "results/runs"], help="folders searched for runs")
+    parser.add_argument("--runs", nargs="+", help="folders searched for runs (default: outputs results/runs)")
     parser.add_argument("--out", type=Path, default=Path("results/tables"))
     args = parser.parse_args(argv)
+    missing = [root for root in args.runs or () if not Path(root).is_dir()]
+    if missing:
+        parser.error(f"--runs {' '.join(missing)}: no such folder (give the folders that hold the runs' results.json)")
+    args.runs = args.runs or ["outputs", "results/runs"]  # either may be absent in a fresh clone
     paper = yaml.safe_load((PAPER_DIR / f"{args.table}.yaml").read_text())
     markdown, cells = lra_table(collect(args.runs), paper)
     args.out.mkdir(parents=True, exist_ok=True)

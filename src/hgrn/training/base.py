@@ -1,4 +1,5 @@
-"""What every task shares: optimiser and schedule from config, a guard against non-finite losses, metric logging."""
+"""What every task shares: optimiser and schedule from config, metric logging. Non-finite losses and gradients are
+the DivergenceGuard callback's (hgrn.training.guard)."""
 
 from __future__ import annotations
 
@@ -45,14 +46,9 @@ class TaskModule(L.LightningModule):
         raise NotImplementedError
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self.shared_step(batch, "train")
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss is {loss.item()} at step {self.global_step} (batch {batch_idx}). The last good "
-                "weights are in the run's checkpoints/last.ckpt; lower optim.lr, add trainer.gradient_clip_val, "
-                "or resume with ckpt_path=<that file>."
-            )
-        return loss
+        # A non-finite loss is caught before the optimiser step by hgrn.training.guard.DivergenceGuard
+        # (callbacks.guard), which also sees non-finite gradients and knows the run's checkpoints.
+        return self.shared_step(batch, "train")
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.shared_step(batch, "val")

@@ -3,9 +3,12 @@ and trainer. The training and evaluation entry points, the benchmarks and the te
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
@@ -16,6 +19,24 @@ from hgrn.data.spec import data_spec
 from hgrn.training.base import TaskModule
 
 
+@contextmanager
+def config_errors(where: str) -> Iterator[None]:
+    """A constructor that rejects its config values (before any data is read) is the config's error: one line that
+    names the group, as ConfigError, instead of Hydra's wrapped traceback."""
+    try:
+        yield
+    except (InstantiationException, TypeError, ValueError) as error:
+        cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
+        raise ConfigError(f"{where}: {str(cause).strip().splitlines()[0]}") from None
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """The datamodule, constructed only: no data is read before the trainer asks for it."""
+    with config_errors("data"):
+        return instantiate(cfg.data)
+
+
+@config_errors("task")
 def build_task(cfg: DictConfig, datamodule: L.LightningDataModule) -> TaskModule:
     """The LightningModule of a composed config: backbone from `model`, head from what the datamodule says."""
     return instantiate(
@@ -28,16 +49,19 @@ def build_task(cfg: DictConfig, datamodule: L.LightningDataModule) -> TaskModule
     )
 
 
+@config_errors("logger")
 def build_loggers(cfg: DictConfig) -> list[Logger]:
     return [instantiate(node) for node in (cfg.get("logger") or {}).values()]
 
 
+@config_errors("callbacks")
 def build_callbacks(cfg: DictConfig, loggers: list[Logger]) -> list[L.Callback]:
     """The `callbacks` group, by name; a learning-rate monitor only where a logger can receive it."""
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
     return [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]
 
 
+@config_errors("trainer")
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=cfg.paths.output_dir)
 

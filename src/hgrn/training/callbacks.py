@@ -12,19 +12,33 @@ import torch
 
 class ThroughputMonitor(L.Callback):
     """Samples and tokens per second over the time spent inside training steps (data loading and validation
-    excluded), plus the whole fit's wall time."""
+    excluded), plus the whole fit's wall time. The counts are kept in checkpoints, so a resumed run reports them
+    over the whole run (`resumed_seconds`: the fit time of the processes before, up to their checkpoint)."""
 
     def __init__(self) -> None:
         self.samples = self.tokens = 0
         self.step_seconds = 0.0
-        self.fit_seconds = 0.0
+        self.fit_seconds = self.resumed_seconds = 0.0
         self._step_start = self._fit_start = 0.0
+        self._restore = True
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore = stage == "fit"  # Lightning also loads callback states to test a checkpoint; only fit resumes
+
+    def state_dict(self) -> dict[str, float]:
+        fit_seconds = self.resumed_seconds + time.perf_counter() - self._fit_start
+        return {"samples": self.samples, "tokens": self.tokens, "step_seconds": self.step_seconds, "fit": fit_seconds}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        if self._restore:
+            self.samples, self.tokens = int(state_dict["samples"]), int(state_dict["tokens"])
+            self.step_seconds, self.resumed_seconds = state_dict["step_seconds"], state_dict["fit"]
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_start = time.perf_counter()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.fit_seconds = time.perf_counter() - self._fit_start
+        self.fit_seconds = self.resumed_seconds + time.perf_counter() - self._fit_start
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -52,10 +66,22 @@ class ThroughputMonitor(L.Callback):
 
 
 class ValidationHistory(L.Callback):
-    """The learning curve: every logged validation metric, with the step and epoch it was measured at."""
+    """The learning curve: every logged validation metric, with the step and epoch it was measured at. The rows are
+    kept in checkpoints, so a resumed run's curve is the whole run's."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
+        self._restore = True
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore = stage == "fit"  # Lightning also loads callback states to test a checkpoint; only fit resumes
+
+    def state_dict(self) -> dict[str, list[dict[str, float]]]:
+        return {"rows": [dict(row) for row in self.rows]}
+
+    def load_state_dict(self, state_dict: dict[str, list[dict[str, float]]]) -> None:
+        if self._restore:
+            self.rows = [dict(row) for row in state_dict["rows"]]
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -22,32 +23,48 @@ from hgrn.config import ConfigError
 from hgrn.io import atomic_write
 from hgrn.results import RunResult, write_results
 from hgrn.results.environment import git_state, hardware, package_versions, peak_memory_bytes
-from hgrn.training.build import build_callbacks, build_loggers, build_task, build_trainer, find_callback
+from hgrn.training.build import (
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_task,
+    build_trainer,
+    find_callback,
+)
 from hgrn.training.callbacks import ThroughputMonitor, ValidationHistory
-from hgrn.training.config_check import check_config
+from hgrn.training.config_check import check_config, check_hardware
+from hgrn.training.resume import ResumeState, StepCheckpoint, checkpoint_to_resume, pin_wandb_run
 
 
 def train(cfg: DictConfig) -> RunResult:
     """Fit, test the best validation checkpoint, and write results.json into the run directory."""
     check_config(cfg)
+    check_hardware(cfg)
     started = dt.datetime.now(dt.UTC)
     clock = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
+    ckpt_path = checkpoint_to_resume(cfg, run_dir)  # ckpt_path, or with `resume` the run's newest usable checkpoint
+    pin_wandb_run(cfg, run_dir)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule)
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, loggers)
-    best = find_callback(callbacks, ModelCheckpoint, "checkpoint")
+    best = find_callback([c for c in callbacks if not isinstance(c, StepCheckpoint)], ModelCheckpoint, "checkpoint")
     throughput = find_callback(callbacks, ThroughputMonitor, "throughput")
     history = find_callback(callbacks, ValidationHistory, "history")
+    find_callback(callbacks, ResumeState, "resume_state")  # without it a resumed epoch would restart at its first batch
+    trainer = build_trainer(cfg, callbacks, loggers)
+    world = trainer.num_nodes * trainer.num_devices
+    per_step = cfg.data.batch_size * world * trainer.accumulate_grad_batches  # examples per optimiser step
+    resolved["effective"] = {"world_size": world, "batch_size": per_step, "lr": cfg.optim.get("lr")}  # lr unscaled
+    rank_zero_info(f"effective batch {per_step} (data.batch_size x {world} processes x accumulate_grad_batches)")
     for logger in loggers:
         logger.log_hyperparams(resolved)
-    trainer = build_trainer(cfg, callbacks, loggers)
 
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     best_path = best.best_model_path or None
     test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path=best_path, verbose=False)[0]
 
@@ -61,7 +78,7 @@ def train(cfg: DictConfig) -> RunResult:
         config=resolved,
         parameters=task.num_parameters(),
         throughput=throughput.summary(),
-        wall_seconds=time.perf_counter() - clock,
+        wall_seconds=time.perf_counter() - clock + throughput.resumed_seconds,  # the earlier processes' fit too
         peak_memory_bytes=peak_memory_bytes(),
         steps=trainer.global_step,
         epochs=trainer.current_epoch,
@@ -88,13 +105,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         raise ConfigError("ckpt_path is required: the .ckpt to evaluate, e.g. ckpt_path=<run>/checkpoints/best.ckpt")
     check_config(cfg)
+    check_hardware(cfg)
     checkpoint = Path(cfg.ckpt_path)
     if not checkpoint.is_file():
         raise ConfigError(f"ckpt_path={checkpoint} is not a file; give the .ckpt of a finished or interrupted run")
     run_dir = Path(cfg.paths.output_dir)
     task_class = get_class(cfg.task._target_)
     task = task_class.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True, optim=None, sched=None)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, build_callbacks(cfg, loggers), loggers)
     metrics = {k: float(v) for k, v in trainer.test(task, datamodule=datamodule, verbose=False)[0].items()}

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, random_split
 
 from hgrn.data.collate import classification_collate
 from hgrn.data.lra.tokens import BYTE_VOCAB_SIZE
+from hgrn.data.sampler import sharded_loader
 
 MAKE_TARGET = "data-lra"
 SPLIT_SEED = 42  # s4's seed for the splits LRA leaves to the loader (CIFAR-10 validation, Pathfinder)
@@ -80,10 +81,11 @@ class LRADataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.splits:
             raise RuntimeError(f"call setup() before asking {type(self).__name__} for the {split} loader")
-        return DataLoader(
+        return sharded_loader(  # this process's shard; exact over several processes, resumable mid-epoch
             self.splits[split],
-            batch_size=self.batch_size,
+            self.batch_size,
             shuffle=shuffle,
+            equal_steps=split == "train",
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             collate_fn=classification_collate,

@@ -1,0 +1,204 @@
+"""DivergenceGuard: a non-finite loss or gradient is caught before the optimiser step, stops the run (naming the step,
+the parameter and the checkpoint to resume) or is skipped and counted up to callbacks.guard.max_skips."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from hgrn.config import ConfigError, exit_on_user_error
+from hgrn.training.classification import ClassificationTask
+from hgrn.training.guard import DivergenceGuard, gradient_problem, newest_checkpoint
+from hgrn.training.run import train
+
+SHORT = ["experiment=demo", "data.num_workers=0", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2"]
+
+
+def nan_loss_at(steps: Callable[[int], bool]) -> Callable:
+    """A ClassificationTask.shared_step whose training loss is NaN at the global steps `steps` selects."""
+    original = ClassificationTask.shared_step
+
+    def shared_step(self, batch, split):
+        loss = original(self, batch, split)
+        return loss * float("nan") if split == "train" and steps(self.global_step) else loss
+
+    return shared_step
+
+
+# ------------------------------------------------------------------------------------------------ whole runs
+
+
+def test_stop_names_the_step_and_the_newest_checkpoint(make_config, listops_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(ClassificationTask, "shared_step", nan_loss_at(lambda step: step == 5))
+    with pytest.raises(FloatingPointError) as error:
+        train(make_config(*SHORT, f"data.data_dir={listops_dir}", "trainer.max_epochs=2"))
+    message = str(error.value)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert re.fullmatch(
+        r"training loss is nan at step 5 \(epoch 1, batch 1\), every parameter finite; lower optim\.lr or set "
+        r"trainer\.gradient_clip_val, or skip such steps with callbacks\.guard\.mode=skip, then resume with "
+        rf"ckpt_path={re.escape(str(last))}",
+        message,
+    ), message
+    assert last.is_file() and torch.load(last, weights_only=False)["global_step"] == 4
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_stop_before_any_checkpoint_says_the_run_must_restart(make_config, listops_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ClassificationTask, "shared_step", nan_loss_at(lambda step: step == 1))
+    with pytest.raises(SystemExit) as exit_, exit_on_user_error():
+        train(make_config(*SHORT, f"data.data_dir={listops_dir}", "trainer.max_epochs=1"))
+    assert exit_.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert re.fullmatch(
+        r"error: training loss is nan at step 1 \(epoch 0, batch 1\), every parameter finite; no checkpoint of this "
+        r"run exists yet, so it must restart: lower optim\.lr .* and run it again",
+        line,
+    ), line
+    assert not list((tmp_path / "checkpoints").glob("*.ckpt")) and not (tmp_path / "results.json").exists()
+
+
+def test_a_nan_gradient_names_its_parameter(make_config, listops_dir, tmp_path, monkeypatch):
+    victim = {}
+
+    def poison_one_gradient(self):
+        if self.global_step == 2:
+            name, parameter = list(self.named_parameters())[-2]  # not the first: the message must find it
+            parameter.grad.view(-1)[0] = float("nan")
+            victim["name"] = name
+
+    monkeypatch.setattr(ClassificationTask, "on_after_backward", poison_one_gradient, raising=False)
+    with pytest.raises(FloatingPointError) as error:
+        train(make_config(*SHORT, f"data.data_dir={listops_dir}", "trainer.max_epochs=1"))
+    assert re.match(
+        rf"training gradient is nan at step 2 \(epoch 0, batch 2\), first in parameter {re.escape(victim['name'])}; "
+        r".*no checkpoint of this run exists yet",
+        str(error.value),
+    ), str(error.value)
+
+
+def test_skip_finishes_the_run_with_finite_weights_and_logs_the_count(make_config, listops_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(ClassificationTask, "shared_step", nan_loss_at(lambda step: step in (1, 5)))
+    skip = ["callbacks.guard.mode=skip", "callbacks.guard.max_skips=2", "trainer.log_every_n_steps=1"]
+    result = train(make_config(*SHORT, *skip, f"data.data_dir={listops_dir}", "trainer.max_epochs=2"))
+    assert result.steps == 8 and (tmp_path / "results.json").is_file()
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert all(torch.isfinite(weight).all() for weight in saved["state_dict"].values())
+    assert saved["callbacks"]["DivergenceGuard"] == {"skipped": 2}
+    with (tmp_path / "csv" / "version_0" / "metrics.csv").open() as f:
+        counts = {
+            int(row["step"]): float(row["train/skipped_steps"])
+            for row in csv.DictReader(f)
+            if row.get("train/skipped_steps")
+        }
+    assert counts[0] == 0 and counts[1] == 1 and counts[4] == 1 and counts[7] == 2, counts
+
+
+def test_skip_stops_once_more_than_max_skips_were_skipped(make_config, listops_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(ClassificationTask, "shared_step", nan_loss_at(lambda step: True))
+    skip = ["callbacks.guard.mode=skip", "callbacks.guard.max_skips=2"]
+    with pytest.raises(FloatingPointError) as error:
+        train(make_config(*SHORT, *skip, f"data.data_dir={listops_dir}", "trainer.max_epochs=1"))
+    assert re.fullmatch(
+        r"training loss is nan at step 2 \(epoch 0, batch 2\), every parameter finite; 3 steps skipped, more than "
+        r"callbacks\.guard\.max_skips=2; no checkpoint of this run exists yet, so it must restart: lower optim\.lr or "
+        r"set trainer\.gradient_clip_val and run it again",
+        str(error.value),
+    ), str(error.value)
+    assert not (tmp_path / "results.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------ the parts
+
+
+class Toy(L.LightningModule):
+    """A linear regression whose loss is NaN at the global steps in `nan_steps`, recording its weights per step."""
+
+    def __init__(self, nan_steps: set[int]) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+        self.nan_steps = nan_steps
+        self.weights: list[torch.Tensor] = []
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        self.weights.append(self.layer.weight.detach().clone())
+        loss = self.layer(batch).pow(2).mean()
+        return loss * float("nan") if self.global_step in self.nan_steps else loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=0.1, weight_decay=0.1)
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(torch.randn(16, 4), batch_size=4)
+
+
+def fit_toy(guard: DivergenceGuard, nan_steps: set[int], steps: int) -> Toy:
+    toy = Toy(nan_steps)
+    trainer = L.Trainer(
+        max_steps=steps,
+        callbacks=[guard],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(toy)
+    return toy
+
+
+def test_a_skipped_step_leaves_the_weights_alone():
+    guard = DivergenceGuard(mode="skip", max_skips=1)
+    toy = fit_toy(guard, {1}, steps=3)
+    before_skip, after_skip, after_good_step = toy.weights[1], toy.weights[2], toy.layer.weight.detach()
+    assert torch.equal(before_skip, after_skip)  # no update, not even AdamW's weight decay
+    assert not torch.equal(after_skip, after_good_step) and torch.isfinite(after_good_step).all()
+    assert guard.skipped == 1
+
+
+def test_gradient_problem_finds_the_first_nonfinite_gradient_by_name():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.ones(1, 2)).sum().backward()
+    assert gradient_problem(model, optimizer) is None
+    model[1].weight.grad[0, 1] = float("inf")
+    model[1].bias.grad[0] = float("nan")
+    assert gradient_problem(model, optimizer) == ("training gradient is nan", "first in parameter 1.weight")
+    model[1].bias.grad.zero_()
+    assert gradient_problem(model, optimizer) == ("training gradient is inf", "first in parameter 1.weight")
+
+
+def test_the_checkpoint_to_resume_got_furthest(tmp_path: Path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    trainer = L.Trainer(callbacks=[L.pytorch.callbacks.ModelCheckpoint(dirpath=folder)], logger=False)
+    assert newest_checkpoint(trainer) is None
+    saved = {"best.ckpt": 8, "step-00000012.ckpt": 12, "last.ckpt": 12, "interrupted.ckpt": 11, "newer.ckpt": 10}
+    for age, (name, step) in enumerate(saved.items()):
+        torch.save({"global_step": step}, folder / name)
+        os.utime(folder / name, (1_000_000 + age, 1_000_000 + age))  # later in the list: written later
+    (folder / "broken.ckpt").write_bytes(b"cut short")
+    assert newest_checkpoint(trainer) == folder / "last.ckpt"  # furthest, and last.ckpt wins the tie at step 12
+    (folder / "last.ckpt").unlink()
+    assert newest_checkpoint(trainer) == folder / "step-00000012.ckpt"
+
+
+@pytest.mark.parametrize(("mode", "max_skips"), [("halt", 1), ("skip", -1)])
+def test_a_bad_setting_is_a_config_error(mode: str, max_skips: int):
+    with pytest.raises(ConfigError, match=r"callbacks\.guard\.(mode|max_skips)="):
+        DivergenceGuard(mode=mode, max_skips=max_skips)
+
+
+def test_the_default_config_stops():
+    from hgrn.config import compose
+
+    guard = compose("paths.output_dir=RUN").callbacks.guard
+    assert (guard.mode, guard.max_skips) == ("stop", 10)
