@@ -104,11 +104,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         raise ConfigError("ckpt_path is required: the .ckpt to evaluate, e.g. ckpt_path=<run>/checkpoints/best.ckpt")
-    check_config(cfg)
+    check_config(cfg)  # ckpt_path must be a file
     check_hardware(cfg)
     checkpoint = Path(cfg.ckpt_path)
-    if not checkpoint.is_file():
-        raise ConfigError(f"ckpt_path={checkpoint} is not a file; give the .ckpt of a finished or interrupted run")
     run_dir = Path(cfg.paths.output_dir)
     task_class = get_class(cfg.task._target_)
     task = task_class.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True, optim=None, sched=None)
