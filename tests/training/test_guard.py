@@ -176,14 +176,22 @@ def test_gradient_problem_finds_the_first_nonfinite_gradient_by_name():
     assert gradient_problem(model, optimizer) == ("training gradient is inf", "first in parameter 1.weight")
 
 
+def training_checkpoint(step: int, mid_batch: bool = False) -> dict:
+    """The parts of a Lightning checkpoint that resume looks at (hgrn.training.resume.resume_problem)."""
+    progress = {"started": step + mid_batch, "processed": step}
+    loops = {"fit_loop": {"epoch_loop.batch_progress": {"total": progress}}}
+    return {"global_step": step, "state_dict": {}, "optimizer_states": [], "loops": loops}
+
+
 def test_the_checkpoint_to_resume_got_furthest(tmp_path: Path):
+    """Furthest by step among the checkpoints resume accepts (a mid-batch one, though further, is passed over)."""
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     trainer = L.Trainer(callbacks=[L.pytorch.callbacks.ModelCheckpoint(dirpath=folder)], logger=False)
     assert newest_checkpoint(trainer) is None
     saved = {"best.ckpt": 8, "step-00000012.ckpt": 12, "last.ckpt": 12, "interrupted.ckpt": 11, "newer.ckpt": 10}
-    for age, (name, step) in enumerate(saved.items()):
-        torch.save({"global_step": step}, folder / name)
+    for age, (name, step) in enumerate([*saved.items(), ("mid-batch.ckpt", 13)]):
+        torch.save(training_checkpoint(step, mid_batch=name == "mid-batch.ckpt"), folder / name)
         os.utime(folder / name, (1_000_000 + age, 1_000_000 + age))  # later in the list: written later
     (folder / "broken.ckpt").write_bytes(b"cut short")
     assert newest_checkpoint(trainer) == folder / "last.ckpt"  # furthest, and last.ckpt wins the tie at step 12

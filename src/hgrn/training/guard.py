@@ -29,6 +29,7 @@ from torch.nn.utils import get_total_norm
 from torch.optim import Optimizer
 
 from hgrn.config import ConfigError
+from hgrn.training.resume import resumable_step
 
 log = logging.getLogger(__name__)
 MODES = ("stop", "skip")
@@ -124,19 +125,16 @@ def first_nonfinite(named: Iterable[tuple[str, Tensor]]) -> str | None:
 
 def newest_checkpoint(trainer: L.Trainer) -> Path | None:
     """The checkpoint in the run's checkpoint folders that got furthest (global step), preferring last.ckpt and then
-    the newest file on a tie; files that do not load are passed over. Read only when a run stops, memory-mapped."""
+    the newest file on a tie; files resume would refuse (unreadable, cut mid-batch: `resumable_step`) are passed
+    over. Read only when a run stops, memory-mapped."""
     folders = {Path(c.dirpath) for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.dirpath}
-    found = {path: _progress(path) for folder in folders for path in folder.glob("*.ckpt")}
-    ranked = {path: progress for path, progress in found.items() if progress is not None}
+    steps = {path: resumable_step(path) for folder in folders for path in folder.glob("*.ckpt")}
+    ranked = {
+        path: (step, path.name == "last.ckpt", path.stat().st_mtime_ns)
+        for path, step in steps.items()
+        if step is not None
+    }
     return max(ranked, key=ranked.__getitem__, default=None)
-
-
-def _progress(path: Path) -> tuple[int, bool, int] | None:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-        return int(checkpoint["global_step"]), path.name == "last.ckpt", path.stat().st_mtime_ns
-    except Exception:  # whatever makes a file unreadable also makes it no place to resume from
-        return None
 
 
 def resume_advice(trainer: L.Trainer, fixes: str) -> str:

@@ -101,17 +101,28 @@ def checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> str | None:
 def resume_problem(path: Path) -> str | None:
     """Why a checkpoint cannot be resumed from, or None. Tensors are memory-mapped, not read: a truncated file fails
     on its missing zip directory, and a checkpoint saved inside a batch (Ctrl-C) would replay that batch twice."""
+    return _inspect(path)[1]
+
+
+def resumable_step(path: Path) -> int | None:
+    """The global step a checkpoint resumes at, or None where `resume_problem` finds a reason not to resume from it."""
+    checkpoint, problem = _inspect(path)
+    return None if problem is not None else int(checkpoint["global_step"])
+
+
+def _inspect(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the checkpoint, memory-mapped, or None; why it cannot be resumed from, or None)."""
     try:
         checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as error:  # any failure to read means: not this one
-        return f"it does not load ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        return None, f"it does not load ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
     missing = {"state_dict", "optimizer_states", "loops"} - set(checkpoint)
     if missing:
-        return f"it holds no training state ({', '.join(sorted(missing))} missing)"
+        return checkpoint, f"it holds no training state ({', '.join(sorted(missing))} missing)"
     batches = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]
     if batches["started"] != batches["processed"]:
-        return "it was saved inside a training batch"
-    return None
+        return checkpoint, "it was saved inside a training batch"
+    return checkpoint, None
 
 
 def pin_wandb_run(cfg: DictConfig, run_dir: Path) -> None:
