@@ -1,6 +1,10 @@
 """Next-token prediction with labels [B, T] (-100 = nothing to predict): language modeling and MQAR.
 
-Reports loss, perplexity and the accuracy over labelled positions (MQAR's metric)."""
+Reports the loss and the perplexity as token-weighted means over the labelled positions of a whole split (each
+batch weighs by its labelled tokens). Language modeling trains on the chunked linear + cross-entropy, which never
+holds the logits of the whole batch; a task that reports token accuracy (`token_accuracy`, MQAR's metric) needs the
+logits and takes the unfused path.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,10 @@ IGNORE = -100
 
 
 class LanguageModelingTask(TaskModule):
+    """token_accuracy: also report the accuracy over labelled positions (logits path).
+    compile: torch.compile the model's norms, GLUs and loss (CausalLM.compile_blocks); the first step then compiles.
+    The other arguments as TaskModule's."""
+
     def __init__(
         self,
         backbone: dict[str, Any],
@@ -25,22 +33,45 @@ class LanguageModelingTask(TaskModule):
         optim: OptimizerFactory,
         sched: ScheduleFactory | None = None,
         tie_embeddings: bool = True,
+        token_accuracy: bool = True,
+        compile: bool = False,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
+        fp32_evaluation: bool = False,
     ) -> None:
-        super().__init__(optim, sched, monitor, monitor_mode)
+        super().__init__(optim, sched, monitor, monitor_mode, fp32_evaluation)
         self.save_hyperparameters(ignore=["optim", "sched"])
         vocab = data["vocab_size"]
         self.model = CausalLM(CausalLMConfig(backbone=backbone, vocab_size=vocab, tie_embeddings=tie_embeddings))
-        self.add_split_metrics("acc", lambda: MulticlassAccuracy(vocab, average="micro", ignore_index=IGNORE))
+        if compile:
+            self.model.compile_blocks()
+        self.token_accuracy = token_accuracy
+        if token_accuracy:
+            self.add_split_metrics("acc", lambda: MulticlassAccuracy(vocab, average="micro", ignore_index=IGNORE))
         self.add_split_metrics("loss", MeanMetric)
 
     def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
-        logits = self.model(batch["inputs"])
-        logits, labels = logits.flatten(0, 1), batch["labels"].flatten()
-        loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE)
-        self.log_loss_and_accuracy(split, loss, logits, labels, weight=(labels != IGNORE).sum())
+        """The batch's mean loss over its labelled positions (0 when it has none, with zero gradients)."""
+        inputs, labels = batch["inputs"], batch["labels"]
+        labelled = (labels != IGNORE).sum()
+        if self.token_accuracy:
+            logits, flat_labels = self.model(inputs).flatten(0, 1), labels.flatten()
+            total = F.cross_entropy(logits.float(), flat_labels, ignore_index=IGNORE, reduction="sum")
+            loss = total / labelled.clamp_min(1)
+            self.log_loss_and_accuracy(split, loss, logits, flat_labels, weight=labelled)
+            return loss
+        loss = self.model.loss(inputs, labels, reduction="sum") / labelled.clamp_min(1)
+        self.log_loss(split, loss, weight=labelled, batch_size=labels.numel())
         return loss
+
+    def log_loss(self, split: str, loss: Tensor, weight: Tensor, batch_size: int) -> None:
+        """Accumulate this split's loss weighted by the labelled tokens and log it: per step while training, and
+        per epoch (the token-weighted mean) from the metric object."""
+        mean_loss = self.split_metric(split, "loss")
+        mean_loss(loss.detach(), weight=weight)
+        self.log(
+            f"{split}/loss", mean_loss, on_step=split == "train", on_epoch=True, prog_bar=True, batch_size=batch_size
+        )
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/ppl", self.val_loss.compute().exp())

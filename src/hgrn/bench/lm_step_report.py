@@ -1,0 +1,126 @@
+"""Results of the LM step benchmark (hgrn.bench.lm_step): one JSON and one Markdown table per GPU and date,
+results/bench/lm-step-<gpu>-<date>.{json,md}.
+
+Every row carries the run (start time, UTC) that measured it. A later run on the same GPU can be added to the file
+(`--merge`): its rows follow the earlier ones. MFU uses the bf16 matmul rate measured in the row's own run, and a row
+is compared (x Llama, x fla) only with peers measured in that run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+PEER_COLUMNS = (("x Llama", "llama-sdpa"), ("x fla", "fla-hgrn2"))
+VERSIONED = ("torch", "triton", "transformers", "fla-core")
+
+
+def new_run_id() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def assemble(
+    rows: list[dict], shape: dict, gpu: str, run: str, matmul_tflops: float | None, setting: str, earlier: dict | None
+) -> dict:
+    """The result of this run's rows (each tagged with `run`) after those of `earlier` (a result of the same GPU, or
+    None). Adds each measured row's MFU = 6 N tokens/s over its run's matmul rate."""
+    runs = {run: {"matmul_tflops": matmul_tflops, "versions": {name: _version(name) for name in VERSIONED}}}
+    rows = [{**row, "run": run} for row in rows]
+    if earlier is not None:
+        if earlier["gpu"] != gpu:
+            raise SystemExit(f"--merge: that result is from {earlier['gpu']}, this run is on {gpu}; merge same GPUs")
+        runs, rows = {**earlier["runs"], **runs}, earlier["rows"] + rows
+    for row in rows:
+        tflops = runs[row["run"]]["matmul_tflops"]
+        if "tokens_per_s" in row and tflops:
+            row["mfu"] = 6 * row["params"] * row["tokens_per_s"] / (tflops * 1e12)
+    return {"gpu": gpu, "date": run[:10], "shape": shape, "setting": setting, "runs": runs, "rows": rows}
+
+
+def stem(result: dict) -> str:
+    gpu = re.sub(r"[^a-z0-9]+", "-", result["gpu"].lower()).strip("-")
+    return f"lm-step-{gpu}-{result['date']}"
+
+
+def markdown(result: dict) -> str:
+    shape, runs = result["shape"], result["runs"]
+    lines = [
+        f"# LM training step: {result['gpu']}, {result['date']}",
+        "",
+        f"d {shape['d_model']}, {shape['n_layers']} layers, vocab {shape['vocab']} (tied), GLU {shape['glu']} SiLU, "
+        f"B {shape['batch']} x T {shape['length']} random tokens, {result['setting']}. MFU = 6 N tokens/s over the "
+        "bf16 matmul rate measured in the row's run; x Llama / x fla: against those peers in the same run.",
+        "",
+    ]
+    for run, info in runs.items():
+        versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v)
+        rate = f"bf16 matmul {info['matmul_tflops']:.0f} TFLOP/s; " if info["matmul_tflops"] else ""
+        lines.append(f"- run {run}: {rate}{versions}")
+    lines += [
+        "",
+        "| row | run | params | tokens/s | x Llama | x fla | MFU | peak GiB | first step s | loss step 1 | what |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        if "error" in row:
+            error = row["error"][-300:].replace("|", "/")
+            lines.append(f"| {row['row']} | {row['run'][11:16]} | | | | | | | | | error: {error} |")
+            continue
+        cells = [
+            row["run"][11:16],
+            f"{row['params'] / 1e6:.1f}M" if row["params"] >= 1e5 else str(row["params"]),
+            f"{row['tokens_per_s'] / 1e3:.1f}k",
+            *(_ratio(row, result["rows"], peer) for _, peer in PEER_COLUMNS),
+            f"{row['mfu']:.1%}" if "mfu" in row else "-",
+            f"{row['peak_gib']:.1f}" if row["peak_gib"] is not None else "-",
+            f"{row['first_step_s']:.1f}",
+            f"{row['loss_first']:.4f}",
+            row["note"],
+        ]
+        lines.append(f"| {row['row']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for row in result["rows"]:
+        lines += _row_details(row)
+    return "\n".join(lines) + "\n"
+
+
+def _row_details(row: dict) -> list[str]:
+    """Compilation, peak memory by phase and the profile of one row, where measured."""
+    lines = []
+    dynamo = row.get("dynamo", {})
+    if dynamo.get("graphs"):
+        reasons = f" ({'; '.join(dynamo['reasons'])})" if dynamo["reasons"] else ""
+        lines.append(
+            f"- {row['row']}: {dynamo['graphs']} compiled graphs, {dynamo['graph_breaks']} graph breaks{reasons}"
+        )
+    if row.get("peak_gib_by_phase"):
+        phases = ", ".join(f"{phase} {gib:.1f}" for phase, gib in row["peak_gib_by_phase"].items())
+        lines.append(f"- {row['row']}: peak GiB by phase of one step: {phases}")
+    if "profile" in row:
+        heading = f"## Where the time goes: {row['row']} (run {row['run']}, {row['step_s'] * 1e3:.1f} ms per step)"
+        lines += ["", heading, "", row["profile"], ""]
+    return lines
+
+
+def _ratio(row: dict, rows: list[dict], peer: str) -> str:
+    base = next((r for r in rows if r["row"] == peer and r["run"] == row["run"] and "tokens_per_s" in r), None)
+    return f"{row['tokens_per_s'] / base['tokens_per_s']:.2f}" if base else "-"
+
+
+def write(result: dict, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = out_dir / stem(result)
+    paths = [base.with_suffix(".json"), base.with_suffix(".md")]
+    paths[0].write_text(json.dumps(result, indent=1) + "\n")
+    paths[1].write_text(markdown(result))
+    return paths
+
+
+def _version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None

@@ -1,0 +1,92 @@
+"""The LM step benchmark: a CPU smoke run of our models writes the JSON and Markdown, every path through the model
+gives the same first loss, ratios and MFU are computed against the peers, kernels fall into their groups."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+
+from hgrn.bench import lm_step
+from hgrn.bench import lm_step_report as report
+from hgrn.bench.lm_profile import group_of
+
+
+def test_smoke_run_writes_results_and_the_loss_paths_agree(tmp_path):
+    rows = ["ours-hgrn2-before", "ours-hgrn2-fused-eager", "ours-hgrn2", "ours-attention"]
+    lm_step.main(["--smoke", "--out", str(tmp_path), "--rows", *rows])
+    (json_path,) = tmp_path.glob("lm-step-cpu-*.json")
+    result = json.loads(json_path.read_text())
+    by_row = {row["row"]: row for row in result["rows"]}
+    assert list(by_row) == rows
+    assert all(row["tokens_per_s"] > 0 and row["first_step_s"] > 0 for row in by_row.values())
+    # the unfused logits path and the chunked loss see the same model (same seed) and the same tokens
+    first = by_row["ours-hgrn2-before"]["loss_first"]
+    assert by_row["ours-hgrn2-fused-eager"]["loss_first"] == pytest.approx(first, rel=1e-6)
+    assert by_row["ours-hgrn2"]["loss_first"] == pytest.approx(first, rel=1e-6)
+    assert by_row["ours-hgrn2"]["params"] == by_row["ours-hgrn2-before"]["params"]
+    markdown = json_path.with_suffix(".md").read_text()
+    assert "| ours-attention |" in markdown and "fp32, eager (CPU smoke)" in markdown
+
+
+def test_ratios_and_mfu_are_taken_against_the_peers_of_the_same_run():
+    """A second run merged into the first: each row's MFU uses its run's matmul rate, ratios its run's peers."""
+
+    def measured(row: str, tokens_per_s: float) -> dict:
+        return {"row": row, "note": "", "params": 341_000_000, "tokens_per_s": tokens_per_s, "peak_gib": 20.0,
+                "first_step_s": 5.0, "loss_first": 10.4}  # fmt: skip
+
+    shape = asdict(lm_step.ANCHOR)
+    first_rows = [measured("ours-hgrn2", 150e3), measured("llama-sdpa", 100e3)]
+    first = report.assemble(first_rows, shape, "NVIDIA H200", "2026-12-02T10:00:00Z", 700.0, "s", None)
+    second_rows = [measured("ours-hgrn2", 180e3), measured("llama-sdpa", 90e3)]
+    second_rows.append({"row": "fla-hgrn2", "note": "", "error": "not finished within 200 s"})
+    merged = report.assemble(second_rows, shape, "NVIDIA H200", "2026-12-02T12:00:00Z", 800.0, "s", first)
+    assert [(r["row"], r["run"][11:13]) for r in merged["rows"]] == [
+        ("ours-hgrn2", "10"), ("llama-sdpa", "10"), ("ours-hgrn2", "12"), ("llama-sdpa", "12"), ("fla-hgrn2", "12")
+    ]  # fmt: skip
+    assert merged["rows"][0]["mfu"] == pytest.approx(6 * 341e6 * 150e3 / 700e12)
+    assert merged["rows"][2]["mfu"] == pytest.approx(6 * 341e6 * 180e3 / 800e12)
+    table = report.markdown(merged).splitlines()
+    ours = [line for line in table if line.startswith("| ours-hgrn2 |")]
+    assert "| 150.0k | 1.50 | - |" in ours[0] and "| 180.0k | 2.00 | - |" in ours[1]  # fla gave no number
+    assert any("error: not finished within 200 s" in line for line in table)
+    assert report.stem(merged) == "lm-step-nvidia-h200-2026-12-02"
+    with pytest.raises(SystemExit, match="merge same GPUs"):
+        report.assemble(second_rows, shape, "NVIDIA H100", "2026-12-02T12:00:00Z", 800.0, "s", first)
+
+
+@pytest.mark.parametrize("argv", [["--rows", "llama-sdpa"], ["--merge", "no-such-result.json"]])
+def test_bad_arguments_stop_before_anything_runs(argv, capsys):
+    with pytest.raises(SystemExit):
+        lm_step.parse_args(["--smoke", *argv])
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("kernel", "group"),
+    [
+        ("triton_red_fused__to_copy_mul_rsqrt_0", "compiled (Inductor Triton)"),
+        ("nvjet_tst_256x128_64x4_1x2_h_bz_coopA_TNT", "matmul (cuBLAS / CUTLASS)"),
+        ("_walk_fwd_kernel", "recurrence ops (Triton: ours, fla's)"),
+        ("_bwd_kernel", "recurrence ops (Triton: ours, fla's)"),
+        ("chunk_gla_fwd_kernel_o", "recurrence ops (Triton: ours, fla's)"),
+        ("layer_norm_fwd_kernel", "norms"),
+        ("pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits>", "attention (SDPA / flash)"),
+        ("void at::native::(anonymous namespace)::fused_adam_kernel", "optimizer (fused AdamW)"),
+        ("something_else", "other"),
+    ],
+)
+def test_profile_groups_kernels_by_name(kernel, group):
+    assert group_of(kernel) == group
+
+
+def test_a_row_runs_in_its_own_process_with_its_own_caches(tmp_path):
+    args = lm_step.parse_args(["--smoke", "--steps", "1", "--warmup", "0", "--cache-root", str(tmp_path)])
+    row = lm_step.run_row_process("ours-hgrn2-fused-eager", args, timeout=120)
+    assert "error" not in row, row.get("error")
+    assert row["tokens_per_s"] > 0 and row["process_s"] >= row["first_step_s"]
+    assert (tmp_path / "ours-hgrn2-fused-eager" / "row.json").exists()
+    late = lm_step.run_row_process("ours-hgrn2", args, timeout=0.01)
+    assert late == {"row": "ours-hgrn2", "note": lm_step.ROW_NOTES["ours-hgrn2"], "error": "not finished within 0 s"}
