@@ -36,7 +36,7 @@ def test_every_resolver_is_registered_once_in_the_config_module():
     for path in python_files():
         for name in re.findall(r"register_new_resolver\(\s*['\"](\w+)['\"]", path.read_text()):
             registrations.setdefault(name, []).append(path.relative_to(SRC.parents[1]))
-    assert registrations == {"div": [Path("src/hgrn/config.py")]}
+    assert registrations == {"div": [Path("src/hgrn/config.py")], "lookup": [Path("src/hgrn/config.py")]}
 
 
 def test_a_recipe_selected_as_an_experiment_is_refused_in_one_line():
@@ -89,9 +89,9 @@ def test_evaluate_reproduces_the_test_metrics_of_the_trained_checkpoint(make_con
     eval_dir = tmp_path / "eval"
     overrides = ["experiment=demo", *data, f"ckpt_path={trained.best_checkpoint}", f"paths.output_dir={eval_dir}"]
     record = evaluate(compose(*overrides, "logger=csv", config_name="eval"))
-    assert record["metrics"]["test/acc"] == pytest.approx(trained.metrics["test/acc"])
-    assert record["metrics"]["test/loss"] == pytest.approx(trained.metrics["test/loss"], rel=1e-5)
-    assert record["parameters"] == trained.parameters
+    assert record.metrics["test/acc"] == pytest.approx(trained.metrics["test/acc"])
+    assert record.metrics["test/loss"] == pytest.approx(trained.metrics["test/loss"], rel=1e-5)
+    assert record.parameters == trained.parameters
     assert (eval_dir / "evaluation.json").stat().st_mode & 0o777 == 0o644
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hgrn.data.errors import DataNotFoundError
-from hgrn.results import load_results
+from hgrn.results import SCHEMA_VERSION, load_record
 from hgrn.training.run import train
 from tests.training.conftest import TINY_MQAR
 
@@ -21,12 +21,12 @@ DEMO_ON = ["experiment=demo", "data.num_workers=0"]
 def test_fast_dev_run_classification(make_config, listops_dir, tmp_path):
     result = train(make_config(*DEMO_ON, f"data.data_dir={listops_dir}", "trainer.fast_dev_run=true"))
     assert set(result.metrics) >= {"test/acc", "test/loss"}
-    assert load_results(tmp_path / "results.json").metrics == result.metrics
+    assert load_record(tmp_path / "results.json").metrics == result.metrics
 
 
 @pytest.mark.parametrize("model", ["hgrn2", "hgrn1", "gla", "attention"])
 def test_fast_dev_run_language_modeling_on_mqar(model, make_config, tmp_path):
-    result = train(make_config(f"experiment=mqar/{model}", *TINY_MQAR, "trainer.fast_dev_run=true"))
+    result = train(make_config(f"experiment=mqar/{model}", "trainer=cpu", *TINY_MQAR, "trainer.fast_dev_run=true"))
     assert 0.0 <= result.metrics["test/acc"] <= 1.0 and result.metrics["test/ppl"] > 1
     assert result.task == "LanguageModelingTask"
 
@@ -38,7 +38,7 @@ def test_short_listops_run_beats_the_majority_class(make_config, listops_dir, tm
     result = train(make_config(*DEMO_ON, f"data.data_dir={listops_dir}", "trainer.max_epochs=5"))
     assert result.metrics["test/acc"] >= majority + 0.15, (result.metrics, majority)
     record = json.loads((tmp_path / "results.json").read_text())
-    assert record["status"] == "completed" and record["schema_version"] == 1
+    assert record["status"] == "completed" and record["schema_version"] == SCHEMA_VERSION
     assert record["config"]["model"]["mixer"] == "hgrn2" and record["parameters"] == result.parameters
     assert len(record["history"]) == 5 and record["history"][-1]["epoch"] == 4
     assert record["throughput"]["train_tokens_per_s"] > 0 and record["peak_memory_bytes"] > 0

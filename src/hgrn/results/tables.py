@@ -1,88 +1,197 @@
-"""Tables rendered only from results.json files, next to the published numbers in results/paper/.
+"""The paper tables, rendered only from records, beside the published numbers of results/paper/<table>.yaml.
 
-python -m hgrn.results.tables lra [--runs outputs results/runs] [--out results/tables]
+    python -m hgrn.results.tables                      # every table (`make tables`)
+    python -m hgrn.results.tables lra --runs results/runs --out results/tables
+
+Each table is one small function from its paper file to a `Spec` (hgrn.results.table); a new table (the expand-ratio
+ablation, MQAR) is one more such function with its own candidates. Writes <table>.md, <table>.tex and <table>.csv;
+records that cannot be used are listed on stderr with their path and left out.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from hgrn.results.schema import RunResult, load_results
+from hgrn.io import atomic_writes
+from hgrn.results.collect import TRAINING, Skipped, collect
+from hgrn.results.render import csv_text, latex, markdown
+from hgrn.results.table import Line, Measure, Published, Spec, build
 
-PAPER_DIR = Path(__file__).resolve().parents[3] / "results" / "paper"
+REPO = Path(__file__).resolve().parents[3]
+PAPER_DIR = REPO / "results" / "paper"
+DEFAULT_RUNS = ("outputs", "results/runs")
+SELECTION = (
+    "ours: only runs that followed their experiment's recipe (no override that changes the model, data or budget) "
+    "and finished it; mean ± std over seeds where there are several; † the best of a sweep over optimiser settings "
+    "by the validation monitor (its setting in the CSV). Each number links to its record. no run: no such run yet; "
+    "the runs that do not qualify are listed under Other runs."
+)
+UNVERIFIED = (
+    "paper: the published numbers of this table are unverified (the paper could not be read; hgrn-paper-facts.md "
+    "§3.3), so none is shown; results/paper/{name}.yaml says what is known."
+)
 
 
-def collect(roots: Iterable[Path | str]) -> dict[str, RunResult]:
-    """The most recent completed run of each experiment found under the roots (invalid files are skipped loudly)."""
-    latest: dict[str, RunResult] = {}
-    for root in roots:
-        for path in sorted(Path(root).rglob("results.json")):
-            try:
-                result = load_results(path)
-            except ValueError as error:
-                print(f"skipping {path}: {error}")
-                continue
-            known = latest.get(result.experiment)
-            if known is None or result.finished_at > known.finished_at:
-                latest[result.experiment] = result
-    return latest
+def load_paper(name: str) -> dict[str, Any]:
+    return yaml.safe_load((PAPER_DIR / f"{name}.yaml").read_text(encoding="utf-8"))
 
 
-def lra_table(runs: dict[str, RunResult], paper: dict) -> tuple[str, list[list[str]]]:
-    """Markdown with one 'ours' and one 'paper' row per model, and the same rows as CSV cells. A run that stopped
-    before its recipe's last epoch (e.g. a time-limited run) is marked with '*' and left out of the average."""
-    tasks = paper["tasks"]
-    header = ["model", "source", *tasks, "avg"]
-    rows = []
+def lra_spec(paper: dict[str, Any]) -> Spec:
+    tasks, metric = paper["tasks"], paper["metric"]
+    lines = []
     for model, entries in paper["models"].items():
-        ours: list[object] = []
-        for task in tasks:
-            run = runs.get(entries[task]["experiment"])
-            ours.append(None if run is None else _accuracy(run, paper["metric"]))
-        complete = all(isinstance(v, float) for v in ours)
-        ours_avg = sum(ours) / len(ours) if complete else None
-        rows.append([model, "ours", *ours, ours_avg])
-        rows.append([model, "paper", *(entries[t]["paper"] for t in tasks), entries["avg"]])
-    cells = [[_cell(v) for v in row] for row in rows]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    return "\n".join(lines) + "\n", [header, *cells]
+        ours = tuple(Measure(entries[task]["experiment"], metric) for task in tasks)
+        published = tuple(Published(entries[task]["paper"]) for task in tasks)
+        lines.append(Line((model, "ours"), ours, average=True))
+        lines.append(Line((model, "paper"), published, average=True, published_average=entries["avg"]))
+    return Spec(
+        name="lra",
+        title="Long Range Arena: test accuracy (%)",
+        label_header=("model", "source"),
+        columns=tuple(tasks),
+        lines=tuple(lines),
+        records=TRAINING,
+        paper_file="results/paper/lra.yaml",
+        scale=100.0,
+        alternative="last_weights",
+        notes=(
+            "ours: test accuracy at the best validation checkpoint (val/acc); lra.csv also gives the test accuracy "
+            "of the last weights (column last_weights), which the official LRA code tests at the end; which of the "
+            "two the papers report is not stated.",
+            SELECTION,
+            "paper: results/paper/lra.yaml (HGRN2 paper, LRA table). avg: the mean of the six tasks.",
+        ),
+    )
 
 
-def _accuracy(run: RunResult, metric: str) -> float | str:
-    value = 100 * run.metrics[metric]
-    planned = run.config.get("trainer", {}).get("max_epochs")
-    return f"{value:.2f}*" if planned and run.epochs < planned else value
+def commonsense_spec(paper: dict[str, Any]) -> Spec:
+    tasks, acc_only = paper["tasks"], set(paper["acc_only"])
+    lines = []
+    for entry in paper["models"]:
+        labels = (entry["model"], entry["params"], entry["tokens"])
+        if entry.get("experiment"):
+            for measure in ("acc", "acc_norm"):
+                metrics = [f"{t}/{'acc' if t in acc_only else measure}" for t in tasks]
+                ours = tuple(Measure(entry["experiment"], m) for m in metrics)
+                lines.append(Line((*labels, f"ours {measure}"), ours, average=True))
+        published = tuple(Published(value) for value in entry["paper"])
+        lines.append(Line((*labels, "paper"), published, average=True, published_average=entry["avg"]))
+    return Spec(
+        name="commonsense",
+        title="Commonsense reasoning, zero-shot lm-eval: accuracy (%)",
+        label_header=("model", "params (B)", "tokens (B)", "source"),
+        columns=tuple(paper["columns"]),
+        lines=tuple(lines),
+        records="lm",
+        paper_file="results/paper/commonsense.yaml",
+        scale=100.0,
+        notes=(
+            "ours: lm-eval acc and acc_norm (WinoGrande has acc only, used in both lines) of the best checkpoint of "
+            "each conf/experiment/lm/pile/ run (python -m hgrn.eval.lm); which of the two the paper's columns use is "
+            "not stated.",
+            SELECTION,
+            "paper: results/paper/commonsense.yaml (HGRN2 paper, LLM table). avg: the mean of the six tasks.",
+        ),
+    )
 
 
-def _cell(value: object) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
+def _ours_only_spec(name: str, title: str, paper: dict[str, Any], scale: float, notes: Sequence[str]) -> Spec:
+    """A table of our lines only (no verified published numbers to stand beside them)."""
+    columns = tuple(paper["metrics"])
+    lines = tuple(
+        Line((model, "ours"), tuple(Measure(entry["experiment"], paper["metrics"][c]) for c in columns))
+        for model, entry in paper["models"].items()
+    )
+    return Spec(
+        name=name,
+        title=title,
+        label_header=("model", "source"),
+        columns=columns,
+        lines=lines,
+        records=paper["records"],
+        paper_file=f"results/paper/{name}.yaml",
+        scale=scale,
+        notes=tuple(notes),
+    )
+
+
+def _unverified_spec(name: str, title: str, paper: dict[str, Any], scale: float, note: str) -> Spec:
+    """A table whose published numbers are unverified: our lines only, and a note that says so."""
+    if paper.get("verified", True):
+        raise ValueError(f"results/paper/{name}.yaml has verified numbers; give {name} paper lines")
+    return _ours_only_spec(name, title, paper, scale, (note, SELECTION, UNVERIFIED.format(name=name)))
+
+
+def wikitext103_spec(paper: dict[str, Any]) -> Spec:
+    note = (
+        "ours: perplexity of the training run: val, the best validation perplexity; test, the whole test split at "
+        "the best validation checkpoint, in non-overlapping blocks of 512 (every token scored once)."
+    )
+    return _unverified_spec("wikitext103", "WikiText-103: perplexity", paper, 1.0, note)
+
+
+def ptb_spec(paper: dict[str, Any]) -> Spec:
+    notes = (
+        "ours: perplexity of the training run (conf/recipe/lm/ptb.yaml, the WikiText-103 recipe at reduced scale): "
+        "val, the best validation perplexity; test, the whole test split at the best validation checkpoint, in "
+        "non-overlapping blocks of 512.",
+        SELECTION,
+        "Not a paper table: the papers report no Penn Treebank numbers; this is the suite's always-offline check.",
+    )
+    return _ours_only_spec("ptb", "Penn Treebank: perplexity", paper, 1.0, notes)
+
+
+def imagenet_spec(paper: dict[str, Any]) -> Spec:
+    note = "ours: top-1 / top-5 accuracy on the validation set at the best validation checkpoint."
+    return _unverified_spec("imagenet", "ImageNet-1K: accuracy (%)", paper, 100.0, note)
+
+
+SPECS: dict[str, Callable[[dict[str, Any]], Spec]] = {
+    "lra": lra_spec,
+    "wikitext103": wikitext103_spec,
+    "ptb": ptb_spec,
+    "commonsense": commonsense_spec,
+    "imagenet": imagenet_spec,
+}
+
+
+def render(names: Sequence[str], roots: Iterable[Path | str], out: Path) -> list[Skipped]:
+    """Write every named table under `out` from the records under `roots`; returns the records left out."""
+    runs, skipped = collect(roots)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        table, missing = build(SPECS[name](load_paper(name)), runs)
+        skipped += missing
+        texts = {"md": markdown(table, out), "tex": latex(table), "csv": csv_text(table, out)}
+        with atomic_writes([out / f"{name}.{suffix}" for suffix in texts]) as files:
+            for file, text in zip(files, texts.values(), strict=True):
+                file.write(text)
+    return skipped
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Render a benchmark table from results.json files.")
-    parser.add_argument("table", choices=["lra"])
-    parser.add_argument("--runs", nargs="+", help="folders searched for runs (default: outputs results/runs)")
+    parser = argparse.ArgumentParser(description="Render the paper tables from results.json / evaluation.json files.")
+    parser.add_argument("tables", nargs="*", help=f"any of {' '.join(SPECS)} (default: all of them)")
+    parser.add_argument("--runs", nargs="+", help=f"folders searched for records (default: {' '.join(DEFAULT_RUNS)})")
     parser.add_argument("--out", type=Path, default=Path("results/tables"))
     args = parser.parse_args(argv)
-    missing = [root for root in args.runs or () if not Path(root).is_dir()]
-    if missing:
-        parser.error(f"--runs {' '.join(missing)}: no such folder (give the folders that hold the runs' results.json)")
-    args.runs = args.runs or ["outputs", "results/runs"]  # either may be absent in a fresh clone
-    paper = yaml.safe_load((PAPER_DIR / f"{args.table}.yaml").read_text())
-    markdown, cells = lra_table(collect(args.runs), paper)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.table}.csv").write_text("\n".join(",".join(row) for row in cells) + "\n")
-    note = "\n\\* stopped before the recipe's last epoch (partial run); not averaged.\n"
-    (args.out / f"{args.table}.md").write_text(markdown + note)
-    print(markdown)
-    print(f"written to {args.out / args.table}.{{md,csv}}")
+    unknown = [name for name in args.tables if name not in SPECS]
+    if unknown:
+        parser.error(f"no table {' '.join(unknown)}; the tables are {' '.join(SPECS)}")
+    absent = [root for root in args.runs or () if not Path(root).is_dir()]
+    if absent:
+        parser.error(f"--runs {' '.join(absent)}: no such folder (give the folders that hold the runs' records)")
+    names = args.tables or list(SPECS)
+    skipped = render(names, args.runs or DEFAULT_RUNS, args.out)  # a default folder may be absent in a fresh clone
+    for problem in dict.fromkeys(str(s) for s in skipped):
+        print(problem, file=sys.stderr)
+    print(f"wrote {', '.join(names)} to {args.out}/ (.md, .tex, .csv); {len(skipped)} record(s) skipped")
 
 
 if __name__ == "__main__":

@@ -66,8 +66,12 @@ class ThroughputMonitor(L.Callback):
 
 
 class ValidationHistory(L.Callback):
-    """The learning curve: every logged validation metric, with the step and epoch it was measured at. The rows are
-    kept in checkpoints, so a resumed run's curve is the whole run's."""
+    """The learning curve, as Lightning's CSV log has it: one row per validation with its `val/*` metrics (read once
+    the validation has logged everything, the task's epoch-end metrics included), and in the row of the epoch's
+    last step the epoch's training means (`train/loss`, `train/acc`: the CSV's `train/*_epoch`, metrics logged per
+    step and per epoch); an epoch that ends without a validation gets a row of its own. `step` is the optimiser step
+    (the CSV writes step - 1). The rows are kept in checkpoints, so a resumed run's curve is the whole run's.
+    """
 
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
@@ -83,11 +87,25 @@ class ValidationHistory(L.Callback):
         if self._restore:
             self.rows = [dict(row) for row in state_dict["rows"]]
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         self.rows.append({"step": trainer.global_step, "epoch": trainer.current_epoch, **metrics})
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        means = {
+            k.removesuffix("_epoch"): float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith("train/") and k.endswith("_epoch")
+        }
+        if not means:
+            return
+        last = self.rows[-1] if self.rows else {}
+        if last.get("step") == trainer.global_step and last.get("epoch") == trainer.current_epoch:
+            last.update(means)
+        else:
+            self.rows.append({"step": trainer.global_step, "epoch": trainer.current_epoch, **means})
 
 
 class InterruptCheckpoint(L.Callback):

@@ -128,8 +128,7 @@ def _inspect(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 def pin_wandb_run(cfg: DictConfig, run_dir: Path) -> None:
     """Give every W&B logger of the run the id kept in the run directory (made on the first start), with
     resume="allow", so a resumed run logs into the same W&B run. Only rank zero writes the id: it alone logs."""
-    loggers = (cfg.get("logger") or {}).values()
-    nodes = [node for node in loggers if node is not None and str(node.get("_target_")).endswith("WandbLogger")]
+    nodes = wandb_logger_nodes(cfg)
     if not nodes:
         return
     path = run_dir / WANDB_ID_FILE
@@ -146,6 +145,12 @@ def pin_wandb_run(cfg: DictConfig, run_dir: Path) -> None:
         with open_dict(node):
             node.id = node.get("id") or run_id
             node.resume = "allow"
+
+
+def wandb_logger_nodes(cfg: DictConfig) -> list[DictConfig]:
+    """The config nodes of the run's W&B loggers (none, usually one)."""
+    loggers = (cfg.get("logger") or {}).values()
+    return [node for node in loggers if node is not None and str(node.get("_target_")).endswith("WandbLogger")]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

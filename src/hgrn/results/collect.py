@@ -1,0 +1,116 @@
+"""Finding the records under some folders and reading them as `Run`s, the one view every table selects from.
+
+A file that cannot be used (unreadable, not JSON, truncated, a wrong type, a missing key, a non-finite metric, an
+unknown schema version) is reported with its path and skipped; it never stops the other tables and never reaches one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hgrn.results.evaluation import EVALUATION_FILE
+from hgrn.results.schema import EvaluationRecord, Record, TrainingRecord, load_record
+
+RECORD_FILES = ("results.json", EVALUATION_FILE)
+TRAINING = "training"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A record file left out, and why."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"skipped {self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A record as the tables see it: the numbers and the identity of the training run that produced them.
+
+    source: "training" for a training record, else the evaluation's name (perplexity, lm-eval, ...).
+    For an evaluation, overrides, seed, finished and best are those of the evaluated run (its `trained` entry), and
+    `recipe` holds only when both the evaluation and that run kept their recipes.
+    """
+
+    path: Path
+    source: str
+    experiment: str
+    overrides: tuple[str, ...] | None
+    seed: int | None
+    recipe: bool
+    finished: bool
+    progress: str  # how far training got, for the reader of the "other runs" table
+    monitor: str
+    monitor_mode: str
+    best: float | None
+    metrics: Mapping[str, float]
+    metrics_last: Mapping[str, float]
+    config: Mapping[str, Any]
+    finished_at: str
+
+
+def run_of(path: Path, record: Record) -> Run:
+    if isinstance(record, TrainingRecord):
+        planned = f" of {record.planned_steps:,}" if record.planned_steps is not None else ""
+        return Run(
+            path=path,
+            source=TRAINING,
+            experiment=record.experiment,
+            overrides=None if record.overrides is None else tuple(record.overrides),
+            seed=record.seed,
+            recipe=record.recipe,
+            finished=record.finished,
+            progress=f"{record.steps:,}{planned} steps",
+            monitor=record.monitor,
+            monitor_mode=record.monitor_mode,
+            best=record.best(),
+            metrics=record.metrics,
+            metrics_last=record.metrics_last,
+            config=record.config,
+            finished_at=record.finished_at,
+        )
+    return _evaluation_run(path, record)
+
+
+def _evaluation_run(path: Path, record: EvaluationRecord) -> Run:
+    trained = record.trained or {}
+    overrides = trained.get("overrides")
+    return Run(
+        path=path,
+        source=record.evaluation,
+        experiment=record.experiment,
+        overrides=None if overrides is None else tuple(overrides),
+        seed=trained.get("seed"),
+        recipe=record.recipe and bool(trained.get("recipe")),
+        finished=bool(trained.get("finished")),
+        progress="evaluated run finished" if trained.get("finished") else "evaluated run unfinished or unknown",
+        monitor=trained.get("monitor", ""),
+        monitor_mode=trained.get("monitor_mode", "min"),
+        best=trained.get("best"),
+        metrics=record.metrics,
+        metrics_last={},
+        config=record.config,
+        finished_at=record.finished_at,
+    )
+
+
+def record_files(roots: Iterable[Path | str]) -> list[Path]:
+    """Every results.json and evaluation.json under the roots, sorted (a root that does not exist holds none)."""
+    return sorted({path for root in roots for name in RECORD_FILES for path in Path(root).rglob(name)})
+
+
+def collect(roots: Iterable[Path | str]) -> tuple[list[Run], list[Skipped]]:
+    """The runs recorded under the roots, and the files skipped with the reason."""
+    runs, skipped = [], []
+    for path in record_files(roots):
+        try:
+            runs.append(run_of(path, load_record(path)))
+        except (OSError, ValueError) as error:
+            skipped.append(Skipped(path, str(error) or type(error).__name__))
+    return runs, skipped
