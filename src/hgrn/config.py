@@ -1,7 +1,7 @@
 """The one home of configuration: where the Hydra configs live, the resolvers they use, the error a bad config raises,
 and composition for code that builds runs without the command line (benchmarks, tests, notebooks).
 
-Every compose imports this module, so the `div` resolver is registered exactly once, here.
+Every compose imports this module, so the `div` and `lookup` resolvers are registered exactly once, here.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout, suppress
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,7 +35,16 @@ def divide_exactly(total: int, *counts: int) -> int:
     return total // parts
 
 
+def look_up(key: Any, table: dict) -> Any:
+    """`${lookup:${.seq_len},{64: 512, 128: 512, 256: 256, 512: 64}}`: a value chosen by another, as an official
+    recipe that picks its batch by sequence length."""
+    if key not in table:
+        raise ConfigError(f"no value for {key!r} in {table}; give the value itself or one of the keys {list(table)}")
+    return table[key]
+
+
 OmegaConf.register_new_resolver("div", divide_exactly)
+OmegaConf.register_new_resolver("lookup", look_up)
 
 
 def group_options(group: str) -> list[str]:

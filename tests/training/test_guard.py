@@ -90,7 +90,8 @@ def test_skip_finishes_the_run_with_finite_weights_and_logs_the_count(make_confi
     skip = ["callbacks.guard.mode=skip", "callbacks.guard.max_skips=2", "trainer.log_every_n_steps=1"]
     result = train(make_config(*SHORT, *skip, f"data.data_dir={listops_dir}", "trainer.max_epochs=2"))
     assert result.steps == 8 and (tmp_path / "results.json").is_file()
-    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    # the run's final state (last.ckpt is the best-checkpoint callback's latest save, which a worse epoch skips)
+    saved = torch.load(tmp_path / "checkpoints" / "step-00000008.ckpt", weights_only=False)
     assert all(torch.isfinite(weight).all() for weight in saved["state_dict"].values())
     assert saved["callbacks"]["DivergenceGuard"] == {"skipped": 2}
     with (tmp_path / "csv" / "version_0" / "metrics.csv").open() as f:

@@ -115,7 +115,11 @@ def multiquery_ar(
 
 class MQARDataModule(L.LightningDataModule):
     """Zoology's MQAR setting: a training set and a held-out test set generated in setup() from independent seed
-    streams of `seed`. Validation uses the test set, as Zoology does (it early-stops on test accuracy)."""
+    streams of `seed`. Validation uses the test set, as Zoology does (it early-stops on test accuracy).
+
+    shuffle: a new training order every epoch; Zoology serves its training batches in the same order every epoch
+    (shuffle=False).
+    """
 
     def __init__(
         self,
@@ -127,6 +131,7 @@ class MQARDataModule(L.LightningDataModule):
         batch_size: int = 512,
         power_a: float = 0.01,
         random_non_queries: bool = True,
+        shuffle: bool = True,
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
@@ -171,7 +176,7 @@ class MQARDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=self.hparams.shuffle)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("test")

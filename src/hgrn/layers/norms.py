@@ -2,20 +2,50 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 NORMS = ("layernorm", "rmsnorm", "simple_rmsnorm", "batchnorm", "none")
 
 
-class SequenceBatchNorm(nn.BatchNorm1d):
-    """BatchNorm over batch and time for [B, T, D] features (LRA's 'batch'/'synbatch'; Lightning syncs it on DDP)."""
+class SequenceBatchNorm(nn.Module):
+    """BatchNorm over batch and time for [B, T, D] features (LRA's 'batch' and 'synbatch' norms).
+
+    The statistics live in an inner nn.BatchNorm1d over [B, D, T]. Lightning's `sync_batchnorm` (trainer=ddp) swaps
+    that inner module for a SyncBatchNorm, which then pools the statistics of every process ('synbatch'), while
+    this module keeps the [B, T, D] layout around it.
+
+    group_size: in training, statistics over groups of this many sequences instead of the whole batch, as the
+    official runs with unsynchronised batch norm on several GPUs computed them (one group per GPU). The running
+    statistics follow the first group, as DDP broadcasts the first process's buffers to the others.
+    """
+
+    def __init__(self, dim: int, group_size: int | None = None) -> None:
+        super().__init__()
+        if group_size is not None and group_size < 1:
+            raise ValueError(f"batchnorm group_size={group_size} must be a positive number of sequences, or None")
+        self.norm = nn.BatchNorm1d(dim)
+        self.group_size = group_size
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        x = x.transpose(1, 2)
+        if self.training and self.group_size is not None and x.shape[0] > self.group_size:
+            first, *rest = x.split(self.group_size)
+            y = torch.cat([self.norm(first), *(self._group_statistics_only(group) for group in rest)])
+        else:
+            y = self.norm(x)
+        return y.transpose(1, 2)
+
+    def _group_statistics_only(self, group: Tensor) -> Tensor:
+        """Normalise with the group's own statistics and the shared affine, leaving the running statistics alone."""
+        norm = self.norm
+        return F.batch_norm(group, None, None, norm.weight, norm.bias, training=True, eps=norm.eps)
 
 
-def make_norm(kind: str, dim: int, eps: float = 1e-6) -> nn.Module:
-    """'layernorm', 'rmsnorm' (learned scale), 'simple_rmsnorm' (no weight), 'batchnorm' or 'none'."""
+def make_norm(kind: str, dim: int, eps: float = 1e-6, batchnorm_group: int | None = None) -> nn.Module:
+    """'layernorm', 'rmsnorm' (learned scale), 'simple_rmsnorm' (no weight), 'batchnorm' (statistics over groups
+    of batchnorm_group sequences when given) or 'none'."""
     if kind == "layernorm":
         return nn.LayerNorm(dim, eps=eps)
     if kind == "rmsnorm":
@@ -23,7 +53,7 @@ def make_norm(kind: str, dim: int, eps: float = 1e-6) -> nn.Module:
     if kind == "simple_rmsnorm":
         return nn.RMSNorm(dim, eps=eps, elementwise_affine=False)
     if kind == "batchnorm":
-        return SequenceBatchNorm(dim)
+        return SequenceBatchNorm(dim, batchnorm_group)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"norm={kind!r} is not a known normalisation; choose one of {NORMS}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +30,15 @@ class BackboneConfig:
     glu_ratio: float = 2.0  # GLU hidden width = glu_ratio * d_model; 0 drops the channel mixer
     glu_act: str = "silu"
     glu_bias: bool = False
+    glu_dropout: float = 0.0  # on the GLU's activated gate (the official LRA GLU applies the model's dropout there)
+    identity_channel_mixer: bool = False  # with glu_ratio 0: the channel sublayer still adds its norm, x + norm(x)
     norm: str = "rmsnorm"  # the blocks' pre-norms and the final norm
+    batchnorm_group: int | None = None  # norm=batchnorm: statistics over groups of this many sequences in training
     lower_bounds: bool = True  # learned layer-wise forget-gate lower bounds (HGRN mixers only)
-    dropout: float = 0.0
+    input_dropout: float = 0.0  # on the embedded inputs, before the first block (Zoology's embed_dropout)
+    dropout: float = 0.0  # residual dropout on each sublayer's output
     drop_path: float = 0.0  # stochastic depth, rising linearly to this rate at the last block
+    scaled_out_proj_init: bool = False  # init_weights draws the mixers' out_proj with std / sqrt(2 n_layers)
 
     def __post_init__(self) -> None:
         if self.d_model < 1 or self.n_layers < 1:
@@ -51,16 +57,29 @@ class BackboneConfig:
             raise ValueError(f"direction={self.direction!r} is not known; choose one of {DIRECTIONS}")
         if self.norm not in NORMS:
             raise ValueError(f"norm={self.norm!r} is not a known normalisation; choose one of {NORMS}")
+        if self.identity_channel_mixer and self.glu_ratio > 0:
+            raise ValueError(
+                f"identity_channel_mixer=True replaces the GLU, so it needs glu_ratio=0; got glu_ratio={self.glu_ratio}"
+            )
 
 
 class Block(nn.Module):
+    """Pre-norm residual block: x + mixer(norm(x)), then x + channel(norm(x)) where the channel mixer is a GLU, the
+    identity (Zoology's TransformerBlock with state_mixer=Identity, whose norm output still joins the stream), or
+    absent."""
+
     def __init__(self, config: BackboneConfig, drop_path: float) -> None:
         super().__init__()
         d = config.d_model
-        self.mixer_norm = make_norm(config.norm, d)
+        self.mixer_norm = make_norm(config.norm, d, batchnorm_group=config.batchnorm_group)
         self.mixer = build_mixer(config.mixer, d, config.direction, config.grid, **config.mixer_options)
-        self.glu_norm = make_norm(config.norm, d) if config.glu_ratio > 0 else None
-        self.glu = GLU(d, int(config.glu_ratio * d), config.glu_act, config.glu_bias) if config.glu_ratio > 0 else None
+        channel = config.glu_ratio > 0 or config.identity_channel_mixer
+        self.glu_norm = make_norm(config.norm, d, batchnorm_group=config.batchnorm_group) if channel else None
+        self.glu = None
+        if config.identity_channel_mixer:
+            self.glu = nn.Identity()
+        elif channel:
+            self.glu = GLU(d, int(config.glu_ratio * d), config.glu_act, config.glu_bias, config.glu_dropout)
         self.dropout = nn.Dropout(config.dropout)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -88,9 +107,11 @@ class Backbone(nn.Module):
         self.blocks = nn.ModuleList(Block(config, rate) for rate in rates)
         bounded = config.lower_bounds and self.blocks[0].mixer.uses_lower_bound
         self.lower_bounds = LayerLowerBounds(config.n_layers, config.d_model) if bounded else None
-        self.norm = make_norm(config.norm, config.d_model)
+        self.input_dropout = nn.Dropout(config.input_dropout)
+        self.norm = make_norm(config.norm, config.d_model, batchnorm_group=config.batchnorm_group)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        x = self.input_dropout(x)
         for block, bound in zip(self.blocks, self._bounds(), strict=True):
             x = block(x, bound, mask)
         return self.norm(x)
@@ -113,13 +134,19 @@ class Backbone(nn.Module):
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
-    """N(0, std) for linear and embedding weights, zero biases (the official HGRN initialisation)."""
+    """N(0, std) for linear and embedding weights, zero biases (the official HGRN initialisation); applied to every
+    module of a model (`model.apply`). A backbone with scaled_out_proj_init then redraws its mixers' output
+    projections from N(0, std / sqrt(2 n_layers)), Zoology's rescaled pre-norm residual init (0.01 at 2 layers); its
+    blocks come before it in `apply`'s order, so this draw is the last."""
     if isinstance(module, nn.Linear | nn.Conv2d):
         nn.init.normal_(module.weight, std=std)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
         nn.init.normal_(module.weight, std=std)
+    elif isinstance(module, Backbone) and module.config.scaled_out_proj_init:
+        for block in module.blocks:
+            nn.init.normal_(block.mixer.out_proj.weight, std=std / math.sqrt(2 * module.config.n_layers))
 
 
 def as_backbone_config(value: BackboneConfig | dict[str, Any]) -> BackboneConfig:

@@ -1,7 +1,11 @@
-"""Sequence classifier (LRA, MQAR-style probes): embed, backbone, pool over real tokens, linear head.
+"""Sequence classifier (LRA, MQAR-style probes): embed, add positions, backbone, pool over real tokens, linear head.
 
 Two-document tasks (LRA Retrieval) encode both documents with the same backbone and classify
 [a, b, a - b, a * b] through an MLP, the standard two-tower setup.
+
+The official LRA runs differ from the defaults here in three knobs, which their recipes set: the fixed sinusoidal
+position encoding with its dropout (position_encoding), PyTorch's default initialisation (init_std=None) and scans
+that run over the padding too (mask_padding=False; pooling still averages the real tokens only).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hgrn.layers.positions import POSITION_ENCODINGS, build_positions
 from hgrn.models.backbone import Backbone, BackboneConfig, as_backbone_config, init_weights
 
 POOLINGS = ("mean", "first", "last")
@@ -23,10 +28,13 @@ class SequenceClassifierConfig:
     num_classes: int
     vocab_size: int | None = None  # token-id inputs [B, T] ...
     input_dim: int | None = None  # ... or continuous inputs [B, T, input_dim] (e.g. pixel intensities)
-    max_length: int | None = None  # learned position embeddings for this many positions (LRA 'position' encoder)
+    max_length: int | None = None  # position information for this many positions (LRA's 'position' encoder)
+    position_encoding: str = "learned"  # sinusoidal (fixed, then Dropout(position_dropout)) | learned
+    position_dropout: float = 0.1
     pooling: str = "mean"
     pair: bool = False  # two documents per example (LRA Retrieval)
-    init_std: float = 0.02
+    init_std: float | None = 0.02  # N(0, init_std) weights and zero biases; None keeps PyTorch's defaults
+    mask_padding: bool = True  # False: the scans run over the padding as over any token (the official LRA code)
 
     def __post_init__(self) -> None:
         self.backbone = as_backbone_config(self.backbone)
@@ -37,6 +45,12 @@ class SequenceClassifierConfig:
             )
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling={self.pooling!r} is not known; choose one of {POOLINGS}")
+        if self.position_encoding not in POSITION_ENCODINGS:
+            raise ValueError(
+                f"position_encoding={self.position_encoding!r} is not known; choose one of {POSITION_ENCODINGS}"
+            )
+        if self.init_std is None and self.backbone.scaled_out_proj_init:
+            raise ValueError("backbone.scaled_out_proj_init rescales init_std: set init_std, or turn it off")
 
 
 class SequenceClassifier(nn.Module):
@@ -48,13 +62,16 @@ class SequenceClassifier(nn.Module):
             self.encoder = nn.Embedding(config.vocab_size, d)
         else:
             self.encoder = nn.Linear(config.input_dim, d)
-        self.position = nn.Embedding(config.max_length, d) if config.max_length else None
+        self.position = None
+        if config.max_length:
+            self.position = build_positions(config.position_encoding, d, config.max_length, config.position_dropout)
         self.backbone = Backbone(config.backbone)
         if config.pair:
             self.head = nn.Sequential(nn.Linear(4 * d, d), nn.GELU(), nn.Linear(d, config.num_classes))
         else:
             self.head = nn.Linear(d, config.num_classes)
-        self.apply(lambda m: init_weights(m, config.init_std))
+        if config.init_std is not None:
+            self.apply(lambda m: init_weights(m, config.init_std))
 
     def forward(
         self,
@@ -76,10 +93,9 @@ class SequenceClassifier(nn.Module):
         """One pooled feature vector per sequence, [B, d]."""
         x = self.encoder(inputs)
         if self.position is not None:
-            if x.shape[1] > self.position.num_embeddings:
-                raise ValueError(f"sequence length {x.shape[1]} exceeds max_length={self.position.num_embeddings}")
-            x = x + self.position.weight[: x.shape[1]]
-        return pool(self.backbone(x, mask), mask, self.config.pooling)
+            x = self.position(x)
+        features = self.backbone(x, mask if self.config.mask_padding else None)
+        return pool(features, mask, self.config.pooling)
 
 
 def pool(x: Tensor, mask: Tensor | None, how: str) -> Tensor:

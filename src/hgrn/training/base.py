@@ -3,7 +3,9 @@ the DivergenceGuard callback's (hgrn.training.guard)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import lightning as L
@@ -15,16 +17,19 @@ from hgrn.training.optim import param_groups
 
 SPLITS = ("train", "val", "test")
 OptimizerFactory = Callable[[list[dict]], Optimizer]
-ScheduleFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+ScheduleFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler | dict[str, Any]]
 
 
 class TaskModule(L.LightningModule):
     """A LightningModule around `self.model`; subclasses build the model and implement `shared_step`.
 
     optim: a partial optimiser (Hydra `_partial_: true`), called with the parameter groups.
-    sched: a partial schedule called with (optimizer, total_steps=the run's steps unless the config fixes it),
-        stepped every optimiser step; or None.
+    sched: a partial schedule called with the optimizer, and total_steps=the run's optimiser steps when it takes
+        total_steps and the config does not fix it; it returns a scheduler stepped every optimiser step, or
+        Lightning's scheduler dict (e.g. interval 'epoch'); or None.
     monitor/monitor_mode: the validation metric that selects the best checkpoint (tested at the end).
+    fp32_evaluation: validation and test run without autocast, in the weights' float32, whatever the trainer's
+        mixed precision does for training (Zoology trains under bf16 autocast and evaluates in fp32).
     """
 
     model: nn.Module
@@ -35,12 +40,14 @@ class TaskModule(L.LightningModule):
         sched: ScheduleFactory | None = None,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
+        fp32_evaluation: bool = False,
     ) -> None:
         super().__init__()
         if monitor_mode not in ("min", "max"):
             raise ValueError(f"monitor_mode={monitor_mode!r} must be 'min' or 'max'")
         self.optim_factory, self.sched_factory = optim, sched
         self.monitor, self.monitor_mode = monitor, monitor_mode
+        self.fp32_evaluation = fp32_evaluation
 
     def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         raise NotImplementedError
@@ -51,18 +58,28 @@ class TaskModule(L.LightningModule):
         return self.shared_step(batch, "train")
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.shared_step(batch, "val")
+        with self.evaluation_precision():
+            self.shared_step(batch, "val")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.shared_step(batch, "test")
+        with self.evaluation_precision():
+            self.shared_step(batch, "test")
+
+    def evaluation_precision(self) -> AbstractContextManager:
+        """Inside the trainer's autocast: switch it off for fp32_evaluation, else leave it as it is."""
+        return torch.autocast(self.device.type, enabled=False) if self.fp32_evaluation else nullcontext()
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optim_factory(param_groups(self.model))
         if self.sched_factory is None:
             return optimizer
         configured = getattr(self.sched_factory, "keywords", {})  # a recipe may fix the schedule's length itself
-        steps = {} if "total_steps" in configured else {"total_steps": int(self.trainer.estimated_stepping_batches)}
+        steps = {}
+        if "total_steps" in inspect.signature(self.sched_factory).parameters and "total_steps" not in configured:
+            steps["total_steps"] = int(self.trainer.estimated_stepping_batches)
         scheduler = self.sched_factory(optimizer, **steps)
+        if isinstance(scheduler, dict):
+            return {"optimizer": optimizer, "lr_scheduler": scheduler}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def add_split_metrics(self, name: str, make: Callable[[], nn.Module]) -> None:

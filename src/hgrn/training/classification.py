@@ -16,7 +16,13 @@ from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule
 
 class ClassificationTask(TaskModule):
     """backbone: BackboneConfig fields; data: what the datamodule tells the head (num_classes, vocab_size or
-    input_dim, max_length, pair); pooling and positional (learned position embeddings) configure the head."""
+    input_dim, max_length, pair). The head's own knobs (hgrn.models.SequenceClassifierConfig):
+
+    positional: add position information ('position' encoder), as position_encoding says: 'sinusoidal' (fixed,
+        then Dropout(position_dropout), the official LRA encoder) or 'learned';
+    init_std: N(0, init_std) initialisation, or None for PyTorch's defaults (the official LRA models);
+    mask_padding: False lets the scans run over the padding, as the official LRA code does.
+    """
 
     def __init__(
         self,
@@ -26,11 +32,16 @@ class ClassificationTask(TaskModule):
         sched: ScheduleFactory | None = None,
         pooling: str = "mean",
         positional: bool = False,
+        position_encoding: str = "learned",
+        position_dropout: float = 0.1,
+        init_std: float | None = 0.02,
+        mask_padding: bool = True,
         label_smoothing: float = 0.0,
         monitor: str = "val/acc",
         monitor_mode: str = "max",
+        fp32_evaluation: bool = False,
     ) -> None:
-        super().__init__(optim, sched, monitor, monitor_mode)
+        super().__init__(optim, sched, monitor, monitor_mode, fp32_evaluation)
         self.save_hyperparameters(ignore=["optim", "sched"])
         config = SequenceClassifierConfig(
             backbone=backbone,
@@ -38,8 +49,12 @@ class ClassificationTask(TaskModule):
             vocab_size=data.get("vocab_size"),
             input_dim=data.get("input_dim"),
             max_length=data["max_length"] if positional else None,
+            position_encoding=position_encoding,
+            position_dropout=position_dropout,
             pooling=pooling,
             pair=data.get("pair", False),
+            init_std=init_std,
+            mask_padding=mask_padding,
         )
         self.model = SequenceClassifier(config)
         self.label_smoothing = label_smoothing

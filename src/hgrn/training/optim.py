@@ -1,12 +1,15 @@
-"""Optimiser parameter groups and learning-rate schedules (step-based, as every recipe in the papers)."""
+"""Optimiser parameter groups and learning-rate schedules (step-based, as the papers' recipes, or per epoch)."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from torch import nn
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim import AdamW, Optimizer
+from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR
+
+PAST_TOTAL = ("rise", "hold")
 
 
 def param_groups(model: nn.Module) -> list[dict]:
@@ -21,16 +24,55 @@ def param_groups(model: nn.Module) -> list[dict]:
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def cosine_warmup(optimizer: Optimizer, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0) -> LambdaLR:
-    """Linear warm-up from 0, then cosine decay to min_lr_ratio * lr at total_steps (the LRA recipes)."""
+def adamw(
+    groups: list[dict],
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decay_every_parameter: bool = False,
+) -> AdamW:
+    """torch AdamW over the task's parameter groups (param_groups: norms, biases and lower bounds exempt from weight
+    decay), or with decay_every_parameter over one group that decays them all, as the official LRA and Zoology
+    optimisers do (`AdamW(model.parameters(), lr, weight_decay=wd)`)."""
+    if decay_every_parameter:
+        groups = [{"params": [param for group in groups for param in group["params"]]}]
+    return AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+
+
+def cosine_warmup(
+    optimizer: Optimizer,
+    total_steps: int,
+    warmup_steps: int = 0,
+    min_lr_ratio: float = 0.0,
+    past_total: str = "rise",
+) -> LambdaLR:
+    """transformers' get_cosine_schedule_with_warmup, the official LRA schedule, stepped every optimiser step:
+    the factor rises linearly from 0 (step / warmup_steps), then follows min + (1 - min) (1 + cos(pi p)) / 2 with
+    p = (step - warmup_steps) / (total_steps - warmup_steps).
+
+    past_total: what p > 1 does, for runs longer than total_steps. 'rise': p is not clamped, as in transformers,
+    so the factor climbs back to 1 at p = 2 (HGRN1's LRA Image runs 90k steps on a 50k schedule); 'hold': it stays
+    at min_lr_ratio.
+    """
+    if past_total not in PAST_TOTAL:
+        raise ValueError(f"past_total={past_total!r} is not known; choose one of {PAST_TOTAL}")
 
     def factor(step: int) -> float:
         if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+            return step / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if past_total == "hold":
+            progress = min(1.0, progress)
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
+
+
+def cosine_per_epoch(optimizer: Optimizer, epochs: int) -> dict[str, Any]:
+    """PyTorch's CosineAnnealingLR(T_max=epochs, eta_min=0) stepped once per epoch, no warm-up: Zoology's MQAR
+    schedule (lr (1 + cos(pi e / epochs)) / 2 through epoch e). A Lightning scheduler dict, for its interval."""
+    return {"scheduler": CosineAnnealingLR(optimizer, T_max=epochs, eta_min=0.0), "interval": "epoch"}
 
 
 def inverse_sqrt(

@@ -10,8 +10,9 @@ Metadata files are read in numeric order and their lines in order, as s4 does. E
 release (s4 blacklists one) and are skipped with a warning; a missing, unreadable or wrong-sized image means a damaged
 download. The images are decoded once into a uint8 cache.
 
-Inputs are intensity tokens (id = intensity + 1, vocab_size 257), as LRA embeds them; s4 and the HGRN runs instead
-feed normalised intensities through a linear encoder, a map an embedding of the 256 intensities can also represent.
+Inputs, as `tokenize` says: False (the official HGRN runs, s4's pipeline) gives one normalised value per pixel,
+(intensity / 255 - 0.5) / 0.5 in [-1, 1], [T, 1] float32, which the model reads through Linear(1, d); True gives
+intensity tokens (id = intensity + 1, vocab_size 257) for an embedding, as LRA's own code does.
 Split: s4's convention, 80 / 10 / 10 with random_split seeded 42 (LRA cuts its TFDS order at 80% and 90% instead).
 """
 
@@ -109,6 +110,20 @@ def _malformed(path: Path, problem: str, data_dir: Path, line: int | None = None
     return MalformedDataError(WHAT, path, MAKE_TARGET, problem, line=line, data_dir=data_dir)
 
 
+class NormalisedPixels:
+    """uint8 pixel rows [N, P] served as values [P, 1] float32, Normalize(mean 0.5, std 0.5) of intensity / 255, so
+    memory and cache stay one byte a pixel."""
+
+    def __init__(self, pixels: Tensor) -> None:
+        self.pixels = pixels
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return (self.pixels[index].float() / 255 - 0.5).div_(0.5)[:, None]
+
+
 def decode_images(samples: list[tuple[Path, int]], resolution: int, data_dir: Path) -> dict[str, Tensor]:
     """pixels uint8 [N, resolution ** 2] and labels int64 [N], empty images left out. PIL decodes outside the GIL,
     so threads parallelise it. data_dir: the folder the run reads, for the error a damaged image raises."""
@@ -131,11 +146,11 @@ def decode_images(samples: list[tuple[Path, int]], resolution: int, data_dir: Pa
 
 
 class PathfinderDataModule(LRADataModule):
-    """Batches: inputs [B, resolution ** 2] int64 pixel ids, mask all True, labels [B] in {0, 1}. `resolution=None`
-    selects the task's own (class attribute default_resolution)."""
+    """Batches: inputs [B, resolution ** 2, 1] float32 normalised pixels (tokenize=False) or [B, resolution ** 2]
+    int64 pixel ids (tokenize=True), mask all True, labels [B] in {0, 1}. `resolution=None` selects the task's own
+    (class attribute default_resolution)."""
 
     num_classes = 2
-    vocab_size = PIXEL_VOCAB_SIZE
     default_resolution = 32
 
     def __init__(
@@ -143,12 +158,22 @@ class PathfinderDataModule(LRADataModule):
         data_dir: str | Path,
         batch_size: int = 32,
         resolution: int | None = None,
+        tokenize: bool = True,
         num_workers: int = 0,
         pin_memory: bool = False,
         cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__(data_dir, batch_size, num_workers, pin_memory, cache_dir)
         self.resolution = self.default_resolution if resolution is None else resolution
+        self.tokenize = tokenize
+
+    @property
+    def vocab_size(self) -> int | None:
+        return PIXEL_VOCAB_SIZE if self.tokenize else None
+
+    @property
+    def input_dim(self) -> int | None:
+        return None if self.tokenize else 1
 
     @property
     def max_length(self) -> int:
@@ -168,7 +193,8 @@ class PathfinderDataModule(LRADataModule):
             {"resolution": self.resolution, "difficulty": DIFFICULTY},
             lambda: decode_images(samples, self.resolution, self.data_dir),
         )
-        dataset = ColumnDataset(inputs=PixelTokens(tensors["pixels"]), labels=tensors["labels"])
+        inputs = PixelTokens(tensors["pixels"]) if self.tokenize else NormalisedPixels(tensors["pixels"])
+        dataset = ColumnDataset(inputs=inputs, labels=tensors["labels"])
         train, val, test = held_out_split(len(dataset), HELD_OUT)
         return {"train": Subset(dataset, train), "val": Subset(dataset, val), "test": Subset(dataset, test)}
 
