@@ -368,6 +368,21 @@ def test_fp32_evaluation_switches_the_trainers_autocast_off(make_config):
             assert task.model(ids).dtype == dtype
 
 
+@pytest.mark.parametrize(("seq_len", "kv_pairs", "batch"), [(64, 4, 512), (128, 8, 512), (256, 16, 256), (512, 64, 64)])
+def test_mqar_batch_follows_the_sequence_length_as_zoologys(seq_len, kv_pairs, batch, make_config):
+    cfg, datamodule, _ = build(make_config, "mqar/hgrn2", f"data.seq_len={seq_len}", f"data.num_kv_pairs={kv_pairs}")
+    assert cfg.data.batch_size == datamodule.hparams.batch_size == batch
+
+
+def test_mqar_evaluates_in_fp32_what_it_trains_under_bf16(make_config):
+    _, _, task = build(make_config, "mqar/hgrn2", "model.d_model=16", "model.mixer_options.expand_ratio=16")
+    ids = torch.randint(1, 10, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert task.model(ids).dtype == torch.bfloat16
+        with task.evaluation_precision():
+            assert task.model(ids).dtype == torch.float32
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
