@@ -9,10 +9,11 @@ is compared (x Llama, x fla) only with peers measured in that run.
 from __future__ import annotations
 
 import datetime
-import json
 import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from hgrn.bench.report import write_json_and_markdown
 
 PEER_COLUMNS = (("x Llama", "llama-sdpa"), ("x fla", "fla-hgrn2"))
 VERSIONED = ("torch", "triton", "transformers", "fla-core")
@@ -111,12 +112,8 @@ def _ratio(row: dict, rows: list[dict], peer: str) -> str:
 
 
 def write(result: dict, out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    base = out_dir / stem(result)
-    paths = [base.with_suffix(".json"), base.with_suffix(".md")]
-    paths[0].write_text(json.dumps(result, indent=1) + "\n")
-    paths[1].write_text(markdown(result))
-    return paths
+    """<stem>.json and <stem>.md under out_dir."""
+    return write_json_and_markdown(result, markdown(result), out_dir / stem(result))
 
 
 def _version(name: str) -> str | None:

@@ -7,6 +7,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from hgrn.io import atomic_writes
+
 BASELINES = ("fla chunk_gla", "fla fused_recurrent_hgrn", "fla HGRN2Attention", "fla HGRNAttention")
 OURS = ("ours", "ours HGRN2Mixer", "ours HGRN1Mixer (real)", "ours HGRN1Mixer")  # first present is compared
 
@@ -125,13 +127,21 @@ def plot(result: dict, path: Path) -> bool:
     return True
 
 
+def write_json_and_markdown(result: dict, text: str, base: Path) -> list[Path]:
+    """<base>.json (the result) and <base>.md (its rendering `text`), written together; what every benchmark commits
+    under results/bench/."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    paths = [base.with_suffix(".json"), base.with_suffix(".md")]
+    with atomic_writes(paths) as (json_file, markdown_file):
+        json_file.write(json.dumps(result, indent=1) + "\n")
+        markdown_file.write(text)
+    return paths
+
+
 def write(result: dict, out_dir: Path) -> list[Path]:
     """Write <stem>.json, <stem>.md and (with matplotlib) <stem>.png under out_dir; return the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / stem(result)
-    paths = [base.with_suffix(".json"), base.with_suffix(".md")]
-    paths[0].write_text(json.dumps(result, indent=1) + "\n")
-    paths[1].write_text(markdown(result))
+    paths = write_json_and_markdown(result, markdown(result), base)
     if plot(result, base.with_suffix(".png")):
         paths.append(base.with_suffix(".png"))
     return paths
