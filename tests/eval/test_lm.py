@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from hgrn.eval.checkpoint import load_causal_lm
 from hgrn.eval.lm import evaluate_lm, flat_lm_eval_metrics, main
@@ -106,3 +107,12 @@ def test_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--ckpt", str(tmp_path / "nope.ckpt"), "--tasks", "none"])
     assert "nope.ckpt does not exist" in capsys.readouterr().err
+
+
+def test_a_checkpoint_trained_compiled_loads_uncompiled(lm_checkpoint, tmp_path):
+    """A GPU recipe trains with task.compile; evaluation must not compile anew for every sequence length."""
+    checkpoint = torch.load(lm_checkpoint, map_location="cpu", weights_only=True)
+    checkpoint["hyper_parameters"]["compile"] = True
+    compiled_run = tmp_path / "compiled.ckpt"
+    torch.save(checkpoint, compiled_run)
+    assert not load_causal_lm(compiled_run, "cpu").model.compiled

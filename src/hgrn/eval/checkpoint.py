@@ -3,7 +3,9 @@ evaluation runs it in.
 
 The model is rebuilt exactly as `hgrn.training.run.evaluate` rebuilds any task: `LanguageModelingTask` from the
 checkpoint's saved hyper-parameters (backbone config, data properties, tied embeddings), weights loaded with
-`weights_only`, without optimiser or schedule. Evaluation then uses `task.model`, the bare `CausalLM`.
+`weights_only`, without optimiser or schedule, and uncompiled whatever the run trained with (`task.compile`):
+evaluation feeds sequences of every length, each of which a compiled model would compile anew. Evaluation then uses
+`task.model`, the bare `CausalLM`.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def load_causal_lm(path: Path | str, device: str | torch.device | None = None) -
     device = device if isinstance(device, torch.device) else pick_device(device)
     try:
         task = LanguageModelingTask.load_from_checkpoint(
-            path, map_location="cpu", weights_only=True, optim=None, sched=None
+            path, map_location="cpu", weights_only=True, optim=None, sched=None, compile=False
         )
     except (KeyError, TypeError) as error:
         raise ValueError(
