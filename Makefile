@@ -145,6 +145,9 @@ mqar-%: $(STAMP)  ## one model of the MQAR study: every (seq_len, kv pairs) x d_
 		fi; \
 	done
 
+notebooks: $(STAMP)  ## execute notebooks/*.ipynb headless: results/plots/*.png (ablation curve, MQAR vs d_model, kernel time, LRA bars)
+	$(PY) -m hgrn.results.notebooks
+
 tables: $(STAMP)  ## render results/tables/ (.md .tex .csv) from every results.json / evaluation.json under outputs/ and results/runs/, beside results/paper/
 	$(PY) -m hgrn.results.tables
 
