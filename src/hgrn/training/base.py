@@ -69,8 +69,12 @@ class TaskModule(L.LightningModule):
         """Inside the trainer's autocast: switch it off for fp32_evaluation, else leave it as it is."""
         return torch.autocast(self.device.type, enabled=False) if self.fp32_evaluation else nullcontext()
 
+    def build_optimizer(self) -> Optimizer:
+        """The optimiser over the model's parameter groups (hgrn.training.optim.param_groups)."""
+        return self.optim_factory(param_groups(self.model))
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optim_factory(param_groups(self.model))
+        optimizer = self.build_optimizer()
         if self.sched_factory is None:
             return optimizer
         configured = getattr(self.sched_factory, "keywords", {})  # a recipe may fix the schedule's length itself

@@ -53,7 +53,10 @@ class ThroughputMonitor(L.Callback):
         self.step_seconds += time.perf_counter() - self._step_start
         inputs = batch["inputs"]
         self.samples += inputs.shape[0]
-        self.tokens += int(batch["mask"].sum()) if "mask" in batch else inputs.shape[0] * inputs.shape[1]
+        if "mask" in batch:
+            self.tokens += int(batch["mask"].sum())
+        elif inputs.ndim <= 3:  # [B, T] ids or [B, T, C] values; images [B, C, H, W] count as samples only
+            self.tokens += inputs.shape[0] * inputs.shape[1]
 
     def summary(self) -> dict[str, float]:
         seconds = max(self.step_seconds, 1e-9)

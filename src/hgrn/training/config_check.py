@@ -22,6 +22,7 @@ from hgrn.config import ConfigError
 from hgrn.layers.directions import GRID_DIRECTIONS
 from hgrn.models import BackboneConfig
 from hgrn.models.backbone import Block
+from hgrn.training.image_classification import TimmModelConfig, is_timm_model
 
 TOP_LEVEL = {
     "name",
@@ -109,7 +110,16 @@ def check_hardware(cfg: DictConfig) -> None:
 
 def check_model(node: DictConfig) -> None:
     """Types and keys through the BackboneConfig schema, then one block built on the meta device (no memory) so the
-    mixer's own checks (expand_ratio divides d_model, heads divide the width, ...) run now."""
+    mixer's own checks (expand_ratio divides d_model, heads divide the width, ...) run now. A node that names a timm
+    model (the image task's DeiT baselines) is checked against TimmModelConfig instead."""
+    if is_timm_model(node):
+        try:
+            OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TimmModelConfig), node))
+        except OmegaConfBaseException as error:
+            if isinstance(error.__cause__, ValueError):
+                raise ConfigError(f"model: {error.__cause__}") from None
+            raise ConfigError(f"model.{error.full_key}: {error.msg.splitlines()[0]}") from None
+        return
     try:
         config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BackboneConfig), node))
     except OmegaConfBaseException as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR
@@ -13,13 +14,15 @@ PAST_TOTAL = ("rise", "hold")
 
 
 def param_groups(model: nn.Module) -> list[dict]:
-    """Two groups: weight matrices and embeddings decay; vectors (norms, biases, HGRN1's theta) and the lower-bound
-    logits do not."""
+    """Two groups: weight matrices and embeddings decay; vectors (norms, biases, HGRN1's theta), the lower-bound
+    logits and what the model lists in timm's `no_weight_decay()` (a ViT's position embedding and class token) do
+    not."""
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        exempt = param.ndim < 2 or "lower_bounds" in name.split(".")
+        exempt = param.ndim < 2 or "lower_bounds" in name.split(".") or name in skip
         (no_decay if exempt else decay).append(param)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
@@ -73,6 +76,19 @@ def cosine_per_epoch(optimizer: Optimizer, epochs: int) -> dict[str, Any]:
     """PyTorch's CosineAnnealingLR(T_max=epochs, eta_min=0) stepped once per epoch, no warm-up: Zoology's MQAR
     schedule (lr (1 + cos(pi e / epochs)) / 2 through epoch e). A Lightning scheduler dict, for its interval."""
     return {"scheduler": CosineAnnealingLR(optimizer, T_max=epochs, eta_min=0.0), "interval": "epoch"}
+
+
+def timm_cosine(
+    optimizer: Optimizer, epochs: int, warmup_epochs: int = 5, warmup_lr: float = 1e-6, min_lr: float = 1e-5
+) -> dict[str, Any]:
+    """DeiT's schedule, timm's CosineLRScheduler stepped once per epoch (the task steps it with the epoch number):
+    linear warm-up from warmup_lr to lr over warmup_epochs, then lr_min + (lr - lr_min)(1 + cos(pi e / epochs)) / 2
+    at epoch e (the cosine counts from epoch 0, not from the end of the warm-up, as timm's default). A Lightning
+    scheduler dict, for its interval."""
+    scheduler = CosineLRScheduler(
+        optimizer, t_initial=epochs, lr_min=min_lr, warmup_t=warmup_epochs, warmup_lr_init=warmup_lr, t_in_epochs=True
+    )
+    return {"scheduler": scheduler, "interval": "epoch"}
 
 
 def inverse_sqrt(

@@ -38,6 +38,7 @@ from hgrn.training.build import (
 )
 from hgrn.training.callbacks import ThroughputMonitor, ValidationHistory
 from hgrn.training.config_check import check_config, check_hardware
+from hgrn.training.image_classification import ImageClassificationTask, scaled_lr
 from hgrn.training.resume import (
     ResumeState,
     StepCheckpoint,
@@ -76,7 +77,10 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None) -> TrainingRe
     trainer = build_trainer(cfg, callbacks, loggers)
     world = trainer.num_nodes * trainer.num_devices
     per_step = cfg.data.batch_size * world * trainer.accumulate_grad_batches  # examples per optimiser step
-    resolved["effective"] = {"world_size": world, "batch_size": per_step, "lr": cfg.optim.get("lr")}  # lr unscaled
+    lr = cfg.optim.get("lr")
+    if isinstance(task, ImageClassificationTask) and lr is not None:
+        lr = scaled_lr(lr, per_step, task.lr_reference_batch)  # DeiT's rule, as the task's optimiser applies it
+    resolved["effective"] = {"world_size": world, "batch_size": per_step, "lr": lr}
     rank_zero_info(f"effective batch {per_step} (data.batch_size x {world} processes x accumulate_grad_batches)")
     for logger in loggers:
         logger.log_hyperparams(resolved)
@@ -214,6 +218,7 @@ def _training_rows(result: TrainingRecord) -> list[tuple[str, str]]:
         ("parameters", f"{result.parameters:,}"),
         ("steps", f"{result.steps}{planned}" + ("" if result.finished else " (unfinished)")),
         ("recipe", "followed" if result.recipe else "changed or not known: stays out of the paper tables"),
+        ("train samples/s", f"{result.throughput['train_samples_per_s']:,.0f}"),
         ("train tokens/s", f"{result.throughput['train_tokens_per_s']:,.0f}"),
         ("wall time (s)", f"{result.wall_seconds:.1f}"),
     ]
