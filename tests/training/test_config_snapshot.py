@@ -24,7 +24,7 @@ SNAPSHOT = json.loads((Path(__file__).parent / "snapshots" / "experiments-resolv
 # The refactor's renames: the attention baseline has one name everywhere; ListOps moved into hgrn.data.lra.
 RENAMED_EXPERIMENTS = {"lra/transformer/": "lra/attention/", "mqar/transformer": "mqar/attention"}
 RENAMED_TARGETS = {"hgrn.data.listops.ListOpsDataModule": "hgrn.data.lra.listops.ListOpsDataModule"}
-ADDED_EXPERIMENTS = ("demo_lm", "lm/*", "imagenet/*")  # the LM and ImageNet runs, added after the snapshot
+ADDED_EXPERIMENTS = ("demo_lm", "lm/*", "imagenet/*", "ablation/*")  # LM, ImageNet, ablation: after the snapshot
 ADDED_GROUPS = {"callbacks"}  # were built in code before; now a config group
 ADDED_KEYS = {"resume": None}  # added after the refactor: resume=auto|<run dir> (hgrn.training.resume)
 # Trainer keys added after the refactor, alike in every experiment: the datamodules shard every split themselves
