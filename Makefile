@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 .PHONY: help venv demo demo-lm test test-gpu lint format clean data-listops data-lra data-lra-verify lra tables \
 	data-ptb data-wikitext data-pile data-lm-eval wikitext pile eval-lm \
 	ablation ablation-ratios ablation-switches ablation-baselines mqar notebooks \
-	data-imagenet data-imagenet-verify data-fashion-mnist data-mnist-5k imagenet
+	data-imagenet data-imagenet-verify data-fashion-mnist data-mnist-5k imagenet bench-vit
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -179,6 +179,9 @@ imagenet: $(STAMP)  ## train + evaluate the DeiT recipe (MODEL=hgrn2_vit_tiny|hg
 	@run=$$(ls -td outputs/$(IMAGENET_EXPERIMENT)/*/ | grep -v /eval_ | head -1); \
 	$(PY) -m hgrn.evaluate experiment=$(IMAGENET_EXPERIMENT) ckpt_path=$${run}checkpoints/best.ckpt $(DEVICES) $(IMAGENET_ARGS)
 	$(MAKE) --no-print-directory tables
+
+bench-vit: $(STAMP)  ## ImageNet training step (B 256, bf16, Mixup, AdamW) of the HGRN ViTs and DeiT on the GPU: images/s, memory, 300-epoch GPU hours -> results/bench/
+	$(PY) -m hgrn.bench.vit_step
 
 tables: $(STAMP)  ## render results/tables/ (.md .tex .csv) from every results.json / evaluation.json under outputs/ and results/runs/, beside results/paper/
 	$(PY) -m hgrn.results.tables

@@ -1,0 +1,18 @@
+"""The ImageNet step benchmark runs (CPU smoke: tiny models, 28-pixel images) and writes its JSON and Markdown."""
+
+from __future__ import annotations
+
+import json
+
+from hgrn.bench import vit_step
+
+
+def test_vit_step_smoke_writes_the_table(tmp_path, capsys):
+    vit_step.main(["--smoke", "--out", str(tmp_path)])
+    [written] = list(tmp_path.glob("vit-step-*.json"))
+    result = json.loads(written.read_text())
+    assert [row["model"] for row in result["rows"]] == ["hgrn2-tiny", "hgrn1-tiny", "deit-tiny"]
+    assert all(row["images_per_s"] > 0 and row["image_size"] == 28 for row in result["rows"])
+    assert result["rows"][2]["speed_vs_deit"] == 1.0
+    table = written.with_suffix(".md").read_text()
+    assert "| hgrn2-tiny |" in table and "GPU hours" in table
