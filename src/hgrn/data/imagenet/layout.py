@@ -69,7 +69,6 @@ class Inventory:
     """What a copy holds per split: images per class name (folder layout) or per label index (Hugging Face)."""
 
     source: str  # 'folder' | 'hf'
-    root: Path
     per_class: dict[str, Counter]  # split -> Counter(class name or str(label) -> images)
 
     def images(self, split: str) -> int:
@@ -107,7 +106,9 @@ def folder_samples(root: Path, split: str, make_target: str) -> tuple[list[str],
     folder = root / split
     if not folder.is_dir():
         raise DataNotFoundError(f"the {split} split ({split}/<class>/<image>)", folder, make_target, data_dir=root)
-    loose = [entry.name for entry in os.scandir(folder) if entry.is_file()]
+    loose = [
+        entry.name for entry in os.scandir(folder) if entry.is_file() and entry.name.lower().endswith(IMG_EXTENSIONS)
+    ]
     if loose:
         raise MalformedDataError(
             f"the {split} split",
@@ -179,7 +180,7 @@ def inventory(root: Path, source: str = "auto", make_target: str = "data-imagene
         else:
             labels = load_hf_split(root, split, make_target, root / "cache").data.column("label").to_pylist()
             per_class[split] = Counter(str(label) for label in labels)
-    return Inventory(source, root, per_class)
+    return Inventory(source, per_class)
 
 
 def check_counts(found: Inventory, expected: ExpectedCounts) -> list[str]:
