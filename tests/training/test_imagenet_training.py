@@ -18,6 +18,7 @@ import hgrn
 from hgrn.config import ConfigError, compose
 from hgrn.models.registry import NAMED_BACKBONES
 from hgrn.training.build import build_datamodule, build_task
+from hgrn.training.config_check import check_config
 from hgrn.training.optim import timm_cosine
 from hgrn.training.run import evaluate, train
 from tests.data.imagenet_folder import packaged_images, write_random_folder
@@ -94,6 +95,19 @@ def test_an_odd_batch_is_refused_in_one_line_before_training(tmp_path):
     cfg = tiny_run("hgrn2-tiny", images, tmp_path / "run", "data.num_classes=4", "data.batch_size=3")
     with pytest.raises(ConfigError, match=r"data.batch_size=3 must be even: timm's Mixup"):
         train(cfg, overrides=[])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.timm_model=deit_tiny_patch16", r"model: timm_model='deit_tiny_patch16' is not a timm model"),
+        ("+model.depth=2", r"model.depth: Key 'depth' not in 'TimmModelConfig'"),
+    ],
+)
+def test_a_bad_timm_model_is_one_line_naming_the_key(override, message):
+    cfg = compose("experiment=imagenet/deit-tiny", "paths.output_dir=RUN", override)
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg)
 
 
 def test_deit_schedule_steps_by_epoch_as_deit():

@@ -119,6 +119,8 @@ def check_model(node: DictConfig) -> None:
             if isinstance(error.__cause__, ValueError):
                 raise ConfigError(f"model: {error.__cause__}") from None
             raise ConfigError(f"model.{error.full_key}: {error.msg.splitlines()[0]}") from None
+        except ValueError as error:  # TimmModelConfig.__post_init__: not a timm model
+            raise ConfigError(f"model: {error}") from None
         return
     try:
         config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BackboneConfig), node))
