@@ -12,9 +12,10 @@ from PIL import Image
 from timm.data.distributed_sampler import RepeatAugSampler
 
 from hgrn.data.errors import DataNotFoundError, MalformedDataError
-from hgrn.data.imagenet import ImageNetDataModule, RepeatedAugmentationSampler
+from hgrn.data.imagenet import ImageNetDataModule, RepeatedAugmentationSampler, train_transform
 from hgrn.data.imagenet import __main__ as cli
 from hgrn.data.imagenet import sampler as ra_sampler
+from hgrn.data.imagenet.datamodule import posterize_down_to_zero_bits
 from hgrn.data.imagenet.layout import ExpectedCounts, check_counts, inventory
 from tests.data.imagenet_folder import CLASSES, write_random_folder
 
@@ -77,6 +78,16 @@ def test_timm_transforms_of_the_deit_recipe():
     assert resize.size == 256 and crop.size == (224, 224)  # crop 0.875
     small = ImageNetDataModule("unused", image_size=28).train_tf.transforms[0]
     assert type(small).__name__ == "RandomCrop" and small.padding == 4  # DeiT's path for inputs <= 32
+
+
+def test_randaugment_at_full_magnitude_posterizes_to_black_as_under_the_old_pillow():
+    """Magnitude 10 makes the increasing posterize keep 0 bits, which Pillow 13 refuses; the transform must not."""
+    transform = train_transform(32, "rand-m10-n8-inc1", 0.4, 0.0, "pixel", 1, "bicubic")
+    image = Image.fromarray(np.full((32, 32, 3), 200, dtype=np.uint8))
+    for _ in range(30):
+        assert transform(image).shape == (3, 32, 32)
+    black = posterize_down_to_zero_bits(image, 0)
+    assert black.mode == "RGB" and not np.asarray(black).any()
 
 
 def test_verify_names_what_is_missing_in_one_line(folder, capsys):

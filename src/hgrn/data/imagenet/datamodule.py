@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from timm.data.auto_augment import posterize as timm_posterize
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
@@ -52,7 +53,23 @@ def train_transform(
     )
     if image_size <= SMALL_IMAGE:
         transform.transforms[0] = transforms.RandomCrop(image_size, padding=4)
+    for step in transform.transforms:
+        for op in getattr(step, "ops", ()):  # RandAugment's operations
+            if op.name == "PosterizeIncreasing":
+                op.aug_fn = posterize_down_to_zero_bits
     return transform
+
+
+def posterize_down_to_zero_bits(image: Image.Image, bits_to_keep: int, **options: Any) -> Image.Image:
+    """timm's posterize as it ran under the Pillow of the official runs: keeping 0 bits gives a black image.
+
+    RandAugment's increasing posterize keeps 4 - int(4 level / 10) bits, 0 at magnitude 10, which the magnitude noise
+    of rand-m9-mstd0.5 reaches; Pillow 13 refuses 0 bits (ValueError in a loader worker, ending the run), where the
+    Pillow of DeiT's time returned the image with every bit masked off.
+    """
+    if bits_to_keep <= 0:
+        return Image.new(image.mode, image.size)
+    return timm_posterize(image, bits_to_keep, **options)
 
 
 def eval_transform(image_size: int, interpolation: str, crop_pct: float) -> Transform:
