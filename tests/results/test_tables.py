@@ -206,7 +206,10 @@ def test_the_committed_tables_are_what_make_tables_renders_from_the_committed_ru
 def test_bad_arguments_are_refused_in_one_line(tmp_path, capsys):
     for argv, message in (
         (["lra", "--runs", str(tmp_path / "absent")], "absent: no such folder"),
-        (["lra", "nosuch"], "no table nosuch; the tables are lra wikitext103 ptb commonsense imagenet ablation mqar"),
+        (
+            ["lra", "nosuch"],
+            "no table nosuch; the tables are lra wikitext103 ptb ptb_lm_eval commonsense imagenet ablation mqar",
+        ),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main([*argv, "--out", str(tmp_path / "tables")])
