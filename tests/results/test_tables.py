@@ -208,7 +208,8 @@ def test_bad_arguments_are_refused_in_one_line(tmp_path, capsys):
         (["lra", "--runs", str(tmp_path / "absent")], "absent: no such folder"),
         (
             ["lra", "nosuch"],
-            "no table nosuch; the tables are lra wikitext103 ptb ptb_lm_eval commonsense imagenet ablation mqar",
+            "no table nosuch; the tables are lra wikitext103 ptb ptb_lm_eval commonsense imagenet fashion_mnist "
+            "ablation mqar",
         ),
     ):
         with pytest.raises(SystemExit) as exit_info:

@@ -213,13 +213,15 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> Evaluat
 
 
 def _training_rows(result: TrainingRecord) -> list[tuple[str, str]]:
+    """The summary lines under the metrics; tokens/s only for sequence tasks (images count no tokens)."""
     planned = "" if result.planned_steps is None else f" of {result.planned_steps}"
+    tokens_per_s = result.throughput["train_tokens_per_s"]
     return [
         ("parameters", f"{result.parameters:,}"),
         ("steps", f"{result.steps}{planned}" + ("" if result.finished else " (unfinished)")),
         ("recipe", "followed" if result.recipe else "changed or not known: stays out of the paper tables"),
         ("train samples/s", f"{result.throughput['train_samples_per_s']:,.0f}"),
-        ("train tokens/s", f"{result.throughput['train_tokens_per_s']:,.0f}"),
+        *([("train tokens/s", f"{tokens_per_s:,.0f}")] if tokens_per_s else []),
         ("wall time (s)", f"{result.wall_seconds:.1f}"),
     ]
 
