@@ -1,8 +1,9 @@
 """The Triton backend of hgrn.ops: each op mapped onto its kernels (arguments already checked by the dispatch).
 
-chunk.py: chunked GLA / HGRN2 forward and backward; hgrn1_scan.py: the HGRN1 scan; fused_recurrent.py: decoding
-steps with the state updated in place. Tensors must live where Triton runs (CUDA, or the CPU interpreter in tests:
-`with hgrn.ops.use_backend("triton"):`).
+chunk.py: chunked GLA / HGRN2 forward and backward; hgrn1_scan.py: the HGRN1 scan; small_head.py: GLA / HGRN2 with
+heads of at most SMALL_HEAD_MAX channels as element-wise channels of the HGRN1 scan (the path is chosen here, per
+shape); fused_recurrent.py: decoding steps with the state updated in place. Tensors must live where Triton runs (CUDA,
+or the CPU interpreter in tests: `with hgrn.ops.use_backend("triton"):`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from torch import Tensor
 
-from hgrn.ops.triton import fused_recurrent, hgrn1_scan
+from hgrn.ops.triton import fused_recurrent, hgrn1_scan, small_head
 from hgrn.ops.triton.chunk import GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB, chunk_recurrence
 
 hgrn1_recurrence = hgrn1_scan.scan
@@ -19,13 +20,19 @@ hgrn1_step = fused_recurrent.hgrn1_step
 
 
 def gla_recurrence(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, **options: Any) -> tuple[Tensor, Tensor | None]:
+    if small_head.fits(k, v):
+        return small_head.recurrence(q, k, log_f, v, **options)
     return chunk_recurrence(q, k, log_f, None, v, gate=GATE_GLA, **options)
 
 
 def hgrn2_recurrence(
     q: Tensor, v: Tensor, f_logits: Tensor, lower_bound: Tensor | None, **options: Any
 ) -> tuple[Tensor, Tensor | None]:
-    """The gate is formed in the kernels: f = lb + (1 - lb) sigmoid(f_logits), k = 1 - f."""
+    """The gate is formed in the kernels: f = lb + (1 - lb) sigmoid(f_logits), k = 1 - f (in PyTorch, in fp32, for
+    small heads)."""
+    if small_head.fits(q, v):
+        log_f, k = small_head.LowerBoundedGate.apply(f_logits, lower_bound)
+        return small_head.recurrence(q, k, log_f, v, **options)
     return chunk_recurrence(q, f_logits, None, lower_bound, v, gate=_hgrn2_gate(lower_bound), **options)
 
 

@@ -1,0 +1,143 @@
+"""Expand-ratio and steep-gate sweeps of the HGRN2 op: python -m hgrn.bench.expand_ratio [--out results/bench]
+-> results/bench/expand-ratio-<gpu>-<date>.{json,md}.
+
+At B 8, T 2048, d 2048 (bf16, so the op's inputs and output are the same bytes at every ratio): the dispatched op
+(hgrn.ops.hgrn2_recurrence) at expand ratio 1 .. 256, the chunked kernels forced at the ratios the small-head path
+takes (what ran there before it), and the HGRN1 real scan at [B, T, d] (the element-wise floor of ratio 1). Then the
+steep-gate sweep at the main shape (expand ratio 128): gate logits shifted so that the mean log f per step runs from
+-2 to -24, against random gates. Forward and forward + backward, median ms (triton.testing.do_bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from hgrn import ops
+from hgrn.bench.report import write_json_and_markdown
+from hgrn.results.environment import git_state, hardware, package_versions
+
+B, T, D = 8, 2048, 2048
+RATIOS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+STEEP_LOG_F = (-2, -4, -8, -12, -16, -20, -24)
+
+
+def _time(forward: Callable[[], torch.Tensor], leaves: list[torch.Tensor]) -> tuple[float, float]:
+    """(forward ms, forward + backward ms), medians."""
+    from triton.testing import do_bench
+
+    grad = torch.randn_like(forward())
+
+    def both() -> None:
+        torch.autograd.grad(forward(), leaves, grad)
+
+    with torch.no_grad():
+        fwd = do_bench(forward)
+    return fwd, do_bench(both)
+
+
+def _hgrn2(ratio: int, shift: float = 0.0, chunked: bool = False) -> tuple[float, float, float]:
+    """(fwd ms, fwd+bwd ms, mean log f) of HGRN2 at this expand ratio (head size); chunked forces the chunk kernels."""
+    H = D // ratio
+    q, v, z = (torch.randn(B, T, H, ratio, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    z = (z + shift).requires_grad_()
+    q.requires_grad_(), v.requires_grad_()
+    lb = torch.zeros(H, ratio, device="cuda", requires_grad=True)
+    if chunked:
+        from hgrn.ops.triton.chunk import GATE_HGRN2_LB, chunk_recurrence
+
+        def forward() -> torch.Tensor:
+            return chunk_recurrence(q, z, None, lb, v, gate=GATE_HGRN2_LB, scale=ratio**-0.5, initial_state=None,
+                                    output_final_state=False, reverse=False, cu_seqlens=None)[0]  # fmt: skip
+    else:
+
+        def forward() -> torch.Tensor:
+            return ops.hgrn2_recurrence(q, v, z, lb, scale=ratio**-0.5)[0]
+
+    mean_log_f = F.logsigmoid(z.detach().float()).mean().item()
+    return (*_time(forward, [q, v, z, lb]), mean_log_f)
+
+
+def _hgrn1() -> tuple[float, float]:
+    x = torch.randn(B, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    g = F.logsigmoid(torch.randn(B, T, D, device="cuda") + 2).bfloat16().requires_grad_()
+    return _time(lambda: ops.hgrn1_recurrence(x, g)[0], [x, g])
+
+
+def run() -> dict:
+    from hgrn.ops.triton.small_head import SMALL_HEAD_MAX
+
+    rows = []
+    fwd, both = _hgrn1()
+    rows.append({"case": "hgrn1 real scan [B, T, d]", "ratio": None, "fwd_ms": fwd, "fwd_bwd_ms": both})
+    for ratio in RATIOS:
+        fwd, both, _ = _hgrn2(ratio)
+        rows.append({"case": "ours (hgrn.ops)", "ratio": ratio, "fwd_ms": fwd, "fwd_bwd_ms": both})
+        if ratio <= SMALL_HEAD_MAX:
+            fwd, both, _ = _hgrn2(ratio, chunked=True)
+            rows.append({"case": "chunk kernels forced", "ratio": ratio, "fwd_ms": fwd, "fwd_bwd_ms": both})
+        print(f"ratio {ratio} done", flush=True)
+    steep = []
+    for target in (None, *STEEP_LOG_F):
+        fwd, both, mean_log_f = _hgrn2(128, shift=0.0 if target is None else float(target))
+        steep.append({"gates": "random" if target is None else f"shift {target}", "mean_log_f": mean_log_f,
+                      "fwd_ms": fwd, "fwd_bwd_ms": both})  # fmt: skip
+    info = hardware()
+    return {
+        "benchmark": "expand-ratio",
+        "command": "python -m hgrn.bench.expand_ratio",
+        "device": info.get("device", "cpu"),
+        "date": dt.date.today().isoformat(),
+        "shape": {"B": B, "T": T, "d": D, "dtype": "bf16"},
+        "rows": rows,
+        "steep_gates": steep,
+        "hardware": info,
+        "versions": package_versions(),
+        "git": git_state(Path(__file__).parent),
+    }
+
+
+def markdown(result: dict) -> str:
+    def ratio(row: dict) -> str:
+        return "-" if row["ratio"] is None else str(row["ratio"])
+
+    lines = [
+        f"# HGRN2 op by expand ratio and gate steepness, {result['device']}, {result['date']}",
+        "",
+        f"`{result['command']}`: B {B}, T {T}, d {D}, bf16; median ms (triton.testing.do_bench).",
+        "",
+        "| case | expand ratio | fwd ms | fwd+bwd ms |",
+        "|---|---|---|---|",
+        *(f"| {r['case']} | {ratio(r)} | {r['fwd_ms']:.3f} | {r['fwd_bwd_ms']:.3f} |" for r in result["rows"]),
+        "",
+        "Steep gates at expand ratio 128 (gate logits shifted; mean log f per step measured):",
+        "",
+        "| gates | mean log f | fwd ms | fwd+bwd ms | fwd+bwd vs random |",
+        "|---|---|---|---|---|",
+    ]
+    base = result["steep_gates"][0]["fwd_bwd_ms"]
+    lines += [
+        f"| {s['gates']} | {s['mean_log_f']:.2f} | {s['fwd_ms']:.3f} | {s['fwd_bwd_ms']:.3f} | "
+        f"{s['fwd_bwd_ms'] / base:.2f}x |"
+        for s in result["steep_gates"]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    args = parser.parse_args(argv)
+    result = run()
+    base = args.out / f"expand-ratio-{result['device'].lower().replace(' ', '-')}-{result['date']}"
+    for path in write_json_and_markdown(result, markdown(result), base):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
