@@ -183,8 +183,8 @@ imagenet: $(STAMP)  ## train + evaluate the DeiT recipe (MODEL=hgrn2_vit_tiny|hg
 bench-vit: $(STAMP)  ## ImageNet training step (B 256, bf16, Mixup, AdamW) of the HGRN ViTs and DeiT on the GPU: images/s, memory, 300-epoch GPU hours -> results/bench/
 	$(PY) -m hgrn.bench.vit_step
 
-tables: $(STAMP)  ## render results/tables/ (.md .tex .csv) from every results.json / evaluation.json under outputs/ and results/runs/, beside results/paper/
-	$(PY) -m hgrn.results.tables
+tables: $(STAMP)  ## render results/tables/ (.md .tex .csv) and the README's copies from every results.json / evaluation.json under outputs/ and results/runs/, beside results/paper/
+	$(PY) -m hgrn.results.tables --readme README.md
 
 lint: $(STAMP)  ## ruff check + format check
 	$(VENV)/bin/ruff check src tests

@@ -14,6 +14,7 @@ import pytest
 
 from hgrn.results import write_evaluation, write_record
 from hgrn.results.collect import collect
+from hgrn.results.readme import block, embedded, update
 from hgrn.results.render import number
 from hgrn.results.table import Line, Measure, Spec, build
 from hgrn.results.tables import SPECS, main
@@ -247,3 +248,25 @@ def test_a_study_table_is_a_small_spec_over_runs_that_differ_in_its_keys(tmp_pat
     (other,) = table.others
     assert other.run.path == runs / "r4-small" / "results.json"
     assert other.reason == "overrides change the model, data or budget"
+
+
+def test_the_readme_embeds_every_table_as_make_tables_renders_it(tmp_path):
+    """Every table has its block in the README, and rendering the committed runs rewrites none of them."""
+    runs = tmp_path / "results" / "runs"
+    shutil.copytree(REPO / "results" / "runs", runs)
+    readme = tmp_path / "README.md"
+    shutil.copy(REPO / "README.md", readme)
+    main(["--runs", str(runs), "--out", str(tmp_path / "results" / "tables"), "--readme", str(readme)])
+    assert readme.read_text() == (REPO / "README.md").read_text()
+    blocks = embedded(readme.read_text())
+    assert sorted(blocks) == sorted(SPECS)
+    assert blocks["ptb"].startswith("### Penn Treebank: perplexity\n")
+    assert "[40.61](results/runs/ptb-hgrn2-h200/results.json)" in blocks["ptb"]  # links from the README's folder
+
+
+def test_readme_blocks_are_replaced_and_other_text_kept(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- table:ptb -->\nold\n<!-- /table:ptb -->\nouter\n")
+    assert update(readme, {"ptb": block("# T\n\n| a |\n## Other runs\n"), "lra": "x"}) == ["ptb"]
+    expected = "intro\n<!-- table:ptb -->\n### T\n\n| a |\n#### Other runs\n<!-- /table:ptb -->\nouter\n"
+    assert readme.read_text() == expected

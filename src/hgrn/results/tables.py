@@ -20,6 +20,7 @@ import yaml
 
 from hgrn.io import atomic_writes
 from hgrn.results.collect import TRAINING, Skipped, collect
+from hgrn.results.readme import block, update
 from hgrn.results.render import csv_text, latex, markdown
 from hgrn.results.table import Line, Measure, Published, Spec, build
 
@@ -280,10 +281,12 @@ SPECS: dict[str, Callable[[dict[str, Any]], Spec]] = {
 }
 
 
-def render(names: Sequence[str], roots: Iterable[Path | str], out: Path) -> list[Skipped]:
-    """Write every named table under `out` from the records under `roots`; returns the records left out."""
+def render(names: Sequence[str], roots: Iterable[Path | str], out: Path, readme: Path | None = None) -> list[Skipped]:
+    """Write every named table under `out` from the records under `roots`, and into `readme`'s table blocks
+    (hgrn.results.readme) when given; returns the records left out."""
     runs, skipped = collect(roots)
     out.mkdir(parents=True, exist_ok=True)
+    blocks = {}
     for name in names:
         table, missing = build(SPECS[name](load_paper(name)), runs)
         skipped += missing
@@ -291,6 +294,10 @@ def render(names: Sequence[str], roots: Iterable[Path | str], out: Path) -> list
         with atomic_writes([out / f"{name}.{suffix}" for suffix in texts]) as files:
             for file, text in zip(files, texts.values(), strict=True):
                 file.write(text)
+        if readme is not None:
+            blocks[name] = block(markdown(table, readme.parent))
+    if readme is not None:
+        update(readme, blocks)
     return skipped
 
 
@@ -299,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("tables", nargs="*", help=f"any of {' '.join(SPECS)} (default: all of them)")
     parser.add_argument("--runs", nargs="+", help=f"folders searched for records (default: {' '.join(DEFAULT_RUNS)})")
     parser.add_argument("--out", type=Path, default=Path("results/tables"))
+    parser.add_argument("--readme", type=Path, help="also rewrite this README's table blocks (make tables: README.md)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.tables if name not in SPECS]
     if unknown:
@@ -307,7 +315,10 @@ def main(argv: list[str] | None = None) -> None:
     if absent:
         parser.error(f"--runs {' '.join(absent)}: no such folder (give the folders that hold the runs' records)")
     names = args.tables or list(SPECS)
-    skipped = render(names, args.runs or DEFAULT_RUNS, args.out)  # a default folder may be absent in a fresh clone
+    if args.readme is not None and not args.readme.is_file():
+        parser.error(f"--readme {args.readme}: no such file")
+    # a default folder may be absent in a fresh clone
+    skipped = render(names, args.runs or DEFAULT_RUNS, args.out, args.readme)
     for problem in dict.fromkeys(str(s) for s in skipped):
         print(problem, file=sys.stderr)
     print(f"wrote {', '.join(names)} to {args.out}/ (.md, .tex, .csv); {len(skipped)} record(s) skipped")
