@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from hgrn.results import write_record
-from hgrn.results.access import kernel_benchmark, table_records
+from hgrn.results.access import expand_ratio_benchmark, kernel_benchmark, table_records
 from hgrn.results.identity import follows_recipe
 from hgrn.results.tables import main
 from tests.results.records import training
@@ -193,6 +193,18 @@ def test_kernel_benchmark_reads_the_newest_kernel_rows_and_skips_other_files(tmp
     assert path.name == "new.json" and [r["ms"] for r in rows] == [0.25] and rows[0]["T"] == 8
 
 
+def test_expand_ratio_benchmark_reads_the_newest_sweep(tmp_path):
+    path, rows = expand_ratio_benchmark()
+    assert path.name.startswith("expand-ratio-") and any(r["ratio"] == 1 for r in rows)
+    assert expand_ratio_benchmark(tmp_path) is None
+    row_ = {"case": "ours (hgrn.ops)", "ratio": 1, "fwd_ms": 2.0, "fwd_bwd_ms": 5.0}
+    (tmp_path / "expand-ratio-a.json").write_text(json.dumps({"date": "2026-01-01", "rows": [row_]}))
+    (tmp_path / "expand-ratio-b.json").write_text(json.dumps({"date": "2026-02-01", "rows": [{**row_, "fwd_ms": 1.0}]}))
+    (tmp_path / "expand-ratio-c.json").write_text("{")
+    path, rows = expand_ratio_benchmark(tmp_path)
+    assert path.name == "expand-ratio-b.json" and [r["fwd_ms"] for r in rows] == [1.0]
+
+
 def test_the_notebooks_run_top_to_bottom_and_save_their_figures(tmp_path):
     """The committed results (empty study tables: annotated panels) plus synthetic study runs (curves)."""
     pytest.importorskip("nbclient")
@@ -206,6 +218,6 @@ def test_the_notebooks_run_top_to_bottom_and_save_their_figures(tmp_path):
     notebooks = notebook_paths()
     assert {path.stem for path in notebooks} == {"ablation", "mqar", "kernels", "lra"}
     execute(notebooks, {"HGRN_RUNS": str(runs), "HGRN_PLOTS": str(plots)})
-    expected = {"ablation", "mqar", "kernel_time_vs_length", "kernel_time_vs_expand_ratio", "lra"}
+    expected = {"ablation", "mqar", "kernel_time_vs_length", "kernel_time_vs_expand_ratio", "kernel_time_expand_ratio_sweep", "lra"}
     assert {path.stem for path in plots.glob("*.png")} == expected
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in plots.iterdir())

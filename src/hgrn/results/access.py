@@ -4,6 +4,7 @@ rows of the committed kernel benchmarks (results/bench/*.json).
     from hgrn.results.access import table_records, kernel_benchmark
     rows = table_records("ablation")   # one dict per cell: the line's labels, column, value, std, seeds, records
     path, rows = kernel_benchmark()    # the newest kernel benchmark: one dict per (implementation, shape, mode)
+    path, rows = expand_ratio_benchmark()  # the newest expand-ratio sweep: one dict per (case, expand ratio)
 
 Records are searched under HGRN_RUNS (folders separated by os.pathsep) or, by default, outputs/ and results/runs/ of
 the repository, as `make tables` does; the notebooks save their figures under `plots_dir()`.
@@ -117,3 +118,27 @@ def _is_kernel_row(row: Any) -> bool:
         and isinstance(row["shape_dims"], dict)
         and isinstance(row["ms"], int | float)
     )
+
+
+def expand_ratio_benchmark(folder: Path | str | None = None) -> tuple[Path, list[dict[str, Any]]] | None:
+    """The newest expand-ratio sweep (`python -m hgrn.bench.expand_ratio`: results/bench/expand-ratio-*.json) and its
+    rows: case, ratio (None for the HGRN1 scan), fwd_ms, fwd_bwd_ms, with the file's gpu and date. None when there is
+    none; unreadable files are skipped."""
+    found = []
+    for path in sorted(Path(BENCH_DIR if folder is None else folder).glob("expand-ratio-*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("rows"), list):
+            found.append((str(data.get("date", "")), path.name, path, data))
+    if not found:
+        return None
+    *_, path, data = max(found, key=lambda entry: entry[:2])
+    keys = ("case", "ratio", "fwd_ms", "fwd_bwd_ms")
+    rows = [
+        {**{key: row[key] for key in keys}, "gpu": data.get("device"), "date": data.get("date")}
+        for row in data["rows"]
+        if isinstance(row, dict) and all(key in row for key in keys)
+    ]
+    return path, rows
