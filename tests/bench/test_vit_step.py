@@ -8,7 +8,7 @@ from hgrn.bench import vit_step
 
 
 def test_vit_step_smoke_writes_the_table(tmp_path, capsys):
-    vit_step.main(["--smoke", "--out", str(tmp_path)])
+    vit_step.main(["--smoke", "--profile", "--out", str(tmp_path)])
     [written] = list(tmp_path.glob("vit-step-*.json"))
     result = json.loads(written.read_text())
     assert [row["model"] for row in result["rows"]] == ["hgrn2-tiny", "hgrn1-tiny", "deit-tiny"]
@@ -16,3 +16,6 @@ def test_vit_step_smoke_writes_the_table(tmp_path, capsys):
     assert result["rows"][2]["speed_vs_deit"] == 1.0
     table = written.with_suffix(".md").read_text()
     assert "| hgrn2-tiny |" in table and "GPU hours" in table
+    profile = result["rows"][0]["profile"]
+    assert profile and all(k["ms_per_step"] > 0 for k in profile) and 0 < sum(k["share"] for k in profile) <= 1
+    assert "Where a hgrn2-tiny step's time goes" in table

@@ -1,6 +1,6 @@
-"""The small-head path (hgrn.ops.triton.small_head: heads of <= SMALL_HEAD_MAX channels through the HGRN1 scan)
-against the float64 reference: outputs, final states and every gradient, through the public ops on the Triton
-backend (the interpreter on CPU, -m gpu in bf16 / fp32 at benchmark shapes)."""
+"""The small-head kernels (hgrn.ops.triton.small_head: heads of <= SMALL_HEAD_MAX channels, each head's state scanned
+element-wise in registers) against the float64 reference: outputs, final states and every gradient, through the
+public ops on the Triton backend (the interpreter on CPU, -m gpu in bf16 / fp32 at benchmark shapes)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 
 from hgrn import ops
 from hgrn.ops.triton import small_head
+from hgrn.ops.triton.chunk import GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB
 from tests.helpers import on_backend
 from tests.ops.test_triton_chunk import BF16_GATE_TOL, BF16_TOL, check, cpu_only, make_inputs
 
@@ -20,14 +21,36 @@ def public(kind):
     return kernels.gla_recurrence if kind == "gla" else kernels.hgrn2_recurrence
 
 
+def forced(kind, segments):
+    """small_head.recurrence with a forced number of segments (the plan's rule gives one on the CPU)."""
+    gate = {"gla": GATE_GLA, "hgrn2": GATE_HGRN2, "hgrn2_lb": GATE_HGRN2_LB}[kind]
+
+    def fn(q, *args, scale=1.0, initial_state=None, output_final_state=False, reverse=False, cu_seqlens=None):
+        kz, lg, lb, v = (args[0], args[2], None, args[1]) if kind == "gla" else (args[1], None, args[2:], args[0])
+        return small_head.recurrence(
+            q, kz, lg, lb[0] if lb else None, v, gate=gate, scale=scale, initial_state=initial_state,
+            output_final_state=output_final_state, reverse=reverse, cu_seqlens=cu_seqlens, segments=segments,
+        )  # fmt: skip
+
+    return fn
+
+
 @cpu_only
-@pytest.mark.parametrize("kind", ["gla", "hgrn2", "hgrn2_lb"])
-@pytest.mark.parametrize("head", [1, 2, 3, 4])
-@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_interpreted_heads_around_the_threshold(kind, head, reverse):
-    """Head sizes 1 .. 4: the small-head path up to SMALL_HEAD_MAX, the chunked kernels above it."""
-    inputs = make_inputs(kind, 2, 45, 3, head, head, seed=head)
+@pytest.mark.parametrize(
+    "kind, head, reverse, T",
+    [("gla", 1, False, 45), ("gla", 3, True, 45), ("hgrn2", 2, True, 45), ("hgrn2", 5, False, 21),
+     ("hgrn2_lb", 1, True, 45), ("hgrn2_lb", 3, False, 45), ("hgrn2_lb", 8, True, 21)],
+)  # fmt: skip
+def test_interpreted_head_sizes(kind, head, reverse, T):
+    """Head sizes 1, 2, 3 (odd: padded to 4), 5 and 8, both directions, H = 3 (a partial block of heads)."""
+    inputs = make_inputs(kind, 2, T, 3, head, head, seed=head)
     check(kind, inputs, public(kind), torch.float32, 2e-5, scale=0.7, reverse=reverse)
+
+
+@cpu_only
+def test_interpreted_unequal_key_and_value_sizes():
+    inputs = make_inputs("gla", 2, 30, 2, 2, 3, seed=4)
+    check("gla", inputs, public("gla"), torch.float32, 2e-5, scale=0.5)
 
 
 @cpu_only
@@ -45,6 +68,16 @@ def test_interpreted_small_heads_packed_sequences(reverse):
     check("hgrn2_lb", inputs, public("hgrn2_lb"), torch.float32, 2e-5, reverse=reverse, cu_seqlens=cu)
 
 
+@cpu_only
+@pytest.mark.parametrize("kind, reverse", [("gla", False), ("hgrn2_lb", True)])
+def test_interpreted_segments(kind, reverse, monkeypatch):
+    """Sequences cut into 3 segments (walked from zero states, joined, walked again); BH = 2 heads per program."""
+    monkeypatch.setenv("HGRN_SMALL_TILES", "BH=2,BT=4")
+    inputs = make_inputs(kind, 1, 48, 3, 2, 2, seed=11)
+    check(kind, inputs, forced(kind, 3), torch.float32, 2e-5, scale=0.7, reverse=reverse)
+    assert small_head.make_plan(inputs["q"], inputs["v"], None, 3).NS == 3
+
+
 def test_path_choice_by_head_size(monkeypatch):
     """Heads of <= SMALL_HEAD_MAX channels (K and V) take the small-head path, wider ones the chunked kernels."""
     taken = []
@@ -52,16 +85,27 @@ def test_path_choice_by_head_size(monkeypatch):
     for size in (1, small_head.SMALL_HEAD_MAX, small_head.SMALL_HEAD_MAX + 1):
         x = torch.zeros(1, 4, 2, size)
         assert small_head.fits(x, x) == (size <= small_head.SMALL_HEAD_MAX)
-    x, wide = torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 16)
+    x, wide = torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, small_head.SMALL_HEAD_MAX * 2)
     assert not small_head.fits(x, wide)
     kernels.hgrn2_recurrence(x, x, x)
     assert taken == [2]
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("head", [1, 2, 3, 4])
+@pytest.mark.parametrize("head", [1, 2, 3, 4, 5, 8, 16])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 def test_gpu_small_heads(head, dtype):
     tol = BF16_TOL if dtype == torch.bfloat16 else 1e-4
     inputs = make_inputs("hgrn2_lb", 2, 3000, 64 // head, head, head, gates="mixed", device="cuda", seed=head)
     check("hgrn2_lb", inputs, ops.hgrn2_recurrence, dtype, tol, BF16_GATE_TOL, scale=head**-0.5, reverse=head % 2 == 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["gla", "hgrn2"])
+def test_gpu_small_heads_segmented_and_packed(kind):
+    """One long sequence (segments by the plan's rule) and packed ones, fp32."""
+    inputs = make_inputs(kind, 1, 20000, 4, 8, 8, device="cuda", seed=3)
+    check(kind, inputs, public(kind), torch.float32, 1e-4, scale=0.3)
+    cu = torch.tensor([0, 100, 100, 3000, 7001], device="cuda")
+    inputs = make_inputs(kind, 1, 7001, 4, 4, 4, n_seqs=4, device="cuda", seed=4)
+    check(kind, inputs, public(kind), torch.float32, 1e-4, reverse=True, cu_seqlens=cu)

@@ -3,6 +3,7 @@ and the GPU hours of the 300-epoch recipe -> results/bench/vit-step-<gpu>-<date>
 
     python -m hgrn.bench.vit_step [--models hgrn2-tiny hgrn1-tiny deit-tiny ...] [--batch 256] [--out results/bench]
     python -m hgrn.bench.vit_step --smoke --out <dir>     # CPU, tiny models on 28-pixel images (tests)
+    python -m hgrn.bench.vit_step --profile ...           # also where a step's time goes (torch.profiler)
 
 A step is what training does: timm's Mixup / CutMix on the batch, forward under bf16 autocast, SoftTargetCrossEntropy,
 backward, AdamW (fused on CUDA); random images [B, 3, 224, 224] in channels-last, fp32 weights. Median synchronised
@@ -69,8 +70,9 @@ def training_step(task: TaskModule, batch: int, device: str) -> Callable[[], Non
     return step
 
 
-def measure(model: str, batch: int, steps: int, warmup: int, device: str, smoke: bool) -> dict:
-    """images/s (median step), peak memory and the 300-epoch GPU hours of one model."""
+def measure(model: str, batch: int, steps: int, warmup: int, device: str, smoke: bool, profile: bool = False) -> dict:
+    """images/s (median step), peak memory and the 300-epoch GPU hours of one model (profile: and the kernels that
+    take a step's time)."""
     task = build(model, smoke).to(device).train()
     step = training_step(task, batch, device)
     cuda = device == "cuda"
@@ -95,6 +97,7 @@ def measure(model: str, batch: int, steps: int, warmup: int, device: str, smoke:
         times.append(time.perf_counter() - started)
     median = statistics.median(times)
     images_per_s = batch / median
+    extra = {"profile": where_time_goes(step, device)} if profile else {}
     return {
         "model": model,
         "parameters": task.num_parameters(),
@@ -105,7 +108,29 @@ def measure(model: str, batch: int, steps: int, warmup: int, device: str, smoke:
         "images_per_s": images_per_s,
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "gpu_hours_300_epochs": IMAGENET_TRAIN_IMAGES * EPOCHS / images_per_s / 3600,
+        **extra,
     }
+
+
+def where_time_goes(step: Callable[[], None], device: str, steps: int = 3, top: int = 12) -> list[dict]:
+    """The `top` kernels (CPU ops without a GPU) by their own time over `steps` profiled steps, in ms per step, with
+    their share of the total."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr) > 0]
+    total = sum(getattr(e, attr) for e in events)
+    events.sort(key=lambda e: getattr(e, attr), reverse=True)
+    return [
+        {"kernel": e.key[:90], "ms_per_step": getattr(e, attr) / 1e3 / steps, "share": getattr(e, attr) / total}
+        for e in events[:top]
+    ]
 
 
 def against_deit(rows: list[dict]) -> None:
@@ -137,6 +162,11 @@ def markdown(result: dict) -> str:
             f"{_ratio(row, 'speed_vs_deit')} | {memory} | {_ratio(row, 'memory_vs_deit')} | {row['step_ms']:.1f} | "
             f"{row['first_step_s']:.1f} | {row['gpu_hours_300_epochs']:,.1f} |"
         )
+    for row in result["rows"]:
+        if "profile" in row:
+            lines += ["", f"Where a {row['model']} step's time goes (torch.profiler, own time per kernel):", "",
+                      "| kernel | ms per step | share |", "|---|---|---|"]  # fmt: skip
+            lines += [f"| `{k['kernel']}` | {k['ms_per_step']:.2f} | {k['share']:.0%} |" for k in row["profile"]]
     return "\n".join(lines) + "\n"
 
 
@@ -148,7 +178,7 @@ def run(args: argparse.Namespace) -> dict:
     device = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda"
     rows = []
     for model in args.models:
-        rows.append(measure(model, args.batch, args.steps, args.warmup, device, args.smoke))
+        rows.append(measure(model, args.batch, args.steps, args.warmup, device, args.smoke, args.profile))
         print(f"{model}: {rows[-1]['images_per_s']:,.0f} images/s", flush=True)
     against_deit(rows)
     info = hardware()
@@ -175,6 +205,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--smoke", action="store_true", help="CPU, small HGRN2 / HGRN1 / DeiT, 28-pixel images")
+    parser.add_argument("--profile", action="store_true", help="also the kernels that take each model's step time")
     args = parser.parse_args(argv)
     args.argv = list(argv or [])
     if args.smoke:

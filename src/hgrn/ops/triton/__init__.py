@@ -1,9 +1,9 @@
 """The Triton backend of hgrn.ops: each op mapped onto its kernels (arguments already checked by the dispatch).
 
 chunk.py: chunked GLA / HGRN2 forward and backward; hgrn1_scan.py: the HGRN1 scan; small_head.py: GLA / HGRN2 with
-heads of at most SMALL_HEAD_MAX channels as element-wise channels of the HGRN1 scan (the path is chosen here, per
-shape); fused_recurrent.py: decoding steps with the state updated in place. Tensors must live where Triton runs (CUDA,
-or the CPU interpreter in tests: `with hgrn.ops.use_backend("triton"):`).
+heads of at most SMALL_HEAD_MAX channels, each head's state scanned element-wise in registers (the path is chosen
+here, per shape); fused_recurrent.py: decoding steps with the state updated in place. Tensors must live where
+Triton runs (CUDA, or the CPU interpreter in tests: `with hgrn.ops.use_backend("triton"):`).
 """
 
 from __future__ import annotations
@@ -21,18 +21,16 @@ hgrn1_step = fused_recurrent.hgrn1_step
 
 def gla_recurrence(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, **options: Any) -> tuple[Tensor, Tensor | None]:
     if small_head.fits(k, v):
-        return small_head.recurrence(q, k, log_f, v, **options)
+        return small_head.recurrence(q, k, log_f, None, v, gate=GATE_GLA, **options)
     return chunk_recurrence(q, k, log_f, None, v, gate=GATE_GLA, **options)
 
 
 def hgrn2_recurrence(
     q: Tensor, v: Tensor, f_logits: Tensor, lower_bound: Tensor | None, **options: Any
 ) -> tuple[Tensor, Tensor | None]:
-    """The gate is formed in the kernels: f = lb + (1 - lb) sigmoid(f_logits), k = 1 - f (in PyTorch, in fp32, for
-    small heads)."""
+    """The gate is formed in the kernels: f = lb + (1 - lb) sigmoid(f_logits), k = 1 - f."""
     if small_head.fits(q, v):
-        log_f, k = small_head.LowerBoundedGate.apply(f_logits, lower_bound)
-        return small_head.recurrence(q, k, log_f, v, **options)
+        return small_head.recurrence(q, f_logits, None, lower_bound, v, gate=_hgrn2_gate(lower_bound), **options)
     return chunk_recurrence(q, f_logits, None, lower_bound, v, gate=_hgrn2_gate(lower_bound), **options)
 
 

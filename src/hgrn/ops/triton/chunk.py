@@ -480,15 +480,18 @@ def _per_chunk(q: Tensor, plan: Plan, cu: Tensor | None) -> Tensor:
     return q.new_empty(shape, dtype=torch.float32) if dense else q.new_zeros(shape, dtype=torch.float32)
 
 
-def _combine(local: Tensor, logdec: Tensor, init: Tensor | None, plan: Plan, descending: bool, final: bool):
-    """States before each segment [P, H, K, V] and after the last one [N, H, K, V] (None unless `final`)."""
+def segment_combine(
+    local: Tensor, logdec: Tensor, init: Tensor | None, n_seqs: int, NS: int, descending: bool, final: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Join the segments' own states local [P = n_seqs * NS, H, K, V] (log decays logdec [P, H, K]): the states
+    before each segment [P, H, K, V] and after the last one [N, H, K, V] (None unless `final`)."""
     _, H, K, V = local.shape
     before = torch.empty_like(local)
-    after = local.new_empty(plan.n_seqs, H, K, V) if final else None
+    after = local.new_empty(n_seqs, H, K, V) if final else None
     block = 1024
-    _segment_combine_kernel[(triton.cdiv(H * K * V, block), plan.n_seqs)](
+    _segment_combine_kernel[(triton.cdiv(H * K * V, block), n_seqs)](
         local, logdec, local if init is None else init, before, local if after is None else after,
-        plan.NS, H * K * V, V, BLOCK=block, DESCENDING=descending, HAS_INIT=init is not None, STORE_FINAL=final,
+        NS, H * K * V, V, BLOCK=block, DESCENDING=descending, HAS_INIT=init is not None, STORE_FINAL=final,
     )  # fmt: skip
     return before, after
 
@@ -518,7 +521,7 @@ class ChunkRecurrence(torch.autograd.Function):
         if plan.NS > 1:
             local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
             _walk_fwd_kernel[grid](*walk, o, q, local, q, q, *seq, scale, MODE=2, HAS_H0=False, STORE_HT=True, **shape)
-            starts, final = _combine(local, gl.sum(1), h0, plan, reverse, want_final)
+            starts, final = segment_combine(local, gl.sum(1), h0, plan.n_seqs, plan.NS, reverse, want_final)
         else:
             starts = h0
             final = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if want_final else None
@@ -547,7 +550,7 @@ class ChunkRecurrence(torch.autograd.Function):
             local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
             _walk_rev_kernel[grid_rev](*walk, v, q, q, q, local, *seq, scale, MODE=2, HAS_DHT=False,
                                        STORE_DH0=True, ATOMIC=False, **rev)  # fmt: skip
-            terminal, dh0 = _combine(local, gl.sum(1), dht, plan, not reverse, h0 is not None)
+            terminal, dh0 = segment_combine(local, gl.sum(1), dht, plan.n_seqs, plan.NS, not reverse, h0 is not None)
         else:
             terminal = dht
         atomic = grid_rev[0] > 1

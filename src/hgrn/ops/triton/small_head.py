@@ -1,25 +1,36 @@
-"""Small heads: the K x V state of each head as K * V element-wise channels, run through the HGRN1 scan.
+"""Small heads: GLA / HGRN2 with K, V <= SMALL_HEAD_MAX, each head's K x V state as element-wise channels.
 
-For head sizes below the tensor cores' 16-wide tiles the chunked kernels pad K and V to 16 and spend (16 / K)^2 of
-their work on zeros: expand ratio 1 ran 86x slower than the HGRN1 scan, which does the same element-wise work. Here
-S_t[k, v] = f_t[k] S_{t-1}[k, v] + k_t[k] v_t[v] is an element-wise linear recurrence over the H * K * V channels
-(x_t[h, k, v] = k_t[h, k] v_t[h, v], log f broadcast over v), run by the HGRN1 chained scan (hgrn1_scan.py, which
-owns the backward, the packed sequences, the reverse scan and the states), and o_t[h, v] = scale sum_k q_t[h, k]
-S_t[h, k, v] is reduced afterwards. The forming and the reduction are PyTorch element-wise ops, so the channels'
-inputs and states pass through memory in fp32: about 3 x 4 x K bytes per model channel per token each way, which
-undercuts the padded tiles while K <= SMALL_HEAD_MAX (measured: results/bench/expand-ratio-*). At ratio 1 the scan
-is exactly the HGRN1 scan.
+Below the tensor cores' 16-wide tiles the chunked kernels pad K and V to 16 and spend (16 / K)^2 of their work on
+zeros. Here S_t[k, v] = f_t[k] S_{t-1}[k, v] + k_t[k] v_t[v] is an element-wise linear recurrence over the
+H * K * V state channels, scanned in registers: one program owns BH heads of one (pseudo-)sequence, walks it in
+[BT, BH, K, V] tiles (k v^T formed on the fly, the affine maps (f, x) scanned down the tile, o_t = scale q_t S_t
+reduced over K), and carries the state between tiles. Inputs are read once and outputs written once; the states
+exist only in registers, except each tile's entering state, saved for the backward.
+
+Backward, tiles from the last: dS_t = scale q_t do_t^T + f_{t+1} dS_{t+1} by the reversed scan, the tile's states
+recomputed from the saved one, and dq = scale S do, dk = dS v, dv = dS^T k, dlog f = sum_v dS (S - k v^T), the
+HGRN2 gate gradient from s = sigmoid(z) and sigmoid(-z) kept apart (no cancellation at saturated gates).
+
+Long sequences with few state channels are cut into segments walked in parallel and joined as the chunked
+kernels' are (`segment_combine`): a first walk finds each segment's own final state (backward: the gradient
+reaching its start), the combine chains them, the second walk starts each segment from its true state.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 import torch
+import triton
+import triton.language as tl
 from torch import Tensor
 
-from hgrn.ops.gates import lower_bounded_gate
-from hgrn.ops.triton import hgrn1_scan
+from hgrn.ops.triton._common import INTERPRET, LOG2E, lower_bounded_gate, pow2, seq_span, target_programs, tokens
+from hgrn.ops.triton.chunk import segment_combine
 
-SMALL_HEAD_MAX = 2  # the largest K (and V) taken here; from 4 the chunked kernels are faster (results/bench/)
+SMALL_HEAD_MAX = 8  # the largest K (and V) taken here; from 16 the chunked kernels are faster (results/bench/)
+SPECIALIZE = dict(do_not_specialize=["T", "NS", "L", "NTS"])
 
 
 def fits(k: Tensor, v: Tensor) -> bool:
@@ -27,66 +38,322 @@ def fits(k: Tensor, v: Tensor) -> bool:
     return k.shape[-1] <= SMALL_HEAD_MAX and v.shape[-1] <= SMALL_HEAD_MAX
 
 
+@triton.jit
+def _affine(a1, b1, a2, b2):
+    """The map y -> a1 y + b1, then y -> a2 y + b2."""
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _tile(ptr, tok, valid, heads, hm, cols, E: tl.constexpr, H: tl.constexpr):
+    """[BT, BH, EP] fp32 tile of a token-major [.., H, E] tensor; zeros outside."""
+    offs = tok[:, None, None] * (H * E) + heads[None, :, None] * E + cols[None, None, :]
+    m = valid[:, None, None] & hm[None, :, None] & (cols < E)[None, None, :]
+    return tl.load(ptr + offs, mask=m, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store(ptr, x, tok, valid, heads, hm, cols, E: tl.constexpr, H: tl.constexpr):
+    offs = tok[:, None, None] * (H * E) + heads[None, :, None] * E + cols[None, None, :]
+    m = valid[:, None, None] & hm[None, :, None] & (cols < E)[None, None, :]
+    tl.store(ptr + offs, x.to(ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _gate(kz, lg, lb, tok, valid, heads, hm, ck, K: tl.constexpr, H: tl.constexpr, GATE: tl.constexpr):
+    """(k, log f, s, ns, f) of a [BT, BH, KP] tile, k = log f = 0 outside (the identity step). GLA reads k and log f
+    (s, ns, f are then unused); HGRN2 forms them from the gate logits z and the lower bound."""
+    zt = _tile(kz, tok, valid, heads, hm, ck, K, H)
+    if GATE == 0:
+        k, s, ns, f = zt, zt, zt, zt
+        logf = _tile(lg, tok, valid, heads, hm, ck, K, H)
+    else:
+        if GATE == 2:
+            lbv = tl.load(lb + heads[:, None] * K + ck[None, :], mask=hm[:, None] & (ck < K)[None, :], other=0.0)
+            lbv = lbv.to(tl.float32)[None, :, :]
+        else:
+            lbv = 0.0
+        k, logf, s, ns, f = lower_bounded_gate(zt, lbv)
+        inside = valid[:, None, None] & hm[None, :, None] & (ck < K)[None, None, :]
+        k = tl.where(inside, k, 0.0)
+        logf = tl.where(inside, logf, 0.0)
+    return k, logf, s, ns, f
+
+
+@triton.jit
+def _row(x, i, BT: tl.constexpr):
+    """Row i of a [BT, ...] register tile (a masked sum: register tiles cannot be indexed)."""
+    pick = tl.arange(0, BT) == i
+    return tl.sum(tl.where(pick[:, None, None, None], x, 0.0), 0)
+
+
+@triton.jit
+def _decays(logf, BT: tl.constexpr, BH: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr):
+    """f = e^{log f} [BT, BH, KP] broadcast over V: the scan's inputs must share one shape."""
+    return tl.broadcast_to(tl.exp2(logf * LOG2E)[:, :, :, None], [BT, BH, KP, VP])
+
+
+@triton.jit(**SPECIALIZE)
+def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, scale,
+                H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
+                BH: tl.constexpr, BT: tl.constexpr, MODE: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
+                IS_VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
+                SAVE: tl.constexpr):  # fmt: skip
+    """Forward walk of BH heads of pseudo-sequence p with the [BH, KP, VP] state S in registers.
+
+    MODE 0: o = scale q S, the state entering each tile into `saved` (SAVE), the final state into ht (STORE_HT).
+    MODE 1: the segment's own final state (from S = 0) into ht and its total log decay into logdec [P, H, K]."""
+    ih, p = tl.program_id(0), tl.program_id(1)
+    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
+    heads = ih * BH + tl.arange(0, BH)
+    hm = heads < H
+    ck, cv = tl.arange(0, KP), tl.arange(0, VP)
+    h_off = (heads[:, None, None] * K + ck[None, :, None]) * V + cv[None, None, :]  # within one state [H, K, V]
+    s_off = p.to(tl.int64) * H * K * V + h_off
+    s_mask = hm[:, None, None] & (ck < K)[None, :, None] & (cv < V)[None, None, :]
+    if HAS_H0:  # noqa: SIM108 (Triton: constexpr branch)
+        S = tl.load(h0 + s_off, mask=s_mask, other=0.0).to(tl.float32)
+    else:
+        S = tl.zeros([BH, KP, VP], tl.float32)
+    total = tl.zeros([BH, KP], tl.float32)
+    for c in range(0, tl.cdiv(n, BT)):
+        tok, valid = tokens(c * BT + tl.arange(0, BT), n, bos, REVERSE)
+        k, logf, _s, _ns, _f = _gate(kz, lg, lb, tok, valid, heads, hm, ck, K, H, GATE)
+        vt = _tile(v, tok, valid, heads, hm, cv, V, H)
+        if SAVE:
+            tl.store(saved + (p * NTS + c).to(tl.int64) * H * K * V + h_off, S, mask=s_mask)
+        x = k[:, :, :, None] * vt[:, :, None, :]
+        A, B = tl.associative_scan((_decays(logf, BT, BH, KP, VP), x), 0, _affine)
+        if MODE == 0:
+            states = A * S[None] + B
+            qt = _tile(q, tok, valid, heads, hm, ck, K, H)
+            _store(o, scale * tl.sum(qt[:, :, :, None] * states, 2), tok, valid, heads, hm, cv, V, H)
+            S = _row(states, BT - 1, BT)
+        else:
+            S = _row(A, BT - 1, BT) * S + _row(B, BT - 1, BT)
+            total += tl.sum(logf, 0)
+    if STORE_HT:
+        tl.store(ht + s_off, S, mask=s_mask)
+    if MODE == 1:
+        k_off = (p * H + heads).to(tl.int64)[:, None] * K + ck[None, :]
+        tl.store(logdec + k_off, total, mask=hm[:, None] & (ck < K)[None, :])
+
+
+@triton.jit(**SPECIALIZE)
+def _bwd_kernel(q, kz, lg, lb, v, do, saved, dht, dq, dkz, dlg, dv, dh0, plb, cu, T, NS, L, NTS, scale,
+                H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
+                BH: tl.constexpr, BT: tl.constexpr, MODE: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
+                IS_VARLEN: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr):  # fmt: skip
+    """Reverse walk with U = dL/dS at the first step of the tile after the current one (dht at the start).
+
+    MODE 0: dq, dk (GLA) or dz (HGRN2), dlog f (GLA), dv, the lower bound's per-program sums into plb [P, H, K];
+    MODE 1: only the gradient reaching the state that enters the segment (from dht = 0). STORE_DH0 stores it."""
+    ih, p = tl.program_id(0), tl.program_id(1)
+    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
+    heads = ih * BH + tl.arange(0, BH)
+    hm = heads < H
+    ck, cv = tl.arange(0, KP), tl.arange(0, VP)
+    h_off = (heads[:, None, None] * K + ck[None, :, None]) * V + cv[None, None, :]  # within one state [H, K, V]
+    s_off = p.to(tl.int64) * H * K * V + h_off
+    s_mask = hm[:, None, None] & (ck < K)[None, :, None] & (cv < V)[None, None, :]
+    if HAS_DHT:  # noqa: SIM108 (Triton: constexpr branch)
+        U = tl.load(dht + s_off, mask=s_mask, other=0.0).to(tl.float32)
+    else:
+        U = tl.zeros([BH, KP, VP], tl.float32)
+    lb_sum = tl.zeros([BH, KP], tl.float32)
+    n_tiles = tl.cdiv(n, BT)
+    for cc in range(0, n_tiles):
+        c = n_tiles - 1 - cc
+        r = c * BT + tl.arange(0, BT)
+        tok, valid = tokens(r, n, bos, REVERSE)
+        tok_next, valid_next = tokens(r + 1, n, bos, REVERSE)
+        # f of the following step (1 past the end, where dS_t = scale q_t do_t^T + dht)
+        _k, logf_next, _s, _ns, _f = _gate(kz, lg, lb, tok_next, valid_next, heads, hm, ck, K, H, GATE)
+        qt = _tile(q, tok, valid, heads, hm, ck, K, H)
+        dot = _tile(do, tok, valid, heads, hm, cv, V, H)
+        grads = scale * qt[:, :, :, None] * dot[:, :, None, :]
+        Cr, Dr = tl.associative_scan((_decays(logf_next, BT, BH, KP, VP), grads), 0, _affine, reverse=True)
+        dS = Cr * U[None] + Dr
+        if MODE == 0:
+            k, logf, s, ns, f = _gate(kz, lg, lb, tok, valid, heads, hm, ck, K, H, GATE)
+            vt = _tile(v, tok, valid, heads, hm, cv, V, H)
+            S0 = tl.load(saved + (p * NTS + c).to(tl.int64) * H * K * V + h_off, mask=s_mask, other=0.0)
+            x = k[:, :, :, None] * vt[:, :, None, :]
+            A, B = tl.associative_scan((_decays(logf, BT, BH, KP, VP), x), 0, _affine)
+            states = A * S0[None] + B
+            dkt = tl.sum(dS * vt[:, :, None, :], 3)
+            dlogf = tl.sum(dS * states, 3) - k * dkt  # sum_v dS (S - k v^T) = sum_v dS f S_{t-1}
+            _store(dq, scale * tl.sum(states * dot[:, :, None, :], 3), tok, valid, heads, hm, ck, K, H)
+            _store(dv, tl.sum(dS * k[:, :, :, None], 2), tok, valid, heads, hm, cv, V, H)
+            if GATE == 0:
+                _store(dkz, dkt, tok, valid, heads, hm, ck, K, H)
+                _store(dlg, dlogf, tok, valid, heads, hm, ck, K, H)
+            else:
+                inside = valid[:, None, None] & hm[None, :, None] & (ck < K)[None, None, :]
+                inv_f = tl.where(inside & (f > 0), tl.fdiv(1.0, f), 0.0)
+                ratio = tl.where(f > 0, s * inv_f, 1.0)  # s / f -> 1 as f -> 0 without a bound
+                _store(dkz, k * (ratio * dlogf - s * dkt), tok, valid, heads, hm, ck, K, H)
+                if GATE == 2:
+                    lb_sum += tl.sum(tl.where(inside, ns * (inv_f * dlogf - dkt), 0.0), 0)
+        U = _row(dS, 0, BT)
+    if STORE_DH0:  # dL/dS_{-1} = f_0 dS_0 (an empty sequence passes dht through)
+        tok0, valid0 = tokens(tl.arange(0, BT), n, bos, REVERSE)
+        _k, logf0, _s, _ns, _f = _gate(kz, lg, lb, tok0, valid0, heads, hm, ck, K, H, GATE)
+        f0 = tl.sum(tl.where((tl.arange(0, BT) == 0)[:, None, None], tl.exp(logf0), 0.0), 0)
+        tl.store(dh0 + s_off, f0[:, :, None] * U, mask=s_mask)
+    if GATE == 2 and MODE == 0:
+        k_off = (p * H + heads).to(tl.int64)[:, None] * K + ck[None, :]
+        tl.store(plb + k_off, lb_sum, mask=hm[:, None] & (ck < K)[None, :])
+
+
+# --- launch plan and autograd ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Tiles and pseudo-sequences for one call, chosen by rule (HGRN_SMALL_TILES="BH=4,BT=16,warps=4,NS=2" for
+    tile experiments)."""
+
+    n_seqs: int
+    NS: int  # segments per sequence
+    L: int  # segment length (a multiple of BT)
+    NTS: int  # tiles per pseudo-sequence (at most)
+    KP: int
+    VP: int
+    BH: int  # heads per program
+    BT: int  # time steps per tile
+    warps: int
+
+    @property
+    def P(self) -> int:
+        return self.n_seqs * self.NS
+
+
+def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | None = None) -> Plan:
+    """One warp per program holding about 32 state channels (BH heads, one channel per thread, a tile's 16 steps in
+    its registers, so the scan down the tile stays in-thread); segments while the programs would not fill the GPU
+    four times over. Chosen by a tile sweep on an H200 (B8 T2048 d2048 bf16, fwd+bwd ms, 2026-12-02): head size 8
+    2.55 at (BH 1, BT 16, 1 warp), 3.26 at (2, 8, 4 warps), 4.92 at (4, 8, 4); head size 2 1.10 at (8, 16, 1), 1.49
+    at (32, 8, 4), 1.74 at (128, 8, 4); larger tiles spill registers (up to 66 ms)."""
+    T, H, K = q.shape[1:]
+    tiles = {k: int(x) for k, x in (i.split("=") for i in os.environ.get("HGRN_SMALL_TILES", "").split(",") if i)}
+    KP, VP = pow2(K), pow2(v.shape[-1])
+    BH = tiles.get("BH", min(pow2(H), max(32 // (KP * VP), 1)))
+    BT = tiles.get("BT", 16)
+    n_seqs = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
+    if segments is None:
+        programs = n_seqs * triton.cdiv(H, BH)
+        target = 2 * target_programs(q.device)
+        segments = 1 if cu_seqlens is not None or programs >= target else triton.cdiv(target, programs)
+    segments = max(1, min(tiles.get("NS", segments), triton.cdiv(T, 4 * BT)))
+    L = triton.cdiv(triton.cdiv(max(T, 1), segments), BT) * BT
+    NS = triton.cdiv(T, L) if T else 1
+    longest = L if cu_seqlens is None else int(cu_seqlens.diff().max()) if n_seqs else 0
+    warps = 4 if INTERPRET else tiles.get("warps", 1)
+    return Plan(n_seqs, NS, L, max(triton.cdiv(longest, BT), 1), KP, VP, BH, BT, warps)
+
+
+def _forward(
+    q, kz, lg, lb, v, h0, scale: float, gate: int, reverse: bool, cu, plan: Plan, want_final: bool, save: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """(o, the final state or None, the states entering each tile (save) or None, the segments' log decays
+    [P, H, K] (segmented runs) or None)."""
+    T, H, K = q.shape[1:]
+    V = v.shape[-1]
+    shape = _shape(plan, gate, reverse, cu, H, K, V)
+    seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NTS, scale)
+    inputs = (q, kz, q if lg is None else lg, q if lb is None else lb, v)
+    grid = (triton.cdiv(H, plan.BH), plan.P)
+    o = torch.empty_like(v)
+    saved = q.new_empty(plan.P, plan.NTS, H, K, V, dtype=torch.float32) if save else None
+    logdec = None
+    if plan.NS > 1:
+        local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
+        logdec = q.new_empty(plan.P, H, K, dtype=torch.float32)
+        _fwd_kernel[grid](*inputs, o, q, local, q, logdec, *seq, MODE=1, HAS_H0=False, STORE_HT=True, SAVE=False,
+                          **shape)  # fmt: skip
+        starts, final = segment_combine(local, logdec, h0, plan.n_seqs, plan.NS, reverse, want_final)
+    else:
+        starts = h0
+        final = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if want_final else None
+    _fwd_kernel[grid](*inputs, o, q if starts is None else starts, q if plan.NS > 1 or final is None else final,
+                      q if saved is None else saved, q, *seq, MODE=0, HAS_H0=starts is not None,
+                      STORE_HT=plan.NS == 1 and want_final, SAVE=save, **shape)  # fmt: skip
+    return o, final, saved, logdec
+
+
+class SmallHeadRecurrence(torch.autograd.Function):
+    """GLA (gate=0: kz = k, lg = log f) or HGRN2 (gate 1 / 2: kz = gate logits, lb = lower bound or None)."""
+
+    @staticmethod
+    def forward(ctx, q, kz, lg, lb, v, h0, scale, gate, reverse, cu, plan, want_final):
+        o, final, saved, logdec = _forward(q, kz, lg, lb, v, h0, scale, gate, reverse, cu, plan, want_final, True)
+        ctx.save_for_backward(q, kz, lg, lb, v, h0, saved, logdec, cu)
+        ctx.args = (scale, gate, reverse, plan)
+        ctx.set_materialize_grads(False)
+        return o, final
+
+    @staticmethod
+    def backward(ctx, do, dht=None):
+        q, kz, lg, lb, v, h0, saved, logdec, cu = ctx.saved_tensors
+        scale, gate, reverse, plan = ctx.args
+        T, H, K = q.shape[1:]
+        V = v.shape[-1]
+        shape = _shape(plan, gate, reverse, cu, H, K, V)
+        seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NTS, scale)
+        inputs = (q, kz, q if lg is None else lg, q if lb is None else lb, v)
+        grid = (triton.cdiv(H, plan.BH), plan.P)
+        do = torch.zeros_like(v) if do is None else do.contiguous()
+        dht = None if dht is None else dht.contiguous()
+        if plan.NS > 1:  # the gradient reaching each segment's end from the later segments
+            local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
+            _bwd_kernel[grid](*inputs, do, q, q, q, q, q, q, local, q, *seq, MODE=1, HAS_DHT=False, STORE_DH0=True,
+                              **shape)  # fmt: skip
+            terminal, dh0 = segment_combine(local, logdec, dht, plan.n_seqs, plan.NS, not reverse, h0 is not None)
+        else:
+            terminal = dht
+            dh0 = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if h0 is not None else None
+        dq, dkz, dv = torch.empty_like(q), torch.empty_like(kz), torch.empty_like(v)
+        dlg = None if lg is None else torch.empty_like(lg)
+        plb = q.new_empty(plan.P, H, K, dtype=torch.float32) if lb is not None else None
+        _bwd_kernel[grid](*inputs, do, saved, q if terminal is None else terminal, dq, dkz,
+                          q if dlg is None else dlg, dv, q if plan.NS > 1 or dh0 is None else dh0,
+                          q if plb is None else plb, *seq, MODE=0, HAS_DHT=terminal is not None,
+                          STORE_DH0=plan.NS == 1 and dh0 is not None, **shape)  # fmt: skip
+        dlb = None if lb is None else plb.sum(0).to(lb.dtype)
+        dh0 = None if h0 is None else dh0.to(h0.dtype)
+        return dq, dkz, dlg, dlb, dv, dh0, None, None, None, None, None, None
+
+
+def _shape(plan: Plan, gate: int, reverse: bool, cu: Tensor | None, H: int, K: int, V: int) -> dict:
+    return dict(H=H, K=K, V=V, KP=plan.KP, VP=plan.VP, BH=plan.BH, BT=plan.BT, GATE=gate, REVERSE=reverse,
+                IS_VARLEN=cu is not None, num_warps=plan.warps)  # fmt: skip
+
+
 def recurrence(
     q: Tensor,
-    k: Tensor,
-    log_f: Tensor,
+    kz: Tensor,
+    lg: Tensor | None,
+    lb: Tensor | None,
     v: Tensor,
     *,
+    gate: int,
     scale: float,
     initial_state: Tensor | None,
     output_final_state: bool,
     reverse: bool,
     cu_seqlens: Tensor | None,
+    segments: int | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """GLA on small heads: q, k, log_f [B, T, H, K]; v [B, T, H, V]; initial_state [N, H, K, V] or None.
-    Returns (o [B, T, H, V] in v's dtype, the final state [N, H, K, V] in fp32 or None)."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    x = k.float()[..., :, None] * v.float()[..., None, :]  # [B, T, H, K, V]
-    channel_log_f = log_f.float()[..., :, None].expand(B, T, H, K, V)
-    h0 = None if initial_state is None else initial_state.float().reshape(initial_state.shape[0], H * K * V)
-    states, final = hgrn1_scan.scan(
-        x.reshape(B, T, H * K * V),
-        channel_log_f.reshape(B, T, H * K * V),
-        None,
-        initial_state=h0,
-        output_final_state=output_final_state,
-        reverse=reverse,
-        cu_seqlens=cu_seqlens,
-    )
-    # a broadcast product and sum, not einsum: that becomes a batched matmul of B*T*H tiny matrices, 10x slower
-    o = (q.float()[..., :, None] * states.view(B, T, H, K, V)).sum(-2) * scale
-    return o.to(v.dtype), None if final is None else final.view(-1, H, K, V)
-
-
-class LowerBoundedGate(torch.autograd.Function):
-    """(log f, k) of `lower_bounded_gate` in fp32, with the gradient formed from sigmoid(z) and sigmoid(-z) kept
-    apart, as the chunked kernels do: autograd's sigmoid backward forms y (1 - y), which is 0 in fp32 once y rounds to
-    1 (|z| > ~17), and so drops the gate gradient of every nearly closed or open gate.
-
-    z [..., H, K] (any float dtype); lower_bound [H, K] or None. d log f / dz = (1 - lb) s ns / f, dk / dz =
-    -(1 - lb) s ns, d log f / dlb = ns / f, dk / dlb = -ns, with s = sigmoid(z), ns = sigmoid(-z); the ratios to f
-    are taken in log space so that none overflows where the true gradient is finite."""
-
-    @staticmethod
-    def forward(ctx, z: Tensor, lower_bound: Tensor | None) -> tuple[Tensor, Tensor]:
-        z_dtype = z.dtype
-        z = z.float()
-        lb = None if lower_bound is None else lower_bound.float()
-        log_f, k = lower_bounded_gate(z, lb)
-        ctx.save_for_backward(z, lb, log_f)
-        ctx.dtypes = (z_dtype, None if lower_bound is None else lower_bound.dtype)
-        return log_f, k
-
-    @staticmethod
-    def backward(ctx, dlog_f: Tensor, dk: Tensor) -> tuple[Tensor, Tensor | None]:
-        z, lb, log_f = ctx.saved_tensors
-        log_s, log_ns = torch.nn.functional.logsigmoid(z), torch.nn.functional.logsigmoid(-z)
-        log_keep = torch.zeros_like(z) if lb is None else torch.log1p(-lb).expand_as(z)  # log (1 - lb)
-        dz = dlog_f * torch.exp(log_keep + log_s + log_ns - log_f) - dk * torch.exp(log_keep + log_s + log_ns)
-        dlb = None
-        if lb is not None and ctx.needs_input_grad[1]:
-            per_element = dlog_f * torch.exp(log_ns - log_f) - dk * torch.exp(log_ns)
-            dlb = per_element.reshape(-1, *lb.shape).sum(0).to(ctx.dtypes[1])
-        return dz.to(ctx.dtypes[0]), dlb
+    """GLA (gate 0: kz = k [B, T, H, K], lg = log f) or HGRN2 (gate 1 / 2: kz = gate logits, lb = lower bound [H, K]
+    or None) on small heads; q [B, T, H, K], v [B, T, H, V], initial_state [N, H, K, V] or None. Returns
+    (o [B, T, H, V] in v's dtype, the final state [N, H, K, V] in fp32 or None); `segments` overrides the plan."""
+    plan = make_plan(q, v, cu_seqlens, segments)
+    tensors = [None if t is None else t.contiguous() for t in (q, kz, lg, lb, v, initial_state)]
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    args = (*tensors, float(scale), gate, reverse, cu_seqlens, plan, output_final_state)
+    if grad:
+        o, final = SmallHeadRecurrence.apply(*args)
+    else:  # no autograd node and no saved tile states
+        o, final, _saved, _logdec = _forward(*args, False)
+    return o, final if output_final_state else None
