@@ -113,18 +113,20 @@ def measure(model: str, batch: int, steps: int, warmup: int, device: str, smoke:
 
 
 def where_time_goes(step: Callable[[], None], device: str, steps: int = 3, top: int = 12) -> list[dict]:
-    """The `top` kernels (CPU ops without a GPU) by their own time over `steps` profiled steps, in ms per step, with
-    their share of the total."""
+    """The `top` GPU kernels (CPU ops without a GPU) by their own time over `steps` profiled steps, in ms per step,
+    with their share of all kernels' time. Kernels only: an op's device time is its kernels', counted once."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    cuda = device == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         for _ in range(steps):
             step()
-        if device == "cuda":
+        if cuda:
             torch.cuda.synchronize()
-    attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
-    events = [e for e in prof.key_averages() if getattr(e, attr) > 0]
+    kind, attr = (DeviceType.CUDA, "self_device_time_total") if cuda else (DeviceType.CPU, "self_cpu_time_total")
+    events = [e for e in prof.key_averages() if e.device_type == kind and getattr(e, attr) > 0]
     total = sum(getattr(e, attr) for e in events)
     events.sort(key=lambda e: getattr(e, attr), reverse=True)
     return [

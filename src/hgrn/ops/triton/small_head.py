@@ -60,19 +60,34 @@ def _store(ptr, x, tok, valid, heads, hm, cols, E: tl.constexpr, H: tl.constexpr
 
 
 @triton.jit
-def _gate(kz, lg, lb, tok, valid, heads, hm, ck, K: tl.constexpr, H: tl.constexpr, GATE: tl.constexpr):
-    """(k, log f, s, ns, f) of a [BT, BH, KP] tile, k = log f = 0 outside (the identity step). GLA reads k and log f
-    (s, ns, f are then unused); HGRN2 forms them from the gate logits z and the lower bound."""
-    zt = _tile(kz, tok, valid, heads, hm, ck, K, H)
-    if GATE == 0:
-        k, s, ns, f = zt, zt, zt, zt
-        logf = _tile(lg, tok, valid, heads, hm, ck, K, H)
+def _lower_bound(lb, heads, hm, ck, K: tl.constexpr, GATE: tl.constexpr):
+    """The lower bound [1, BH, KP] (GATE 2), else 0."""
+    if GATE == 2:
+        lbv = tl.load(lb + heads[:, None] * K + ck[None, :], mask=hm[:, None] & (ck < K)[None, :], other=0.0)
+        lbv = lbv.to(tl.float32)[None, :, :]
     else:
-        if GATE == 2:
-            lbv = tl.load(lb + heads[:, None] * K + ck[None, :], mask=hm[:, None] & (ck < K)[None, :], other=0.0)
-            lbv = lbv.to(tl.float32)[None, :, :]
-        else:
-            lbv = 0.0
+        lbv = 0.0
+    return lbv
+
+
+@triton.jit
+def _gate_load(kz, lg, tok, valid, heads, hm, ck, K: tl.constexpr, H: tl.constexpr, GATE: tl.constexpr):
+    """The raw gate tiles: (k, log f) for GLA, (z, z) for HGRN2 (loads issued apart from their use: prefetch)."""
+    zt = _tile(kz, tok, valid, heads, hm, ck, K, H)
+    if GATE == 0:  # noqa: SIM108 (Triton: constexpr branch)
+        lt = _tile(lg, tok, valid, heads, hm, ck, K, H)
+    else:
+        lt = zt
+    return zt, lt
+
+
+@triton.jit
+def _gate(zt, lt, lbv, valid, hm, ck, K: tl.constexpr, GATE: tl.constexpr):
+    """(k, log f, s, ns, f) of a [BT, BH, KP] tile from _gate_load's, k = log f = 0 outside (the identity step). GLA
+    has k and log f (s, ns, f are then unused); HGRN2 forms them from the gate logits z and the lower bound."""
+    if GATE == 0:
+        k, logf, s, ns, f = zt, lt, zt, zt, zt
+    else:
         k, logf, s, ns, f = lower_bounded_gate(zt, lbv)
         inside = valid[:, None, None] & hm[None, :, None] & (ck < K)[None, None, :]
         k = tl.where(inside, k, 0.0)
@@ -116,22 +131,30 @@ def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, s
     else:
         S = tl.zeros([BH, KP, VP], tl.float32)
     total = tl.zeros([BH, KP], tl.float32)
+    lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
+    # each tile's loads are issued one tile ahead (software pipelining by hand: one warp walks the sequence)
+    tok, valid = tokens(tl.arange(0, BT), n, bos, REVERSE)
+    zt, lt = _gate_load(kz, lg, tok, valid, heads, hm, ck, K, H, GATE)
+    vt = _tile(v, tok, valid, heads, hm, cv, V, H)
+    qt = _tile(q, tok, valid, heads, hm, ck, K, H) if MODE == 0 else zt
     for c in range(0, tl.cdiv(n, BT)):
-        tok, valid = tokens(c * BT + tl.arange(0, BT), n, bos, REVERSE)
-        k, logf, _s, _ns, _f = _gate(kz, lg, lb, tok, valid, heads, hm, ck, K, H, GATE)
-        vt = _tile(v, tok, valid, heads, hm, cv, V, H)
+        tok_n, valid_n = tokens((c + 1) * BT + tl.arange(0, BT), n, bos, REVERSE)
+        zt_n, lt_n = _gate_load(kz, lg, tok_n, valid_n, heads, hm, ck, K, H, GATE)
+        vt_n = _tile(v, tok_n, valid_n, heads, hm, cv, V, H)
+        qt_n = _tile(q, tok_n, valid_n, heads, hm, ck, K, H) if MODE == 0 else zt_n
+        k, logf, _s, _ns, _f = _gate(zt, lt, lbv, valid, hm, ck, K, GATE)
         if SAVE:
             tl.store(saved + (p * NTS + c).to(tl.int64) * H * K * V + h_off, S, mask=s_mask)
         x = k[:, :, :, None] * vt[:, :, None, :]
         A, B = tl.associative_scan((_decays(logf, BT, BH, KP, VP), x), 0, _affine)
         if MODE == 0:
             states = A * S[None] + B
-            qt = _tile(q, tok, valid, heads, hm, ck, K, H)
             _store(o, scale * tl.sum(qt[:, :, :, None] * states, 2), tok, valid, heads, hm, cv, V, H)
             S = _row(states, BT - 1, BT)
         else:
             S = _row(A, BT - 1, BT) * S + _row(B, BT - 1, BT)
             total += tl.sum(logf, 0)
+        tok, valid, zt, lt, vt, qt = tok_n, valid_n, zt_n, lt_n, vt_n, qt_n
     if STORE_HT:
         tl.store(ht + s_off, S, mask=s_mask)
     if MODE == 1:
@@ -161,23 +184,36 @@ def _bwd_kernel(q, kz, lg, lb, v, do, saved, dht, dq, dkz, dlg, dv, dh0, plb, cu
     else:
         U = tl.zeros([BH, KP, VP], tl.float32)
     lb_sum = tl.zeros([BH, KP], tl.float32)
+    lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
     n_tiles = tl.cdiv(n, BT)
+    # each tile's loads are issued one tile ahead, as in the forward; "next": the rows one step later (their f
+    # multiplies dS; 1 past the end, where dS_t = scale q_t do_t^T + dht)
+    r = (n_tiles - 1) * BT + tl.arange(0, BT)
+    tok, valid = tokens(r, n, bos, REVERSE)
+    tok_x, valid_x = tokens(r + 1, n, bos, REVERSE)
+    zx, lx = _gate_load(kz, lg, tok_x, valid_x, heads, hm, ck, K, H, GATE)
+    zt, lt = _gate_load(kz, lg, tok, valid, heads, hm, ck, K, H, GATE)
+    qt = _tile(q, tok, valid, heads, hm, ck, K, H)
+    dot = _tile(do, tok, valid, heads, hm, cv, V, H)
+    vt = _tile(v, tok, valid, heads, hm, cv, V, H)
     for cc in range(0, n_tiles):
         c = n_tiles - 1 - cc
-        r = c * BT + tl.arange(0, BT)
-        tok, valid = tokens(r, n, bos, REVERSE)
-        tok_next, valid_next = tokens(r + 1, n, bos, REVERSE)
-        # f of the following step (1 past the end, where dS_t = scale q_t do_t^T + dht)
-        _k, logf_next, _s, _ns, _f = _gate(kz, lg, lb, tok_next, valid_next, heads, hm, ck, K, H, GATE)
-        qt = _tile(q, tok, valid, heads, hm, ck, K, H)
-        dot = _tile(do, tok, valid, heads, hm, cv, V, H)
+        if MODE == 0:
+            S0 = tl.load(saved + (p * NTS + c).to(tl.int64) * H * K * V + h_off, mask=s_mask, other=0.0)
+        r_n = (c - 1) * BT + tl.arange(0, BT)
+        tok_n, valid_n = tokens(r_n, n, bos, REVERSE)
+        tok_x_n, valid_x_n = tokens(r_n + 1, n, bos, REVERSE)
+        zx_n, lx_n = _gate_load(kz, lg, tok_x_n, valid_x_n, heads, hm, ck, K, H, GATE)
+        zt_n, lt_n = _gate_load(kz, lg, tok_n, valid_n, heads, hm, ck, K, H, GATE)
+        qt_n = _tile(q, tok_n, valid_n, heads, hm, ck, K, H)
+        dot_n = _tile(do, tok_n, valid_n, heads, hm, cv, V, H)
+        vt_n = _tile(v, tok_n, valid_n, heads, hm, cv, V, H)
+        _k, logf_next, _s, _ns, _f = _gate(zx, lx, lbv, valid_x, hm, ck, K, GATE)
         grads = scale * qt[:, :, :, None] * dot[:, :, None, :]
         Cr, Dr = tl.associative_scan((_decays(logf_next, BT, BH, KP, VP), grads), 0, _affine, reverse=True)
         dS = Cr * U[None] + Dr
         if MODE == 0:
-            k, logf, s, ns, f = _gate(kz, lg, lb, tok, valid, heads, hm, ck, K, H, GATE)
-            vt = _tile(v, tok, valid, heads, hm, cv, V, H)
-            S0 = tl.load(saved + (p * NTS + c).to(tl.int64) * H * K * V + h_off, mask=s_mask, other=0.0)
+            k, logf, s, ns, f = _gate(zt, lt, lbv, valid, hm, ck, K, GATE)
             x = k[:, :, :, None] * vt[:, :, None, :]
             A, B = tl.associative_scan((_decays(logf, BT, BH, KP, VP), x), 0, _affine)
             states = A * S0[None] + B
@@ -196,9 +232,12 @@ def _bwd_kernel(q, kz, lg, lb, v, do, saved, dht, dq, dkz, dlg, dv, dh0, plb, cu
                 if GATE == 2:
                     lb_sum += tl.sum(tl.where(inside, ns * (inv_f * dlogf - dkt), 0.0), 0)
         U = _row(dS, 0, BT)
+        tok, valid, valid_x, zx, lx, zt, lt = tok_n, valid_n, valid_x_n, zx_n, lx_n, zt_n, lt_n
+        qt, dot, vt = qt_n, dot_n, vt_n
     if STORE_DH0:  # dL/dS_{-1} = f_0 dS_0 (an empty sequence passes dht through)
         tok0, valid0 = tokens(tl.arange(0, BT), n, bos, REVERSE)
-        _k, logf0, _s, _ns, _f = _gate(kz, lg, lb, tok0, valid0, heads, hm, ck, K, H, GATE)
+        z0, l0 = _gate_load(kz, lg, tok0, valid0, heads, hm, ck, K, H, GATE)
+        _k, logf0, _s, _ns, _f = _gate(z0, l0, lbv, valid0, hm, ck, K, GATE)
         f0 = tl.sum(tl.where((tl.arange(0, BT) == 0)[:, None, None], tl.exp(logf0), 0.0), 0)
         tl.store(dh0 + s_off, f0[:, :, None] * U, mask=s_mask)
     if GATE == 2 and MODE == 0:
@@ -232,9 +271,11 @@ class Plan:
 def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | None = None) -> Plan:
     """One warp per program holding about 32 state channels (BH heads, one channel per thread, a tile's 16 steps in
     its registers, so the scan down the tile stays in-thread); segments while the programs would not fill the GPU
-    four times over. Chosen by a tile sweep on an H200 (B8 T2048 d2048 bf16, fwd+bwd ms, 2026-12-02): head size 8
-    2.55 at (BH 1, BT 16, 1 warp), 3.26 at (2, 8, 4 warps), 4.92 at (4, 8, 4); head size 2 1.10 at (8, 16, 1), 1.49
-    at (32, 8, 4), 1.74 at (128, 8, 4); larger tiles spill registers (up to 66 ms)."""
+    four times over. Chosen by tile sweeps on an H200 (B8 T2048 d2048 bf16, fwd+bwd ms, 2026-12-02). Before the
+    loads were issued a tile ahead: head size 8 2.55 at (BH 1, BT 16, 1 warp), 3.26 at (2, 8, 4 warps), 4.92 at
+    (4, 8, 4); head size 2 1.10 at (8, 16, 1), 1.49 at (32, 8, 4), 1.74 at (128, 8, 4); larger tiles spill
+    registers (up to 66 ms). With them, at (BT 16 / 8 / 32, 1 warp): head size 8 1.92 / 1.88 / 2.46, 4 1.39 / 1.20 /
+    1.41, 2 0.90 / 0.78 / 1.57, 1 0.94 / 0.74 / 1.62 (BT 8 is not yet checked on the GPU against the reference)."""
     T, H, K = q.shape[1:]
     tiles = {k: int(x) for k, x in (i.split("=") for i in os.environ.get("HGRN_SMALL_TILES", "").split(",") if i)}
     KP, VP = pow2(K), pow2(v.shape[-1])
