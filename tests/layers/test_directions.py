@@ -3,6 +3,8 @@ constructions, its reach over the grid, padding, and the errors for a wrong grid
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from hgrn.models import BackboneConfig, CausalLM, CausalLMConfig
 from hgrn.models.vision import ImageClassifierConfig
 from hgrn.ops import hgrn2_recurrence, use_backend
 from tests.helpers import assert_close
+from tests.ops.test_triton_chunk import cpu_only
 
 D = 16
 GRID = (3, 4)  # height != width, so a transposed pass would show
@@ -78,6 +81,26 @@ def test_hgrn2_series_is_the_official_pass_along_columns_then_rows(expand_ratio)
         ["x", *dict(mixer.named_parameters())], grads_of(actual, inputs), grads_of(expected, inputs), strict=True
     ):
         assert_close(f"grad {name}", got, want, 1e-10)
+
+
+@cpu_only
+def test_hgrn2_grid_directions_on_the_small_head_kernels():
+    """HGRN2 with head size 4 (hgrn.ops.triton.small_head) over the non-square grid ('2d': rows and columns, both
+    ways) on the Triton backend (the interpreter, fp32) against the float64 reference backend: the output and every
+    gradient. ('2d_series' runs the same bidirectional scans, along columns then rows.)"""
+    mixer = make("hgrn2", "2d")
+    x = torch.randn(2, HEIGHT * WIDTH, D, dtype=torch.float64, requires_grad=True)
+    bound = bound_for(mixer)
+    expected = mixer(x, bound)
+    wanted = grads_of(expected, [x, *mixer.parameters()])
+    fp32 = copy.deepcopy(mixer).float()
+    x32 = x.detach().float().requires_grad_()
+    with use_backend("triton"):
+        actual = fp32(x32, bound.float())
+        got = grads_of(actual.double(), [x32, *fp32.parameters()])
+    assert_close("output", actual, expected, 1e-5)
+    for name, g, w in zip(["x", *dict(mixer.named_parameters())], got, wanted, strict=True):
+        assert_close(f"grad {name}", g, w, 1e-4)
 
 
 @pytest.mark.parametrize("case", SCAN_MIXERS)
