@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -84,18 +84,10 @@ def kernel_benchmark(folder: Path | str | None = None) -> tuple[Path, list[dict[
     """The newest kernel benchmark under `folder` (default results/bench/; newest by its `date`, then file name) and
     its timing rows, each flattened to impl, group, op, mode, B, T, H, D, ms, peak_mib, gpu, date. None when there
     is none. Files of other benchmarks (LM step, LRA steps) and rows without a shape or a time are skipped."""
-    found = []
-    for path in sorted(Path(BENCH_DIR if folder is None else folder).glob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        rows = data.get("rows") if isinstance(data, dict) else None
-        if isinstance(rows, list) and any(_is_kernel_row(row) for row in rows):
-            found.append((str(data.get("date", "")), path.name, path, data))
-    if not found:
+    newest = _newest(folder, "*.json", lambda rows: any(_is_kernel_row(row) for row in rows))
+    if newest is None:
         return None
-    *_, path, data = max(found, key=lambda entry: entry[:2])
+    path, data = newest
     rows = [
         {
             **{key: row[key] for key in ("impl", "group", "op", "mode")},
@@ -124,17 +116,10 @@ def expand_ratio_benchmark(folder: Path | str | None = None) -> tuple[Path, list
     """The newest expand-ratio sweep (`python -m hgrn.bench.expand_ratio`: results/bench/expand-ratio-*.json) and its
     rows: case, ratio (None for the HGRN1 scan), fwd_ms, fwd_bwd_ms, with the file's gpu and date. None when there is
     none; unreadable files are skipped."""
-    found = []
-    for path in sorted(Path(BENCH_DIR if folder is None else folder).glob("expand-ratio-*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("rows"), list):
-            found.append((str(data.get("date", "")), path.name, path, data))
-    if not found:
+    newest = _newest(folder, "expand-ratio-*.json", lambda rows: True)
+    if newest is None:
         return None
-    *_, path, data = max(found, key=lambda entry: entry[:2])
+    path, data = newest
     keys = ("case", "ratio", "fwd_ms", "fwd_bwd_ms")
     rows = [
         {**{key: row[key] for key in keys}, "gpu": data.get("device"), "date": data.get("date")}
@@ -142,3 +127,23 @@ def expand_ratio_benchmark(folder: Path | str | None = None) -> tuple[Path, list
         if isinstance(row, dict) and all(key in row for key in keys)
     ]
     return path, rows
+
+
+def _newest(
+    folder: Path | str | None, pattern: str, wanted: Callable[[list], bool]
+) -> tuple[Path, dict[str, Any]] | None:
+    """The benchmark JSON under `folder` (default results/bench/) matching `pattern` whose `rows` list `wanted`
+    accepts, newest by its `date`, then file name; unreadable files are skipped."""
+    found = []
+    for path in sorted(Path(BENCH_DIR if folder is None else folder).glob(pattern)):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        rows = data.get("rows") if isinstance(data, dict) else None
+        if isinstance(rows, list) and wanted(rows):
+            found.append((str(data.get("date", "")), path.name, path, data))
+    if not found:
+        return None
+    *_, path, data = max(found, key=lambda entry: entry[:2])
+    return path, data
