@@ -144,6 +144,27 @@ def test_the_experiments_train_the_model_timm_builds(experiment, timm_name):
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
 
 
+@pytest.mark.parametrize("model", ["hgrn2-tiny", "deit-tiny"])
+def test_compile_wraps_the_norms_and_glus_or_a_timm_model_whole(model, tmp_path):
+    """task.compile: the HGRN backbone's norms and GLUs compiled in place (mixers eager), a timm model whole; the
+    parameter names (checkpoints) stay those of the eager model."""
+    tasks = {
+        flag: build_task(cfg, build_datamodule(cfg))
+        for flag in (False, True)
+        for cfg in [tiny_run(model, tmp_path, tmp_path / "run", f"task.compile={flag}")]
+    }
+    names = [[name for name, _ in task.model.named_parameters()] for task in tasks.values()]
+    assert names[0] == names[1]
+    compiled = tasks[True].model
+    if model == "deit-tiny":
+        assert compiled._compiled_call_impl is not None
+    else:
+        block = compiled.backbone.blocks[0]
+        assert block.mixer_norm._compiled_call_impl is not None and block.glu._compiled_call_impl is not None
+        assert block.mixer._compiled_call_impl is None and compiled._compiled_call_impl is None
+    assert tasks[False].model._compiled_call_impl is None
+
+
 def test_timm_builds_every_registered_hgrn_model():
     names = sorted(name.replace("-", "_") for name, (kind, _) in NAMED_BACKBONES.items() if kind == "vit")
     assert hgrn.models is not None and names == sorted(timm.list_models("hgrn*"))

@@ -4,6 +4,7 @@ and the GPU hours of the 300-epoch recipe -> results/bench/vit-step-<gpu>-<date>
     python -m hgrn.bench.vit_step [--models hgrn2-tiny hgrn1-tiny deit-tiny ...] [--batch 256] [--out results/bench]
     python -m hgrn.bench.vit_step --smoke --out <dir>     # CPU, tiny models on 28-pixel images (tests)
     python -m hgrn.bench.vit_step --profile ...           # also where a step's time goes (torch.profiler)
+    python -m hgrn.bench.vit_step --compile ...           # with task.compile=true (norms and GLUs; timm models whole)
 
 A step is what training does: timm's Mixup / CutMix on the batch, forward under bf16 autocast, SoftTargetCrossEntropy,
 backward, AdamW (fused on CUDA); random images [B, 3, 224, 224] in channels-last, fp32 weights. Median synchronised
@@ -40,13 +41,13 @@ SMOKE_OVERRIDES = {
 }
 
 
-def build(model: str, smoke: bool) -> TaskModule:
+def build(model: str, smoke: bool, compile: bool = False) -> TaskModule:
     """The task of experiment imagenet/<model> (imagenet/fashion_mnist/<model> with a tiny model for the smoke run)."""
     if smoke:
         overrides = [f"experiment=imagenet/fashion_mnist/{model}", *SMOKE_OVERRIDES[model]]
     else:
         overrides = [f"experiment=imagenet/{model}"]
-    cfg = compose(*overrides, "paths.output_dir=/tmp/vit_step", "logger=none")
+    cfg = compose(*overrides, f"task.compile={compile}", "paths.output_dir=/tmp/vit_step", "logger=none")
     return build_task(cfg, build_datamodule(cfg))
 
 
@@ -70,10 +71,13 @@ def training_step(task: TaskModule, batch: int, device: str) -> Callable[[], Non
     return step
 
 
-def measure(model: str, batch: int, steps: int, warmup: int, device: str, smoke: bool, profile: bool = False) -> dict:
+def measure(
+    model: str, batch: int, steps: int, warmup: int, device: str, smoke: bool, profile: bool = False,
+    compile: bool = False,
+) -> dict:  # fmt: skip
     """images/s (median step), peak memory and the 300-epoch GPU hours of one model (profile: and the kernels that
-    take a step's time)."""
-    task = build(model, smoke).to(device).train()
+    take a step's time; compile: task.compile)."""
+    task = build(model, smoke, compile).to(device).train()
     step = training_step(task, batch, device)
     cuda = device == "cuda"
     if cuda:
@@ -180,7 +184,7 @@ def run(args: argparse.Namespace) -> dict:
     device = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda"
     rows = []
     for model in args.models:
-        rows.append(measure(model, args.batch, args.steps, args.warmup, device, args.smoke, args.profile))
+        rows.append(measure(model, args.batch, args.steps, args.warmup, device, args.smoke, args.profile, args.compile))
         print(f"{model}: {rows[-1]['images_per_s']:,.0f} images/s", flush=True)
     against_deit(rows)
     info = hardware()
@@ -189,7 +193,8 @@ def run(args: argparse.Namespace) -> dict:
         "command": "python -m hgrn.bench.vit_step " + " ".join(args.argv),
         "device": info.get("device", "cpu"),
         "date": dt.date.today().isoformat(),
-        "setting": "fp32 weights, bf16 autocast, fused AdamW, Mixup/CutMix" if device == "cuda" else "CPU, fp32",
+        "setting": ("fp32 weights, bf16 autocast, fused AdamW, Mixup/CutMix" if device == "cuda" else "CPU, fp32")
+        + (", task.compile" if args.compile else ""),
         "batch": args.batch,
         "steps": args.steps,
         "rows": rows,
@@ -208,6 +213,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--smoke", action="store_true", help="CPU, small HGRN2 / HGRN1 / DeiT, 28-pixel images")
     parser.add_argument("--profile", action="store_true", help="also the kernels that take each model's step time")
+    parser.add_argument("--compile", action="store_true", help="task.compile=true: compiled norms / GLUs (timm: whole)")
     args = parser.parse_args(argv)
     args.argv = list(argv or [])
     if args.smoke:

@@ -127,6 +127,17 @@ class Backbone(nn.Module):
     def initial_state(self, batch_size: int) -> list[State]:
         return [block.mixer.initial_state(batch_size) for block in self.blocks]
 
+    def compile_blocks(self) -> None:
+        """torch.compile, in place (parameter names unchanged), each block's norms and GLU channel mixer and the final
+        norm. The token mixers stay eager: their recurrence ops are autograd Functions launching Triton kernels,
+        which Dynamo traces into and Inductor then fails to compile. The blocks share their code, so each piece
+        compiles once for all blocks."""
+        for block in self.blocks:
+            for part in (block.mixer_norm, block.glu_norm, block.glu):
+                if part is not None:
+                    part.compile()
+        self.norm.compile()
+
     def _bounds(self) -> list[Tensor | None]:
         if self.lower_bounds is None:
             return [None] * len(self.blocks)

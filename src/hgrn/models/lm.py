@@ -53,19 +53,10 @@ class CausalLM(nn.Module):
         return linear_cross_entropy(hidden, self.lm_head.weight, labels, reduction=reduction, compiled=self.compiled)
 
     def compile_blocks(self) -> None:
-        """torch.compile, in place (parameter names unchanged), each block's norms and GLU channel mixer, the final
-        norm, and the loss's per-chunk softmax (one pass over each chunk's logits).
-
-        The token mixers stay eager: their recurrence ops are autograd Functions launching Triton kernels, which
-        Dynamo traces into and Inductor then fails to compile. The blocks share their code, so each piece compiles
-        once for all blocks. With the norms compiled too the anchor step measured faster than with the GLUs alone
-        (results/bench/lm-step-*), its time being bound by the host's kernel launches more than by the GPU.
-        """
-        for block in self.backbone.blocks:
-            for part in (block.mixer_norm, block.glu_norm, block.glu):
-                if part is not None:
-                    part.compile()
-        self.backbone.norm.compile()
+        """torch.compile the backbone's norms and GLUs (Backbone.compile_blocks) and the loss's per-chunk softmax (one
+        pass over each chunk's logits). With the norms compiled too the anchor step measured faster than with the GLUs
+        alone (results/bench/lm-step-*), its time being bound by the host's kernel launches more than by the GPU."""
+        self.backbone.compile_blocks()
         self.compiled = True
 
     def step(self, token_ids: Tensor, states: list[State]) -> tuple[Tensor, list[State]]:

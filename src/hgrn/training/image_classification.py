@@ -99,7 +99,9 @@ class ImageClassificationTask(TaskModule):
         LabelSmoothingCrossEntropy (or plain cross-entropy without smoothing), as DeiT's main.py;
     lr_reference_batch: the optimiser's lr is optim.lr x (images per optimiser step over all processes) / this
         (DeiT: 512); None keeps optim.lr;
-    channels_last: the model's convolutions and the images in channels-last memory layout.
+    channels_last: the model's convolutions and the images in channels-last memory layout;
+    compile: torch.compile the HGRN backbone's norms and GLUs (Backbone.compile_blocks; the token mixers stay eager),
+        or a timm model whole; the first step then compiles.
     Evaluation reports acc (top-1), acc_top5 and the cross-entropy loss on the true labels.
     """
 
@@ -120,6 +122,7 @@ class ImageClassificationTask(TaskModule):
         label_smoothing: float = 0.1,
         lr_reference_batch: int | None = 512,
         channels_last: bool = True,
+        compile: bool = False,
         monitor: str = "val/acc",
         monitor_mode: str = "max",
         fp32_evaluation: bool = False,
@@ -131,6 +134,10 @@ class ImageClassificationTask(TaskModule):
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if compile and isinstance(self.model, ImageClassifier):
+            self.model.backbone.compile_blocks()
+        elif compile:
+            self.model.compile()
         self.mixup = None
         if mixup_alpha > 0 or cutmix_alpha > 0:
             self.mixup = Mixup(
