@@ -42,8 +42,9 @@ def forced(kind, segments):
      ("hgrn2_lb", 1, True, 45), ("hgrn2_lb", 3, False, 45), ("hgrn2_lb", 8, True, 21)],
 )  # fmt: skip
 def test_interpreted_head_sizes(kind, head, reverse, T):
-    """Head sizes 1, 2, 3 (odd: padded to 4), 5 and 8, both directions, H = 3 (a partial block of heads)."""
-    inputs = make_inputs(kind, 2, T, 3, head, head, seed=head)
+    """Head sizes 1, 2, 3 (odd: padded to 4), 5 and 8, both directions, H = 3 (a partial block of heads); head size 1
+    without an initial state (the first tile then starts from zeros, later tiles from the saved states)."""
+    inputs = make_inputs(kind, 2, T, 3, head, head, h0=head != 1, seed=head)
     check(kind, inputs, public(kind), torch.float32, 2e-5, scale=0.7, reverse=reverse)
 
 

@@ -5,7 +5,8 @@ zeros. Here S_t[k, v] = f_t[k] S_{t-1}[k, v] + k_t[k] v_t[v] is an element-wise 
 H * K * V state channels, scanned in registers: one program owns BH heads of one (pseudo-)sequence, walks it in
 [BT, BH, K, V] tiles (k v^T formed on the fly, the affine maps (f, x) scanned down the tile, o_t = scale q_t S_t
 reduced over K), and carries the state between tiles. Inputs are read once and outputs written once; the states
-exist only in registers, except each tile's entering state, saved for the backward.
+exist only in registers, except the state entering each tile after a sequence's first, saved for the backward
+(the first tile's is the initial or the segment's start state: a ViT's 16-token grid lines save none).
 
 Backward, tiles from the last: dS_t = scale q_t do_t^T + f_{t+1} dS_{t+1} by the reversed scan, the tile's states
 recomputed from the saved one, and dq = scale S do, dk = dS v, dv = dS^T k, dlog f = sum_v dS (S - k v^T), the
@@ -116,7 +117,8 @@ def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, s
                 SAVE: tl.constexpr):  # fmt: skip
     """Forward walk of BH heads of pseudo-sequence p with the [BH, KP, VP] state S in registers.
 
-    MODE 0: o = scale q S, the state entering each tile into `saved` (SAVE), the final state into ht (STORE_HT).
+    MODE 0: o = scale q S, the state entering each tile but the first into `saved` [P, NTS - 1, H, K, V] (SAVE),
+    the final state into ht (STORE_HT).
     MODE 1: the segment's own final state (from S = 0) into ht and its total log decay into logdec [P, H, K]."""
     ih, p = tl.program_id(0), tl.program_id(1)
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
@@ -143,8 +145,8 @@ def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, s
         vt_n = _tile(v, tok_n, valid_n, heads, hm, cv, V, H)
         qt_n = _tile(q, tok_n, valid_n, heads, hm, ck, K, H) if MODE == 0 else zt_n
         k, logf, _s, _ns, _f = _gate(zt, lt, lbv, valid, hm, ck, K, GATE)
-        if SAVE:
-            tl.store(saved + (p * NTS + c).to(tl.int64) * H * K * V + h_off, S, mask=s_mask)
+        if SAVE and c > 0:
+            tl.store(saved + (p * (NTS - 1) + c - 1).to(tl.int64) * H * K * V + h_off, S, mask=s_mask)
         x = k[:, :, :, None] * vt[:, :, None, :]
         A, B = tl.associative_scan((_decays(logf, BT, BH, KP, VP), x), 0, _affine)
         if MODE == 0:
@@ -163,14 +165,16 @@ def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, s
 
 
 @triton.jit(**SPECIALIZE)
-def _bwd_kernel(q, kz, lg, lb, v, do, saved, dht, dq, dkz, dlg, dv, dh0, plb, cu, T, NS, L, NTS, scale,
+def _bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb, cu, T, NS, L, NTS, scale,
                 H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
                 BH: tl.constexpr, BT: tl.constexpr, MODE: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                IS_VARLEN: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr):  # fmt: skip
+                IS_VARLEN: tl.constexpr, HAS_S0: tl.constexpr, HAS_DHT: tl.constexpr,
+                STORE_DH0: tl.constexpr):  # fmt: skip
     """Reverse walk with U = dL/dS at the first step of the tile after the current one (dht at the start).
 
     MODE 0: dq, dk (GLA) or dz (HGRN2), dlog f (GLA), dv, the lower bound's per-program sums into plb [P, H, K];
-    MODE 1: only the gradient reaching the state that enters the segment (from dht = 0). STORE_DH0 stores it."""
+    MODE 1: only the gradient reaching the state that enters the segment (from dht = 0). STORE_DH0 stores it.
+    Tile states: the first tile's from s0 [P, H, K, V] (HAS_S0; else zeros), the later ones' from `saved`."""
     ih, p = tl.program_id(0), tl.program_id(1)
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
     heads = ih * BH + tl.arange(0, BH)
@@ -199,7 +203,12 @@ def _bwd_kernel(q, kz, lg, lb, v, do, saved, dht, dq, dkz, dlg, dv, dh0, plb, cu
     for cc in range(0, n_tiles):
         c = n_tiles - 1 - cc
         if MODE == 0:
-            S0 = tl.load(saved + (p * NTS + c).to(tl.int64) * H * K * V + h_off, mask=s_mask, other=0.0)
+            if c > 0:
+                S0 = tl.load(saved + (p * (NTS - 1) + c - 1).to(tl.int64) * H * K * V + h_off, mask=s_mask, other=0.0)
+            elif HAS_S0:
+                S0 = tl.load(s0 + s_off, mask=s_mask, other=0.0).to(tl.float32)
+            else:
+                S0 = tl.zeros([BH, KP, VP], tl.float32)
         r_n = (c - 1) * BT + tl.arange(0, BT)
         tok_n, valid_n = tokens(r_n, n, bos, REVERSE)
         tok_x_n, valid_x_n = tokens(r_n + 1, n, bos, REVERSE)
@@ -296,9 +305,10 @@ def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | N
 
 def _forward(
     q, kz, lg, lb, v, h0, scale: float, gate: int, reverse: bool, cu, plan: Plan, want_final: bool, save: bool
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """(o, the final state or None, the states entering each tile (save) or None, the segments' log decays
-    [P, H, K] (segmented runs) or None)."""
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """(o, the final state or None, the states entering each tile but the first (save) or None, the states
+    entering each pseudo-sequence [P, H, K, V] or None (zeros), the segments' log decays [P, H, K] (segmented
+    runs) or None)."""
     T, H, K = q.shape[1:]
     V = v.shape[-1]
     shape = _shape(plan, gate, reverse, cu, H, K, V)
@@ -306,7 +316,7 @@ def _forward(
     inputs = (q, kz, q if lg is None else lg, q if lb is None else lb, v)
     grid = (triton.cdiv(H, plan.BH), plan.P)
     o = torch.empty_like(v)
-    saved = q.new_empty(plan.P, plan.NTS, H, K, V, dtype=torch.float32) if save else None
+    saved = q.new_empty(plan.P, max(plan.NTS - 1, 1), H, K, V, dtype=torch.float32) if save else None
     logdec = None
     if plan.NS > 1:
         local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
@@ -320,7 +330,7 @@ def _forward(
     _fwd_kernel[grid](*inputs, o, q if starts is None else starts, q if plan.NS > 1 or final is None else final,
                       q if saved is None else saved, q, *seq, MODE=0, HAS_H0=starts is not None,
                       STORE_HT=plan.NS == 1 and want_final, SAVE=save, **shape)  # fmt: skip
-    return o, final, saved, logdec
+    return o, final, saved, starts, logdec
 
 
 class SmallHeadRecurrence(torch.autograd.Function):
@@ -328,15 +338,16 @@ class SmallHeadRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, kz, lg, lb, v, h0, scale, gate, reverse, cu, plan, want_final):
-        o, final, saved, logdec = _forward(q, kz, lg, lb, v, h0, scale, gate, reverse, cu, plan, want_final, True)
-        ctx.save_for_backward(q, kz, lg, lb, v, h0, saved, logdec, cu)
+        o, final, saved, starts, logdec = _forward(q, kz, lg, lb, v, h0, scale, gate, reverse, cu, plan, want_final,
+                                                   True)  # fmt: skip
+        ctx.save_for_backward(q, kz, lg, lb, v, h0, saved, starts, logdec, cu)
         ctx.args = (scale, gate, reverse, plan)
         ctx.set_materialize_grads(False)
         return o, final
 
     @staticmethod
     def backward(ctx, do, dht=None):
-        q, kz, lg, lb, v, h0, saved, logdec, cu = ctx.saved_tensors
+        q, kz, lg, lb, v, h0, saved, starts, logdec, cu = ctx.saved_tensors
         scale, gate, reverse, plan = ctx.args
         T, H, K = q.shape[1:]
         V = v.shape[-1]
@@ -348,8 +359,8 @@ class SmallHeadRecurrence(torch.autograd.Function):
         dht = None if dht is None else dht.contiguous()
         if plan.NS > 1:  # the gradient reaching each segment's end from the later segments
             local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
-            _bwd_kernel[grid](*inputs, do, q, q, q, q, q, q, local, q, *seq, MODE=1, HAS_DHT=False, STORE_DH0=True,
-                              **shape)  # fmt: skip
+            _bwd_kernel[grid](*inputs, do, q, q, q, q, q, q, q, local, q, *seq, MODE=1, HAS_S0=False, HAS_DHT=False,
+                              STORE_DH0=True, **shape)  # fmt: skip
             terminal, dh0 = segment_combine(local, logdec, dht, plan.n_seqs, plan.NS, not reverse, h0 is not None)
         else:
             terminal = dht
@@ -357,10 +368,11 @@ class SmallHeadRecurrence(torch.autograd.Function):
         dq, dkz, dv = torch.empty_like(q), torch.empty_like(kz), torch.empty_like(v)
         dlg = None if lg is None else torch.empty_like(lg)
         plb = q.new_empty(plan.P, H, K, dtype=torch.float32) if lb is not None else None
-        _bwd_kernel[grid](*inputs, do, saved, q if terminal is None else terminal, dq, dkz,
-                          q if dlg is None else dlg, dv, q if plan.NS > 1 or dh0 is None else dh0,
-                          q if plb is None else plb, *seq, MODE=0, HAS_DHT=terminal is not None,
-                          STORE_DH0=plan.NS == 1 and dh0 is not None, **shape)  # fmt: skip
+        _bwd_kernel[grid](*inputs, do, saved, q if starts is None else starts, q if terminal is None else terminal,
+                          dq, dkz, q if dlg is None else dlg, dv, q if plan.NS > 1 or dh0 is None else dh0,
+                          q if plb is None else plb, *seq, MODE=0, HAS_S0=starts is not None,
+                          HAS_DHT=terminal is not None, STORE_DH0=plan.NS == 1 and dh0 is not None,
+                          **shape)  # fmt: skip
         dlb = None if lb is None else plb.sum(0).to(lb.dtype)
         dh0 = None if h0 is None else dh0.to(h0.dtype)
         return dq, dkz, dlg, dlb, dv, dh0, None, None, None, None, None, None
@@ -396,5 +408,5 @@ def recurrence(
     if grad:
         o, final = SmallHeadRecurrence.apply(*args)
     else:  # no autograd node and no saved tile states
-        o, final, _saved, _logdec = _forward(*args, False)
+        o, final, *_ = _forward(*args, False)
     return o, final if output_final_state else None
