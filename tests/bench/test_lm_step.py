@@ -10,7 +10,7 @@ import pytest
 
 from hgrn.bench import lm_step
 from hgrn.bench import lm_step_report as report
-from hgrn.bench.lm_profile import group_of
+from hgrn.bench.step_profile import group_of
 
 
 def test_smoke_run_writes_results_and_the_loss_paths_agree(tmp_path):

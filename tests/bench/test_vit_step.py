@@ -16,6 +16,5 @@ def test_vit_step_smoke_writes_the_table(tmp_path, capsys):
     assert result["rows"][2]["speed_vs_deit"] == 1.0
     table = written.with_suffix(".md").read_text()
     assert "| hgrn2-tiny |" in table and "GPU hours" in table
-    profile = result["rows"][0]["profile"]
-    assert profile and all(k["ms_per_step"] > 0 for k in profile) and 0 < sum(k["share"] for k in profile) <= 1
-    assert "Where a hgrn2-tiny step's time goes" in table
+    assert all("| kernel | group | calls/step |" in row["profile"] for row in result["rows"])
+    assert "Where a hgrn2-tiny step's GPU time goes" in table

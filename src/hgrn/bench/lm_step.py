@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from hgrn.bench import lm_step_report as report
-from hgrn.bench.lm_profile import profile_steps
+from hgrn.bench.step_profile import profile_steps
 from hgrn.models import CausalLM, CausalLMConfig, model_config
 
 

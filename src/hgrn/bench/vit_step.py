@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from hgrn.bench.report import write_json_and_markdown
+from hgrn.bench.step_profile import profile_steps
 from hgrn.config import compose
 from hgrn.results.environment import git_state, hardware, package_versions
 from hgrn.training.base import TaskModule
@@ -101,7 +102,7 @@ def measure(
         times.append(time.perf_counter() - started)
     median = statistics.median(times)
     images_per_s = batch / median
-    extra = {"profile": where_time_goes(step, device)} if profile else {}
+    extra = {"profile": profile_steps(step, cuda)} if profile else {}
     return {
         "model": model,
         "parameters": task.num_parameters(),
@@ -114,29 +115,6 @@ def measure(
         "gpu_hours_300_epochs": IMAGENET_TRAIN_IMAGES * EPOCHS / images_per_s / 3600,
         **extra,
     }
-
-
-def where_time_goes(step: Callable[[], None], device: str, steps: int = 3, top: int = 12) -> list[dict]:
-    """The `top` GPU kernels (CPU ops without a GPU) by their own time over `steps` profiled steps, in ms per step,
-    with their share of all kernels' time. Kernels only: an op's device time is its kernels', counted once."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    cuda = device == "cuda"
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
-        for _ in range(steps):
-            step()
-        if cuda:
-            torch.cuda.synchronize()
-    kind, attr = (DeviceType.CUDA, "self_device_time_total") if cuda else (DeviceType.CPU, "self_cpu_time_total")
-    events = [e for e in prof.key_averages() if e.device_type == kind and getattr(e, attr) > 0]
-    total = sum(getattr(e, attr) for e in events)
-    events.sort(key=lambda e: getattr(e, attr), reverse=True)
-    return [
-        {"kernel": e.key[:90], "ms_per_step": getattr(e, attr) / 1e3 / steps, "share": getattr(e, attr) / total}
-        for e in events[:top]
-    ]
 
 
 def against_deit(rows: list[dict]) -> None:
@@ -170,9 +148,7 @@ def markdown(result: dict) -> str:
         )
     for row in result["rows"]:
         if "profile" in row:
-            lines += ["", f"Where a {row['model']} step's time goes (torch.profiler, own time per kernel):", "",
-                      "| kernel | ms per step | share |", "|---|---|---|"]  # fmt: skip
-            lines += [f"| `{k['kernel']}` | {k['ms_per_step']:.2f} | {k['share']:.0%} |" for k in row["profile"]]
+            lines += ["", f"Where a {row['model']} step's GPU time goes (torch.profiler):", "", row["profile"]]
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,5 @@
-"""Where a training step's GPU time goes: torch.profiler over a few steps, as Markdown tables of kernel groups and
-of the top kernels by GPU time (per step)."""
+"""Where a training step's GPU time goes (the LM and ViT step benchmarks): torch.profiler over a few steps, as
+Markdown tables of kernel groups and of the top kernels by GPU time (per step)."""
 
 from __future__ import annotations
 
