@@ -109,6 +109,32 @@ def _decays(logf, BT: tl.constexpr, BH: tl.constexpr, KP: tl.constexpr, VP: tl.c
     return tl.broadcast_to(tl.exp2(logf * LOG2E)[:, :, :, None], [BT, BH, KP, VP])
 
 
+@triton.jit
+def _program(cu, T, NS, L, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
+             BH: tl.constexpr, IS_VARLEN: tl.constexpr):  # fmt: skip
+    """This program's pseudo-sequence p (first token, length), its heads (and which exist), the K and V columns, and
+    the offsets of its [BH, KP, VP] states within one [H, K, V] state and within a [P, H, K, V] one (and the mask)."""
+    ih, p = tl.program_id(0), tl.program_id(1)
+    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
+    heads = ih * BH + tl.arange(0, BH)
+    hm = heads < H
+    ck, cv = tl.arange(0, KP), tl.arange(0, VP)
+    h_off = (heads[:, None, None] * K + ck[None, :, None]) * V + cv[None, None, :]
+    s_off = p.to(tl.int64) * H * K * V + h_off
+    s_mask = hm[:, None, None] & (ck < K)[None, :, None] & (cv < V)[None, None, :]
+    return p, bos, n, heads, hm, ck, cv, h_off, s_off, s_mask
+
+
+@triton.jit
+def _state(ptr, s_off, s_mask, PRESENT: tl.constexpr, BH: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr):
+    """A [BH, KP, VP] state in fp32 from a [P, H, K, V] tensor, or zeros when there is none."""
+    if PRESENT:  # noqa: SIM108 (Triton: constexpr branch)
+        x = tl.load(ptr + s_off, mask=s_mask, other=0.0).to(tl.float32)
+    else:
+        x = tl.zeros([BH, KP, VP], tl.float32)
+    return x
+
+
 @triton.jit(**SPECIALIZE)
 def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, scale,
                 H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
@@ -120,18 +146,8 @@ def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, s
     MODE 0: o = scale q S, the state entering each tile but the first into `saved` [P, NTS - 1, H, K, V] (SAVE),
     the final state into ht (STORE_HT).
     MODE 1: the segment's own final state (from S = 0) into ht and its total log decay into logdec [P, H, K]."""
-    ih, p = tl.program_id(0), tl.program_id(1)
-    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-    heads = ih * BH + tl.arange(0, BH)
-    hm = heads < H
-    ck, cv = tl.arange(0, KP), tl.arange(0, VP)
-    h_off = (heads[:, None, None] * K + ck[None, :, None]) * V + cv[None, None, :]  # within one state [H, K, V]
-    s_off = p.to(tl.int64) * H * K * V + h_off
-    s_mask = hm[:, None, None] & (ck < K)[None, :, None] & (cv < V)[None, None, :]
-    if HAS_H0:  # noqa: SIM108 (Triton: constexpr branch)
-        S = tl.load(h0 + s_off, mask=s_mask, other=0.0).to(tl.float32)
-    else:
-        S = tl.zeros([BH, KP, VP], tl.float32)
+    p, bos, n, heads, hm, ck, cv, h_off, s_off, s_mask = _program(cu, T, NS, L, H, K, V, KP, VP, BH, IS_VARLEN)
+    S = _state(h0, s_off, s_mask, HAS_H0, BH, KP, VP)
     total = tl.zeros([BH, KP], tl.float32)
     lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
     # each tile's loads are issued one tile ahead (software pipelining by hand: one warp walks the sequence)
@@ -164,6 +180,21 @@ def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, s
         tl.store(logdec + k_off, total, mask=hm[:, None] & (ck < K)[None, :])
 
 
+@triton.jit
+def _bwd_loads(q, kz, lg, v, do, r, n, bos, heads, hm, ck, cv, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+               GATE: tl.constexpr, REVERSE: tl.constexpr):  # fmt: skip
+    """The backward's tiles of processing-order rows r: (tokens, which exist, which of the rows one step later exist,
+    the raw gate tiles of those later rows, the raw gate tiles, q, do, v)."""
+    tok, valid = tokens(r, n, bos, REVERSE)
+    tok_x, valid_x = tokens(r + 1, n, bos, REVERSE)
+    zx, lx = _gate_load(kz, lg, tok_x, valid_x, heads, hm, ck, K, H, GATE)
+    zt, lt = _gate_load(kz, lg, tok, valid, heads, hm, ck, K, H, GATE)
+    qt = _tile(q, tok, valid, heads, hm, ck, K, H)
+    dot = _tile(do, tok, valid, heads, hm, cv, V, H)
+    vt = _tile(v, tok, valid, heads, hm, cv, V, H)
+    return tok, valid, valid_x, zx, lx, zt, lt, qt, dot, vt
+
+
 @triton.jit(**SPECIALIZE)
 def _bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb, cu, T, NS, L, NTS, scale,
                 H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
@@ -175,48 +206,26 @@ def _bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb
     MODE 0: dq, dk (GLA) or dz (HGRN2), dlog f (GLA), dv, the lower bound's per-program sums into plb [P, H, K];
     MODE 1: only the gradient reaching the state that enters the segment (from dht = 0). STORE_DH0 stores it.
     Tile states: the first tile's from s0 [P, H, K, V] (HAS_S0; else zeros), the later ones' from `saved`."""
-    ih, p = tl.program_id(0), tl.program_id(1)
-    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-    heads = ih * BH + tl.arange(0, BH)
-    hm = heads < H
-    ck, cv = tl.arange(0, KP), tl.arange(0, VP)
-    h_off = (heads[:, None, None] * K + ck[None, :, None]) * V + cv[None, None, :]  # within one state [H, K, V]
-    s_off = p.to(tl.int64) * H * K * V + h_off
-    s_mask = hm[:, None, None] & (ck < K)[None, :, None] & (cv < V)[None, None, :]
-    if HAS_DHT:  # noqa: SIM108 (Triton: constexpr branch)
-        U = tl.load(dht + s_off, mask=s_mask, other=0.0).to(tl.float32)
-    else:
-        U = tl.zeros([BH, KP, VP], tl.float32)
+    p, bos, n, heads, hm, ck, cv, h_off, s_off, s_mask = _program(cu, T, NS, L, H, K, V, KP, VP, BH, IS_VARLEN)
+    U = _state(dht, s_off, s_mask, HAS_DHT, BH, KP, VP)
     lb_sum = tl.zeros([BH, KP], tl.float32)
     lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
     n_tiles = tl.cdiv(n, BT)
     # each tile's loads are issued one tile ahead, as in the forward; "next": the rows one step later (their f
     # multiplies dS; 1 past the end, where dS_t = scale q_t do_t^T + dht)
-    r = (n_tiles - 1) * BT + tl.arange(0, BT)
-    tok, valid = tokens(r, n, bos, REVERSE)
-    tok_x, valid_x = tokens(r + 1, n, bos, REVERSE)
-    zx, lx = _gate_load(kz, lg, tok_x, valid_x, heads, hm, ck, K, H, GATE)
-    zt, lt = _gate_load(kz, lg, tok, valid, heads, hm, ck, K, H, GATE)
-    qt = _tile(q, tok, valid, heads, hm, ck, K, H)
-    dot = _tile(do, tok, valid, heads, hm, cv, V, H)
-    vt = _tile(v, tok, valid, heads, hm, cv, V, H)
+    tok, valid, valid_x, zx, lx, zt, lt, qt, dot, vt = _bwd_loads(
+        q, kz, lg, v, do, (n_tiles - 1) * BT + tl.arange(0, BT), n, bos, heads, hm, ck, cv, H, K, V, GATE, REVERSE
+    )
     for cc in range(0, n_tiles):
         c = n_tiles - 1 - cc
         if MODE == 0:
             if c > 0:
                 S0 = tl.load(saved + (p * (NTS - 1) + c - 1).to(tl.int64) * H * K * V + h_off, mask=s_mask, other=0.0)
-            elif HAS_S0:
-                S0 = tl.load(s0 + s_off, mask=s_mask, other=0.0).to(tl.float32)
             else:
-                S0 = tl.zeros([BH, KP, VP], tl.float32)
-        r_n = (c - 1) * BT + tl.arange(0, BT)
-        tok_n, valid_n = tokens(r_n, n, bos, REVERSE)
-        tok_x_n, valid_x_n = tokens(r_n + 1, n, bos, REVERSE)
-        zx_n, lx_n = _gate_load(kz, lg, tok_x_n, valid_x_n, heads, hm, ck, K, H, GATE)
-        zt_n, lt_n = _gate_load(kz, lg, tok_n, valid_n, heads, hm, ck, K, H, GATE)
-        qt_n = _tile(q, tok_n, valid_n, heads, hm, ck, K, H)
-        dot_n = _tile(do, tok_n, valid_n, heads, hm, cv, V, H)
-        vt_n = _tile(v, tok_n, valid_n, heads, hm, cv, V, H)
+                S0 = _state(s0, s_off, s_mask, HAS_S0, BH, KP, VP)
+        tok_n, valid_n, valid_x_n, zx_n, lx_n, zt_n, lt_n, qt_n, dot_n, vt_n = _bwd_loads(
+            q, kz, lg, v, do, (c - 1) * BT + tl.arange(0, BT), n, bos, heads, hm, ck, cv, H, K, V, GATE, REVERSE
+        )
         _k, logf_next, _s, _ns, _f = _gate(zx, lx, lbv, valid_x, hm, ck, K, GATE)
         grads = scale * qt[:, :, :, None] * dot[:, :, None, :]
         Cr, Dr = tl.associative_scan((_decays(logf_next, BT, BH, KP, VP), grads), 0, _affine, reverse=True)
@@ -309,12 +318,8 @@ def _forward(
     """(o, the final state or None, the states entering each tile but the first (save) or None, the states
     entering each pseudo-sequence [P, H, K, V] or None (zeros), the segments' log decays [P, H, K] (segmented
     runs) or None)."""
-    T, H, K = q.shape[1:]
-    V = v.shape[-1]
-    shape = _shape(plan, gate, reverse, cu, H, K, V)
-    seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NTS, scale)
-    inputs = (q, kz, q if lg is None else lg, q if lb is None else lb, v)
-    grid = (triton.cdiv(H, plan.BH), plan.P)
+    H, K, V = *q.shape[2:], v.shape[-1]
+    inputs, seq, shape, grid = _launch(q, kz, lg, lb, v, scale, gate, reverse, cu, plan)
     o = torch.empty_like(v)
     saved = q.new_empty(plan.P, max(plan.NTS - 1, 1), H, K, V, dtype=torch.float32) if save else None
     logdec = None
@@ -349,12 +354,8 @@ class SmallHeadRecurrence(torch.autograd.Function):
     def backward(ctx, do, dht=None):
         q, kz, lg, lb, v, h0, saved, starts, logdec, cu = ctx.saved_tensors
         scale, gate, reverse, plan = ctx.args
-        T, H, K = q.shape[1:]
-        V = v.shape[-1]
-        shape = _shape(plan, gate, reverse, cu, H, K, V)
-        seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NTS, scale)
-        inputs = (q, kz, q if lg is None else lg, q if lb is None else lb, v)
-        grid = (triton.cdiv(H, plan.BH), plan.P)
+        H, K, V = *q.shape[2:], v.shape[-1]
+        inputs, seq, shape, grid = _launch(q, kz, lg, lb, v, scale, gate, reverse, cu, plan)
         do = torch.zeros_like(v) if do is None else do.contiguous()
         dht = None if dht is None else dht.contiguous()
         if plan.NS > 1:  # the gradient reaching each segment's end from the later segments
@@ -378,9 +379,14 @@ class SmallHeadRecurrence(torch.autograd.Function):
         return dq, dkz, dlg, dlb, dv, dh0, None, None, None, None, None, None
 
 
-def _shape(plan: Plan, gate: int, reverse: bool, cu: Tensor | None, H: int, K: int, V: int) -> dict:
-    return dict(H=H, K=K, V=V, KP=plan.KP, VP=plan.VP, BH=plan.BH, BT=plan.BT, GATE=gate, REVERSE=reverse,
-                IS_VARLEN=cu is not None, num_warps=plan.warps)  # fmt: skip
+def _launch(q, kz, lg, lb, v, scale: float, gate: int, reverse: bool, cu, plan: Plan) -> tuple:
+    """The kernels' common arguments: (input tensors, sequence arguments, constexprs and launch options, grid)."""
+    T, H, K = q.shape[1:]
+    inputs = (q, kz, q if lg is None else lg, q if lb is None else lb, v)
+    seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NTS, scale)
+    shape = dict(H=H, K=K, V=v.shape[-1], KP=plan.KP, VP=plan.VP, BH=plan.BH, BT=plan.BT, GATE=gate,
+                 REVERSE=reverse, IS_VARLEN=cu is not None, num_warps=plan.warps)  # fmt: skip
+    return inputs, seq, shape, (triton.cdiv(H, plan.BH), plan.P)
 
 
 def recurrence(
