@@ -1,5 +1,6 @@
 """python -m hgrn.bench: operator and layer benchmarks on the GPU -> results/bench/<gpu>-<date>.{json,md,png}, then
 the HGRN2 op's expand-ratio and steep-gate sweeps (hgrn.bench.expand_ratio) -> results/bench/expand-ratio-*,
+the 2-D mixers at the ViT and LRA grid shapes (hgrn.bench.grid_layers) -> results/bench/grid-layers-*,
 and the LM training step against Llama and fla (hgrn.bench.lm_step) -> results/bench/lm-step-<gpu>-<date>.{json,md}.
 
 Every number comes from this process: ours, fla (when installed), SDPA and the PyTorch reference on the same GPU.
@@ -27,6 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache-dir", help="reuse this Triton cache (first-call times then exclude compilation)")
     p.add_argument("--merge", type=Path, help="add these rows to an earlier result JSON of the same GPU")
     p.add_argument("--no-sweeps", action="store_true", help="skip the expand-ratio and steep-gate sweeps")
+    p.add_argument("--no-grid", action="store_true", help="skip the 2-D mixers (hgrn.bench.grid_layers)")
     p.add_argument("--no-lm-step", action="store_true", help="skip the LM training-step benchmark (hgrn.bench.lm_step)")
     return p.parse_args(argv)
 
@@ -48,6 +50,10 @@ def main(argv: list[str] | None = None) -> None:
         from hgrn.bench import expand_ratio
 
         expand_ratio.main(["--out", str(args.out)])
+    if not args.no_grid:
+        from hgrn.bench import grid_layers
+
+        grid_layers.main(["--out", str(args.out)])
     if not args.no_lm_step:
         from hgrn.bench import lm_step
 
