@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from hgrn import ops
-from hgrn.bench.report import write_json_and_markdown
+from hgrn.bench.report import write_dated
 from hgrn.results.environment import git_state, hardware, package_versions
 
 B, T, D = 8, 2048, 2048
@@ -134,9 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
     result = run()
-    base = args.out / f"expand-ratio-{result['device'].lower().replace(' ', '-')}-{result['date']}"
-    for path in write_json_and_markdown(result, markdown(result), base):
-        print(f"wrote {path}")
+    write_dated(result, markdown(result), args.out, "expand-ratio")
 
 
 if __name__ == "__main__":

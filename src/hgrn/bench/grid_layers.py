@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hgrn.bench.report import write_json_and_markdown
+from hgrn.bench.report import write_dated
 from hgrn.config import compose
 from hgrn.results.environment import git_state, hardware, package_versions
 from hgrn.training.build import build_datamodule, build_task
@@ -170,9 +170,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     result = run(args)
-    base = args.out / f"grid-layers-{result['device'].lower().replace(' ', '-')}-{result['date']}"
-    for path in write_json_and_markdown(result, markdown(result), base):
-        print(f"wrote {path}")
+    write_dated(result, markdown(result), args.out, "grid-layers")
 
 
 if __name__ == "__main__":

@@ -138,6 +138,14 @@ def write_json_and_markdown(result: dict, text: str, base: Path) -> list[Path]:
     return paths
 
 
+def write_dated(result: dict, text: str, out_dir: Path, name: str) -> None:
+    """write_json_and_markdown under out_dir as <name>-<device>-<date> (the result's device and date), printing the
+    paths: the single-table benchmarks' output."""
+    base = out_dir / f"{name}-{result['device'].lower().replace(' ', '-')}-{result['date']}"
+    for path in write_json_and_markdown(result, text, base):
+        print(f"wrote {path}")
+
+
 def write(result: dict, out_dir: Path) -> list[Path]:
     """Write <stem>.json, <stem>.md and (with matplotlib) <stem>.png under out_dir; return the paths."""
     base = out_dir / stem(result)

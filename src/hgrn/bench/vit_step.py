@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from hgrn.bench.report import write_json_and_markdown
+from hgrn.bench.report import write_dated
 from hgrn.bench.step_profile import profile_steps
 from hgrn.config import compose
 from hgrn.results.environment import git_state, hardware, package_versions
@@ -201,9 +201,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     result = run(args)
-    base = args.out / f"vit-step-{result['device'].lower().replace(' ', '-')}-{result['date']}"
-    for path in write_json_and_markdown(result, markdown(result), base):
-        print(f"wrote {path}")
+    write_dated(result, markdown(result), args.out, "vit-step")
 
 
 if __name__ == "__main__":
