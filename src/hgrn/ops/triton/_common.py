@@ -45,6 +45,12 @@ def pow2(n: int) -> int:
 
 
 @triton.jit
+def affine(a1, b1, a2, b2):
+    """Scan combine of affine maps: y -> a1 y + b1, then y -> a2 y + b2 (element-wise linear recurrences)."""
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
 def mm(a, b, DOT: tl.constexpr):
     """a @ b with fp32 accumulation at the chosen operand precision (a, b in fp32 registers)."""
     if DOT == 0:

@@ -21,12 +21,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from hgrn.ops.triton._common import INTERPRET, LOG2E, pow2, seq_span, target_programs, tokens
-
-
-@triton.jit
-def _affine(a1, b1, a2, b2):
-    return a1 * a2, a2 * b1 + b2
+from hgrn.ops.triton._common import INTERPRET, LOG2E, affine, pow2, seq_span, target_programs, tokens
 
 
 @triton.jit
@@ -123,7 +118,7 @@ def _fwd_kernel(x, g, th, o, h0, ht, cu, T, D: tl.constexpr, BT: tl.constexpr, B
             _store_values(o, out_r, out_i, tok, m, cd, D, COMPLEX)
             h, hi = _last_row(out_r, BT), _last_row(out_i, BT)
         else:
-            A, B = tl.associative_scan((a, xr), 0, _affine)
+            A, B = tl.associative_scan((a, xr), 0, affine)
             out = A * h[None, :] + B
             _store_values(o, out, out, tok, m, cd, D, COMPLEX)
             h = _last_row(out, BT)
@@ -190,7 +185,7 @@ def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, T, NSEQ, D: tl.constexpr
         Ar, Ai, Br, Bi = tl.associative_scan((ar, ai, xr, xi), 0, _affine_complex)
         la_r, la_i, lb_r, lb_i = _last_row(Ar, BT), _last_row(Ai, BT), _last_row(Br, BT), _last_row(Bi, BT)
     else:
-        Ar, Br = tl.associative_scan((a, xr), 0, _affine)  # masked rows: a = e^0 = 1, x = 0
+        Ar, Br = tl.associative_scan((a, xr), 0, affine)  # masked rows: a = e^0 = 1, x = 0
         la_r, lb_r = _last_row(Ar, BT), _last_row(Br, BT)
         la_i, lb_i = tl.zeros_like(la_r), tl.zeros_like(lb_r)
 
@@ -301,7 +296,7 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, T, D: tl.constexpr,
             dth_acc += tl.sum(tl.where(m, dh_i * ah_r - dh_r * ah_i, 0.0), 0)
             u, ui = _last_row(dh_r, BT), _last_row(dh_i, BT)
         else:
-            C, U = tl.associative_scan((tl.where(m_next, a_next, 1.0), dor), 0, _affine)
+            C, U = tl.associative_scan((tl.where(m_next, a_next, 1.0), dor), 0, affine)
             dh = C * u[None, :] + U
             _store_values(dx, dh, dh, tok, m, cd, D, COMPLEX)
             dgt = dh * a * hr

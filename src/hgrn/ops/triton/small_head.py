@@ -27,7 +27,16 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from hgrn.ops.triton._common import INTERPRET, LOG2E, lower_bounded_gate, pow2, seq_span, target_programs, tokens
+from hgrn.ops.triton._common import (
+    INTERPRET,
+    LOG2E,
+    affine,
+    lower_bounded_gate,
+    pow2,
+    seq_span,
+    target_programs,
+    tokens,
+)
 from hgrn.ops.triton.chunk import segment_combine
 
 SMALL_HEAD_MAX = 8  # the largest K (and V) taken here; from 16 the chunked kernels are faster (results/bench/)
@@ -40,23 +49,22 @@ def fits(k: Tensor, v: Tensor) -> bool:
 
 
 @triton.jit
-def _affine(a1, b1, a2, b2):
-    """The map y -> a1 y + b1, then y -> a2 y + b2."""
-    return a1 * a2, a2 * b1 + b2
+def _where(tok, valid, heads, hm, cols, E: tl.constexpr, H: tl.constexpr):
+    """(offsets, mask) of a [BT, BH, EP] tile of a token-major [.., H, E] tensor."""
+    offs = tok[:, None, None] * (H * E) + heads[None, :, None] * E + cols[None, None, :]
+    return offs, valid[:, None, None] & hm[None, :, None] & (cols < E)[None, None, :]
 
 
 @triton.jit
 def _tile(ptr, tok, valid, heads, hm, cols, E: tl.constexpr, H: tl.constexpr):
     """[BT, BH, EP] fp32 tile of a token-major [.., H, E] tensor; zeros outside."""
-    offs = tok[:, None, None] * (H * E) + heads[None, :, None] * E + cols[None, None, :]
-    m = valid[:, None, None] & hm[None, :, None] & (cols < E)[None, None, :]
+    offs, m = _where(tok, valid, heads, hm, cols, E, H)
     return tl.load(ptr + offs, mask=m, other=0.0).to(tl.float32)
 
 
 @triton.jit
 def _store(ptr, x, tok, valid, heads, hm, cols, E: tl.constexpr, H: tl.constexpr):
-    offs = tok[:, None, None] * (H * E) + heads[None, :, None] * E + cols[None, None, :]
-    m = valid[:, None, None] & hm[None, :, None] & (cols < E)[None, None, :]
+    offs, m = _where(tok, valid, heads, hm, cols, E, H)
     tl.store(ptr + offs, x.to(ptr.dtype.element_ty), mask=m)
 
 
@@ -164,7 +172,7 @@ def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, s
         if SAVE and c > 0:
             tl.store(saved + (p * (NTS - 1) + c - 1).to(tl.int64) * H * K * V + h_off, S, mask=s_mask)
         x = k[:, :, :, None] * vt[:, :, None, :]
-        A, B = tl.associative_scan((_decays(logf, BT, BH, KP, VP), x), 0, _affine)
+        A, B = tl.associative_scan((_decays(logf, BT, BH, KP, VP), x), 0, affine)
         if MODE == 0:
             states = A * S[None] + B
             _store(o, scale * tl.sum(qt[:, :, :, None] * states, 2), tok, valid, heads, hm, cv, V, H)
@@ -228,12 +236,12 @@ def _bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb
         )
         _k, logf_next, _s, _ns, _f = _gate(zx, lx, lbv, valid_x, hm, ck, K, GATE)
         grads = scale * qt[:, :, :, None] * dot[:, :, None, :]
-        Cr, Dr = tl.associative_scan((_decays(logf_next, BT, BH, KP, VP), grads), 0, _affine, reverse=True)
+        Cr, Dr = tl.associative_scan((_decays(logf_next, BT, BH, KP, VP), grads), 0, affine, reverse=True)
         dS = Cr * U[None] + Dr
         if MODE == 0:
             k, logf, s, ns, f = _gate(zt, lt, lbv, valid, hm, ck, K, GATE)
             x = k[:, :, :, None] * vt[:, :, None, :]
-            A, B = tl.associative_scan((_decays(logf, BT, BH, KP, VP), x), 0, _affine)
+            A, B = tl.associative_scan((_decays(logf, BT, BH, KP, VP), x), 0, affine)
             states = A * S0[None] + B
             dkt = tl.sum(dS * vt[:, :, None, :], 3)
             dlogf = tl.sum(dS * states, 3) - k * dkt  # sum_v dS (S - k v^T) = sum_v dS f S_{t-1}
