@@ -10,7 +10,15 @@ from torch import Tensor
 
 from hgrn import ops
 
-OPS = ("gla_recurrence", "hgrn2_recurrence", "hgrn1_recurrence", "gla_step", "hgrn2_step", "hgrn1_step")
+OPS = (
+    "gla_recurrence",
+    "hgrn2_recurrence",
+    "hgrn2_directions",
+    "hgrn1_recurrence",
+    "gla_step",
+    "hgrn2_step",
+    "hgrn1_step",
+)
 
 
 def on_backend(name: str) -> SimpleNamespace:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import statistics
 import sys
 import time
@@ -40,6 +41,7 @@ CASES = {
 SMOKE = {  # tiny versions for the CPU test
     "vit-hgrn2-tiny": ["experiment=imagenet/fashion_mnist/hgrn2-tiny", "model.n_layers=1", "model.d_model=16",
                        "model.mixer_options.expand_ratio=4"],
+    "vit-hgrn1-tiny": ["experiment=imagenet/fashion_mnist/hgrn1-tiny", "model.n_layers=1", "model.d_model=16"],
     "lra-image": ["experiment=lra/hgrn2/image", "model.n_layers=1", "model.d_model=16"],
 }  # fmt: skip
 
@@ -49,8 +51,11 @@ def first_mixer(overrides: list[str]) -> tuple[nn.Module, int, int, int | None]:
     cfg = compose(*overrides, "paths.output_dir=/tmp/grid_layers", "logger=none")
     task = build_task(cfg, build_datamodule(cfg))
     backbone = task.model.backbone
-    height, width = backbone.config.grid
-    return backbone.blocks[0].mixer, height * width, backbone.config.d_model, cfg.data.get("batch_size")
+    if backbone.config.grid is not None:
+        tokens = math.prod(backbone.config.grid)
+    else:  # a ViT scanning its patch sequence (HGRN1: both ways): the image's patches
+        tokens = (task.model.config.image_size // task.model.config.patch_size) ** 2
+    return backbone.blocks[0].mixer, tokens, backbone.config.d_model, cfg.data.get("batch_size")
 
 
 def timed(run: Callable[[], object], cuda: bool) -> float:

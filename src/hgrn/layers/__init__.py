@@ -7,13 +7,14 @@ import inspect
 from torch import nn
 
 from hgrn.layers.attention import AttentionMixer
-from hgrn.layers.directions import DIRECTIONS, GRID_DIRECTIONS, mix_directions, scan_directions
+from hgrn.layers.directions import DIRECTIONS, GRID_DIRECTIONS, mix_directions
 from hgrn.layers.gla import GLAMixer
 from hgrn.layers.glu import GLU
 from hgrn.layers.hgrn1 import HGRN1Mixer
 from hgrn.layers.hgrn2 import HGRN2Mixer
 from hgrn.layers.lower_bounds import LayerLowerBounds
 from hgrn.layers.norms import NORMS, make_norm
+from hgrn.ops.directions import scan_directions
 
 MIXERS: dict[str, type[nn.Module]] = {
     "hgrn1": HGRN1Mixer,

@@ -13,9 +13,10 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from hgrn import ops
-from hgrn.layers.directions import check_direction, mix_directions, scan_directions
+from hgrn.layers.directions import check_direction, mix_directions
 from hgrn.layers.norms import make_norm
 from hgrn.ops.checks import accumulation_dtype
+from hgrn.ops.directions import scan_directions
 
 
 class HGRN1Mixer(nn.Module):

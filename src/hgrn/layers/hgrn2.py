@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from hgrn import ops
 from hgrn.layers.activations import make_activation
-from hgrn.layers.directions import check_direction, mix_directions, scan_directions
+from hgrn.layers.directions import check_direction, mix_directions
 from hgrn.layers.norms import make_norm
 from hgrn.ops.checks import accumulation_dtype
 
@@ -75,10 +75,11 @@ class HGRN2Mixer(nn.Module):
         if mask is not None:
             v = v * mask[..., None, None]
 
-        def scan(q: Tensor, v: Tensor, f_logits: Tensor, reverse: bool) -> Tensor:
-            return ops.hgrn2_recurrence(q, v, f_logits, bound, scale=self.scale, reverse=reverse)[0]
-
-        o = scan_directions(scan, (q, v, f_logits), direction, self.grid)
+        if direction == "causal":
+            o = ops.hgrn2_recurrence(q, v, f_logits, bound, scale=self.scale)[0]
+        else:  # both ways along the sequence or the grid's lines, summed (fused in the small-head kernels)
+            grid = self.grid if direction == "2d" else None
+            o = ops.hgrn2_directions(q, v, f_logits, bound, scale=self.scale, direction=direction, grid=grid)
         return self.out_proj(self.norm(rearrange(o, "... h e -> ... (h e)")))
 
     def step(self, x: Tensor, state: Tensor, lower_bound: Tensor | None = None) -> tuple[Tensor, Tensor]:

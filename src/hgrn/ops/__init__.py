@@ -2,6 +2,7 @@
 
 gla_recurrence(q, k, v, log_f, ...)              GLA:   S_t = diag(f_t) S_{t-1} + k_t^T v_t,  o_t = q_t S_t
 hgrn2_recurrence(q, v, f_logits, lower_bound)    HGRN2: the same with f = lb + (1-lb) sigmoid(z), k = 1 - f
+hgrn2_directions(q, v, f_logits, lower_bound)    HGRN2 both ways along the sequence or a grid's rows and columns
 hgrn1_recurrence(x, log_f, theta=None, ...)      HGRN1: h_t = f_t e^{i theta} h_{t-1} + x_t, element-wise
 gla_step / hgrn2_step / hgrn1_step               one decoding step on a carried state
 
@@ -23,6 +24,7 @@ from hgrn.ops.checks import (
     check_hgrn1_args,
     check_hgrn1_step_args,
     check_hgrn2_args,
+    check_hgrn2_directions_args,
     check_hgrn2_step_args,
 )
 from hgrn.ops.dispatch import USE_KERNELS, use_backend
@@ -72,6 +74,27 @@ def hgrn2_recurrence(
     return dispatch.run(hgrn2_recurrence, locals(), check_hgrn2_args)
 
 
+def hgrn2_directions(
+    q: Tensor,
+    v: Tensor,
+    f_logits: Tensor,
+    lower_bound: Tensor | None = None,
+    *,
+    scale: float = 1.0,
+    direction: str = "bidirectional",
+    grid: tuple[int, int] | None = None,
+) -> Tensor:
+    """HGRN2 scanned both ways along every line and summed, each scan from a zero state: along the sequence
+    (direction 'bidirectional'), or along the rows and along the columns of the row-major token grid
+    grid = (height, width), T = height * width ('2d'; the official Hgru2_2d_parallel).
+
+    q, v, f_logits, lower_bound as `hgrn2_recurrence`; returns o [B, T, H, V] in v's dtype. The small-head kernels
+    walk each line both ways in one program and read the columns in place; elsewhere it is `hgrn2_recurrence` once
+    per pass (hgrn.ops.directions).
+    """
+    return dispatch.run(hgrn2_directions, locals(), check_hgrn2_directions_args)
+
+
 def hgrn1_recurrence(
     x: Tensor,
     log_f: Tensor,
@@ -118,6 +141,7 @@ __all__ = [
     "gla_step",
     "hgrn1_recurrence",
     "hgrn1_step",
+    "hgrn2_directions",
     "hgrn2_recurrence",
     "hgrn2_step",
     "lower_bounded_gate",

@@ -13,6 +13,8 @@ import itertools
 import torch
 from torch import Tensor
 
+from hgrn.ops.directions import SCAN_DIRECTIONS, check_grid_length
+
 BOUND = " (one bound per forget channel)"
 
 
@@ -102,6 +104,25 @@ def check_hgrn2_args(
     sizes.check("v", v, "B T H V")
     sizes.check("lower_bound", lower_bound, "H K", BOUND)
     sizes.check("initial_state", initial_state, "N H K V")
+
+
+def check_hgrn2_directions_args(
+    q: Tensor,
+    v: Tensor,
+    f_logits: Tensor,
+    lower_bound: Tensor | None,
+    direction: str,
+    grid: tuple[int, int] | None,
+    **_: object,
+) -> None:
+    """As `check_hgrn2_args`; direction 'bidirectional' or '2d', the latter with grid (height, width), T = h * w."""
+    check_hgrn2_args(q, v, f_logits, lower_bound, None, None)
+    if direction not in SCAN_DIRECTIONS:
+        raise ValueError(f"direction={direction!r} is not one hgrn2_directions runs; choose one of {SCAN_DIRECTIONS}")
+    if direction == "2d":
+        if grid is None or len(grid) != 2:
+            raise ValueError(f"direction='2d' needs grid=(height, width) of the token grid; got grid={grid!r}")
+        check_grid_length(q.shape[1], grid)
 
 
 def check_hgrn1_args(

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from hgrn.ops.checks import accumulation_dtype
+from hgrn.ops.directions import hgrn2_by_directions
 from hgrn.ops.reference import Result, gla_step, hgrn1_step, hgrn2_on, hgrn2_step, run_sequences
 
 
@@ -26,6 +27,7 @@ def gla_recurrence(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, scale: float,
 
 
 hgrn2_recurrence = hgrn2_on(gla_recurrence)
+hgrn2_directions = hgrn2_by_directions(hgrn2_recurrence)
 
 
 def hgrn1_recurrence(x: Tensor, log_f: Tensor, theta: Tensor | None, **sequences: Any) -> Result:
@@ -40,4 +42,12 @@ def hgrn1_recurrence(x: Tensor, log_f: Tensor, theta: Tensor | None, **sequences
     return run_sequences(scan, (x, log_f), **sequences)
 
 
-__all__ = ["gla_recurrence", "gla_step", "hgrn1_recurrence", "hgrn1_step", "hgrn2_recurrence", "hgrn2_step"]
+__all__ = [
+    "gla_recurrence",
+    "gla_step",
+    "hgrn1_recurrence",
+    "hgrn1_step",
+    "hgrn2_directions",
+    "hgrn2_recurrence",
+    "hgrn2_step",
+]

@@ -17,6 +17,7 @@ from einops import rearrange
 from torch import Tensor
 
 from hgrn.ops.checks import accumulation_dtype
+from hgrn.ops.directions import hgrn2_by_directions
 from hgrn.ops.gates import lower_bounded_gate
 
 CHUNK_SIZE = 16
@@ -43,6 +44,7 @@ def hgrn2_on(gla: Callable[..., Result]) -> Callable[..., Result]:
 
 
 hgrn2_recurrence = hgrn2_on(gla_recurrence)
+hgrn2_directions = hgrn2_by_directions(hgrn2_recurrence)
 
 
 def hgrn1_recurrence(x: Tensor, log_f: Tensor, theta: Tensor | None, **sequences: Any) -> Result:

@@ -1,9 +1,10 @@
 """The Triton backend of hgrn.ops: each op mapped onto its kernels (arguments already checked by the dispatch).
 
 chunk.py: chunked GLA / HGRN2 forward and backward; hgrn1_scan.py: the HGRN1 scan; small_head.py: GLA / HGRN2 with
-heads of at most SMALL_HEAD_MAX channels, each head's state scanned element-wise in registers (the path is chosen
-here, per shape); fused_recurrent.py: decoding steps with the state updated in place. Tensors must live where
-Triton runs (CUDA, or the CPU interpreter in tests: `with hgrn.ops.use_backend("triton"):`).
+heads of at most SMALL_HEAD_MAX channels, each head's state scanned element-wise in registers, and both scan
+directions of a line in one program (the path is chosen here, per shape); fused_recurrent.py: decoding steps with
+the state updated in place. Tensors must live where Triton runs (CUDA, or the CPU interpreter in tests:
+`with hgrn.ops.use_backend("triton"):`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
+from hgrn.ops.directions import hgrn2_by_directions
 from hgrn.ops.triton import fused_recurrent, hgrn1_scan, small_head
 from hgrn.ops.triton.chunk import GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB, chunk_recurrence
 
@@ -34,6 +36,18 @@ def hgrn2_recurrence(
     return chunk_recurrence(q, f_logits, None, lower_bound, v, gate=_hgrn2_gate(lower_bound), **options)
 
 
+def hgrn2_directions(
+    q: Tensor, v: Tensor, f_logits: Tensor, lower_bound: Tensor | None, *, scale: float, direction: str, grid: Any
+) -> Tensor:
+    """Small heads: one fused kernel launch per line direction (sequence, or grid rows then columns); otherwise, or
+    where the lines are too few to fill the GPU unsegmented, one `hgrn2_recurrence` per pass."""
+    plans = small_head.line_plans(q, v, grid if direction == "2d" else None) if small_head.fits(q, v) else None
+    if plans is None:
+        return _hgrn2_by_passes(q, v, f_logits, lower_bound, scale=scale, direction=direction, grid=grid)
+    gate = _hgrn2_gate(lower_bound)
+    return small_head.directions(q, f_logits, None, lower_bound, v, gate=gate, scale=scale, plans=plans)
+
+
 def gla_step(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, state: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     """`state` is updated in place and returned."""
     return fused_recurrent.gla_step(q, k, v, log_f, state, None, gate=GATE_GLA, scale=scale)
@@ -49,3 +63,6 @@ def hgrn2_step(
 
 def _hgrn2_gate(lower_bound: Tensor | None) -> int:
     return GATE_HGRN2 if lower_bound is None else GATE_HGRN2_LB
+
+
+_hgrn2_by_passes = hgrn2_by_directions(hgrn2_recurrence)

@@ -40,7 +40,7 @@ from hgrn.ops.triton._common import (
 from hgrn.ops.triton.chunk import segment_combine
 
 SMALL_HEAD_MAX = 8  # the largest K (and V) taken here; from 16 the chunked kernels are faster (results/bench/)
-SPECIALIZE = dict(do_not_specialize=["T", "NS", "L", "NTS"])
+SPECIALIZE = dict(do_not_specialize=["T", "NS", "L", "NTS", "SK", "SV"])
 
 
 def fits(k: Tensor, v: Tensor) -> bool:
@@ -49,22 +49,25 @@ def fits(k: Tensor, v: Tensor) -> bool:
 
 
 @triton.jit
-def _where(tok, valid, heads, hm, cols, E: tl.constexpr, H: tl.constexpr):
-    """(offsets, mask) of a [BT, BH, EP] tile of a token-major [.., H, E] tensor."""
-    offs = tok[:, None, None] * (H * E) + heads[None, :, None] * E + cols[None, None, :]
+def _where(tok, valid, heads, hm, cols, stride, E: tl.constexpr):
+    """(offsets, mask) of a [BT, BH, EP] tile of a [.., H, E] tensor whose tokens lie `stride` elements apart."""
+    offs = tok[:, None, None] * stride + heads[None, :, None] * E + cols[None, None, :]
     return offs, valid[:, None, None] & hm[None, :, None] & (cols < E)[None, None, :]
 
 
 @triton.jit
-def _tile(ptr, tok, valid, heads, hm, cols, E: tl.constexpr, H: tl.constexpr):
-    """[BT, BH, EP] fp32 tile of a token-major [.., H, E] tensor; zeros outside."""
-    offs, m = _where(tok, valid, heads, hm, cols, E, H)
+def _tile(ptr, tok, valid, heads, hm, cols, stride, E: tl.constexpr):
+    """[BT, BH, EP] fp32 tile; zeros outside."""
+    offs, m = _where(tok, valid, heads, hm, cols, stride, E)
     return tl.load(ptr + offs, mask=m, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _store(ptr, x, tok, valid, heads, hm, cols, E: tl.constexpr, H: tl.constexpr):
-    offs, m = _where(tok, valid, heads, hm, cols, E, H)
+def _store(ptr, x, tok, valid, heads, hm, cols, E: tl.constexpr, H: tl.constexpr, ACC: tl.constexpr):
+    """x into a [BT, BH, EP] tile of a contiguous [.., H, E] tensor, added to what is there (ACC)."""
+    offs, m = _where(tok, valid, heads, hm, cols, H * E, E)
+    if ACC:
+        x += tl.load(ptr + offs, mask=m, other=0.0).to(tl.float32)
     tl.store(ptr + offs, x.to(ptr.dtype.element_ty), mask=m)
 
 
@@ -80,11 +83,11 @@ def _lower_bound(lb, heads, hm, ck, K: tl.constexpr, GATE: tl.constexpr):
 
 
 @triton.jit
-def _gate_load(kz, lg, tok, valid, heads, hm, ck, K: tl.constexpr, H: tl.constexpr, GATE: tl.constexpr):
+def _gate_load(kz, lg, tok, valid, heads, hm, ck, SK, K: tl.constexpr, GATE: tl.constexpr):
     """The raw gate tiles: (k, log f) for GLA, (z, z) for HGRN2 (loads issued apart from their use: prefetch)."""
-    zt = _tile(kz, tok, valid, heads, hm, ck, K, H)
+    zt = _tile(kz, tok, valid, heads, hm, ck, SK, K)
     if GATE == 0:  # noqa: SIM108 (Triton: constexpr branch)
-        lt = _tile(lg, tok, valid, heads, hm, ck, K, H)
+        lt = _tile(lg, tok, valid, heads, hm, ck, SK, K)
     else:
         lt = zt
     return zt, lt
@@ -118,19 +121,35 @@ def _decays(logf, BT: tl.constexpr, BH: tl.constexpr, KP: tl.constexpr, VP: tl.c
 
 
 @triton.jit
+def _tokens(r, n, bos, ts, REVERSE: tl.constexpr):
+    """Token indices (int64) of processing-order rows r of a line of n tokens `ts` apart from token bos."""
+    pos, valid = tokens(r, n, 0, REVERSE)
+    return bos + pos.to(tl.int64) * ts, valid
+
+
+@triton.jit
 def _program(cu, T, NS, L, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
-             BH: tl.constexpr, IS_VARLEN: tl.constexpr):  # fmt: skip
-    """This program's pseudo-sequence p (first token, length), its heads (and which exist), the K and V columns, and
-    the offsets of its [BH, KP, VP] states within one [H, K, V] state and within a [P, H, K, V] one (and the mask)."""
+             BH: tl.constexpr, IS_VARLEN: tl.constexpr, STRIDED: tl.constexpr):  # fmt: skip
+    """This program's line p (first token, length, token step), its heads (and which exist), the K and V columns,
+    and the offsets of its [BH, KP, VP] states within one [H, K, V] state and within a [P, H, K, V] one (and the
+    mask). A line is a pseudo-sequence, or (STRIDED) one of the NS interleaved lines of L tokens of a sequence of
+    T = NS * L: the columns of a row-major grid of L rows of NS tokens, read in place."""
     ih, p = tl.program_id(0), tl.program_id(1)
-    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
+    if STRIDED:
+        b = p // NS
+        bos = b.to(tl.int64) * T + (p - b * NS)
+        n = L
+        ts = NS
+    else:
+        bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
+        ts = 1
     heads = ih * BH + tl.arange(0, BH)
     hm = heads < H
     ck, cv = tl.arange(0, KP), tl.arange(0, VP)
     h_off = (heads[:, None, None] * K + ck[None, :, None]) * V + cv[None, None, :]
     s_off = p.to(tl.int64) * H * K * V + h_off
     s_mask = hm[:, None, None] & (ck < K)[None, :, None] & (cv < V)[None, None, :]
-    return p, bos, n, heads, hm, ck, cv, h_off, s_off, s_mask
+    return p, bos, n, ts, heads, hm, ck, cv, h_off, s_off, s_mask
 
 
 @triton.jit
@@ -143,31 +162,30 @@ def _state(ptr, s_off, s_mask, PRESENT: tl.constexpr, BH: tl.constexpr, KP: tl.c
     return x
 
 
-@triton.jit(**SPECIALIZE)
-def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, scale,
-                H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
-                BH: tl.constexpr, BT: tl.constexpr, MODE: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                IS_VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
-                SAVE: tl.constexpr):  # fmt: skip
-    """Forward walk of BH heads of pseudo-sequence p with the [BH, KP, VP] state S in registers.
+@triton.jit
+def _other_way(saved, NTS, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr):
+    """Where the reversed scan's saved tile states start (BOTH): after the [P, NTS - 1, H, K, V] of the forward's."""
+    return saved + (tl.num_programs(1) * (NTS - 1)).to(tl.int64) * (H * K * V)
 
-    MODE 0: o = scale q S, the state entering each tile but the first into `saved` [P, NTS - 1, H, K, V] (SAVE),
-    the final state into ht (STORE_HT).
-    MODE 1: the segment's own final state (from S = 0) into ht and its total log decay into logdec [P, H, K]."""
-    p, bos, n, heads, hm, ck, cv, h_off, s_off, s_mask = _program(cu, T, NS, L, H, K, V, KP, VP, BH, IS_VARLEN)
-    S = _state(h0, s_off, s_mask, HAS_H0, BH, KP, VP)
+
+@triton.jit
+def _fwd_walk(q, kz, lg, v, o, saved, S, lbv, p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, NTS, SK, SV, scale,
+              H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
+              BH: tl.constexpr, BT: tl.constexpr, MODE: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
+              SAVE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """One walk along line p from state S; returns (the final state, the line's total log decay [BH, KP] (MODE 1)).
+    MODE 0 stores (ACC: adds) o and saves the state entering each tile but the first (SAVE)."""
     total = tl.zeros([BH, KP], tl.float32)
-    lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
     # each tile's loads are issued one tile ahead (software pipelining by hand: one warp walks the sequence)
-    tok, valid = tokens(tl.arange(0, BT), n, bos, REVERSE)
-    zt, lt = _gate_load(kz, lg, tok, valid, heads, hm, ck, K, H, GATE)
-    vt = _tile(v, tok, valid, heads, hm, cv, V, H)
-    qt = _tile(q, tok, valid, heads, hm, ck, K, H) if MODE == 0 else zt
+    tok, valid = _tokens(tl.arange(0, BT), n, bos, ts, REVERSE)
+    zt, lt = _gate_load(kz, lg, tok, valid, heads, hm, ck, SK, K, GATE)
+    vt = _tile(v, tok, valid, heads, hm, cv, SV, V)
+    qt = _tile(q, tok, valid, heads, hm, ck, SK, K) if MODE == 0 else zt
     for c in range(0, tl.cdiv(n, BT)):
-        tok_n, valid_n = tokens((c + 1) * BT + tl.arange(0, BT), n, bos, REVERSE)
-        zt_n, lt_n = _gate_load(kz, lg, tok_n, valid_n, heads, hm, ck, K, H, GATE)
-        vt_n = _tile(v, tok_n, valid_n, heads, hm, cv, V, H)
-        qt_n = _tile(q, tok_n, valid_n, heads, hm, ck, K, H) if MODE == 0 else zt_n
+        tok_n, valid_n = _tokens((c + 1) * BT + tl.arange(0, BT), n, bos, ts, REVERSE)
+        zt_n, lt_n = _gate_load(kz, lg, tok_n, valid_n, heads, hm, ck, SK, K, GATE)
+        vt_n = _tile(v, tok_n, valid_n, heads, hm, cv, SV, V)
+        qt_n = _tile(q, tok_n, valid_n, heads, hm, ck, SK, K) if MODE == 0 else zt_n
         k, logf, _s, _ns, _f = _gate(zt, lt, lbv, valid, hm, ck, K, GATE)
         if SAVE and c > 0:
             tl.store(saved + (p * (NTS - 1) + c - 1).to(tl.int64) * H * K * V + h_off, S, mask=s_mask)
@@ -175,12 +193,39 @@ def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, s
         A, B = tl.associative_scan((_decays(logf, BT, BH, KP, VP), x), 0, affine)
         if MODE == 0:
             states = A * S[None] + B
-            _store(o, scale * tl.sum(qt[:, :, :, None] * states, 2), tok, valid, heads, hm, cv, V, H)
+            _store(o, scale * tl.sum(qt[:, :, :, None] * states, 2), tok, valid, heads, hm, cv, V, H, ACC)
             S = _row(states, BT - 1, BT)
         else:
             S = _row(A, BT - 1, BT) * S + _row(B, BT - 1, BT)
             total += tl.sum(logf, 0)
         tok, valid, zt, lt, vt, qt = tok_n, valid_n, zt_n, lt_n, vt_n, qt_n
+    return S, total
+
+
+@triton.jit(**SPECIALIZE)
+def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, SK, SV, scale,
+                H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
+                BH: tl.constexpr, BT: tl.constexpr, MODE: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
+                IS_VARLEN: tl.constexpr, STRIDED: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
+                SAVE: tl.constexpr, BOTH: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """Forward walk of BH heads of line p with the [BH, KP, VP] state S in registers.
+
+    MODE 0: o = scale q S (ACC: added to o), the state entering each tile but the first into `saved` [P, NTS - 1,
+    H, K, V] (SAVE), the final state into ht (STORE_HT). BOTH: then the line walked the other way from S = 0 and
+    its o added (no states in or out; its saved states follow the first walk's).
+    MODE 1: the segment's own final state (from S = 0) into ht and its total log decay into logdec [P, H, K]."""
+    p, bos, n, ts, heads, hm, ck, cv, h_off, s_off, s_mask = _program(
+        cu, T, NS, L, H, K, V, KP, VP, BH, IS_VARLEN, STRIDED
+    )
+    lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
+    S = _state(h0, s_off, s_mask, HAS_H0, BH, KP, VP)
+    S, total = _fwd_walk(q, kz, lg, v, o, saved, S, lbv, p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, NTS, SK, SV,
+                         scale, H, K, V, KP, VP, BH, BT, MODE, GATE, REVERSE, SAVE, ACC)  # fmt: skip
+    if BOTH:
+        tl.debug_barrier()  # this program's stores of o are visible to its loads
+        _fwd_walk(q, kz, lg, v, o, _other_way(saved, NTS, H, K, V), tl.zeros([BH, KP, VP], tl.float32), lbv, p, bos,
+                  n, ts, heads, hm, ck, cv, h_off, s_mask, NTS, SK, SV, scale, H, K, V, KP, VP, BH, BT, MODE, GATE,
+                  True, SAVE, True)  # fmt: skip
     if STORE_HT:
         tl.store(ht + s_off, S, mask=s_mask)
     if MODE == 1:
@@ -189,51 +234,47 @@ def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, s
 
 
 @triton.jit
-def _bwd_loads(q, kz, lg, v, do, r, n, bos, heads, hm, ck, cv, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-               GATE: tl.constexpr, REVERSE: tl.constexpr):  # fmt: skip
+def _bwd_loads(q, kz, lg, v, do, r, n, bos, ts, heads, hm, ck, cv, SK, SV, H: tl.constexpr, K: tl.constexpr,
+               V: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr):  # fmt: skip
     """The backward's tiles of processing-order rows r: (tokens, which exist, which of the rows one step later exist,
     the raw gate tiles of those later rows, the raw gate tiles, q, do, v)."""
-    tok, valid = tokens(r, n, bos, REVERSE)
-    tok_x, valid_x = tokens(r + 1, n, bos, REVERSE)
-    zx, lx = _gate_load(kz, lg, tok_x, valid_x, heads, hm, ck, K, H, GATE)
-    zt, lt = _gate_load(kz, lg, tok, valid, heads, hm, ck, K, H, GATE)
-    qt = _tile(q, tok, valid, heads, hm, ck, K, H)
-    dot = _tile(do, tok, valid, heads, hm, cv, V, H)
-    vt = _tile(v, tok, valid, heads, hm, cv, V, H)
+    tok, valid = _tokens(r, n, bos, ts, REVERSE)
+    tok_x, valid_x = _tokens(r + 1, n, bos, ts, REVERSE)
+    zx, lx = _gate_load(kz, lg, tok_x, valid_x, heads, hm, ck, SK, K, GATE)
+    zt, lt = _gate_load(kz, lg, tok, valid, heads, hm, ck, SK, K, GATE)
+    qt = _tile(q, tok, valid, heads, hm, ck, SK, K)
+    dot = _tile(do, tok, valid, heads, hm, cv, H * V, V)
+    vt = _tile(v, tok, valid, heads, hm, cv, SV, V)
     return tok, valid, valid_x, zx, lx, zt, lt, qt, dot, vt
 
 
-@triton.jit(**SPECIALIZE)
-def _bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb, cu, T, NS, L, NTS, scale,
-                H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
-                BH: tl.constexpr, BT: tl.constexpr, MODE: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                IS_VARLEN: tl.constexpr, HAS_S0: tl.constexpr, HAS_DHT: tl.constexpr,
-                STORE_DH0: tl.constexpr):  # fmt: skip
-    """Reverse walk with U = dL/dS at the first step of the tile after the current one (dht at the start).
-
-    MODE 0: dq, dk (GLA) or dz (HGRN2), dlog f (GLA), dv, the lower bound's per-program sums into plb [P, H, K];
-    MODE 1: only the gradient reaching the state that enters the segment (from dht = 0). STORE_DH0 stores it.
-    Tile states: the first tile's from s0 [P, H, K, V] (HAS_S0; else zeros), the later ones' from `saved`."""
-    p, bos, n, heads, hm, ck, cv, h_off, s_off, s_mask = _program(cu, T, NS, L, H, K, V, KP, VP, BH, IS_VARLEN)
-    U = _state(dht, s_off, s_mask, HAS_DHT, BH, KP, VP)
-    lb_sum = tl.zeros([BH, KP], tl.float32)
-    lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
+@triton.jit
+def _bwd_walk(q, kz, lg, v, do, saved, S0_first, dq, dkz, dlg, dv, U, lb_sum, lbv, p, bos, n, ts, heads, hm, ck, cv,
+              h_off, s_mask, NTS, SK, SV, scale, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr,
+              VP: tl.constexpr, BH: tl.constexpr, BT: tl.constexpr, MODE: tl.constexpr, GATE: tl.constexpr,
+              REVERSE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """One reverse walk along line p, U = dL/dS at the first step of the tile after the current one (the terminal
+    gradient at the start); returns (U at the line's first step, lb_sum plus this walk's lower-bound sums).
+    MODE 0 stores (ACC: adds) dq, dk or dz, dlog f, dv; the tile states come from S0_first (the first tile's) and
+    `saved` (the later ones')."""
     n_tiles = tl.cdiv(n, BT)
     # each tile's loads are issued one tile ahead, as in the forward; "next": the rows one step later (their f
     # multiplies dS; 1 past the end, where dS_t = scale q_t do_t^T + dht)
     tok, valid, valid_x, zx, lx, zt, lt, qt, dot, vt = _bwd_loads(
-        q, kz, lg, v, do, (n_tiles - 1) * BT + tl.arange(0, BT), n, bos, heads, hm, ck, cv, H, K, V, GATE, REVERSE
-    )
+        q, kz, lg, v, do, (n_tiles - 1) * BT + tl.arange(0, BT), n, bos, ts, heads, hm, ck, cv, SK, SV, H, K, V, GATE,
+        REVERSE,
+    )  # fmt: skip
     for cc in range(0, n_tiles):
         c = n_tiles - 1 - cc
         if MODE == 0:
             if c > 0:
                 S0 = tl.load(saved + (p * (NTS - 1) + c - 1).to(tl.int64) * H * K * V + h_off, mask=s_mask, other=0.0)
             else:
-                S0 = _state(s0, s_off, s_mask, HAS_S0, BH, KP, VP)
+                S0 = S0_first
         tok_n, valid_n, valid_x_n, zx_n, lx_n, zt_n, lt_n, qt_n, dot_n, vt_n = _bwd_loads(
-            q, kz, lg, v, do, (c - 1) * BT + tl.arange(0, BT), n, bos, heads, hm, ck, cv, H, K, V, GATE, REVERSE
-        )
+            q, kz, lg, v, do, (c - 1) * BT + tl.arange(0, BT), n, bos, ts, heads, hm, ck, cv, SK, SV, H, K, V, GATE,
+            REVERSE,
+        )  # fmt: skip
         _k, logf_next, _s, _ns, _f = _gate(zx, lx, lbv, valid_x, hm, ck, K, GATE)
         grads = scale * qt[:, :, :, None] * dot[:, :, None, :]
         Cr, Dr = tl.associative_scan((_decays(logf_next, BT, BH, KP, VP), grads), 0, affine, reverse=True)
@@ -245,24 +286,54 @@ def _bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb
             states = A * S0[None] + B
             dkt = tl.sum(dS * vt[:, :, None, :], 3)
             dlogf = tl.sum(dS * states, 3) - k * dkt  # sum_v dS (S - k v^T) = sum_v dS f S_{t-1}
-            _store(dq, scale * tl.sum(states * dot[:, :, None, :], 3), tok, valid, heads, hm, ck, K, H)
-            _store(dv, tl.sum(dS * k[:, :, :, None], 2), tok, valid, heads, hm, cv, V, H)
+            _store(dq, scale * tl.sum(states * dot[:, :, None, :], 3), tok, valid, heads, hm, ck, K, H, ACC)
+            _store(dv, tl.sum(dS * k[:, :, :, None], 2), tok, valid, heads, hm, cv, V, H, ACC)
             if GATE == 0:
-                _store(dkz, dkt, tok, valid, heads, hm, ck, K, H)
-                _store(dlg, dlogf, tok, valid, heads, hm, ck, K, H)
+                _store(dkz, dkt, tok, valid, heads, hm, ck, K, H, ACC)
+                _store(dlg, dlogf, tok, valid, heads, hm, ck, K, H, ACC)
             else:
                 inside = valid[:, None, None] & hm[None, :, None] & (ck < K)[None, None, :]
                 inv_f = tl.where(inside & (f > 0), tl.fdiv(1.0, f), 0.0)
                 ratio = tl.where(f > 0, s * inv_f, 1.0)  # s / f -> 1 as f -> 0 without a bound
-                _store(dkz, k * (ratio * dlogf - s * dkt), tok, valid, heads, hm, ck, K, H)
+                _store(dkz, k * (ratio * dlogf - s * dkt), tok, valid, heads, hm, ck, K, H, ACC)
                 if GATE == 2:
                     lb_sum += tl.sum(tl.where(inside, ns * (inv_f * dlogf - dkt), 0.0), 0)
         U = _row(dS, 0, BT)
         tok, valid, valid_x, zx, lx, zt, lt = tok_n, valid_n, valid_x_n, zx_n, lx_n, zt_n, lt_n
         qt, dot, vt = qt_n, dot_n, vt_n
+    return U, lb_sum
+
+
+@triton.jit(**SPECIALIZE)
+def _bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb, cu, T, NS, L, NTS, SK, SV, scale,
+                H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
+                BH: tl.constexpr, BT: tl.constexpr, MODE: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
+                IS_VARLEN: tl.constexpr, STRIDED: tl.constexpr, HAS_S0: tl.constexpr, HAS_DHT: tl.constexpr,
+                STORE_DH0: tl.constexpr, BOTH: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """Reverse walk from the gradient dht reaching the line's final state.
+
+    MODE 0: dq, dk (GLA) or dz (HGRN2), dlog f (GLA), dv (ACC: added), the lower bound's per-program sums into plb
+    [P, H, K]; BOTH: then the walk for the line's reversed scan, its gradients added. MODE 1: only the gradient
+    reaching the state that enters the segment (from dht = 0). STORE_DH0 stores it.
+    Tile states: the first tile's from s0 [P, H, K, V] (HAS_S0; else zeros), the later ones' from `saved`."""
+    p, bos, n, ts, heads, hm, ck, cv, h_off, s_off, s_mask = _program(
+        cu, T, NS, L, H, K, V, KP, VP, BH, IS_VARLEN, STRIDED
+    )
+    lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
+    U = _state(dht, s_off, s_mask, HAS_DHT, BH, KP, VP)
+    S0 = _state(s0, s_off, s_mask, HAS_S0, BH, KP, VP)
+    U, lb_sum = _bwd_walk(q, kz, lg, v, do, saved, S0, dq, dkz, dlg, dv, U, tl.zeros([BH, KP], tl.float32), lbv, p,
+                          bos, n, ts, heads, hm, ck, cv, h_off, s_mask, NTS, SK, SV, scale, H, K, V, KP, VP, BH, BT,
+                          MODE, GATE, REVERSE, ACC)  # fmt: skip
+    if BOTH:
+        tl.debug_barrier()  # this program's stores of the gradients are visible to its loads
+        zeros = tl.zeros([BH, KP, VP], tl.float32)
+        _u, lb_sum = _bwd_walk(q, kz, lg, v, do, _other_way(saved, NTS, H, K, V), zeros, dq, dkz, dlg, dv, zeros,
+                               lb_sum, lbv, p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, NTS, SK, SV, scale, H, K,
+                               V, KP, VP, BH, BT, MODE, GATE, True, True)  # fmt: skip
     if STORE_DH0:  # dL/dS_{-1} = f_0 dS_0 (an empty sequence passes dht through)
-        tok0, valid0 = tokens(tl.arange(0, BT), n, bos, REVERSE)
-        z0, l0 = _gate_load(kz, lg, tok0, valid0, heads, hm, ck, K, H, GATE)
+        tok0, valid0 = _tokens(tl.arange(0, BT), n, bos, ts, REVERSE)
+        z0, l0 = _gate_load(kz, lg, tok0, valid0, heads, hm, ck, SK, K, GATE)
         _k, logf0, _s, _ns, _f = _gate(z0, l0, lbv, valid0, hm, ck, K, GATE)
         f0 = tl.sum(tl.where((tl.arange(0, BT) == 0)[:, None, None], tl.exp(logf0), 0.0), 0)
         tl.store(dh0 + s_off, f0[:, :, None] * U, mask=s_mask)
@@ -276,48 +347,72 @@ def _bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb
 
 @dataclass(frozen=True)
 class Plan:
-    """Tiles and pseudo-sequences for one call, chosen by rule (HGRN_SMALL_TILES="BH=4,BT=16,warps=4,NS=2" for
-    tile experiments)."""
+    """Lines and tiles for one launch, chosen by rule (HGRN_SMALL_TILES="BH=4,BT=16,warps=4,NS=2" for tile
+    experiments). The kernels walk P = n_seqs * NS lines: the segments of length L of each sequence of T tokens, or
+    (strided) its NS interleaved lines of L tokens, the columns of a grid of L rows of NS tokens."""
 
     n_seqs: int
-    NS: int  # segments per sequence
-    L: int  # segment length (a multiple of BT)
-    NTS: int  # tiles per pseudo-sequence (at most)
+    T: int  # tokens per sequence (unpacked)
+    NS: int  # lines per sequence
+    L: int  # line length (segments: a multiple of BT)
+    NTS: int  # tiles per line (at most)
     KP: int
     VP: int
     BH: int  # heads per program
     BT: int  # time steps per tile
     warps: int
+    strided: bool = False
 
     @property
     def P(self) -> int:
         return self.n_seqs * self.NS
 
 
-def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | None = None) -> Plan:
+def _tiles(H: int, K: int, V: int) -> dict[str, int]:
     """One warp per program holding about 32 state channels (BH heads, one channel per thread, a tile's 16 steps in
-    its registers, so the scan down the tile stays in-thread); segments while the programs would not fill the GPU
-    four times over. Chosen by tile sweeps on an H200 (B8 T2048 d2048 bf16, fwd+bwd ms, 2026-12-02). Before the
-    loads were issued a tile ahead: head size 8 2.55 at (BH 1, BT 16, 1 warp), 3.26 at (2, 8, 4 warps), 4.92 at
-    (4, 8, 4); head size 2 1.10 at (8, 16, 1), 1.49 at (32, 8, 4), 1.74 at (128, 8, 4); larger tiles spill
-    registers (up to 66 ms). With them, at (BT 16 / 8 / 32, 1 warp): head size 8 1.92 / 1.88 / 2.46, 4 1.39 / 1.20 /
-    1.41, 2 0.90 / 0.78 / 1.57, 1 0.94 / 0.74 / 1.62 (BT 8 is not yet checked on the GPU against the reference)."""
-    T, H, K = q.shape[1:]
+    its registers, so the scan down the tile stays in-thread). Chosen by tile sweeps on an H200 (B8 T2048 d2048
+    bf16, fwd+bwd ms, 2026-12-02). Before the loads were issued a tile ahead: head size 8 2.55 at (BH 1, BT 16,
+    1 warp), 3.26 at (2, 8, 4 warps), 4.92 at (4, 8, 4); head size 2 1.10 at (8, 16, 1), 1.49 at (32, 8, 4), 1.74
+    at (128, 8, 4); larger tiles spill registers (up to 66 ms). With them, at (BT 16 / 8 / 32, 1 warp): head size 8
+    1.92 / 1.88 / 2.46, 4 1.39 / 1.20 / 1.41, 2 0.90 / 0.78 / 1.57, 1 0.94 / 0.74 / 1.62; BT 8 again on 2026-12-03
+    (GPU tests pass at both): 8 1.90, 4 1.23, 2 0.85, 1 1.05, so BT stays 16 (and a ViT's 14-token lines fit one)."""
     tiles = {k: int(x) for k, x in (i.split("=") for i in os.environ.get("HGRN_SMALL_TILES", "").split(",") if i)}
-    KP, VP = pow2(K), pow2(v.shape[-1])
-    BH = tiles.get("BH", min(pow2(H), max(32 // (KP * VP), 1)))
-    BT = tiles.get("BT", 16)
+    KP, VP = pow2(K), pow2(V)
+    return dict(KP=KP, VP=VP, BH=tiles.get("BH", min(pow2(H), max(32 // (KP * VP), 1))), BT=tiles.get("BT", 16),
+                warps=4 if INTERPRET else tiles.get("warps", 1), NS=tiles.get("NS", 0))  # fmt: skip
+
+
+def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | None = None) -> Plan:
+    """The plan of a one-way scan: segments while the programs would not fill the GPU four times over."""
+    T, H, K = q.shape[1:]
+    tiles = _tiles(H, K, v.shape[-1])
+    BT = tiles["BT"]
     n_seqs = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
     if segments is None:
-        programs = n_seqs * triton.cdiv(H, BH)
+        programs = n_seqs * triton.cdiv(H, tiles["BH"])
         target = 2 * target_programs(q.device)
         segments = 1 if cu_seqlens is not None or programs >= target else triton.cdiv(target, programs)
-    segments = max(1, min(tiles.get("NS", segments), triton.cdiv(T, 4 * BT)))
+    segments = max(1, min(tiles.pop("NS") or segments, triton.cdiv(T, 4 * BT)))
     L = triton.cdiv(triton.cdiv(max(T, 1), segments), BT) * BT
     NS = triton.cdiv(T, L) if T else 1
     longest = L if cu_seqlens is None else int(cu_seqlens.diff().max()) if n_seqs else 0
-    warps = 4 if INTERPRET else tiles.get("warps", 1)
-    return Plan(n_seqs, NS, L, max(triton.cdiv(longest, BT), 1), KP, VP, BH, BT, warps)
+    return Plan(n_seqs, T, NS, L, max(triton.cdiv(longest, BT), 1), **tiles)
+
+
+def line_plans(q: Tensor, v: Tensor, grid: tuple[int, int] | None) -> list[Plan] | None:
+    """The launches of a scan both ways along each line: the sequences (grid None), or the rows (segments of the
+    grid's width) and then the columns (strided) of a (height, width) grid. None where a one-way plan would cut
+    the sequences into segments (too few lines to fill the GPU: each direction then runs on its own)."""
+    B, T, H, K = q.shape
+    tiles = _tiles(H, K, v.shape[-1])
+    tiles.pop("NS")
+    BT = tiles["BT"]
+    if grid is None:
+        plan = make_plan(q, v, None)
+        return [plan] if plan.NS == 1 else None
+    height, width = grid
+    rows = Plan(B, T, height, width, triton.cdiv(width, BT), **tiles)
+    return [rows, Plan(B, T, width, height, triton.cdiv(height, BT), **tiles, strided=True)]
 
 
 def _forward(
@@ -328,7 +423,7 @@ def _forward(
     runs) or None)."""
     H, K, V = *q.shape[2:], v.shape[-1]
     inputs, seq, shape, grid = _launch(q, kz, lg, lb, v, scale, gate, reverse, cu, plan)
-    o = torch.empty_like(v)
+    o = v.new_empty(v.shape)
     saved = q.new_empty(plan.P, max(plan.NTS - 1, 1), H, K, V, dtype=torch.float32) if save else None
     logdec = None
     if plan.NS > 1:
@@ -364,7 +459,7 @@ class SmallHeadRecurrence(torch.autograd.Function):
         scale, gate, reverse, plan = ctx.args
         H, K, V = *q.shape[2:], v.shape[-1]
         inputs, seq, shape, grid = _launch(q, kz, lg, lb, v, scale, gate, reverse, cu, plan)
-        do = torch.zeros_like(v) if do is None else do.contiguous()
+        do = v.new_zeros(v.shape) if do is None else do.contiguous()
         dht = None if dht is None else dht.contiguous()
         if plan.NS > 1:  # the gradient reaching each segment's end from the later segments
             local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
@@ -374,9 +469,7 @@ class SmallHeadRecurrence(torch.autograd.Function):
         else:
             terminal = dht
             dh0 = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if h0 is not None else None
-        dq, dkz, dv = torch.empty_like(q), torch.empty_like(kz), torch.empty_like(v)
-        dlg = None if lg is None else torch.empty_like(lg)
-        plb = q.new_empty(plan.P, H, K, dtype=torch.float32) if lb is not None else None
+        dq, dkz, dlg, dv, plb = _gradients(q, kz, lg, lb, v, plan)
         _bwd_kernel[grid](*inputs, do, saved, q if starts is None else starts, q if terminal is None else terminal,
                           dq, dkz, q if dlg is None else dlg, dv, q if plan.NS > 1 or dh0 is None else dh0,
                           q if plb is None else plb, *seq, MODE=0, HAS_S0=starts is not None,
@@ -387,14 +480,89 @@ class SmallHeadRecurrence(torch.autograd.Function):
         return dq, dkz, dlg, dlb, dv, dh0, None, None, None, None, None, None
 
 
-def _launch(q, kz, lg, lb, v, scale: float, gate: int, reverse: bool, cu, plan: Plan) -> tuple:
-    """The kernels' common arguments: (input tensors, sequence arguments, constexprs and launch options, grid)."""
-    T, H, K = q.shape[1:]
+class SmallHeadDirections(torch.autograd.Function):
+    """The scans both ways along the lines of each plan, all added into one output (`directions`)."""
+
+    @staticmethod
+    def forward(ctx, q, kz, lg, lb, v, scale, gate, plans):
+        o, saved = _both_ways(q, kz, lg, lb, v, scale, gate, plans, True)
+        ctx.save_for_backward(q, kz, lg, lb, v, *saved)
+        ctx.args = (scale, gate, plans)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, kz, lg, lb, v, *saved = ctx.saved_tensors
+        scale, gate, plans = ctx.args
+        do = do.contiguous()
+        dq, dkz, dlg, dv, _ = _gradients(q, kz, lg, None, v, plans[0])
+        dlb = None
+        for i, (plan, tiles) in enumerate(zip(plans, saved, strict=True)):
+            inputs, seq, shape, grid = _launch(q, kz, lg, lb, v, scale, gate, False, None, plan, both=True, acc=i > 0)
+            plb = None if lb is None else q.new_empty(plan.P, *lb.shape, dtype=torch.float32)
+            _bwd_kernel[grid](*inputs, do, q if tiles is None else tiles, q, q, dq, dkz, q if dlg is None else dlg, dv,
+                              q, q if plb is None else plb, *seq, MODE=0, HAS_S0=False, HAS_DHT=False,
+                              STORE_DH0=False, **shape)  # fmt: skip
+            if plb is not None:
+                dlb = plb.sum(0) if dlb is None else dlb + plb.sum(0)
+        return dq, dkz, dlg, None if dlb is None else dlb.to(lb.dtype), dv, None, None, None
+
+
+def _both_ways(q, kz, lg, lb, v, scale: float, gate: int, plans: list[Plan], save: bool) -> tuple[Tensor, list]:
+    """(o, the tile states each plan's launch saved (save) or Nones)."""
+    o = v.new_empty(v.shape)
+    saved = []
+    for i, plan in enumerate(plans):
+        inputs, seq, shape, grid = _launch(q, kz, lg, lb, v, scale, gate, False, None, plan, both=True, acc=i > 0)
+        tiles = _both_ways_saved(q, v, plan) if save else None
+        _fwd_kernel[grid](*inputs, o, q, q, q if tiles is None else tiles, q, *seq, MODE=0, HAS_H0=False,
+                          STORE_HT=False, SAVE=tiles is not None, **shape)  # fmt: skip
+        saved.append(tiles)
+    return o, saved
+
+
+def _both_ways_saved(q: Tensor, v: Tensor, plan: Plan) -> Tensor | None:
+    """The tile states a scan both ways saves, [2, P, NTS - 1, H, K, V]; None for lines of one tile."""
+    if plan.NTS == 1:
+        return None
+    return q.new_empty(2, plan.P, plan.NTS - 1, *q.shape[2:], v.shape[-1], dtype=torch.float32)
+
+
+def _gradients(q, kz, lg, lb, v, plan: Plan) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None]:
+    """Empty (dq, dk or dz, dlog f or None, dv, per-program lower-bound sums [P, H, K] or None), contiguous."""
+    dlg = None if lg is None else lg.new_empty(lg.shape)
+    plb = None if lb is None else q.new_empty(plan.P, *lb.shape, dtype=torch.float32)
+    return q.new_empty(q.shape), kz.new_empty(kz.shape), dlg, v.new_empty(v.shape), plb
+
+
+def _launch(
+    q, kz, lg, lb, v, scale: float, gate: int, reverse: bool, cu, plan: Plan, both: bool = False, acc: bool = False
+) -> tuple:
+    """The kernels' common arguments: (input tensors, sequence arguments, constexprs and launch options, grid). The
+    inputs share one token stride (`_read_in_place`), the outputs and do are contiguous; `both`: both ways along
+    each line, `acc`: outputs added to what they hold."""
+    H, K = q.shape[2:]
     inputs = (q, kz, q if lg is None else lg, q if lb is None else lb, v)
-    seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NTS, scale)
+    seq = (q if cu is None else cu, plan.T, plan.NS, plan.L, plan.NTS, q.stride(-3), v.stride(-3), scale)
     shape = dict(H=H, K=K, V=v.shape[-1], KP=plan.KP, VP=plan.VP, BH=plan.BH, BT=plan.BT, GATE=gate,
-                 REVERSE=reverse, IS_VARLEN=cu is not None, num_warps=plan.warps)  # fmt: skip
+                 REVERSE=reverse, IS_VARLEN=cu is not None, STRIDED=plan.strided, BOTH=both, ACC=acc,
+                 num_warps=plan.warps)  # fmt: skip
     return inputs, seq, shape, (triton.cdiv(H, plan.BH), plan.P)
+
+
+def _read_in_place(q: Tensor, kz: Tensor, lg: Tensor | None, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    """The kernels read [B, T, H, E] inputs with (H, E) packed and tokens evenly spaced, one token stride for q, kz
+    and lg (SK) and one for v (SV), so views of a wider projection (chunk(3, -1) of [B, T, 3 d]) are read where they
+    lie; anything else is copied contiguous."""
+
+    def readable(t: Tensor, step: int) -> bool:
+        B, T, _, E = t.shape
+        return t.stride(-1) == 1 and t.stride(-2) == E and t.stride(-3) == step and (B == 1 or t.stride(0) == T * step)
+
+    keys = [t for t in (q, kz, lg) if t is not None]
+    if not all(readable(t, q.stride(-3)) for t in keys):
+        q, kz, lg = (None if t is None else t.contiguous() for t in (q, kz, lg))
+    return q, kz, lg, v if readable(v, v.stride(-3)) else v.contiguous()
 
 
 def recurrence(
@@ -416,7 +584,9 @@ def recurrence(
     or None) on small heads; q [B, T, H, K], v [B, T, H, V], initial_state [N, H, K, V] or None. Returns
     (o [B, T, H, V] in v's dtype, the final state [N, H, K, V] in fp32 or None); `segments` overrides the plan."""
     plan = make_plan(q, v, cu_seqlens, segments)
-    tensors = [None if t is None else t.contiguous() for t in (q, kz, lg, lb, v, initial_state)]
+    q, kz, lg, v = _read_in_place(q, kz, lg, v)
+    lb, h0 = (None if t is None else t.contiguous() for t in (lb, initial_state))
+    tensors = (q, kz, lg, lb, v, h0)
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     args = (*tensors, float(scale), gate, reverse, cu_seqlens, plan, output_final_state)
     if grad:
@@ -424,3 +594,24 @@ def recurrence(
     else:  # no autograd node and no saved tile states
         o, final, *_ = _forward(*args, False)
     return o, final if output_final_state else None
+
+
+def directions(
+    q: Tensor,
+    kz: Tensor,
+    lg: Tensor | None,
+    lb: Tensor | None,
+    v: Tensor,
+    *,
+    gate: int,
+    scale: float,
+    plans: list[Plan],
+) -> Tensor:
+    """The scans both ways along every line of `line_plans`, summed into o [B, T, H, V] (v's dtype); arguments as
+    `recurrence`'s, without states. Each line's program walks it forward, then backward adding to its o; the grid's
+    columns are read in place (strided) and added to the rows' o; the backward adds its gradients the same way."""
+    q, kz, lg, v = _read_in_place(q, kz, lg, v)
+    lb = None if lb is None else lb.contiguous()
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, kz, lg, lb, v)):
+        return SmallHeadDirections.apply(q, kz, lg, lb, v, float(scale), gate, plans)
+    return _both_ways(q, kz, lg, lb, v, float(scale), gate, plans, False)[0]

@@ -1,0 +1,110 @@
+"""hgrn2_directions on the small-head kernels (both ways along each line in one program, the grid's columns read in
+place) against the float64 reference composition of one-way scans: the output and the gradients of the packed
+projection the three inputs are views of, and of the lower bound. The interpreter on CPU (several tiles per line by
+HGRN_SMALL_TILES), -m gpu at the ViT and LRA grid shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hgrn import ops
+from hgrn.ops import triton as kernels
+from hgrn.ops.triton import small_head
+from tests.helpers import assert_close, on_backend
+from tests.ops.test_triton_chunk import BF16_GATE_TOL, BF16_TOL, GATES, cpu_only
+
+reference = on_backend("reference")
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+def projection(B, T, H, K, *, gates="normal", bound=True, device="cpu", seed=0):
+    """(x [B, T, 3 H K] whose thirds are q, f_logits, v, lower bound [H, K] or None), float64."""
+    g = torch.Generator().manual_seed(seed)
+    q, z, v = (torch.randn(B, T, H * K, generator=g, dtype=torch.float64) for _ in range(3))
+    z = GATES[gates](z.view(B, T, H, K)).reshape(B, T, H * K)
+    lb = torch.rand(H, K, generator=g, dtype=torch.float64) * 0.9 if bound else None
+    return torch.cat([q, z, v], -1).to(device), None if lb is None else lb.to(device)
+
+
+def run(fn, x, lb, heads, dtype, exact=False, **options):
+    """(o, gradients of a fixed random projection of o w.r.t. x and the bound); q, f_logits, v are views of x."""
+    x = x.to(dtype)
+    lb = None if lb is None else lb.float()
+    leaves = [t.double() if exact else t for t in (x, lb) if t is not None]
+    leaves = [t.requires_grad_() for t in leaves]
+    B, T, _ = x.shape
+    q, z, v = (t.view(B, T, heads, -1) for t in leaves[0].chunk(3, -1))
+    o = fn(q, v, z, leaves[1] if lb is not None else None, **options)
+    g = torch.Generator(device=o.device).manual_seed(1)
+    loss = (o.double() * torch.randn(o.shape, generator=g, device=o.device, dtype=torch.float64)).sum()
+    return o, torch.autograd.grad(loss, leaves)
+
+
+def check(x, lb, heads, dtype, tol, gate_tol=None, **options):
+    o, grads = run(ops.hgrn2_directions if x.is_cuda else kernels_fn, x, lb, heads, dtype, **options)
+    o_ref, grads_ref = run(reference.hgrn2_directions, x, lb, heads, dtype, exact=True, **options)
+    assert_close("o", o, o_ref, tol)
+    assert_close("dx", grads[0], grads_ref[0], tol)
+    if lb is not None:
+        assert_close("dlower_bound", grads[1], grads_ref[1], gate_tol or tol)
+
+
+kernels_fn = on_backend("triton").hgrn2_directions
+
+
+@cpu_only
+@pytest.mark.parametrize(
+    "direction, grid, head, bound",
+    [("bidirectional", None, 3, True), ("2d", (3, 5), 1, True), ("2d", (5, 3), 8, False), ("2d", (4, 4), 2, True)],
+)
+def test_interpreted_directions(direction, grid, head, bound, monkeypatch):
+    """Lines of several 4-step tiles (the tile states saved for each direction), head sizes 1, 2, 3 (padded to 4)
+    and 8, with and without the lower bound, non-square grids."""
+    monkeypatch.setenv("HGRN_SMALL_TILES", "BT=4")
+    T = 23 if grid is None else grid[0] * grid[1]
+    x, lb = projection(2, T, 3, head, bound=bound, seed=head)
+    check(x, lb, 3, torch.float32, 2e-5, scale=0.7, direction=direction, grid=grid)
+
+
+@cpu_only
+def test_interpreted_directions_extreme_gates():
+    x, lb = projection(1, 20, 2, 2, gates="mixed", seed=5)
+    check(x, lb, 2, torch.float32, 2e-5, 1e-4, direction="2d", grid=(4, 5))
+
+
+def test_fused_path_choice(monkeypatch):
+    """Small heads take the fused kernels unless the lines are too few to fill the GPU unsegmented (then, as wide
+    heads, one one-way scan per pass)."""
+    taken = []
+    monkeypatch.setattr(small_head, "directions", lambda *a, **k: taken.append("fused"))
+    monkeypatch.setattr(kernels, "_hgrn2_by_passes", lambda *a, **k: taken.append("passes"))
+    for shape, direction in [((2, 6, 3, 2), "2d"), ((1, 200, 1, 2), "bidirectional"), ((1, 6, 1, 16), "2d")]:
+        x = torch.zeros(shape)
+        kernels.hgrn2_directions(x, x, x, None, scale=1.0, direction=direction, grid=(2, 3))
+    assert taken == ["fused", "passes", "passes"]
+
+
+def test_bad_direction_arguments():
+    x = torch.zeros(1, 6, 2, 2)
+    with pytest.raises(ValueError, match="not one hgrn2_directions runs"):
+        ops.hgrn2_directions(x, x, x, direction="causal")
+    with pytest.raises(ValueError, match="needs grid"):
+        ops.hgrn2_directions(x, x, x, direction="2d")
+    with pytest.raises(ValueError, match="does not match grid"):
+        ops.hgrn2_directions(x, x, x, direction="2d", grid=(2, 2))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "B, grid, heads, head, dtype",
+    [(8, (14, 14), 24, 8, torch.bfloat16), (4, (32, 32), 32, 2, torch.float32), (2, (128, 64), 8, 1, torch.bfloat16),
+     (4, 3000, 16, 4, torch.bfloat16)],
+    ids=["vit-bf16", "lra-image-fp32", "pathx-lines-bf16", "bidirectional-bf16"],
+)  # fmt: skip
+def test_gpu_directions(B, grid, heads, head, dtype):
+    T, options = (grid, dict(direction="bidirectional")) if isinstance(grid, int) else (grid[0] * grid[1], {})
+    options = options or dict(direction="2d", grid=grid)
+    x, lb = projection(B, T, heads, head, gates="mixed", device="cuda", seed=head)
+    tol = BF16_TOL if dtype == torch.bfloat16 else 1e-4
+    check(x, lb, heads, dtype, tol, BF16_GATE_TOL if dtype == torch.bfloat16 else None, scale=head**-0.5, **options)
