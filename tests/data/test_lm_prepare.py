@@ -15,8 +15,8 @@ FIXTURES = Path(__file__).parents[1] / "fixtures" / "lm"
 WIKITEXT = FIXTURES / "wikitext103"
 
 
-def tokens(data_dir: Path, split: str = "train") -> list[int]:
-    module = LMDataModule("wikitext103", data_dir, 8, 2)
+def tokens(data_dir: Path, split: str = "train", cache_dir: Path | None = None) -> list[int]:
+    module = LMDataModule("wikitext103", data_dir, 8, 2, cache_dir=cache_dir)
     module.prepare_data()
     return module.tokens(split).tolist()
 
@@ -27,7 +27,7 @@ def test_a_source_kept_elsewhere_is_tokenised_into_root(tmp_path, capsys):
     train = tokens(tmp_path / "wt")  # the cache alone: root holds no copy of the text
     assert f"wikitext103 train: {len(train):,} tokens in 13 lines/documents (wikitext103 (raw files))" in printed
     assert sorted(p.name for p in (tmp_path / "wt").iterdir()) == ["cache"]
-    assert train == tokens(WIKITEXT / "raw")
+    assert train == tokens(WIKITEXT / "raw", cache_dir=tmp_path / "fixture-cache")  # the fixture stays as committed
 
 
 def test_wikitext_is_fetched_from_the_hub_once(tmp_path, monkeypatch):
@@ -43,7 +43,7 @@ def test_wikitext_is_fetched_from_the_hub_once(tmp_path, monkeypatch):
     assert calls == [HUB_DATASET]
     assert {"dataset_dict.json", "train", "validation", "test", "cache"} == {p.name for p in root.iterdir()}
     assert main(["wikitext103", "--root", str(root)]) == 0 and len(calls) == 1  # the copy in root is used
-    assert tokens(root, "test") == tokens(WIKITEXT / "raw", "test")
+    assert tokens(root, "test") == tokens(WIKITEXT / "raw", "test", tmp_path / "fixture-cache")
 
 
 def test_offline_fetch_says_what_to_do(tmp_path, monkeypatch, capsys):

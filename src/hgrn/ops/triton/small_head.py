@@ -269,6 +269,7 @@ def _bwd_walk(q, kz, lg, v, do, saved, S0_first, dq, dkz, dlg, dv, U, lb_sum, lb
         if MODE == 0:
             if c > 0:
                 S0 = tl.load(saved + (p * (NTS - 1) + c - 1).to(tl.int64) * H * K * V + h_off, mask=s_mask, other=0.0)
+                S0 = S0.to(tl.float32)  # (a dummy pointer of the inputs' dtype where no line has two tiles)
             else:
                 S0 = S0_first
         tok_n, valid_n, valid_x_n, zx_n, lx_n, zt_n, lt_n, qt_n, dot_n, vt_n = _bwd_loads(
