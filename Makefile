@@ -200,8 +200,8 @@ test: lint  ## the CI suite: lint, then every test not marked gpu or slow (CPU, 
 test-gpu: $(STAMP)  ## GPU and slow tests (on the GPU machine)
 	$(PY) -m pytest -m "gpu or slow" -q
 
-bench: $(STAMP)  ## kernel benchmarks on the GPU -> results/bench/
-	$(PY) -m hgrn.bench
+bench: $(STAMP)  ## kernel benchmarks on the GPU -> results/bench/ (GATES_CKPT=<HGRN2 LM .ckpt>: also the op at its trained gates)
+	$(PY) -m hgrn.bench $(if $(GATES_CKPT),--trained-gates $(GATES_CKPT))
 
 clean:  ## remove caches (keeps .venv and data)
 	rm -rf .pytest_cache .ruff_cache build src/*.egg-info

@@ -1,7 +1,8 @@
 """python -m hgrn.bench: operator and layer benchmarks on the GPU -> results/bench/<gpu>-<date>.{json,md,png}, then
 the HGRN2 op's expand-ratio and steep-gate sweeps (hgrn.bench.expand_ratio) -> results/bench/expand-ratio-*,
 the 2-D mixers at the ViT and LRA grid shapes (hgrn.bench.grid_layers) -> results/bench/grid-layers-*,
-and the LM training step against Llama and fla (hgrn.bench.lm_step) -> results/bench/lm-step-<gpu>-<date>.{json,md}.
+and the LM training step against Llama and fla (hgrn.bench.lm_step) -> results/bench/lm-step-<gpu>-<date>.{json,md};
+with --trained-gates CKPT also the op at that HGRN2 LM's own gates (hgrn.bench.trained_gates).
 
 Every number comes from this process: ours, fla (when installed), SDPA and the PyTorch reference on the same GPU.
 The Triton cache starts empty (unless --cache-dir is given), so first-call times include compilation and tuning.
@@ -30,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-sweeps", action="store_true", help="skip the expand-ratio and steep-gate sweeps")
     p.add_argument("--no-grid", action="store_true", help="skip the 2-D mixers (hgrn.bench.grid_layers)")
     p.add_argument("--no-lm-step", action="store_true", help="skip the LM training-step benchmark (hgrn.bench.lm_step)")
+    p.add_argument("--trained-gates", type=Path, help="an HGRN2 LM checkpoint: time the op at its gates")
     return p.parse_args(argv)
 
 
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> None:
         from hgrn.bench import lm_step
 
         lm_step.main(["--out", str(args.out), *(["--no-fla"] if args.no_fla else [])])
+    if args.trained_gates is not None:
+        from hgrn.bench import trained_gates
+
+        trained_gates.main([str(args.trained_gates), "--out", str(args.out)])
 
 
 if __name__ == "__main__":

@@ -82,6 +82,11 @@ class HGRN2Mixer(nn.Module):
             o = ops.hgrn2_directions(q, v, f_logits, bound, scale=self.scale, direction=direction, grid=grid)
         return self.out_proj(self.norm(rearrange(o, "... h e -> ... (h e)")))
 
+    def gates(self, x: Tensor, lower_bound: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """What `forward` hands the recurrence as its gate for x [B, T, d]: (f_logits [B, T, H, e], the lower bound
+        [H, e] or None). For gate analyses (hgrn.bench.trained_gates)."""
+        return self._project(x)[1], self._bound(lower_bound)
+
     def step(self, x: Tensor, state: Tensor, lower_bound: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """One decoding step: x [B, d], state [B, H, e, e] -> (y [B, d], new state)."""
         q, f_logits, v = self._project(x)
