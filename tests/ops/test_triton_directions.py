@@ -101,7 +101,7 @@ def test_bad_direction_arguments():
     "B, grid, heads, head, dtype",
     [(8, (14, 14), 24, 8, torch.bfloat16), (4, (32, 32), 32, 2, torch.float32), (2, (128, 64), 8, 1, torch.bfloat16),
      (4, 3000, 16, 4, torch.bfloat16)],
-    ids=["vit-bf16", "lra-image-fp32", "pathx-lines-bf16", "bidirectional-bf16"],
+    ids=["grid14-e8-bf16", "lra-image-fp32", "grid128x64-e1-bf16", "bidirectional-bf16"],
 )  # fmt: skip
 def test_gpu_directions(B, grid, heads, head, dtype):
     T, options = (grid, dict(direction="bidirectional")) if isinstance(grid, int) else (grid[0] * grid[1], {})

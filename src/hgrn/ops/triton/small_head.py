@@ -15,6 +15,11 @@ HGRN2 gate gradient from s = sigmoid(z) and sigmoid(-z) kept apart (no cancellat
 Long sequences with few state channels are cut into segments walked in parallel and joined as the chunked
 kernels' are (`segment_combine`): a first walk finds each segment's own final state (backward: the gradient
 reaching its start), the combine chains them, the second walk starts each segment from its true state.
+
+Both ways (`directions`, hgrn.ops.hgrn2_directions): a line's program walks it forward, then backward, adding into
+the outputs (backward: the gradients) it has just written; a grid's rows are segments of the grid's width, its
+columns lines read in place with the width as token step (STRIDED), added to the rows'. Inputs are read through
+their token strides, so the views chunk(3, -1) makes of a projection are never copied.
 """
 
 from __future__ import annotations
