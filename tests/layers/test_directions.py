@@ -84,19 +84,22 @@ def test_hgrn2_series_is_the_official_pass_along_columns_then_rows(expand_ratio)
 
 
 @cpu_only
-def test_hgrn2_grid_directions_on_the_small_head_kernels():
-    """HGRN2 with head size 4 (hgrn.ops.triton.small_head) over the non-square grid ('2d': rows and columns, both
-    ways) on the Triton backend (the interpreter, fp32) against the float64 reference backend: the output and every
-    gradient. ('2d_series' runs the same bidirectional scans, along columns then rows.)"""
-    mixer = make("hgrn2", "2d")
+@pytest.mark.parametrize("direction", ["2d", "2d_series", "bidirectional"])
+def test_hgrn2_directions_on_the_small_head_kernels(direction):
+    """HGRN2 with head size 4 (hgrn.ops.triton.small_head: each line walked both ways in one program, the grid's
+    columns read in place) over the non-square grid ('2d': rows and columns; '2d_series': columns, then rows, of the
+    mixer) or the sequence with its last three tokens padded ('bidirectional'), on the Triton backend (the
+    interpreter, fp32) against the float64 reference backend: the output and every gradient."""
+    mixer = make("hgrn2", direction, None if direction == "bidirectional" else GRID)
     x = torch.randn(1, HEIGHT * WIDTH, D, dtype=torch.float64, requires_grad=True)
+    mask = torch.arange(HEIGHT * WIDTH)[None] < HEIGHT * WIDTH - 3 if direction == "bidirectional" else None
     bound = bound_for(mixer)
-    expected = mixer(x, bound)
+    expected = mixer(x, bound, mask)
     wanted = grads_of(expected, [x, *mixer.parameters()])
     fp32 = copy.deepcopy(mixer).float()
     x32 = x.detach().float().requires_grad_()
     with use_backend("triton"):
-        actual = fp32(x32, bound.float())
+        actual = fp32(x32, bound.float(), mask)
         got = grads_of(actual.double(), [x32, *fp32.parameters()])
     assert_close("output", actual, expected, 1e-5)
     for name, g, w in zip(["x", *dict(mixer.named_parameters())], got, wanted, strict=True):
