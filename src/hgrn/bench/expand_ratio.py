@@ -11,7 +11,6 @@ steep-gate sweep at the main shape (expand ratio 128): gate logits shifted so th
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from hgrn import ops
-from hgrn.bench.report import write_dated
-from hgrn.results.environment import git_state, hardware, package_versions
+from hgrn.bench.report import dated_record, write_dated
 
 B, T, D = 8, 2048, 2048
 RATIOS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -87,19 +85,13 @@ def run() -> dict:
         fwd, both, mean_log_f = _hgrn2(128, shift=0.0 if target is None else float(target))
         steep.append({"gates": "random" if target is None else f"shift {target}", "mean_log_f": mean_log_f,
                       "fwd_ms": fwd, "fwd_bwd_ms": both})  # fmt: skip
-    info = hardware()
-    return {
-        "benchmark": "expand-ratio",
-        "command": "python -m hgrn.bench.expand_ratio",
-        "device": info.get("device", "cpu"),
-        "date": dt.date.today().isoformat(),
-        "shape": {"B": B, "T": T, "d": D, "dtype": "bf16"},
-        "rows": rows,
-        "steep_gates": steep,
-        "hardware": info,
-        "versions": package_versions(),
-        "git": git_state(Path(__file__).parent),
-    }
+    return dated_record(
+        "expand-ratio",
+        "python -m hgrn.bench.expand_ratio",
+        shape={"B": B, "T": T, "d": D, "dtype": "bf16"},
+        rows=rows,
+        steep_gates=steep,
+    )
 
 
 def markdown(result: dict) -> str:

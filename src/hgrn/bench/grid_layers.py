@@ -13,7 +13,6 @@ beside the peer layer of the same run (DeiT's attention at its own 14 x 14 + 1 t
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
 import statistics
 import sys
@@ -24,9 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hgrn.bench.report import write_dated
+from hgrn.bench.report import dated_record, write_dated
 from hgrn.config import compose
-from hgrn.results.environment import git_state, hardware, package_versions
 from hgrn.training.build import build_datamodule, build_task
 
 # case -> (experiment, batch per step or None for the recipe's, the DeiT whose attention is the peer or None)
@@ -123,18 +121,12 @@ def run(args: argparse.Namespace) -> dict:
     for case in args.cases:
         rows.append(measure(case, device, args.smoke))
         print(f"{case}: {rows[-1]['fwd_ms']:.3f} / {rows[-1]['fwd_bwd_ms']:.3f} ms", flush=True)
-    info = hardware()
-    return {
-        "benchmark": "grid-layers",
-        "command": "python -m hgrn.bench.grid_layers " + " ".join(args.argv),
-        "device": info.get("device", "cpu"),
-        "date": dt.date.today().isoformat(),
-        "setting": "bf16 autocast, fp32 weights" if device == "cuda" else "CPU, fp32",
-        "rows": rows,
-        "hardware": info,
-        "versions": package_versions(),
-        "git": git_state(Path(__file__).parent),
-    }
+    return dated_record(
+        "grid-layers",
+        "python -m hgrn.bench.grid_layers " + " ".join(args.argv),
+        setting="bf16 autocast, fp32 weights" if device == "cuda" else "CPU, fp32",
+        rows=rows,
+    )
 
 
 def markdown(result: dict) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections import defaultdict
 from pathlib import Path
 
 from hgrn.io import atomic_writes
+from hgrn.results.environment import git_state, hardware, package_versions
 
 BASELINES = ("fla chunk_gla", "fla fused_recurrent_hgrn", "fla HGRN2Attention", "fla HGRNAttention")
 OURS = ("ours", "ours HGRN2Mixer", "ours HGRN1Mixer (real)", "ours HGRN1Mixer")  # first present is compared
@@ -136,6 +138,22 @@ def write_json_and_markdown(result: dict, text: str, base: Path) -> list[Path]:
         json_file.write(json.dumps(result, indent=1) + "\n")
         markdown_file.write(text)
     return paths
+
+
+def dated_record(benchmark: str, command: str, **fields: object) -> dict:
+    """A single-table benchmark's result: its name, command, this machine's device and today's date, `fields`, then
+    the hardware, package versions and git state of the run (what `write_dated` names the files by and records)."""
+    info = hardware()
+    return {
+        "benchmark": benchmark,
+        "command": command,
+        "device": info.get("device", "cpu"),
+        "date": dt.date.today().isoformat(),
+        **fields,
+        "hardware": info,
+        "versions": package_versions(),
+        "git": git_state(Path(__file__).parent),
+    }
 
 
 def write_dated(result: dict, text: str, out_dir: Path, name: str) -> None:

@@ -12,7 +12,6 @@ each, so the kernels' gate-dependent paths are measured on the gate distribution
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import tempfile
 from pathlib import Path
 
@@ -21,10 +20,9 @@ from torch import Tensor, nn
 
 from hgrn import ops
 from hgrn.bench.grid_layers import timed
-from hgrn.bench.report import write_dated
+from hgrn.bench.report import dated_record, write_dated
 from hgrn.data.lm.datamodule import LMDataModule
 from hgrn.layers import HGRN2Mixer
-from hgrn.results.environment import git_state, hardware, package_versions
 
 Gates = tuple[Tensor, Tensor | None]  # (f_logits [B, T, H, K], lower bound [H, K] or None)
 
@@ -65,7 +63,7 @@ def time_gates(f_logits: Tensor, lower_bound: Tensor | None) -> dict[str, float]
     cuda = f_logits.is_cuda
     with torch.no_grad():
         fwd = timed(forward, cuda)
-        log_f, _ = ops.lower_bounded_gate(f_logits.float(), None if bound is None else bound)
+        log_f, _ = ops.lower_bounded_gate(f_logits.float(), bound)
     return {
         "fwd_ms": fwd,
         "fwd_bwd_ms": timed(lambda: torch.autograd.grad(forward(), params, grad), cuda),
@@ -103,19 +101,13 @@ def run(args: argparse.Namespace) -> dict:
     with torch.autocast(loaded.device.type, dtype=dtype, enabled=loaded.device.type == "cuda"):
         gates = capture_gates(loaded.model, tokens)
     rows = measure([(z.to(dtype), lb) for z, lb in gates])
-    info = hardware()
-    return {
-        "benchmark": "trained-gates",
-        "command": f"python -m hgrn.bench.trained_gates {args.ckpt} --batch {args.batch} --length {args.length}",
-        "device": info.get("device", "cpu"),
-        "date": dt.date.today().isoformat(),
-        "checkpoint": str(args.ckpt),
-        "dtype": str(dtype).removeprefix("torch."),
-        "rows": rows,
-        "hardware": info,
-        "versions": package_versions(),
-        "git": git_state(Path(__file__).parent),
-    }
+    return dated_record(
+        "trained-gates",
+        f"python -m hgrn.bench.trained_gates {args.ckpt} --batch {args.batch} --length {args.length}",
+        checkpoint=str(args.ckpt),
+        dtype=str(dtype).removeprefix("torch."),
+        rows=rows,
+    )
 
 
 def markdown(result: dict) -> str:

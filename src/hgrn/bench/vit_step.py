@@ -15,7 +15,6 @@ time of `steps` steps after `warmup`; peak memory is torch.cuda.max_memory_alloc
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import sys
 import time
@@ -24,10 +23,9 @@ from pathlib import Path
 
 import torch
 
-from hgrn.bench.report import write_dated
+from hgrn.bench.report import dated_record, write_dated
 from hgrn.bench.step_profile import profile_steps
 from hgrn.config import compose
-from hgrn.results.environment import git_state, hardware, package_versions
 from hgrn.training.base import TaskModule
 from hgrn.training.build import build_datamodule, build_task
 from hgrn.training.optim import param_groups
@@ -163,21 +161,15 @@ def run(args: argparse.Namespace) -> dict:
         rows.append(measure(model, args.batch, args.steps, args.warmup, device, args.smoke, args.profile, args.compile))
         print(f"{model}: {rows[-1]['images_per_s']:,.0f} images/s", flush=True)
     against_deit(rows)
-    info = hardware()
-    return {
-        "benchmark": "vit-step",
-        "command": "python -m hgrn.bench.vit_step " + " ".join(args.argv),
-        "device": info.get("device", "cpu"),
-        "date": dt.date.today().isoformat(),
-        "setting": ("fp32 weights, bf16 autocast, fused AdamW, Mixup/CutMix" if device == "cuda" else "CPU, fp32")
+    return dated_record(
+        "vit-step",
+        "python -m hgrn.bench.vit_step " + " ".join(args.argv),
+        setting=("fp32 weights, bf16 autocast, fused AdamW, Mixup/CutMix" if device == "cuda" else "CPU, fp32")
         + (", task.compile" if args.compile else ""),
-        "batch": args.batch,
-        "steps": args.steps,
-        "rows": rows,
-        "hardware": info,
-        "versions": package_versions(),
-        "git": git_state(Path(__file__).parent),
-    }
+        batch=args.batch,
+        steps=args.steps,
+        rows=rows,
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
