@@ -18,7 +18,7 @@ from collections.abc import Callable
 from einops import rearrange
 from torch import Tensor
 
-from hgrn.ops.directions import COLUMNS, ROWS, check_grid_length, inverse
+from hgrn.ops.directions import COLUMNS, ROWS, check_grid, check_grid_length, inverse
 
 DIRECTIONS = ("causal", "bidirectional", "2d", "2d_series")
 GRID_DIRECTIONS = ("2d", "2d_series")  # the directions that need grid=(height, width)
@@ -29,8 +29,8 @@ Mix = Callable[[Tensor, Tensor | None, str], Tensor]  # mix(x [B, T, d], mask [B
 def check_direction(direction: str, grid: tuple[int, int] | None) -> None:
     if direction not in DIRECTIONS:
         raise ValueError(f"direction={direction!r} is not known; choose one of {DIRECTIONS}")
-    if direction in GRID_DIRECTIONS and (grid is None or len(grid) != 2):
-        raise ValueError(f"direction={direction!r} needs grid=(height, width) of the token grid; got grid={grid!r}")
+    if direction in GRID_DIRECTIONS:
+        check_grid(direction, grid)
 
 
 def mix_directions(mix: Mix, x: Tensor, mask: Tensor | None, direction: str, grid: tuple[int, int] | None) -> Tensor:

@@ -78,8 +78,7 @@ class HGRN2Mixer(nn.Module):
         if direction == "causal":
             o = ops.hgrn2_recurrence(q, v, f_logits, bound, scale=self.scale)[0]
         else:  # both ways along the sequence or the grid's lines, summed (fused in the small-head kernels)
-            grid = self.grid if direction == "2d" else None
-            o = ops.hgrn2_directions(q, v, f_logits, bound, scale=self.scale, direction=direction, grid=grid)
+            o = ops.hgrn2_directions(q, v, f_logits, bound, scale=self.scale, direction=direction, grid=self.grid)
         return self.out_proj(self.norm(rearrange(o, "... h e -> ... (h e)")))
 
     def gates(self, x: Tensor, lower_bound: Tensor | None = None) -> tuple[Tensor, Tensor | None]:

@@ -86,7 +86,7 @@ def hgrn2_directions(
 ) -> Tensor:
     """HGRN2 scanned both ways along every line and summed, each scan from a zero state: along the sequence
     (direction 'bidirectional'), or along the rows and along the columns of the row-major token grid
-    grid = (height, width), T = height * width ('2d'; the official Hgru2_2d_parallel).
+    grid = (height, width), T = height * width ('2d'; the official Hgru2_2d_parallel; other directions ignore grid).
 
     q, v, f_logits, lower_bound as `hgrn2_recurrence`; returns o [B, T, H, V] in v's dtype. The small-head kernels
     walk each line both ways in one program and read the columns in place; elsewhere it is `hgrn2_recurrence` once

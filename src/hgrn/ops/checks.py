@@ -13,7 +13,7 @@ import itertools
 import torch
 from torch import Tensor
 
-from hgrn.ops.directions import SCAN_DIRECTIONS, check_grid_length
+from hgrn.ops.directions import SCAN_DIRECTIONS, check_grid, check_grid_length
 
 BOUND = " (one bound per forget channel)"
 
@@ -120,8 +120,7 @@ def check_hgrn2_directions_args(
     if direction not in SCAN_DIRECTIONS:
         raise ValueError(f"direction={direction!r} is not one hgrn2_directions runs; choose one of {SCAN_DIRECTIONS}")
     if direction == "2d":
-        if grid is None or len(grid) != 2:
-            raise ValueError(f"direction='2d' needs grid=(height, width) of the token grid; got grid={grid!r}")
+        check_grid(direction, grid)
         check_grid_length(q.shape[1], grid)
 
 

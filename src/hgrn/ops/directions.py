@@ -19,6 +19,12 @@ COLUMNS = "b (h w) ... -> (b w) h ..."  # each column of the row-major grid as o
 ROWS = "b (h w) ... -> (b h) w ..."  # each row as one sequence (along the width)
 
 
+def check_grid(direction: str, grid: tuple[int, int] | None) -> None:
+    """A 2-D direction needs the (height, width) of the token grid."""
+    if grid is None or len(grid) != 2:
+        raise ValueError(f"direction={direction!r} needs grid=(height, width) of the token grid; got grid={grid!r}")
+
+
 def check_grid_length(length: int, grid: tuple[int, int]) -> None:
     """A 2-D direction reshapes the sequence into the grid, so padding past the grid cannot be told apart."""
     height, width = grid

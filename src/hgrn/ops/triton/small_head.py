@@ -381,7 +381,7 @@ def _tiles(H: int, K: int, V: int) -> dict[str, int]:
     1 warp), 3.26 at (2, 8, 4 warps), 4.92 at (4, 8, 4); head size 2 1.10 at (8, 16, 1), 1.49 at (32, 8, 4), 1.74
     at (128, 8, 4); larger tiles spill registers (up to 66 ms). With them, at (BT 16 / 8 / 32, 1 warp): head size 8
     1.92 / 1.88 / 2.46, 4 1.39 / 1.20 / 1.41, 2 0.90 / 0.78 / 1.57, 1 0.94 / 0.74 / 1.62; BT 8 again on 2026-12-03
-    (GPU tests pass at both): 8 1.90, 4 1.23, 2 0.85, 1 1.05, so BT stays 16 (and a ViT's 14-token lines fit one)."""
+    (GPU tests pass at both): 8 1.90, 4 1.23, 2 0.85, 1 1.05, so BT stays 16 (and a ViT's 16-token lines fit one)."""
     tiles = {k: int(x) for k, x in (i.split("=") for i in os.environ.get("HGRN_SMALL_TILES", "").split(",") if i)}
     KP, VP = pow2(K), pow2(V)
     return dict(KP=KP, VP=VP, BH=tiles.get("BH", min(pow2(H), max(32 // (KP * VP), 1))), BT=tiles.get("BT", 16),
@@ -409,13 +409,13 @@ def line_plans(q: Tensor, v: Tensor, grid: tuple[int, int] | None) -> list[Plan]
     """The launches of a scan both ways along each line: the sequences (grid None), or the rows (segments of the
     grid's width) and then the columns (strided) of a (height, width) grid. None where a one-way plan would cut
     the sequences into segments (too few lines to fill the GPU: each direction then runs on its own)."""
+    if grid is None:
+        plan = make_plan(q, v, None)
+        return [plan] if plan.NS == 1 else None
     B, T, H, K = q.shape
     tiles = _tiles(H, K, v.shape[-1])
     tiles.pop("NS")
     BT = tiles["BT"]
-    if grid is None:
-        plan = make_plan(q, v, None)
-        return [plan] if plan.NS == 1 else None
     height, width = grid
     rows = Plan(B, T, height, width, triton.cdiv(width, BT), **tiles)
     return [rows, Plan(B, T, width, height, triton.cdiv(height, BT), **tiles, strided=True)]
@@ -475,7 +475,8 @@ class SmallHeadRecurrence(torch.autograd.Function):
         else:
             terminal = dht
             dh0 = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if h0 is not None else None
-        dq, dkz, dlg, dv, plb = _gradients(q, kz, lg, lb, v, plan)
+        dq, dkz, dlg, dv = _gradients(q, kz, lg, v)
+        plb = _bound_sums(q, lb, plan)
         _bwd_kernel[grid](*inputs, do, saved, q if starts is None else starts, q if terminal is None else terminal,
                           dq, dkz, q if dlg is None else dlg, dv, q if plan.NS > 1 or dh0 is None else dh0,
                           q if plb is None else plb, *seq, MODE=0, HAS_S0=starts is not None,
@@ -501,11 +502,11 @@ class SmallHeadDirections(torch.autograd.Function):
         q, kz, lg, lb, v, *saved = ctx.saved_tensors
         scale, gate, plans = ctx.args
         do = do.contiguous()
-        dq, dkz, dlg, dv, _ = _gradients(q, kz, lg, None, v, plans[0])
+        dq, dkz, dlg, dv = _gradients(q, kz, lg, v)
         dlb = None
         for i, (plan, tiles) in enumerate(zip(plans, saved, strict=True)):
             inputs, seq, shape, grid = _launch(q, kz, lg, lb, v, scale, gate, False, None, plan, both=True, acc=i > 0)
-            plb = None if lb is None else q.new_empty(plan.P, *lb.shape, dtype=torch.float32)
+            plb = _bound_sums(q, lb, plan)
             _bwd_kernel[grid](*inputs, do, q if tiles is None else tiles, q, q, dq, dkz, q if dlg is None else dlg, dv,
                               q, q if plb is None else plb, *seq, MODE=0, HAS_S0=False, HAS_DHT=False,
                               STORE_DH0=False, **shape)  # fmt: skip
@@ -534,11 +535,15 @@ def _both_ways_saved(q: Tensor, v: Tensor, plan: Plan) -> Tensor | None:
     return q.new_empty(2, plan.P, plan.NTS - 1, *q.shape[2:], v.shape[-1], dtype=torch.float32)
 
 
-def _gradients(q, kz, lg, lb, v, plan: Plan) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None]:
-    """Empty (dq, dk or dz, dlog f or None, dv, per-program lower-bound sums [P, H, K] or None), contiguous."""
+def _gradients(q, kz, lg, v) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    """Empty (dq, dk or dz, dlog f or None, dv), contiguous."""
     dlg = None if lg is None else lg.new_empty(lg.shape)
-    plb = None if lb is None else q.new_empty(plan.P, *lb.shape, dtype=torch.float32)
-    return q.new_empty(q.shape), kz.new_empty(kz.shape), dlg, v.new_empty(v.shape), plb
+    return q.new_empty(q.shape), kz.new_empty(kz.shape), dlg, v.new_empty(v.shape)
+
+
+def _bound_sums(q: Tensor, lb: Tensor | None, plan: Plan) -> Tensor | None:
+    """Empty per-program sums of the lower bound's gradient, [P, H, K] fp32; None without a bound."""
+    return None if lb is None else q.new_empty(plan.P, *lb.shape, dtype=torch.float32)
 
 
 def _launch(
