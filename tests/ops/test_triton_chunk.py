@@ -9,8 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 
 from hgrn import ops
+from hgrn.ops.triton import chunk
 from hgrn.ops.triton.chunk import GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB, chunk_recurrence
 from tests.helpers import assert_close, on_backend
 
@@ -19,9 +22,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # interpreter
 
 GATES = {  # gate logits z: log f = logsigmoid(z) (without a lower bound)
     "normal": lambda z: z,
-    "forget": lambda z: z - 20.0,  # log f ~ -20: the exact (slow) path in every chunk
+    "steep": lambda z: z - 8.0,  # log f ~ -8 per step: chunks too steep for one midpoint, blocks of 4 are not
+    "forget": lambda z: z - 20.0,  # log f ~ -20: the blocked path in every chunk
     "remember": lambda z: z * 0.1 + 13.8,  # f ~ 1 - 1e-6
     "mixed": lambda z: torch.cat([z[..., ::2] - 20.0, z[..., 1::2] * 0.1 + 13.8], -1),
+    # each channel its own steepness, from f ~ 1 to log f ~ -40 per step (a block of 4 spans up to 120)
+    "ramp": lambda z: z * 0.5 - torch.linspace(-10.0, 40.0, z.shape[-1], dtype=z.dtype),
+    # one channel at log f ~ -60 per step: a block of 4 rows spans 180 there, beyond the blocked path
+    "abyss": lambda z: torch.cat([z[..., :1] * 0.1 - 60.0, z[..., 1:]], -1),
 }
 
 
@@ -110,9 +118,62 @@ def test_interpreted_matches_reference(kind, reverse):
 @cpu_only
 @pytest.mark.parametrize("gates", ["forget", "remember", "mixed"])
 def test_interpreted_extreme_gates(gates):
-    """log f ~ -20 takes the exact log-space path; f = 1 - 1e-6 the factorised one; mixed chunks take the exact one."""
+    """log f ~ -20 takes the blocked path; f = 1 - 1e-6 the factorised one; mixed chunks the blocked one."""
     inputs = make_inputs("hgrn2", 1, 40, 2, 16, 16, gates=gates, seed=5)
     check("hgrn2", inputs, interpreted("hgrn2"), torch.float32, 2e-5, gate_tol=1e-4)
+
+
+@triton.jit
+def _poison(W, a, k, g, C: tl.constexpr, MODE: tl.constexpr):
+    """Stands in for the exact log-space path: NaN everywhere, so a result that used it fails the comparison."""
+    if MODE == 0:
+        return tl.full([C, C], float("nan"), tl.float32)
+    else:
+        return tl.full(g.shape, float("nan"), tl.float32)
+
+
+@cpu_only
+@pytest.mark.parametrize(
+    ("kind", "gates", "blk"),
+    [
+        ("hgrn2", "steep", 4),
+        ("hgrn2_lb", "forget", 4),
+        ("hgrn2", "steep", 8),
+        ("hgrn2", "mixed", 4),
+        ("hgrn2_lb", "ramp", 4),
+        ("gla", "forget", 2),
+        ("gla", "ramp", 4),
+    ],
+)
+def test_interpreted_steep_chunks_take_the_blocked_path(kind, gates, blk, monkeypatch):
+    """Chunks too steep for one midpoint are exact through blocks of rows: with the log-space path poisoned they
+    still match the float64 reference (outputs, states, every gradient), at several block sizes."""
+    monkeypatch.setattr(chunk, "_pairwise", _poison)
+    monkeypatch.setenv("HGRN_CHUNK_TILES", f"BLK={blk}")
+    inputs = make_inputs(kind, 2, 45, 2, 16, 16, gates=gates, seed=29)
+    check(kind, inputs, interpreted(kind), torch.float32, 2e-5, gate_tol=1e-4)
+
+
+@cpu_only
+def test_interpreted_chunk_of_32_in_blocks(monkeypatch):
+    """The GPU's plan: chunks of 32 in 8 blocks of 4 (seven cross-block products), reverse, lower bound."""
+    monkeypatch.setattr(chunk, "_pairwise", _poison)
+    inputs = make_inputs("hgrn2_lb", 1, 70, 2, 16, 16, gates="ramp", seed=31)
+    check("hgrn2_lb", inputs, interpreted("hgrn2_lb", chunk_size=32), torch.float32, 2e-5, gate_tol=1e-4, reverse=True)
+
+
+@cpu_only
+@pytest.mark.parametrize(("kind", "gates"), [("hgrn2", "abyss"), ("gla", "rising")])
+def test_interpreted_exact_path_where_blocks_cannot(kind, gates, monkeypatch):
+    """A block whose own range exceeds 128 (log f ~ -60 per step), or a GLA log gate that rises, takes the exact
+    log-space path: it matches the reference, and poisoning that path reaches the result."""
+    inputs = make_inputs(kind, 1, 40, 2, 16, 16, gates="abyss" if gates == "abyss" else "forget", seed=37)
+    if gates == "rising":  # log f ~ -20 with one step of +1 per chunk: g is not monotone
+        inputs["log_f"][:, 5::16] = 1.0
+    check(kind, inputs, interpreted(kind), torch.float32, 2e-5, gate_tol=1e-4)
+    monkeypatch.setattr(chunk, "_pairwise", _poison)
+    with pytest.raises(AssertionError, match="non-finite"):
+        check(kind, inputs, interpreted(kind), torch.float32, 2e-5, gate_tol=1e-4)
 
 
 @cpu_only
@@ -174,7 +235,7 @@ def test_gpu_hgrn2_bf16_benchmark_shapes(shape):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("gates", ["forget", "remember", "mixed"])
+@pytest.mark.parametrize("gates", ["steep", "forget", "remember", "mixed", "ramp", "abyss"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 def test_gpu_extreme_gates(gates, dtype):
     inputs = make_inputs("hgrn2", 2, 1000, 4, 128, 128, gates=gates, device="cuda", seed=13)

@@ -15,8 +15,13 @@ The chunk-local work runs chunk-parallel; only the state recurrence walks the ch
 Long sequences with few heads are cut into segments walked in parallel, joined by _segment_combine_kernel.
 g is the chunk-local cumulative log gate. Intra-chunk pairs need exp(g_i - g_j), i >= j. When a chunk's log-decay
 range is at most 128 in every channel (the fast path, the usual case) it factorises around the range's midpoint,
-e^{g_i - m} e^{m - g_j}, each factor within e^{+-64}, and the pairs are a tensor-core product. Otherwise (gates
-near 0, e.g. log f = -20) the pairs are formed exactly in log space, masked before the exponential (slow path).
+e^{g_i - m} e^{m - g_j}, each factor within e^{+-64}, and the pairs are a tensor-core product. A steeper chunk (gates
+near 0, e.g. log f = -20 per step) whose g falls (HGRN2 always; GLA when no log f > 0) takes the blocked path: rows in
+blocks of BLK, the pairs of two blocks factorised around the later block's start and the earlier block's end (three
+factors, each <= 1, so a factor underflows only where the pair itself is below it), the pairs inside a block around
+the block's midpoint (a block's range, BLK - 1 steps, at most 128); one tensor-core product per block. Only a block
+whose own range exceeds 128 (log f below about -42 per step) or a rising g sends its chunk to the exact log-space
+path, the pairs masked before the exponential (slow path).
 """
 
 from __future__ import annotations
@@ -112,7 +117,81 @@ def _op(x, DOT: tl.constexpr):
 
 
 @triton.jit
-def _scores(qt, k, g, gl, C: tl.constexpr, GATE: tl.constexpr, DOT: tl.constexpr):
+def _per_row(x, C: tl.constexpr, BLK: tl.constexpr):
+    """Per-block values x [C // BLK, W] repeated for each row of their block: [C, W]."""
+    W: tl.constexpr = x.shape[1]
+    return tl.reshape(tl.broadcast_to(x[:, None, :], (C // BLK, BLK, W)), (C, W))
+
+
+@triton.jit
+def _block_ends(g, logf, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr):
+    """(g at each block's first row, g at its last row), [C // BLK, W] each, and whether the blocked path applies:
+    g falls (HGRN2's log f <= 0 always; GLA's when no log f is positive) and every block's range is at most 128, so
+    that its midpoint factorisation stays within e^{+-64}."""
+    W: tl.constexpr = g.shape[1]
+    g3 = tl.reshape(g, (C // BLK, BLK, W))
+    row = tl.arange(0, BLK)[None, :, None]
+    first = tl.sum(tl.where(row == 0, g3, 0.0), 1)
+    last = tl.sum(tl.where(row == BLK - 1, g3, 0.0), 1)
+    ok = tl.min(tl.min(last - first, 1), 0) >= -128.0
+    if GATE == 0:
+        ok = ok & (tl.max(tl.max(logf, 1), 0) <= 0.0)
+    return first, last, ok
+
+
+@triton.jit
+def _cross(first, last, J, C: tl.constexpr, BLK: tl.constexpr):
+    """e^{g_s(I) - g_e(J)} (s: a block's first row, e: its last) on the rows of every block I > J, 0 on the rest:
+    the decay between the two blocks, <= 1. [C, W]"""
+    b = tl.arange(0, C // BLK)[:, None]
+    last_j = tl.sum(tl.where(b == J, last, 0.0), 0)
+    return _per_row(tl.exp(tl.where(b > J, first - last_j[None, :], float("-inf"))), C, BLK)
+
+
+@triton.jit
+def _blocked(W, a, k, g, first, last, C: tl.constexpr, BLK: tl.constexpr, MODE: tl.constexpr, DOT: tl.constexpr):
+    """_pairwise's sums (same MODEs, W strictly lower triangular) for a falling g, blocks of BLK rows, each block's
+    range at most 128 (first, last: _block_ends). A pair i >= j of blocks I >= J is e^{g_i - g_j} =
+    e^{g_i - g_s(I)} e^{g_s(I) - g_e(J)} e^{g_e(J) - g_j} when I > J (each factor <= 1) and e^{g_i - m} e^{m - g_j}
+    inside a block (m: the block's midpoint, factors within e^{+-64}). One product for the diagonal blocks, then
+    one per earlier block J."""
+    blk = tl.arange(0, C) // BLK
+    s_row, e_row = _per_row(first, C, BLK), _per_row(last, C, BLK)
+    mid = 0.5 * (s_row + e_row)
+    to_mid, from_mid = tl.exp(g - mid), tl.exp(mid - g)
+    ea, eb = tl.exp(g - s_row), tl.exp(e_row - g)
+    aa, kb = a * ea, k * eb
+    same = blk[:, None] == blk[None, :]
+    if MODE == 0:
+        inside = tl.where(same, mm(_op(a * to_mid, DOT), tl.trans(_op(k * from_mid, DOT)), DOT), 0.0)
+        cross = tl.zeros_like(inside)
+    else:
+        Wo = _op(W, DOT)
+        Wd = tl.where(same, Wo, 0.0).to(Wo.dtype)
+        if MODE == 1:
+            inside = from_mid * mm(tl.trans(Wd), _op(a * to_mid, DOT), DOT)
+        else:
+            inside = to_mid * mm(Wd, _op(k * from_mid, DOT), DOT)
+        cross = tl.zeros_like(g)
+    for J in tl.static_range(C // BLK - 1):
+        in_j = (blk == J)[:, None]
+        between = _cross(first, last, J, C, BLK)
+        if MODE == 0:
+            cross += mm(_op(aa * between, DOT), tl.trans(_op(tl.where(in_j, kb, 0.0), DOT)), DOT)
+        elif MODE == 1:
+            cross += tl.where(in_j, mm(tl.trans(Wo), _op(aa * between, DOT), DOT), 0.0)
+        else:
+            cross += between * mm(Wo, _op(tl.where(in_j, kb, 0.0), DOT), DOT)
+    if MODE == 0:
+        return inside + cross
+    elif MODE == 1:
+        return inside + eb * cross
+    else:
+        return inside + ea * cross
+
+
+@triton.jit
+def _scores(qt, k, g, logf, gl, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, DOT: tl.constexpr):
     """(tril(A), q e^g, k e^{g_C - g}) with A_ij = sum_c q_ic k_jc e^{g_ic - g_jc}; the last two as dot operands."""
     fast, mid = _midpoint(g, gl, GATE)
     if fast:
@@ -123,7 +202,11 @@ def _scores(qt, k, g, gl, C: tl.constexpr, GATE: tl.constexpr, DOT: tl.constexpr
         qi = _op(qa * tl.exp(mid)[None, :], DOT)
         ks = _op(ka * tl.exp(gl - mid)[None, :], DOT)
     else:
-        A = _pairwise(0.0, qt, k, g, C, 0)
+        first, last, blocked = _block_ends(g, logf, C, BLK, GATE)
+        if blocked:  # noqa: SIM108 (Triton: a branch taken at run time)
+            A = _blocked(0.0, qt, k, g, first, last, C, BLK, 0, DOT)
+        else:
+            A = _pairwise(0.0, qt, k, g, C, 0)
         qi = _op(qt * tl.exp(g), DOT)
         ks = _op(k * tl.exp(gl[None, :] - g), DOT)
     causal = tl.arange(0, C)[:, None] >= tl.arange(0, C)[None, :]
@@ -169,7 +252,7 @@ def _chunk_index(p, c, h, NCH, H: tl.constexpr, K: tl.constexpr):
 
 @triton.jit(**SPECIALIZE)
 def _prep_kernel(q, kz, lg, lb, qi, ks, a, gl, cu, T, NS, L, NCH,
-                 H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr,
+                 H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr,
                  GATE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
     """Chunk-parallel: the gate, the chunk's cumulative log decay g, and the walks' operands
     q e^g, k e^{g_C - g} and tril(A), A_ij = sum_c q_ic k_jc e^{g_ic - g_jc} (exact on the slow path).
@@ -177,15 +260,15 @@ def _prep_kernel(q, kz, lg, lb, qi, ks, a, gl, cu, T, NS, L, NCH,
     c, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
     if (c + 1) * C <= n:  # a full chunk (all but a sequence's last): no row masks, a fifth fewer instructions
-        _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH, H, K, KP, C, GATE, REVERSE, DOT, True)
+        _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE, DOT, True)
     elif c * C < n:
-        _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH, H, K, KP, C, GATE, REVERSE, DOT, False)
+        _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE, DOT, False)
 
 
 @triton.jit
 def _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH,
-                H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, GATE: tl.constexpr,
-                REVERSE: tl.constexpr, DOT: tl.constexpr, FULL: tl.constexpr):  # fmt: skip
+                H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr,
+                GATE: tl.constexpr, REVERSE: tl.constexpr, DOT: tl.constexpr, FULL: tl.constexpr):  # fmt: skip
     """_prep_kernel's work on chunk c. Tile addresses are one scalar base (the chunk's first token t0) plus constant
     per-row offsets, not 64-bit arithmetic on every row; FULL: every row exists (no masks)."""
     r = tl.arange(0, C)
@@ -200,7 +283,7 @@ def _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH,
     g = tl.cumsum(logf, 0)
     glv = tl.sum(logf, 0)
     qt = load_tile(q + row, rel, valid, H * K, ck, K)
-    A, qit, kst = _scores(qt, k, g, glv, C, GATE, DOT)
+    A, qit, kst = _scores(qt, k, g, logf, glv, C, BLK, GATE, DOT)
     store_tile(qi + row, qit, rel, valid, H * K, ck, K)
     store_tile(ks + row, kst, rel, valid, H * K, ck, K)
     store_tile(a + row_a, A, rel, valid, H * C, r, C)
@@ -314,8 +397,9 @@ def _pairs_kernel(v, do, da, cu, T, NS, L, H: tl.constexpr, V: tl.constexpr, VP:
 
 @triton.jit(**SPECIALIZE)
 def _intra_bwd_kernel(q, kz, lg, lb, gl, da, xk, yq, starts, dq, dkz, dlg, plb, cu, T, NS, L, NCH, scale,
-                      H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, C: tl.constexpr, GATE: tl.constexpr,
-                      REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+                      H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr,
+                      GATE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
+                      DOT: tl.constexpr):  # fmt: skip
     """Chunk-parallel gradients for BK columns: dq, dk (GLA) and the gate gradient.
 
     With da = do v^T, xk = v dS_C^T, yq = do S_0^T from the walks: dq = scale (intra + e^g yq), dk = scale intra +
@@ -358,8 +442,13 @@ def _intra_bwd_kernel(q, kz, lg, lb, gl, da, xk, yq, starts, dq, dkz, dlg, plb, 
             e_in = e1 * tl.exp(mid)[None, :]
             e_out = e2 * tl.exp(glv - mid)[None, :]
         else:
-            intra_q = _pairwise(dA, qt, k, g, C, 2)
-            intra_k = _pairwise(dA, qt, k, g, C, 1)
+            first, last, blocked = _block_ends(g, logf, C, BLK, GATE)
+            if blocked:
+                intra_q = _blocked(dA, qt, k, g, first, last, C, BLK, 2, DOT)
+                intra_k = _blocked(dA, qt, k, g, first, last, C, BLK, 1, DOT)
+            else:
+                intra_q = _pairwise(dA, qt, k, g, C, 2)
+                intra_k = _pairwise(dA, qt, k, g, C, 1)
             e_in = tl.exp(g)
             e_out = tl.exp(glv[None, :] - g)
         dqt = scale * (intra_q + e_in * load_tile(yq + h * K, tok, valid, H * K, ck, K))
@@ -416,6 +505,7 @@ class Plan:
     KP: int
     VP: int
     C: int  # chunk length
+    BLK: int  # rows per block of the blocked path (steep chunks): a power of 2 dividing C
     BK: int  # K columns per program of the chunk-parallel backward and of the yq walk
     BV: int  # V columns per program of the forward walk
     BV_REV: int  # V columns per program of the reverse walk (xk is summed over its tiles)
@@ -446,6 +536,7 @@ def make_plan(
     n_seqs = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
     KP, VP = max(pow2(K), 16), max(pow2(V), 16)
     C = tiles.get("C", chunk_size or (32 if max(KP, VP) <= 128 else 16))
+    BLK = min(tiles.get("BLK", 4), C)
     BK, BV, BV_REV = tiles.get("BK", min(KP, 64)), tiles.get("BV", min(VP, 64)), tiles.get("BV_REV", min(VP, 128))
     if segments is None:
         programs = n_seqs * H * (VP // BV)
@@ -459,7 +550,7 @@ def make_plan(
         (4, 4, 4) if INTERPRET else (tiles.get("warps", 4), tiles.get("rwarps", 8), tiles.get("pwarps", 4))
     )
     maxnreg, pmaxnreg = tiles.get("maxnreg") or None, None if INTERPRET else tiles.get("pmaxnreg", 168) or None
-    return Plan(n_seqs, NS, L, max(triton.cdiv(longest, C), 1), KP, VP, C, BK, BV, BV_REV, warps, rwarps,
+    return Plan(n_seqs, NS, L, max(triton.cdiv(longest, C), 1), KP, VP, C, BLK, BK, BV, BV_REV, warps, rwarps,
                 maxnreg, pwarps, pmaxnreg)  # fmt: skip
 
 
@@ -511,7 +602,7 @@ class ChunkRecurrence(torch.autograd.Function):
         A = q.new_empty(*q.shape[:3], plan.C, dtype=store)
         gl = _per_chunk(q, plan, cu)
         _prep_kernel[(plan.NCH, H, plan.P)](q, kz, q if lg is None else lg, q if lb is None else lb, qi, ks, A, gl,
-                                            *seq, H=H, K=K, KP=plan.KP, GATE=gate,
+                                            *seq, H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate,
                                             **_parallel(plan, flags, cap=True))  # fmt: skip
         o = torch.empty_like(v)
         walk = (qi, ks, A, v, v, gl)
@@ -579,7 +670,7 @@ class ChunkRecurrence(torch.autograd.Function):
         grid_chunks = (plan.NCH * (plan.KP // plan.BK), H, plan.P)
         _intra_bwd_kernel[grid_chunks](q, kz, q if lg is None else lg, q if lb is None else lb, gl, da, xk, yq,
                                        chunk_starts, dq, dkz, q if dlg is None else dlg, q if plb is None else plb,
-                                       *seq, scale, H=H, K=K, BK=plan.BK, GATE=gate,
+                                       *seq, scale, H=H, K=K, BK=plan.BK, BLK=plan.BLK, GATE=gate,
                                        **_parallel(plan, flags))  # fmt: skip
         dlb = None if lb is None else plb.sum((0, 1)).to(lb.dtype)
         dh0 = None if h0 is None else dh0.to(h0.dtype)
