@@ -206,9 +206,10 @@ def ablation_spec(paper: dict[str, Any]) -> Spec:
         "(ABLATION=ptb|wikitext103). Perplexity of the training run: val, the best validation perplexity; test, the "
         "test split at the best validation checkpoint. A run counts for a line when its overrides change only the "
         "line's swept keys (results/paper/ablation.yaml) and its config holds the line's values.",
-        "ptb: the WikiText-103 recipe at reduced scale on Penn Treebank (conf/recipe/lm/ptb.yaml, not a paper "
-        "setting); wt103: the HGRN2 paper's WikiText-103 recipe. No switch turns the output gate off: HGRN1's gate "
-        "always multiplies, HGRN2's output gate is its query (q_act sets its activation).",
+        "ptb: the WikiText-103 recipe at reduced scale on Penn Treebank, 1,400 updates "
+        "(conf/recipe/lm/ptb_ablation.yaml, not a paper setting); wt103: the HGRN2 paper's WikiText-103 recipe. "
+        "No switch turns the output gate off: HGRN1's gate always multiplies, HGRN2's output gate is its query "
+        "(q_act sets its activation).",
         SELECTION,
     ]
     if not paper["verified"]:
