@@ -167,6 +167,38 @@ def test_task_loss_and_ppl_are_token_weighted_over_labelled_positions(token_accu
     assert hasattr(task, "val_acc") == token_accuracy
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to")  # no trainer: only the metrics accumulate
+def test_token_accuracy_path_reads_the_head_at_labelled_positions_only():
+    """MQAR's path (the head on the labelled features only): the loss, its gradients and the accuracy of the full
+    logits masked afterwards; a batch without labels gives 0 with zero gradients."""
+    vocab = 31
+    task = LanguageModelingTask(
+        backbone={"d_model": 16, "n_layers": 2, "mixer": "hgrn2", "mixer_options": {"expand_ratio": 4}},
+        data={"vocab_size": vocab},
+        optim=functools.partial(torch.optim.AdamW, lr=1e-3),
+        token_accuracy=True,
+    ).double()
+    g = torch.Generator().manual_seed(5)
+    inputs_ = torch.randint(0, vocab, (3, 12), generator=g)
+    labels = torch.full((3, 12), IGNORE)
+    labels[:, 3::4] = torch.randint(0, vocab, (3, 3), generator=g)  # one position in four, as MQAR's queries
+    params = [p for p in task.parameters() if p.requires_grad]
+    loss = task.shared_step({"inputs": inputs_, "labels": labels}, "train")
+    grads = torch.autograd.grad(loss, params)
+    logits = task.model(inputs_)
+    expected = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+    expected_grads = torch.autograd.grad(expected, params)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)  # the loss is taken in fp32
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-7)
+    mask = labels != IGNORE
+    accuracy = (logits[mask].argmax(-1) == labels[mask]).double().mean().item()
+    assert task.train_acc.compute().item() == pytest.approx(accuracy)
+    none = task.shared_step({"inputs": inputs_, "labels": torch.full_like(labels, IGNORE)}, "val")
+    assert none.item() == 0.0
+    assert all((grad == 0).all() for grad in torch.autograd.grad(none, params, allow_unused=True) if grad is not None)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("compiled", [False, True])
 def test_gpu_bf16_at_the_anchor_head_equals_the_unfused_head_in_less_memory(compiled):

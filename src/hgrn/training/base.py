@@ -98,9 +98,10 @@ class TaskModule(L.LightningModule):
         self, split: str, loss: Tensor, logits: Tensor, labels: Tensor, weight: Tensor | float = 1.0
     ) -> None:
         """Accumulate this split's loss (weighted mean) and accuracy, and log both: per step while training, and
-        per epoch from the metric objects."""
+        per epoch from the metric objects. A batch without labels (only a token task's can be) leaves the accuracy."""
         accuracy, mean_loss = self.split_metric(split, "acc"), self.split_metric(split, "loss")
-        accuracy(logits, labels)
+        if len(labels):
+            accuracy(logits, labels)
         mean_loss(loss.detach(), weight=weight)
         for name, metric in (("loss", mean_loss), ("acc", accuracy)):
             self.log(
