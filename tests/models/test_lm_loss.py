@@ -136,17 +136,22 @@ def test_compile_blocks_keeps_parameter_names():
     assert model.compiled and [name for name, _ in model.named_parameters()] == names
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to")  # no trainer: only the metrics accumulate
-@pytest.mark.parametrize("token_accuracy", [False, True])
-def test_task_loss_and_ppl_are_token_weighted_over_labelled_positions(token_accuracy):
-    """Two validation batches with 17 and 3 labelled tokens: val/loss is the NLL summed over all 20 over 20."""
-    vocab = 29
-    task = LanguageModelingTask(
+def tiny_task(vocab: int, token_accuracy: bool) -> LanguageModelingTask:
+    """A float64 language-modeling task on a 2-layer HGRN2 of width 16."""
+    return LanguageModelingTask(
         backbone={"d_model": 16, "n_layers": 2, "mixer": "hgrn2", "mixer_options": {"expand_ratio": 4}},
         data={"vocab_size": vocab},
         optim=functools.partial(torch.optim.AdamW, lr=1e-3),
         token_accuracy=token_accuracy,
     ).double()
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to")  # no trainer: only the metrics accumulate
+@pytest.mark.parametrize("token_accuracy", [False, True])
+def test_task_loss_and_ppl_are_token_weighted_over_labelled_positions(token_accuracy):
+    """Two validation batches with 17 and 3 labelled tokens: val/loss is the NLL summed over all 20 over 20."""
+    vocab = 29
+    task = tiny_task(vocab, token_accuracy)
     g = torch.Generator().manual_seed(3)
     batches = []
     for labelled in (17, 3):
@@ -172,12 +177,7 @@ def test_token_accuracy_path_reads_the_head_at_labelled_positions_only():
     """MQAR's path (the head on the labelled features only): the loss, its gradients and the accuracy of the full
     logits masked afterwards; a batch without labels gives 0 with zero gradients."""
     vocab = 31
-    task = LanguageModelingTask(
-        backbone={"d_model": 16, "n_layers": 2, "mixer": "hgrn2", "mixer_options": {"expand_ratio": 4}},
-        data={"vocab_size": vocab},
-        optim=functools.partial(torch.optim.AdamW, lr=1e-3),
-        token_accuracy=True,
-    ).double()
+    task = tiny_task(vocab, token_accuracy=True)
     g = torch.Generator().manual_seed(5)
     inputs_ = torch.randint(0, vocab, (3, 12), generator=g)
     labels = torch.full((3, 12), IGNORE)
