@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from hgrn.layers.activations import make_activation
+from hgrn.layers.autocast import cast_once
 
 
 class GLU(nn.Module):
@@ -22,4 +23,5 @@ class GLU(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
+        x = cast_once(x)  # read by two projections
         return self.down_proj(self.dropout(self.act(self.gate_proj(x))) * self.up_proj(x))

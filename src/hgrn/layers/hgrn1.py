@@ -13,6 +13,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from hgrn import ops
+from hgrn.layers.autocast import cast_once
 from hgrn.layers.directions import check_direction, mix_directions
 from hgrn.layers.norms import make_norm
 from hgrn.ops.checks import accumulation_dtype
@@ -60,6 +61,7 @@ class HGRN1Mixer(nn.Module):
 
     def _mix(self, x: Tensor, lower_bound: Tensor | None, mask: Tensor | None, direction: str) -> Tensor:
         """One full pass, projections to output projection, scanning the sequence in `direction`."""
+        x = cast_once(x)  # read by three projections
         inputs, log_f = self._inputs(x, lower_bound)
         if mask is not None:
             inputs = inputs * (mask[..., None, None] if self.complex else mask[..., None])
