@@ -9,6 +9,7 @@ sequence's end to its start, so nothing is ever flipped in memory.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from functools import cache
 
 import torch
@@ -38,6 +39,12 @@ def target_programs(device: torch.device) -> int:
     if device.type != "cuda":
         return 1
     return 2 * sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def needs_grad(tensors: Iterable[torch.Tensor | None]) -> bool:
+    """Whether autograd would record a call on these tensors (None entries allowed): otherwise the kernels run
+    without an autograd node and save nothing for a backward."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def pow2(n: int) -> int:

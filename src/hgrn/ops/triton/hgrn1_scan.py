@@ -21,7 +21,16 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from hgrn.ops.triton._common import INTERPRET, LOG2E, affine, pow2, seq_span, target_programs, tokens
+from hgrn.ops.triton._common import (
+    INTERPRET,
+    LOG2E,
+    affine,
+    needs_grad,
+    pow2,
+    seq_span,
+    target_programs,
+    tokens,
+)
 
 
 @triton.jit
@@ -427,7 +436,7 @@ def scan(
 ) -> tuple[Tensor, Tensor | None]:
     """Run the scan kernels (arguments already checked)."""
     tensors = [None if t is None else t.contiguous() for t in (x, log_f, theta, initial_state)]
-    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+    if not needs_grad(tensors):
         return _forward(*tensors, reverse, cu_seqlens, output_final_state)  # no autograd node: less launch overhead
     out = HGRN1Scan.apply(*tensors, reverse, cu_seqlens, output_final_state)
     return (out[0], out[1]) if output_final_state else (out, None)

@@ -37,6 +37,7 @@ from hgrn.ops.triton._common import (
     LOG2E,
     affine,
     lower_bounded_gate,
+    needs_grad,
     pow2,
     seq_span,
     target_programs,
@@ -598,9 +599,8 @@ def recurrence(
     q, kz, lg, v = _read_in_place(q, kz, lg, v)
     lb, h0 = (None if t is None else t.contiguous() for t in (lb, initial_state))
     tensors = (q, kz, lg, lb, v, h0)
-    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     args = (*tensors, float(scale), gate, reverse, cu_seqlens, plan, output_final_state)
-    if grad:
+    if needs_grad(tensors):
         o, final = SmallHeadRecurrence.apply(*args)
     else:  # no autograd node and no saved tile states
         o, final, *_ = _forward(*args, False)
@@ -623,6 +623,6 @@ def directions(
     columns are read in place (strided) and added to the rows' o; the backward adds its gradients the same way."""
     q, kz, lg, v = _read_in_place(q, kz, lg, v)
     lb = None if lb is None else lb.contiguous()
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, kz, lg, lb, v)):
+    if needs_grad((q, kz, lg, lb, v)):
         return SmallHeadDirections.apply(q, kz, lg, lb, v, float(scale), gate, plans)
     return _both_ways(q, kz, lg, lb, v, float(scale), gate, plans, False)[0]
