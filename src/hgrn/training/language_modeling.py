@@ -54,12 +54,13 @@ class LanguageModelingTask(TaskModule):
     def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         """The batch's mean loss over its labelled positions (0 when it has none, with zero gradients)."""
         inputs, labels = batch["inputs"], batch["labels"]
-        labelled = (labels != IGNORE).sum()
         if self.token_accuracy:
             logits, flat_labels = self.labelled_logits(inputs, labels)
-            loss = F.cross_entropy(logits.float(), flat_labels, reduction="sum") / labelled.clamp_min(1)
+            labelled = len(flat_labels)
+            loss = F.cross_entropy(logits.float(), flat_labels, reduction="sum") / max(labelled, 1)
             self.log_loss_and_accuracy(split, loss, logits, flat_labels, weight=labelled)
             return loss
+        labelled = (labels != IGNORE).sum()
         loss = self.model.loss(inputs, labels, reduction="sum") / labelled.clamp_min(1)
         self.log_loss(split, loss, weight=labelled, batch_size=labels.numel())
         return loss
