@@ -23,16 +23,18 @@ def test_cast_once_follows_autocast():
 
 
 def _saved_bytes_and_output(module: nn.Module, x: torch.Tensor) -> tuple[int, torch.Tensor]:
-    """Bytes of the distinct storages autograd saves for the backward, and the output, under CPU bf16 autocast."""
-    storages: dict[tuple[int, torch.dtype], int] = {}
+    """Bytes of the distinct storages autograd saves for the backward, and the output, under CPU bf16 autocast.
+    Each storage is held until the count is done: one saved by a graph node that is dropped on the way (inside an
+    op) could otherwise be freed and its address taken by a later one, which would then not be counted."""
+    storages: dict[int, torch.UntypedStorage] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        storages[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
         y = module(x * 1.0)  # not a leaf: autocast caches only the casts of leaves (parameters)
-    return sum(storages.values()), y
+    return sum(storage.nbytes() for storage in storages.values()), y
 
 
 @pytest.mark.parametrize(

@@ -184,3 +184,31 @@ def test_importing_the_ops_leaves_the_kernels_unimported_and_checks_hgrn_ops():
     assert python("import hgrn.ops as ops; assert not ops.USE_KERNELS", HGRN_OPS="reference").returncode == 0
     bad = python("import hgrn.ops", HGRN_OPS="kernels")
     assert bad.returncode != 0 and "HGRN_OPS='kernels' is not known; choose one of ('auto', 'reference')" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("mixer", "options"),
+    [("hgrn2", {"expand_ratio": 4, "direction": "bidirectional"}), ("hgrn1", {"complex_valued": True})],
+)
+def test_torch_compile_leaves_the_ops_to_their_kernels(mixer, options):
+    """A compiled mixer breaks the graph at each recurrence op, whose kernels (here the Triton interpreter) run as
+    they do eagerly, and gives the eager outputs and gradients. Traced into instead, the kernels' autograd Functions
+    make the compile fail."""
+    from hgrn.layers import build_mixer
+
+    torch.manual_seed(0)
+    layer = build_mixer(mixer, 16, **options)
+    x = torch.randn(2, 12, 16)
+    results = []
+    torch._dynamo.reset()
+    for module in (layer, torch.compile(layer)):
+        inputs = x.clone().requires_grad_()
+        layer.zero_grad()
+        with ops.use_backend("triton"):
+            out = module(inputs)
+            out.square().sum().backward()
+        results.append([out, inputs.grad, *(p.grad for p in layer.parameters())])
+    breaks = torch._dynamo.utils.counters["graph_break"]
+    assert any("torch.compiler.disable" in reason and "run" in reason for reason in breaks), breaks
+    for compiled, eager in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)

@@ -129,9 +129,8 @@ class Backbone(nn.Module):
 
     def compile_blocks(self) -> None:
         """torch.compile, in place (parameter names unchanged), each block's norms and GLU channel mixer and the final
-        norm. The token mixers stay eager: their recurrence ops are autograd Functions launching Triton kernels,
-        which Dynamo traces into and Inductor then fails to compile. The blocks share their code, so each piece
-        compiles once for all blocks."""
+        norm. The token mixers stay eager (compiled, they would break the graph at each recurrence op anyway:
+        hgrn.ops.dispatch). The blocks share their code, so each piece compiles once for all blocks."""
         for block in self.blocks:
             for part in (block.mixer_norm, block.glu_norm, block.glu):
                 if part is not None:

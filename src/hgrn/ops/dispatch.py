@@ -16,6 +16,10 @@ Automatic choice: the kernels when triton is importable, HGRN_OPS is not `refere
 (cu_seqlens aside) is on CUDA and the first is fp32/fp16/bf16; not for a sequence of no time steps, nor for a
 decoding step that needs a gradient (the kernel steps update the state in place). The reference otherwise.
 `use_backend` forces one, whatever the tensors (tests: the naive loops, the reference, the Triton interpreter).
+
+torch.compile treats every op as opaque: `run` is excluded from Dynamo, so the graph breaks at each op, the
+backend runs as it does eagerly, and the code around the ops (projections, activations, norms) still compiles.
+Traced, the kernels' autograd Functions would reach Inductor, which cannot compile their Triton launches.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ USE_KERNELS = HAS_TRITON and os.environ.get("HGRN_OPS", "auto") == "auto"
 _forced: ContextVar[str | None] = ContextVar("hgrn_ops_backend", default=None)
 
 
+@torch.compiler.disable
 def run(op: Callable[..., Any], arguments: dict[str, Any], check: Callable[..., None], *, step: bool = False) -> Any:
     """Run `op` (a declaration in hgrn.ops) on its bound `arguments` (its locals()): check them, choose the backend,
     call the backend's function of the op's name with them, by name. `step` marks a decoding step."""
