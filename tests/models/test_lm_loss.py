@@ -128,12 +128,17 @@ def test_causal_lm_loss_equals_the_logits_path_for_every_parameter():
         assert_close(name, a, e, 1e-10)
 
 
-def test_compile_blocks_keeps_parameter_names():
-    """Checkpoints stay loadable: compiling in place adds no `_orig_mod` to the names."""
+@pytest.mark.parametrize("whole", [False, True])
+def test_compile_blocks_keeps_parameter_names(whole):
+    """Checkpoints stay loadable: compiling in place adds no `_orig_mod` to the names. `whole` compiles each block
+    entire, otherwise its norms and GLU only."""
     model = tiny_lm()
     names = [name for name, _ in model.named_parameters()]
-    model.compile_blocks()
+    model.compile_blocks(whole)
     assert model.compiled and [name for name, _ in model.named_parameters()] == names
+    block = model.backbone.blocks[0]
+    assert (block._compiled_call_impl is not None) == whole
+    assert (block.glu._compiled_call_impl is not None) != whole
 
 
 def tiny_task(vocab: int, token_accuracy: bool) -> LanguageModelingTask:
@@ -224,8 +229,10 @@ def test_gpu_bf16_at_the_anchor_head_equals_the_unfused_head_in_less_memory(comp
 
 
 @pytest.mark.gpu
-def test_gpu_compiled_model_equals_eager_model():
-    """Compiled GLUs and loss against the eager model: the same loss and gradients up to bf16 rounding."""
+@pytest.mark.parametrize("whole", [False, True])
+def test_gpu_compiled_model_equals_eager_model(whole):
+    """Compiled GLUs and loss (or whole blocks and loss) against the eager model: the same loss and gradients up to
+    bf16 rounding."""
     torch.manual_seed(0)
     backbone = BackboneConfig(
         d_model=256, n_layers=2, mixer="hgrn2", mixer_options={"expand_ratio": 128}, glu_ratio=2.75
@@ -233,7 +240,7 @@ def test_gpu_compiled_model_equals_eager_model():
     eager = CausalLM(CausalLMConfig(backbone, vocab_size=1000)).cuda()
     compiled = CausalLM(CausalLMConfig(backbone, vocab_size=1000)).cuda()
     compiled.load_state_dict(eager.state_dict())
-    compiled.compile_blocks()
+    compiled.compile_blocks(whole)
     tokens = torch.randint(0, 1000, (2, 257), device="cuda")
     results = []
     for model in (eager, compiled):

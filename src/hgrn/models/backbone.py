@@ -127,12 +127,14 @@ class Backbone(nn.Module):
     def initial_state(self, batch_size: int) -> list[State]:
         return [block.mixer.initial_state(batch_size) for block in self.blocks]
 
-    def compile_blocks(self) -> None:
+    def compile_blocks(self, whole: bool = False) -> None:
         """torch.compile, in place (parameter names unchanged), each block's norms and GLU channel mixer and the final
-        norm. The token mixers stay eager (compiled, they would break the graph at each recurrence op anyway:
-        hgrn.ops.dispatch). The blocks share their code, so each piece compiles once for all blocks."""
+        norm; with `whole`, each block entire, its token mixer's projections, activations and norm too (the graph
+        breaks at each recurrence op, which runs its own kernels: hgrn.ops.dispatch). The blocks share their code, so
+        each piece compiles once for all blocks."""
         for block in self.blocks:
-            for part in (block.mixer_norm, block.glu_norm, block.glu):
+            parts = (block,) if whole else (block.mixer_norm, block.glu_norm, block.glu)
+            for part in parts:
                 if part is not None:
                     part.compile()
         self.norm.compile()
