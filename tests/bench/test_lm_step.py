@@ -21,6 +21,9 @@ def test_smoke_run_writes_results_and_the_loss_paths_agree(tmp_path):
     by_row = {row["row"]: row for row in result["rows"]}
     assert list(by_row) == rows
     assert all(row["tokens_per_s"] > 0 and row["first_step_s"] > 0 for row in by_row.values())
+    for row in by_row.values():  # the first step, phase by phase, adds up to its total
+        assert list(row["first_step_s_by_phase"]) == ["forward+loss", "backward", "optimizer"]
+        assert sum(row["first_step_s_by_phase"].values()) == pytest.approx(row["first_step_s"])
     # the unfused logits path and the chunked loss see the same model (same seed) and the same tokens
     first = by_row["ours-hgrn2-before"]["loss_first"]
     assert by_row["ours-hgrn2-fused-eager"]["loss_first"] == pytest.approx(first, rel=1e-6)
@@ -28,6 +31,7 @@ def test_smoke_run_writes_results_and_the_loss_paths_agree(tmp_path):
     assert by_row["ours-hgrn2"]["params"] == by_row["ours-hgrn2-before"]["params"]
     markdown = json_path.with_suffix(".md").read_text()
     assert "| ours-attention |" in markdown and "fp32, eager (CPU smoke)" in markdown
+    assert "- ours-attention: first step, seconds by phase: forward+loss " in markdown
 
 
 def test_ratios_and_mfu_are_taken_against_the_peers_of_the_same_run():

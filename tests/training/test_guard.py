@@ -16,7 +16,7 @@ from torch import nn
 
 from hgrn.config import ConfigError, exit_on_user_error
 from hgrn.training.classification import ClassificationTask
-from hgrn.training.guard import DivergenceGuard, gradient_problem, newest_checkpoint
+from hgrn.training.guard import DivergenceGuard, newest_checkpoint, step_problem
 from hgrn.training.run import train
 
 SHORT = ["experiment=demo", "data.num_workers=0", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2"]
@@ -165,16 +165,34 @@ def test_a_skipped_step_leaves_the_weights_alone():
     assert guard.skipped == 1
 
 
-def test_gradient_problem_finds_the_first_nonfinite_gradient_by_name():
+def test_step_problem_finds_the_first_nonfinite_gradient_by_name():
     model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     model(torch.ones(1, 2)).sum().backward()
-    assert gradient_problem(model, optimizer) is None
+    assert step_problem(model, optimizer, []) is None
     model[1].weight.grad[0, 1] = float("inf")
     model[1].bias.grad[0] = float("nan")
-    assert gradient_problem(model, optimizer) == ("training gradient is nan", "first in parameter 1.weight")
+    assert step_problem(model, optimizer, []) == ("training gradient is nan", "first in parameter 1.weight")
     model[1].bias.grad.zero_()
-    assert gradient_problem(model, optimizer) == ("training gradient is inf", "first in parameter 1.weight")
+    assert step_problem(model, optimizer, []) == ("training gradient is inf", "first in parameter 1.weight")
+    assert step_problem(model, optimizer, [], check_gradients=False) is None  # fp16: the grad scaler's job
+
+
+def test_step_problem_reports_the_first_nonfinite_loss_of_the_step_before_its_gradients():
+    model = nn.Sequential(nn.Linear(2, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.ones(1, 2)).sum().backward()
+    finite = [torch.tensor(1.5), torch.tensor(0.5)]
+    assert step_problem(model, optimizer, finite) is None
+    losses = [torch.tensor(1.5), torch.tensor(float("inf")), torch.tensor(float("nan"))]  # accumulated micro-batches
+    model[0].weight.grad[0, 0] = float("nan")
+    assert step_problem(model, optimizer, losses) == ("training loss is inf", "every parameter finite")
+    with torch.no_grad():
+        model[0].bias[1] = float("nan")
+    assert step_problem(model, optimizer, losses, check_gradients=False) == (
+        "training loss is inf",
+        "parameter 0.bias already non-finite",
+    )
 
 
 def training_checkpoint(step: int, mid_batch: bool = False) -> dict:

@@ -166,12 +166,13 @@ def measure_model(
         forward().backward()
         update()
 
-    first = _timed(step, 1, cuda)
+    first_by_phase = {name: seconds for name, (seconds, _) in _by_phase(forward, update, cuda).items()}
     _timed(step, warmup, cuda)
     seconds = _timed(step, steps, cuda) / steps
     result = {
         "params": sum(p.numel() for p in model.parameters()),  # parameters() yields a tied weight once
-        "first_step_s": first,
+        "first_step_s": sum(first_by_phase.values()),
+        "first_step_s_by_phase": first_by_phase,
         "step_s": seconds,
         "tokens_per_s": shape.batch * shape.length / seconds,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
@@ -180,28 +181,33 @@ def measure_model(
         "dynamo": _dynamo_summary(),
     }
     if cuda:
-        result["peak_gib_by_phase"] = _peaks_by_phase(forward, update)
+        result["peak_gib_by_phase"] = {name: peak for name, (_, peak) in _by_phase(forward, update, cuda).items()}
     if profile:
         result["profile"] = profile_steps(step, cuda)
     return result
 
 
-def _peaks_by_phase(forward: Callable[[], Tensor], update: Callable[[], None]) -> dict[str, float]:
-    """Peak allocated GiB within forward + loss, backward and the optimiser step of one step."""
-    peaks = {}
+def _by_phase(forward: Callable[[], Tensor], update: Callable[[], None], cuda: bool) -> dict[str, tuple[float, float]]:
+    """One step read phase by phase, forward + loss, backward, optimiser step: (seconds, peak allocated GiB) of
+    each. Of the first step the seconds show where compilation and the kernels' JIT fall."""
+    measured = {}
 
-    def peak_of(phase: str, run: Callable[[], Tensor | None]) -> Tensor | None:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+    def phase(name: str, run: Callable[[], Tensor | None]) -> Tensor | None:
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
         out = run()
-        torch.cuda.synchronize()
-        peaks[phase] = torch.cuda.max_memory_allocated() / 2**30
+        if cuda:
+            torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
+        measured[name] = (time.perf_counter() - start, peak)
         return out
 
-    loss = peak_of("forward+loss", forward)
-    peak_of("backward", loss.backward)
-    peak_of("optimizer", update)
-    return peaks
+    loss = phase("forward+loss", forward)
+    phase("backward", loss.backward)
+    phase("optimizer", update)
+    return measured
 
 
 def _timed(step: Callable[[], None], n: int, cuda: bool) -> float:

@@ -100,6 +100,9 @@ def _row_details(row: dict) -> list[str]:
     if row.get("peak_gib_by_phase"):
         phases = ", ".join(f"{phase} {gib:.1f}" for phase, gib in row["peak_gib_by_phase"].items())
         lines.append(f"- {row['row']}: peak GiB by phase of one step: {phases}")
+    if row.get("first_step_s_by_phase"):
+        phases = ", ".join(f"{phase} {s:.1f}" for phase, s in row["first_step_s_by_phase"].items())
+        lines.append(f"- {row['row']}: first step, seconds by phase: {phases}")
     if "profile" in row:
         heading = f"## Where the time goes: {row['row']} (run {row['run']}, {row['step_s'] * 1e3:.1f} ms per step)"
         lines += ["", heading, "", row["profile"], ""]

@@ -12,6 +12,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
 
 from hgrn.training.optim import param_groups
 
@@ -115,3 +117,15 @@ class TaskModule(L.LightningModule):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+
+def loss_metric() -> MeanMetric:
+    """A split's running mean loss. Without torchmetrics' NaN filter, which reads the device twice per step: a
+    non-finite training loss is the DivergenceGuard's to stop, and an evaluation's NaN shows as a NaN mean."""
+    return MeanMetric(nan_strategy="disable")
+
+
+def accuracy_metric(num_classes: int, **options: Any) -> MulticlassAccuracy:
+    """A split's accuracy without torchmetrics' input checks (a host read of the labels' unique values per step;
+    the loss already rejects a label outside the classes)."""
+    return MulticlassAccuracy(num_classes, validate_args=False, **options)

@@ -7,11 +7,9 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from hgrn.models import SequenceClassifier, SequenceClassifierConfig
-from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule
+from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule, accuracy_metric, loss_metric
 
 
 class ClassificationTask(TaskModule):
@@ -63,8 +61,8 @@ class ClassificationTask(TaskModule):
         if compile:
             self.model.backbone.compile_blocks()
         self.label_smoothing = label_smoothing
-        self.add_split_metrics("acc", lambda: MulticlassAccuracy(data["num_classes"], average="micro"))
-        self.add_split_metrics("loss", MeanMetric)
+        self.add_split_metrics("acc", lambda: accuracy_metric(data["num_classes"], average="micro"))
+        self.add_split_metrics("loss", loss_metric)
 
     def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         logits = self.model(batch["inputs"], batch.get("mask"), batch.get("inputs2"), batch.get("mask2"))

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.utils import get_total_norm
 from torch.optim import Optimizer
 
@@ -50,7 +50,7 @@ class DivergenceGuard(L.Callback):
         self.mode, self.max_skips = mode, max_skips
         self.skipped = 0
         self._batch_idx = 0
-        self._bad_loss: float | None = None  # a non-finite loss seen since the last optimiser step
+        self._losses: list[Tensor] = []  # the losses since the last optimiser step, kept on the device
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -58,16 +58,14 @@ class DivergenceGuard(L.Callback):
         self._batch_idx = batch_idx
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
-        # Noted, not raised: under DDP the other ranks are about to all-reduce gradients with this one, so every rank
-        # raises (or skips) together at the optimiser step instead.
-        if self._bad_loss is None and not torch.isfinite(loss.detach()).all():
-            self._bad_loss = float(loss.detach().float().sum())
+        # Kept, not read: reading it here would stop the host until the forward pass is done. It is read with the
+        # gradients at the optimiser step, where under DDP every rank raises (or skips) together.
+        self._losses.append(loss.detach().float().sum())
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer) -> None:
-        found = self._loss_problem(pl_module) if self._bad_loss is not None else None
-        if found is None and getattr(trainer.precision_plugin, "scaler", None) is None:
-            found = gradient_problem(pl_module, optimizer)
-        self._bad_loss = None
+        losses, self._losses = self._losses, []
+        fp16_scaler = getattr(trainer.precision_plugin, "scaler", None) is not None
+        found = step_problem(pl_module, optimizer, losses, check_gradients=not fp16_scaler)
         if found is None:
             return
         what, detail = found
@@ -97,25 +95,31 @@ class DivergenceGuard(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.skipped = int(state_dict.get("skipped", 0))
 
-    def _loss_problem(self, pl_module: L.LightningModule) -> tuple[str, str]:
-        """A non-finite loss, and whether a weight was already broken (then an earlier step is the cause)."""
-        name = first_nonfinite((n, p.detach()) for n, p in pl_module.named_parameters())
-        detail = f"parameter {name} already non-finite" if name else "every parameter finite"
-        return f"training loss is {self._bad_loss}", detail
 
-
-def gradient_problem(pl_module: L.LightningModule, optimizer: Optimizer) -> tuple[str, str] | None:
-    """("training gradient is nan", "first in parameter <name>") when a gradient the optimiser is about to apply is
-    not finite; None otherwise. One reduction and one host sync per step; the names are looked up only on failure."""
+def step_problem(
+    pl_module: nn.Module, optimizer: Optimizer, losses: list[Tensor], check_gradients: bool = True
+) -> tuple[str, str] | None:
+    """What is wrong with the optimiser step about to be applied, or None: a non-finite loss among `losses` (scalars,
+    one per micro-batch: ("training loss is nan", whether a weight was already broken, then an earlier step is the
+    cause)), else, with check_gradients, a non-finite gradient ("training gradient is inf", "first in parameter
+    <name>"). One reduction and one host read for the whole step; the names are looked up only on failure."""
     stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
     grads = [(n, p.grad) for n, p in pl_module.named_parameters() if id(p) in stepped and p.grad is not None]
-    if not grads:
+    grads = grads if check_gradients else []
+    values = list(losses)
+    if grads:  # the largest |gradient|: NaN or inf if any element is
+        values.append(get_total_norm([g for _, g in grads], norm_type=math.inf).float())
+    if not values:
         return None
-    largest = float(get_total_norm([g for _, g in grads], norm_type=math.inf))  # NaN or inf if any element is
-    if math.isfinite(largest):
-        return None
-    name = first_nonfinite(grads)
-    return f"training gradient is {largest}", f"first in parameter {name}"
+    read = torch.stack([v.to(values[0].device) for v in values]).tolist()
+    bad_loss = next((v for v in read[: len(losses)] if not math.isfinite(v)), None)
+    if bad_loss is not None:
+        name = first_nonfinite((n, p.detach()) for n, p in pl_module.named_parameters())
+        detail = f"parameter {name} already non-finite" if name else "every parameter finite"
+        return f"training loss is {bad_loss}", detail
+    if grads and not math.isfinite(read[-1]):
+        return f"training gradient is {read[-1]}", f"first in parameter {first_nonfinite(grads)}"
+    return None
 
 
 def first_nonfinite(named: Iterable[tuple[str, Tensor]]) -> str | None:

@@ -19,14 +19,12 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.scheduler.scheduler import Scheduler as TimmScheduler
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from hgrn.config import ConfigError
 from hgrn.models.backbone import as_backbone_config
 from hgrn.models.registry import HEADS
 from hgrn.models.vision import ImageClassifier, timm_default_cfg
-from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule
+from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule, accuracy_metric, loss_metric
 
 
 @dataclass
@@ -155,9 +153,9 @@ class ImageClassificationTask(TaskModule):
         else:
             self.train_criterion = nn.CrossEntropyLoss()
         self.lr_reference_batch = lr_reference_batch
-        self.add_split_metrics("acc", lambda: MulticlassAccuracy(num_classes, average="micro"))
-        self.add_split_metrics("acc_top5", lambda: MulticlassAccuracy(num_classes, top_k=min(5, num_classes)))
-        self.add_split_metrics("loss", MeanMetric)
+        self.add_split_metrics("acc", lambda: accuracy_metric(num_classes, average="micro"))
+        self.add_split_metrics("acc_top5", lambda: accuracy_metric(num_classes, top_k=min(5, num_classes)))
+        self.add_split_metrics("loss", loss_metric)
 
     def setup(self, stage: str) -> None:
         batch = getattr(self.trainer.datamodule, "batch_size", None) if self.trainer is not None else None

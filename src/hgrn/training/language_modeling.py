@@ -13,11 +13,9 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from hgrn.models import CausalLM, CausalLMConfig
-from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule
+from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule, accuracy_metric, loss_metric
 
 IGNORE = -100
 
@@ -48,8 +46,8 @@ class LanguageModelingTask(TaskModule):
             self.model.compile_blocks()
         self.token_accuracy = token_accuracy
         if token_accuracy:
-            self.add_split_metrics("acc", lambda: MulticlassAccuracy(vocab, average="micro", ignore_index=IGNORE))
-        self.add_split_metrics("loss", MeanMetric)
+            self.add_split_metrics("acc", lambda: accuracy_metric(vocab, average="micro", ignore_index=IGNORE))
+        self.add_split_metrics("loss", loss_metric)
 
     def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         """The batch's mean loss over its labelled positions (0 when it has none, with zero gradients)."""
