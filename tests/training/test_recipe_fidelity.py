@@ -401,3 +401,54 @@ def test_a_schedule_that_runs_past_its_end_must_say_how():
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match=r"past_total='wrap' is not known; choose one of \('rise', 'hold'\)"):
         cosine_warmup(optimizer, total_steps=10, past_total="wrap")
+
+
+def official_hgru2_1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mixer: nn.Module) -> torch.Tensor:
+    """Zoology's HGRN2 mixer, restated from hgru2-pytorch's `Hgru2_1d.forward` (use_fla=True, act silu, uv_act
+    sigmoid, LayerNorm, bias, no lower bound) and Zoology's wrapper (x [b, n, d] transposed to [n, b, d] and back):
+    in_proj's output split as V, Q, F; lambda = sigmoid(F); log-decay log(lambda), key 1 - lambda; fla's
+    fused_chunk_gla(Q, K, V, G, scale 1), here its recurrence written out token by token; the norm, out_proj.
+    `weight`, `bias`: the in_proj in the official order; `mixer` lends its norm and out_proj."""
+    x = x.transpose(0, 1)  # n b d
+    v, q, f = F.linear(x, weight, bias).chunk(3, dim=-1)
+    v, q, lam = F.silu(v), torch.sigmoid(q), torch.sigmoid(f)
+    lam = torch.zeros_like(x) + (1 - torch.zeros_like(x)) * lam  # lower_bound 0 (an int) -> zeros_like(x)
+    heads = [t.unflatten(-1, (-1, mixer.head_dim)).permute(1, 2, 0, 3) for t in (v, q, torch.log(lam), 1 - lam)]
+    v, q, g, k = heads  # b h n e
+    state = q.new_zeros(*q.shape[:2], q.shape[-1], v.shape[-1])
+    outputs = []
+    for t in range(q.shape[2]):  # S_t = diag(exp(g_t)) S_{t-1} + k_t^T v_t, o_t = scale * q_t S_t
+        state = g[:, :, t, :, None].exp() * state + k[:, :, t, :, None] * v[:, :, t, None, :]
+        outputs.append(1.0 * q[:, :, t, None, :] @ state)
+    o = torch.cat(outputs, dim=2).permute(2, 0, 1, 3).flatten(-2)  # n b (h e)
+    return mixer.out_proj(mixer.norm(o)).transpose(0, 1)
+
+
+@pytest.mark.parametrize("expand_ratio", [16, 32])  # 2 heads; one head, as Zoology's min(d_model, 128) at d <= 128
+def test_mqar_hgrn2_mixer_is_the_official_one_on_an_mqar_batch(expand_ratio, make_config):
+    """Issue 18, part 2: our HGRN2 mixer as the MQAR experiment builds it against the official module restated from
+    its source, on the embedded first rows of a real MQAR batch, with the same weights (the official in_proj orders
+    its output V, Q, F; ours q, f, v): the output and the gradients of the input and of every weight, in float64."""
+    overrides = ("model.d_model=32", f"model.mixer_options.expand_ratio={expand_ratio}", *TINY_MQAR)
+    _, datamodule, task = build(make_config, "mqar/hgrn2", "data.seq_len=64", "data.num_kv_pairs=4", *overrides)
+    datamodule.setup()
+    inputs = next(iter(datamodule.train_dataloader()))["inputs"][:3]
+    mixer = task.model.backbone.blocks[0].mixer.double()
+    x = task.model.embed(inputs).detach().double().requires_grad_()
+    q_rows, f_rows, v_rows = mixer.in_proj.weight.detach().chunk(3)
+    official_weight = torch.cat([v_rows, q_rows, f_rows]).requires_grad_()
+    q_bias, f_bias, v_bias = mixer.in_proj.bias.detach().chunk(3)
+    official_bias = torch.cat([v_bias, q_bias, f_bias]).requires_grad_()
+
+    ours = mixer(x, None, None)
+    official = official_hgru2_1d(x, official_weight, official_bias, mixer)
+    torch.testing.assert_close(ours, official, rtol=1e-10, atol=1e-12)
+    weights = torch.randn(ours.shape, generator=torch.Generator().manual_seed(0), dtype=ours.dtype)
+    rest = [x, mixer.norm.weight, mixer.norm.bias, mixer.out_proj.weight, mixer.out_proj.bias]
+    ours_grads = torch.autograd.grad((ours * weights).sum(), [*rest, mixer.in_proj.weight, mixer.in_proj.bias])
+    official_grads = torch.autograd.grad((official * weights).sum(), [*rest, official_weight, official_bias])
+    for got, want in zip(ours_grads[:5], official_grads[:5], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    for got, want in zip(ours_grads[5:], official_grads[5:], strict=True):  # back to the official V, Q, F order
+        q_part, f_part, v_part = got.chunk(3)
+        torch.testing.assert_close(torch.cat([v_part, q_part, f_part]), want, rtol=1e-9, atol=1e-12)
