@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torchmetrics import MeanMetric
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from hgrn.training.optim import param_groups
@@ -119,10 +119,26 @@ class TaskModule(L.LightningModule):
         return sum(p.numel() for p in self.model.parameters())
 
 
-def loss_metric() -> MeanMetric:
-    """A split's running mean loss. Without torchmetrics' NaN filter, which reads the device twice per step: a
-    non-finite training loss is the DivergenceGuard's to stop, and an evaluation's NaN shows as a NaN mean."""
-    return MeanMetric(nan_strategy="disable")
+class WeightedMean(Metric):
+    """The running weighted mean of a split's loss: sum(value * weight) / sum(weight), summed across processes.
+    torchmetrics' MeanMetric reads the device twice per update for its NaN filter, and with the filter off
+    (nan_strategy='disable') it drops the weights; a non-finite training loss is the DivergenceGuard's to stop,
+    and an evaluation's NaN shows as a NaN mean."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("weight", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, value: Tensor, weight: Tensor | float = 1.0) -> None:
+        weight = torch.broadcast_to(torch.as_tensor(weight, device=value.device), value.shape)
+        self.total += (value.double() * weight).sum()
+        self.weight += weight.double().sum()
+
+    def compute(self) -> Tensor:
+        return (self.total / self.weight).float()
 
 
 def accuracy_metric(num_classes: int, **options: Any) -> MulticlassAccuracy:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hgrn.models import SequenceClassifier, SequenceClassifierConfig
-from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule, accuracy_metric, loss_metric
+from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule, WeightedMean, accuracy_metric
 
 
 class ClassificationTask(TaskModule):
@@ -62,7 +62,7 @@ class ClassificationTask(TaskModule):
             self.model.backbone.compile_blocks()
         self.label_smoothing = label_smoothing
         self.add_split_metrics("acc", lambda: accuracy_metric(data["num_classes"], average="micro"))
-        self.add_split_metrics("loss", loss_metric)
+        self.add_split_metrics("loss", WeightedMean)
 
     def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         logits = self.model(batch["inputs"], batch.get("mask"), batch.get("inputs2"), batch.get("mask2"))

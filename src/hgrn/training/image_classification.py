@@ -24,7 +24,7 @@ from hgrn.config import ConfigError
 from hgrn.models.backbone import as_backbone_config
 from hgrn.models.registry import HEADS
 from hgrn.models.vision import ImageClassifier, timm_default_cfg
-from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule, accuracy_metric, loss_metric
+from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule, WeightedMean, accuracy_metric
 
 
 @dataclass
@@ -155,7 +155,7 @@ class ImageClassificationTask(TaskModule):
         self.lr_reference_batch = lr_reference_batch
         self.add_split_metrics("acc", lambda: accuracy_metric(num_classes, average="micro"))
         self.add_split_metrics("acc_top5", lambda: accuracy_metric(num_classes, top_k=min(5, num_classes)))
-        self.add_split_metrics("loss", loss_metric)
+        self.add_split_metrics("loss", WeightedMean)
 
     def setup(self, stage: str) -> None:
         batch = getattr(self.trainer.datamodule, "batch_size", None) if self.trainer is not None else None

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hgrn.models import CausalLM, CausalLMConfig
-from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule, accuracy_metric, loss_metric
+from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule, WeightedMean, accuracy_metric
 
 IGNORE = -100
 
@@ -47,7 +47,7 @@ class LanguageModelingTask(TaskModule):
         self.token_accuracy = token_accuracy
         if token_accuracy:
             self.add_split_metrics("acc", lambda: accuracy_metric(vocab, average="micro", ignore_index=IGNORE))
-        self.add_split_metrics("loss", loss_metric)
+        self.add_split_metrics("loss", WeightedMean)
 
     def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         """The batch's mean loss over its labelled positions (0 when it has none, with zero gradients)."""
