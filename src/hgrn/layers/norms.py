@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,24 +31,18 @@ class SequenceBatchNorm(nn.Module):
         self.group_size = group_size
 
     def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, x.shape[-1])  # [B * T, D]: each sequence's T rows together
         if self.training and self.group_size is not None and x.shape[0] > self.group_size:
-            first, *rest = x.split(self.group_size)
-            return torch.cat([self._flat(self.norm, first), *(self._group_statistics_only(group) for group in rest)])
-        return self._flat(self.norm, x)
-
-    @staticmethod
-    def _flat(norm: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-        """norm over the [B * T, D] view of x [B, T, D], back in x's shape."""
-        return norm(x.reshape(-1, x.shape[-1])).view(x.shape)
+            first, *rest = flat.split(self.group_size * x.shape[1])
+            y = torch.cat([self.norm(first), *(self._group_statistics_only(group) for group in rest)])
+        else:
+            y = self.norm(flat)
+        return y.view(x.shape)
 
     def _group_statistics_only(self, group: Tensor) -> Tensor:
         """Normalise with the group's own statistics and the shared affine, leaving the running statistics alone."""
         norm = self.norm
-
-        def batch_norm(flat: Tensor) -> Tensor:
-            return F.batch_norm(flat, None, None, norm.weight, norm.bias, training=True, eps=norm.eps)
-
-        return self._flat(batch_norm, group)
+        return F.batch_norm(group, None, None, norm.weight, norm.bias, training=True, eps=norm.eps)
 
 
 def make_norm(kind: str, dim: int, eps: float = 1e-6, batchnorm_group: int | None = None) -> nn.Module:

@@ -103,9 +103,7 @@ def step_problem(
     one per micro-batch: ("training loss is nan", whether a weight was already broken, then an earlier step is the
     cause)), else, with check_gradients, a non-finite gradient ("training gradient is inf", "first in parameter
     <name>"). One reduction and one host read for the whole step; the names are looked up only on failure."""
-    stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    grads = [(n, p.grad) for n, p in pl_module.named_parameters() if id(p) in stepped and p.grad is not None]
-    grads = grads if check_gradients else []
+    grads = stepped_gradients(pl_module, optimizer) if check_gradients else []
     values = list(losses)
     if grads:  # the largest |gradient|: NaN or inf if any element is
         values.append(get_total_norm([g for _, g in grads], norm_type=math.inf).float())
@@ -120,6 +118,12 @@ def step_problem(
     if grads and not math.isfinite(read[-1]):
         return f"training gradient is {read[-1]}", f"first in parameter {first_nonfinite(grads)}"
     return None
+
+
+def stepped_gradients(pl_module: nn.Module, optimizer: Optimizer) -> list[tuple[str, Tensor]]:
+    """(name, gradient) of each parameter the optimiser steps that has a gradient."""
+    stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return [(n, p.grad) for n, p in pl_module.named_parameters() if id(p) in stepped and p.grad is not None]
 
 
 def first_nonfinite(named: Iterable[tuple[str, Tensor]]) -> str | None:
