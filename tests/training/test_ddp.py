@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 from hgrn.models.backbone import Block
+from hgrn.training.resume import resume_problem
 from tests.training.test_resume import TINY, finish, run_dirs, start_training
 
 
@@ -68,3 +69,14 @@ def test_the_multi_device_trainers_compose(make_config, trainer):
     if trainer == "fsdp":
         policy = instantiate(strategy.auto_wrap_policy)
         assert isinstance(policy, ModuleWrapPolicy) and policy._module_classes == {Block}
+
+
+def test_two_processes_stop_together_at_their_time_limit_and_test(listops_dir, tmp_path):
+    """max_time 0: rank zero's clock stops both processes after the first optimiser step; each leaves fit, the
+    test runs over both ranks and the step checkpoint is one to resume from."""
+    run = ["trainer=ddp_cpu", "data.batch_size=8", "logger=none", "trainer.max_time=00:00:00:00"]
+    finish(start_training(tmp_path, "limited", *TINY, f"data.data_dir={listops_dir}", *run))
+    (run_dir,) = run_dirs(tmp_path)
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["steps"] == 1 and record["finished"] is False and 0 <= record["metrics"]["test/acc"] <= 1
+    assert resume_problem(run_dir / "checkpoints" / "step-00000001.ckpt") is None

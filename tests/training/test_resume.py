@@ -1,6 +1,6 @@
-"""Resuming a run: killed with SIGKILL mid-epoch and resumed with `resume=auto`, it ends in the same directory with
-weights, optimiser state, metrics and learning curve bitwise identical to an unbroken run; a checkpoint that does
-not load is skipped for the one before it."""
+"""Resuming a run: killed with SIGKILL mid-epoch, or stopped mid-epoch by its time limit, and resumed, it ends in the
+same directory with weights, optimiser state, metrics and learning curve bitwise identical to an unbroken run; a
+checkpoint that does not load is skipped for the one before it."""
 
 from __future__ import annotations
 
@@ -11,19 +11,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
 import pytest
 import torch
 
-from hgrn.config import ConfigError
+from hgrn.config import ConfigError, compose
+from hgrn.training.build import build_trainer
 from hgrn.training.config_check import check_config
 from hgrn.training.resume import (
     WANDB_ID_FILE,
+    StepCheckpoint,
     changed_overrides,
     checkpoint_to_resume,
     pin_wandb_run,
+    resume_problem,
     run_to_resume,
 )
 from hgrn.training.run import train
@@ -121,6 +125,50 @@ def test_a_killed_run_resumes_to_the_result_of_an_unbroken_one(listops_dir, tmp_
     assert ours["metrics"] == theirs["metrics"]
     assert ours["history"] == theirs["history"] and [row["epoch"] for row in ours["history"]] == [0, 1]
     assert ours["steps"] == 12 and ours["throughput"]["fit_wall_seconds"] > ours["throughput"]["train_step_seconds"]
+
+
+def test_a_run_stopped_by_its_time_limit_resumes_mid_epoch_to_the_result_of_an_unbroken_one(
+    listops_dir, tmp_path, monkeypatch
+):
+    """A clock that advances one second per reading (at the fit's start and after each optimiser step) stops the run
+    at max_time=9 s after step 9, inside epoch 1 (steps 7-12). The resumed run, with the same limit, gets a clock of
+    its own and finishes; Lightning's max_time would have closed epoch 1 at step 9 and stopped the resumed run at
+    once."""
+    config = [*TINY, f"data.data_dir={listops_dir}", "logger=none", "+trainer.limit_test_batches=2"]
+    unbroken, timed = tmp_path / "unbroken", tmp_path / "timed"
+    reference = train(compose(*config, f"paths.output_dir={unbroken}"))
+
+    def fake_clock() -> None:
+        ticks = iter(range(1000))
+        monkeypatch.setattr(
+            "hgrn.training.callbacks.time",
+            SimpleNamespace(monotonic=lambda: float(next(ticks)), perf_counter=time.perf_counter),
+        )
+
+    limited = [*config, f"paths.output_dir={timed}", "trainer.max_time=00:00:00:09"]
+    fake_clock()
+    stopped = train(compose(*limited))
+    assert stopped.steps == 9 and not stopped.finished and stopped.planned_steps == 12
+    assert [row["epoch"] for row in stopped.history] == [0]  # no validation, epoch 1 not closed
+    resume_point = timed / "checkpoints" / "step-00000009.ckpt"
+    assert resume_problem(resume_point) is None and torch.load(resume_point, weights_only=True)["epoch"] == 1
+    assert json.loads((timed / "results.json").read_text())["finished"] is False
+
+    fake_clock()
+    resumed = train(compose(*limited, f"resume={timed}"))
+    assert resumed.steps == 12 and resumed.finished
+    final = "checkpoints/step-00000012.ckpt"
+    ours, theirs = (torch.load(d / final, weights_only=True) for d in (timed, unbroken))
+    for key in ("state_dict", "optimizer_states", "lr_schedulers"):
+        assert_same(ours[key], theirs[key], key)
+    assert resumed.metrics == reference.metrics and resumed.history == reference.history
+
+
+def test_a_time_limit_is_checked_before_training(make_config, tmp_path):
+    with pytest.raises(ConfigError, match=r"trainer: max_time='4h': give DD:HH:MM:SS"):
+        build_trainer(make_config("experiment=demo", "trainer.max_time=4h"), [StepCheckpoint(tmp_path)], [])
+    with pytest.raises(ConfigError, match=r"^trainer: max_time needs callbacks\.step"):
+        build_trainer(make_config("experiment=demo", "trainer.max_time=00:01:00:00"), [], [])
 
 
 def test_a_truncated_newest_checkpoint_is_skipped_for_the_one_before(make_config, listops_dir, tmp_path):

@@ -17,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from hgrn.config import ConfigError
 from hgrn.data.spec import data_spec
 from hgrn.training.base import TaskModule
+from hgrn.training.callbacks import TimeLimit
+from hgrn.training.resume import StepCheckpoint
 
 
 @contextmanager
@@ -63,7 +65,23 @@ def build_callbacks(cfg: DictConfig, loggers: list[Logger]) -> list[L.Callback]:
 
 @config_errors("trainer")
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
-    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=cfg.paths.output_dir)
+    """The Trainer; `trainer.max_time` becomes a TimeLimit callback (a stop that resumes exactly), not Lightning's."""
+    max_time = cfg.trainer.get("max_time")
+    if max_time is not None:
+        steps = [c for c in callbacks if isinstance(c, StepCheckpoint)]
+        if not steps:
+            raise ConfigError(
+                "max_time needs callbacks.step, the checkpoint a run stopped by its time limit resumes from"
+            )
+        limit = OmegaConf.to_container(max_time) if isinstance(max_time, DictConfig) else max_time
+        callbacks = [*callbacks, TimeLimit(limit, steps[0])]
+    return instantiate(
+        cfg.trainer,
+        max_time=None,
+        logger=loggers or False,
+        callbacks=callbacks,
+        default_root_dir=cfg.paths.output_dir,
+    )
 
 
 def find_callback(callbacks: list[L.Callback], kind: type, key: str) -> Any:

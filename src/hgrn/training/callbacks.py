@@ -1,13 +1,19 @@
-"""Callbacks that measure a run for results.json: throughput over training steps, and the validation history."""
+"""Callbacks that measure a run for results.json (throughput over training steps, the validation history) and that
+stop it so that it can be resumed exactly (Ctrl-C, a time limit)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+from hgrn.training.resume import StepCheckpoint
 
 
 class ThroughputMonitor(L.Callback):
@@ -39,6 +45,9 @@ class ThroughputMonitor(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.fit_seconds = self.resumed_seconds + time.perf_counter() - self._fit_start
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.on_fit_end(trainer, pl_module)  # a fit left by TimeLimitReached is still recorded
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -121,3 +130,58 @@ class InterruptCheckpoint(L.Callback):
         if isinstance(exception, KeyboardInterrupt):
             trainer.save_checkpoint(self.path)
             print(f"interrupted: resume with ckpt_path={self.path}")
+
+
+class TimeLimitReached(Exception):
+    """Raised by TimeLimit between two optimiser steps once the run's time is up; `train` catches it."""
+
+
+class TimeLimit(L.Callback):
+    """`trainer.max_time` ("DD:HH:MM:SS" or a dict of timedelta fields): this process's time for fitting. When it is
+    up, at the end of an optimiser step, the run saves a step checkpoint there and leaves `trainer.fit` by raising
+    TimeLimitReached; `train` then tests and writes results.json (finished: false), and `resume` continues at the
+    next batch of the same epoch, with a clock of its own.
+
+    Lightning's own max_time stops through `trainer.should_stop`, which closes the epoch early (validation, the epoch
+    counted as done), so a resumed run skips the rest of that epoch; its clock is also restored with the run, so a
+    resumed run with the same limit stops at once. Under DDP rank zero's clock decides for every rank.
+    """
+
+    def __init__(self, max_time: str | Mapping[str, float], checkpoint: StepCheckpoint) -> None:
+        self.seconds = duration_seconds(max_time)
+        self.checkpoint = checkpoint
+        self._start = 0.0
+        self._step = 0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.monotonic()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._step = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step == self._step:  # no optimiser step in this batch (gradient accumulation, a skip)
+            return
+        self._step = trainer.global_step
+        if not trainer.strategy.broadcast(time.monotonic() - self._start >= self.seconds):
+            return
+        self.checkpoint.save_now(trainer)
+        planned = trainer.estimated_stepping_batches
+        rank_zero_info(
+            f"time limit: stopped after {timedelta(seconds=round(self.seconds))} at step {trainer.global_step} of "
+            f"{planned:.0f}, checkpoint {self.checkpoint.best_model_path}; continue with resume=<this run's directory>"
+        )
+        raise TimeLimitReached(trainer.global_step)
+
+
+def duration_seconds(value: str | Mapping[str, float]) -> float:
+    """Seconds of "DD:HH:MM:SS" or of timedelta fields ({hours: 4}); a ValueError that shows the accepted forms."""
+    try:
+        if isinstance(value, str):
+            days, hours, minutes, seconds = (int(part) for part in value.split(":"))
+            return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
+        return timedelta(**value).total_seconds()
+    except (TypeError, ValueError):
+        raise ValueError(f"max_time={value!r}: give DD:HH:MM:SS (e.g. 00:04:00:00) or {{hours: 4}}") from None

@@ -183,6 +183,10 @@ class StepCheckpoint(ModelCheckpoint):
         )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save_now(trainer)
+
+    def save_now(self, trainer: L.Trainer) -> None:
+        """A resume point at the current optimiser step (called between two batches), unless one exists already."""
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 

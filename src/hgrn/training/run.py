@@ -5,6 +5,7 @@ command line's overrides, the seed, and whether those kept the experiment's reci
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ from hgrn.training.build import (
     build_trainer,
     find_callback,
 )
-from hgrn.training.callbacks import ThroughputMonitor, ValidationHistory
+from hgrn.training.callbacks import ThroughputMonitor, TimeLimitReached, ValidationHistory
 from hgrn.training.config_check import check_config, check_hardware
 from hgrn.training.image_classification import ImageClassificationTask, scaled_lr
 from hgrn.training.resume import (
@@ -85,7 +86,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None) -> TrainingRe
     for logger in loggers:
         logger.log_hyperparams(resolved)
 
-    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    with contextlib.suppress(TimeLimitReached):  # it saved a step checkpoint to resume from and said so
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     planned = planned_steps(trainer)
     best_path = best.best_model_path or None
     metrics_last = _test(trainer, task, datamodule, ckpt_path=None)  # the weights as training left them
