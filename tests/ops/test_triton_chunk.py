@@ -210,6 +210,26 @@ def test_interpreted_half_precision_and_default_plan():
 
 
 @cpu_only
+@pytest.mark.parametrize(
+    ("gate", "options"),
+    [(GATE_GLA, {"reverse": True}), (GATE_HGRN2_LB, {"h0": True, "want_final": True, "segments": 2})],
+    ids=["gla-reverse", "hgrn2-lb-state-segments"],
+)
+def test_interpreted_custom_ops_pass_opcheck(gate, options):
+    """torch.library.opcheck on hgrn::chunk_forward (and through its autograd formula, hgrn::chunk_backward): the
+    schema, the fake implementation's shapes and dtypes against the real outputs, the autograd registration, and
+    AOT dispatch with static and dynamic shapes (what torch.compile does with them)."""
+    g = torch.Generator().manual_seed(0)
+    B, T, H, K, V = 1, 40, 2, 16, 16
+    q, kz, v = (torch.randn(B, T, H, n, generator=g).requires_grad_() for n in (K, K, V))
+    lg = -torch.rand(B, T, H, K, generator=g).requires_grad_() if gate == GATE_GLA else None
+    lb = torch.rand(H, K, generator=g).mul(0.9).requires_grad_() if gate == GATE_HGRN2_LB else None
+    h0 = torch.randn(B, H, K, V, generator=g).requires_grad_() if options.get("h0") else None
+    args = (q, kz, lg, lb, v, h0, None, 0.25, gate, options.get("reverse", False), options.get("want_final", False),
+            16, options.get("segments"))  # fmt: skip
+    torch.library.opcheck(torch.ops.hgrn.chunk_forward.default, args)
+
+
 def test_bad_arguments_raise_the_reference_errors():
     kernels = on_backend("triton")
     q = torch.zeros(2, 8, 2, 4)

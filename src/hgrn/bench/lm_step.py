@@ -45,14 +45,15 @@ class Shape:
 
 ANCHOR = Shape(d_model=1024, n_layers=24, vocab=32000, batch=8, length=2048, glu=2816, heads=8)
 SMOKE = Shape(d_model=32, n_layers=2, vocab=64, batch=2, length=16, glu=64, heads=2)
-OURS = ("ours-hgrn2", "ours-hgrn2-blocks", "ours-hgrn2-before", "ours-hgrn2-fused-eager", "ours-hgrn1", "ours-gla",
-        "ours-attention")  # fmt: skip
+OURS = ("ours-hgrn2", "ours-hgrn2-blocks", "ours-hgrn2-graphs", "ours-hgrn2-before", "ours-hgrn2-fused-eager",
+        "ours-hgrn1", "ours-gla", "ours-attention")  # fmt: skip
 PEERS = ("llama-sdpa", "fla-hgrn2")
-DEFAULT_ROWS = ("ours-hgrn2-before", "ours-hgrn2", "ours-hgrn2-blocks", "llama-sdpa", "ours-hgrn2-fused-eager",
-                "ours-hgrn1", "ours-gla", "ours-attention", "fla-hgrn2")  # fmt: skip
+DEFAULT_ROWS = ("ours-hgrn2-before", "ours-hgrn2", "ours-hgrn2-blocks", "ours-hgrn2-graphs", "llama-sdpa",
+                "ours-hgrn2-fused-eager", "ours-hgrn1", "ours-gla", "ours-attention", "fla-hgrn2")  # fmt: skip
 ROW_NOTES = {
     "ours-hgrn2": "CausalLM, norms, GLUs and loss compiled (compile_blocks), chunked linear + cross-entropy",
-    "ours-hgrn2-blocks": "as ours-hgrn2, whole blocks compiled (compile_blocks(whole=True), graph breaks at the ops)",
+    "ours-hgrn2-blocks": "as ours-hgrn2, whole blocks compiled, the recurrence a custom op in the graph",
+    "ours-hgrn2-graphs": "as ours-hgrn2-blocks, compiled with mode='reduce-overhead' (CUDA graphs)",
     "ours-hgrn2-before": "CausalLM as before this change: eager, full fp32 logits + F.cross_entropy",
     "ours-hgrn2-fused-eager": "eager, chunked linear + cross-entropy (the loss change alone)",
     "ours-hgrn1": "HGRN1 mixer (complex), as ours-hgrn2",
@@ -75,14 +76,22 @@ def _mixer_options(mixer: str, shape: Shape) -> dict:
     }[mixer]
 
 
-def ours(mixer: str, shape: Shape, *, fused_loss: bool = True, compiled: bool = True, whole: bool = False) -> tuple:
+def ours(
+    mixer: str,
+    shape: Shape,
+    *,
+    fused_loss: bool = True,
+    compiled: bool = True,
+    whole: bool = False,
+    mode: str | None = None,
+) -> tuple:
     """Our CausalLM at `shape`: the hgrn2-lm-370m backbone with the mixer swapped and the sizes set."""
     backbone = asdict(model_config("hgrn2-lm-370m").backbone)
     backbone |= {"mixer": mixer, "mixer_options": _mixer_options(mixer, shape), "d_model": shape.d_model,
                  "n_layers": shape.n_layers, "glu_ratio": shape.glu / shape.d_model}  # fmt: skip
     model = CausalLM(CausalLMConfig(backbone=backbone, vocab_size=shape.vocab))
     if compiled:
-        model.compile_blocks(whole)
+        model.compile_blocks(whole, mode)
 
     def loss(tokens: Tensor) -> Tensor:
         inputs, labels = tokens[:, :-1], tokens[:, 1:]
@@ -120,6 +129,7 @@ def build(row: str, shape: Shape, eager: bool = False) -> tuple[nn.Module, LossF
     builders = {
         "ours-hgrn2": lambda: ours("hgrn2", shape, compiled=compiled),
         "ours-hgrn2-blocks": lambda: ours("hgrn2", shape, compiled=compiled, whole=True),
+        "ours-hgrn2-graphs": lambda: ours("hgrn2", shape, compiled=compiled, whole=True, mode="reduce-overhead"),
         "ours-hgrn2-before": lambda: ours("hgrn2", shape, fused_loss=False, compiled=False),
         "ours-hgrn2-fused-eager": lambda: ours("hgrn2", shape, compiled=False),
         "ours-hgrn1": lambda: ours("hgrn1", shape, compiled=compiled),

@@ -127,17 +127,18 @@ class Backbone(nn.Module):
     def initial_state(self, batch_size: int) -> list[State]:
         return [block.mixer.initial_state(batch_size) for block in self.blocks]
 
-    def compile_blocks(self, whole: bool = False) -> None:
+    def compile_blocks(self, whole: bool = False, mode: str | None = None) -> None:
         """torch.compile, in place (parameter names unchanged), each block's norms and GLU channel mixer and the final
-        norm; with `whole`, each block entire, its token mixer's projections, activations and norm too (the graph
-        breaks at each recurrence op, which runs its own kernels: hgrn.ops.dispatch). The blocks share their code, so
-        each piece compiles once for all blocks."""
+        norm; with `whole`, each block entire, its token mixer's projections, activations, recurrence and norm too
+        (one graph where the recurrence is a chunked custom op, else a graph break at it: hgrn.ops.dispatch). The
+        blocks share their code, so each piece compiles once for all blocks. `mode`: torch.compile's
+        ("reduce-overhead": CUDA graphs)."""
         for block in self.blocks:
             parts = (block,) if whole else (block.mixer_norm, block.glu_norm, block.glu)
             for part in parts:
                 if part is not None:
-                    part.compile()
-        self.norm.compile()
+                    part.compile(mode=mode)
+        self.norm.compile(mode=mode)
 
     def _bounds(self) -> list[Tensor | None]:
         if self.lower_bounds is None:

@@ -52,12 +52,12 @@ class CausalLM(nn.Module):
         hidden = self.hidden_states(input_ids)
         return linear_cross_entropy(hidden, self.lm_head.weight, labels, reduction=reduction, compiled=self.compiled)
 
-    def compile_blocks(self, whole: bool = False) -> None:
-        """torch.compile the backbone's norms and GLUs, or with `whole` its entire blocks (Backbone.compile_blocks),
-        and the loss's per-chunk softmax (one pass over each chunk's logits). With the norms compiled too the anchor
-        step measured faster than with the GLUs alone (results/bench/lm-step-*), its time being bound by the host's
-        kernel launches more than by the GPU."""
-        self.backbone.compile_blocks(whole)
+    def compile_blocks(self, whole: bool = False, mode: str | None = None) -> None:
+        """torch.compile the backbone's norms and GLUs, or with `whole` its entire blocks (Backbone.compile_blocks,
+        `mode` as there), and the loss's per-chunk softmax (one pass over each chunk's logits). With the norms
+        compiled too the anchor step measured faster than with the GLUs alone (results/bench/lm-step-*), its time
+        being bound by the host's kernel launches more than by the GPU."""
+        self.backbone.compile_blocks(whole, mode)
         self.compiled = True
 
     def step(self, token_ids: Tensor, states: list[State]) -> tuple[Tensor, list[State]]:

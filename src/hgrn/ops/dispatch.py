@@ -17,15 +17,18 @@ Automatic choice: the kernels when triton is importable, HGRN_OPS is not `refere
 decoding step that needs a gradient (the kernel steps update the state in place). The reference otherwise.
 `use_backend` forces one, whatever the tensors (tests: the naive loops, the reference, the Triton interpreter).
 
-torch.compile treats every op as opaque: `run` is excluded from Dynamo, so the graph breaks at each op, the
-backend runs as it does eagerly, and the code around the ops (projections, activations, norms) still compiles.
-Traced, the kernels' autograd Functions would reach Inductor, which cannot compile their Triton launches.
+Under torch.compile Dynamo traces `run`: the checks and the choice become guards, and the chunked GLA / HGRN2 kernels
+are torch.library custom ops (hgrn::chunk_forward, hgrn::chunk_backward), opaque nodes inside the graph, so a block
+with a large-head recurrence compiles as one graph. The other Triton paths (small heads, HGRN1, the fused directions,
+decoding steps) still run behind autograd Functions and are hidden from Dynamo in hgrn.ops.triton, as are the
+reference and naive backends here: the graph breaks there, and they run as they do eagerly. A backend module is
+imported on its first use, outside any graph: a compiled first call breaks there once and compiles again once it is
+loaded.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import importlib.util
 import os
@@ -48,13 +51,20 @@ USE_KERNELS = HAS_TRITON and os.environ.get("HGRN_OPS", "auto") == "auto"
 _forced: ContextVar[str | None] = ContextVar("hgrn_ops_backend", default=None)
 
 
-@torch.compiler.disable
 def run(op: Callable[..., Any], arguments: dict[str, Any], check: Callable[..., None], *, step: bool = False) -> Any:
     """Run `op` (a declaration in hgrn.ops) on its bound `arguments` (its locals()): check them, choose the backend,
     call the backend's function of the op's name with them, by name. `step` marks a decoding step."""
     check(**arguments)
     backend = _forced.get() or _choose(arguments, step)
-    return getattr(_module(backend), op.__name__)(**arguments)
+    implementation = getattr(_module(backend), op.__name__)
+    return implementation(**arguments) if backend == "triton" else _eagerly(implementation, arguments)
+
+
+@torch.compiler.disable
+def _eagerly(implementation: Callable[..., Any], arguments: dict[str, Any]) -> Any:
+    """The PyTorch backends, hidden from Dynamo: under torch.compile they run as they do eagerly (their chunk rules
+    branch on values)."""
+    return implementation(**arguments)
 
 
 @contextlib.contextmanager
@@ -84,7 +94,17 @@ def _choose(arguments: dict[str, Any], step: bool) -> str:
     return "reference" if tensors[0].shape[1] == 0 else "triton"
 
 
-@functools.cache
+_loaded: dict[str, ModuleType] = {}
+
+
 def _module(backend: str) -> ModuleType:
-    """The backend's module, imported on first use: importing hgrn.ops imports neither hgrn.ops.triton nor triton."""
-    return importlib.import_module(BACKENDS[backend])
+    """The backend's module, imported on first use: importing hgrn.ops imports neither hgrn.ops.triton nor triton.
+    A lookup in a dict once loaded, which Dynamo traces (it cannot trace an import)."""
+    module = _loaded.get(backend)
+    return module if module is not None else _load(backend)
+
+
+@torch.compiler.disable
+def _load(backend: str) -> ModuleType:
+    _loaded[backend] = importlib.import_module(BACKENDS[backend])
+    return _loaded[backend]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from hgrn.ops.directions import hgrn2_by_directions
@@ -36,6 +37,7 @@ def hgrn2_recurrence(
     return chunk_recurrence(q, f_logits, None, lower_bound, v, gate=_hgrn2_gate(lower_bound), **options)
 
 
+@torch.compiler.disable  # its launch plans are host logic Dynamo need not trace: a graph break (hgrn.ops.dispatch)
 def hgrn2_directions(
     q: Tensor, v: Tensor, f_logits: Tensor, lower_bound: Tensor | None, *, scale: float, direction: str, grid: Any
 ) -> Tensor:

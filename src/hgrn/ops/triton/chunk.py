@@ -587,94 +587,157 @@ def segment_combine(
     return before, after
 
 
-class ChunkRecurrence(torch.autograd.Function):
-    """GLA (gate=GATE_GLA: kz = k, lg = log f) or HGRN2 (kz = gate logits, lb = lower bound or None)."""
+# The two halves are torch.library custom ops, so torch.compile keeps a recurrence inside its graph as one opaque node
+# (its fake implementation gives the output shapes), and the autograd formula pairs them. Custom ops return no None
+# and alias no input: an absent final state or segment start is an empty tensor, and the state before each chunk of a
+# one-segment walk is h0 itself, taken again in the backward.
+FORWARD_SCHEMA = (
+    "(Tensor q, Tensor kz, Tensor? lg, Tensor? lb, Tensor v, Tensor? h0, Tensor? cu, float scale, int gate, "
+    "bool reverse, bool want_final, int? chunk_size, int? segments) "
+    "-> (Tensor o, Tensor final, Tensor starts, Tensor qi, Tensor ks, Tensor A, Tensor gl)"
+)
+BACKWARD_SCHEMA = (
+    "(Tensor do, Tensor? dht, Tensor q, Tensor kz, Tensor? lg, Tensor? lb, Tensor v, Tensor? h0, Tensor starts, "
+    "Tensor qi, Tensor ks, Tensor A, Tensor gl, Tensor? cu, float scale, int gate, bool reverse, int? chunk_size, "
+    "int? segments) -> (Tensor dq, Tensor dkz, Tensor dlg, Tensor dlb, Tensor dv, Tensor dh0)"
+)
 
-    @staticmethod
-    def forward(ctx, q, kz, lg, lb, v, h0, scale, gate, reverse, cu, plan, want_final):
-        T, H, K = q.shape[1:]
-        V = v.shape[-1]
-        varlen = cu is not None
-        flags = dict(C=plan.C, REVERSE=reverse, IS_VARLEN=varlen, DOT=dot_mode(q.dtype), num_warps=plan.warps)
-        seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
-        store = torch.bfloat16 if flags["DOT"] == 0 else torch.float32
-        qi, ks = torch.empty_like(q, dtype=store), torch.empty_like(q, dtype=store)
-        A = q.new_empty(*q.shape[:3], plan.C, dtype=store)
-        gl = _per_chunk(q, plan, cu)
-        _prep_kernel[(plan.NCH, H, plan.P)](q, kz, q if lg is None else lg, q if lb is None else lb, qi, ks, A, gl,
-                                            *seq, H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate,
-                                            **_parallel(plan, flags, cap=True))  # fmt: skip
-        o = torch.empty_like(v)
-        walk = (qi, ks, A, v, v, gl)
-        grid = (plan.VP // plan.BV, H, plan.P)
-        shape = dict(H=H, K=K, V=V, BKW=plan.KP, BVW=plan.BV, **flags, **_cap(plan))
-        final = None
-        if plan.NS > 1:
-            local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
-            _walk_fwd_kernel[grid](*walk, o, q, local, q, q, *seq, scale, MODE=2, HAS_H0=False, STORE_HT=True, **shape)
-            starts, final = segment_combine(local, gl.sum(1), h0, plan.n_seqs, plan.NS, reverse, want_final)
-        else:
-            starts = h0
-            final = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if want_final else None
-        _walk_fwd_kernel[grid](*walk, o, q if starts is None else starts, q if plan.NS > 1 or final is None else final,
-                               q, q, *seq, scale, MODE=0, HAS_H0=starts is not None,
-                               STORE_HT=plan.NS == 1 and want_final, **shape)  # fmt: skip
-        ctx.save_for_backward(q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu)
-        ctx.args = (scale, gate, reverse, plan, flags)
-        ctx.set_materialize_grads(False)
-        return (o, final) if want_final else o
 
-    @staticmethod
-    def backward(ctx, do, dht=None):
-        q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu = ctx.saved_tensors
-        scale, gate, reverse, plan, flags = ctx.args
-        T, H, K = q.shape[1:]
-        V = v.shape[-1]
-        do = do.contiguous()
-        dht = None if dht is None else dht.contiguous()
-        seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
-        walk = (qi, ks, A, v, do, gl)
-        rev = dict(H=H, K=K, V=V, KP=plan.KP, BVW=plan.BV_REV, **{**flags, "num_warps": plan.rwarps}, **_cap(plan))
-        grid_rev = (plan.VP // plan.BV_REV, H, plan.P)
-        dh0 = None
-        if plan.NS > 1:  # the gradient reaching each segment's end from the later segments
-            local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
-            _walk_rev_kernel[grid_rev](*walk, v, q, q, q, local, *seq, scale, MODE=2, HAS_DHT=False,
-                                       STORE_DH0=True, ATOMIC=False, **rev)  # fmt: skip
-            terminal, dh0 = segment_combine(local, gl.sum(1), dht, plan.n_seqs, plan.NS, not reverse, h0 is not None)
-        else:
-            terminal = dht
-        atomic = grid_rev[0] > 1
-        # xk and yq enter dq, dk once, so they are kept at the operands' precision (bf16 for bf16 inputs), as the
-        # walks' other outputs; xk summed over V tiles (atomics) stays fp32
-        xk = torch.zeros(q.shape, device=q.device) if atomic else torch.empty_like(q, dtype=qi.dtype)
-        dv = torch.empty_like(v)
-        x0 = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if plan.NS == 1 and h0 is not None else None
-        dstates = q.new_empty(plan.P, plan.NCH, H, K, V, dtype=qi.dtype)
-        _walk_rev_kernel[grid_rev](*walk, dv, xk, dstates, q if terminal is None else terminal,
-                                   q if x0 is None else x0, *seq, scale, MODE=0, HAS_DHT=terminal is not None,
-                                   STORE_DH0=x0 is not None, ATOMIC=atomic, **rev)  # fmt: skip
-        dh0 = x0 if plan.NS == 1 else dh0
-        yq = torch.empty_like(q, dtype=qi.dtype)
-        chunk_starts = _per_chunk(q, plan, cu)  # dlog f at each chunk's first step
-        _walk_fwd_kernel[(plan.KP // plan.BK, H, plan.P)](
-            *walk, yq, q if starts is None else starts, q, dstates, chunk_starts, *seq, scale, H=H, K=K, V=V,
-            BKW=plan.BK, BVW=plan.VP,
-            MODE=1, HAS_H0=starts is not None, STORE_HT=False, **flags, **_cap(plan),
-        )  # fmt: skip
-        da = q.new_empty(*q.shape[:3], plan.C, dtype=torch.float32)
-        _pairs_kernel[(plan.NCH, H, plan.P)](v, do, da, *seq[:-1], H=H, V=V, VP=plan.VP, **_parallel(plan, flags))
-        dq, dkz = torch.empty_like(q), torch.empty_like(kz)
-        dlg = None if lg is None else torch.empty_like(lg)
-        plb = _per_chunk(q, plan, cu) if lb is not None else None
-        grid_chunks = (plan.NCH * (plan.KP // plan.BK), H, plan.P)
-        _intra_bwd_kernel[grid_chunks](q, kz, q if lg is None else lg, q if lb is None else lb, gl, da, xk, yq,
-                                       chunk_starts, dq, dkz, q if dlg is None else dlg, q if plb is None else plb,
-                                       *seq, scale, H=H, K=K, BK=plan.BK, BLK=plan.BLK, GATE=gate,
-                                       **_parallel(plan, flags))  # fmt: skip
-        dlb = None if lb is None else plb.sum((0, 1)).to(lb.dtype)
-        dh0 = None if h0 is None else dh0.to(h0.dtype)
-        return dq, dkz, dlg, dlb, dv, dh0, None, None, None, None, None, None
+@torch.library.custom_op("hgrn::chunk_forward", mutates_args=(), schema=FORWARD_SCHEMA)
+def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments):
+    """GLA (gate=GATE_GLA: kz = k, lg = log f) or HGRN2 (kz = gate logits, lb = lower bound or None); tensors
+    contiguous. Returns o, the final state (empty unless want_final), the state before each segment (empty for one
+    segment) and what the backward reads: q e^g, k e^{g_C - g}, tril(A), the chunks' log decays gl."""
+    plan = make_plan(q, v, cu, chunk_size=chunk_size, segments=segments)
+    T, H, K = q.shape[1:]
+    V = v.shape[-1]
+    flags = _flags(q, plan, reverse, cu)
+    seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
+    o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final)
+    _prep_kernel[(plan.NCH, H, plan.P)](q, kz, q if lg is None else lg, q if lb is None else lb, qi, ks, A, gl,
+                                        *seq, H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate,
+                                        **_parallel(plan, flags, cap=True))  # fmt: skip
+    walk = (qi, ks, A, v, v, gl)
+    grid = (plan.VP // plan.BV, H, plan.P)
+    shape = dict(H=H, K=K, V=V, BKW=plan.KP, BVW=plan.BV, **flags, **_cap(plan))
+    if plan.NS > 1:
+        local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
+        _walk_fwd_kernel[grid](*walk, o, q, local, q, q, *seq, scale, MODE=2, HAS_H0=False, STORE_HT=True, **shape)
+        starts, after = segment_combine(local, gl.sum(1), h0, plan.n_seqs, plan.NS, reverse, want_final)
+        final = final if after is None else after
+    else:
+        starts = q.new_empty(0)
+    first = starts if plan.NS > 1 else h0
+    _walk_fwd_kernel[grid](*walk, o, q if first is None else first, final if plan.NS == 1 and want_final else q,
+                           q, q, *seq, scale, MODE=0, HAS_H0=first is not None,
+                           STORE_HT=plan.NS == 1 and want_final, **shape)  # fmt: skip
+    return o, final, starts, qi, ks, A, gl
+
+
+@chunk_forward.register_fake
+def _(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments):
+    if cu is not None:
+        raise NotImplementedError("cu_seqlens under torch.compile: the chunk count is read from it; run it eagerly")
+    plan = make_plan(q, v, cu, chunk_size=chunk_size, segments=segments)
+    o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final)
+    starts = q.new_empty(plan.P, *q.shape[2:], v.shape[-1], dtype=torch.float32) if plan.NS > 1 else q.new_empty(0)
+    return o, final, starts, qi, ks, A, gl
+
+
+def _forward_outputs(q: Tensor, v: Tensor, plan: Plan, cu: Tensor | None, want_final: bool) -> tuple[Tensor, ...]:
+    """o, the final state (empty unless want_final), qi, ks, A and gl, allocated."""
+    store = torch.bfloat16 if dot_mode(q.dtype) == 0 else torch.float32
+    final = q.new_empty(plan.n_seqs, *q.shape[2:], v.shape[-1], dtype=torch.float32) if want_final else q.new_empty(0)
+    A = q.new_empty(*q.shape[:3], plan.C, dtype=store)
+    qi, ks = torch.empty_like(q, dtype=store), torch.empty_like(q, dtype=store)
+    return torch.empty_like(v), final, qi, ks, A, _per_chunk(q, plan, cu)
+
+
+def _flags(q: Tensor, plan: Plan, reverse: bool, cu: Tensor | None) -> dict:
+    return dict(C=plan.C, REVERSE=reverse, IS_VARLEN=cu is not None, DOT=dot_mode(q.dtype), num_warps=plan.warps)
+
+
+@torch.library.custom_op("hgrn::chunk_backward", mutates_args=(), schema=BACKWARD_SCHEMA)
+def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, scale, gate, reverse, chunk_size,
+                   segments):  # fmt: skip
+    """The gradients of chunk_forward's inputs q, kz, lg, lb, v, h0 from do (and dht, the final state's); those of
+    absent inputs are empty tensors."""
+    plan = make_plan(q, v, cu, chunk_size=chunk_size, segments=segments)
+    T, H, K = q.shape[1:]
+    V = v.shape[-1]
+    flags = _flags(q, plan, reverse, cu)
+    starts = starts if plan.NS > 1 else h0
+    seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
+    walk = (qi, ks, A, v, do, gl)
+    rev = dict(H=H, K=K, V=V, KP=plan.KP, BVW=plan.BV_REV, **{**flags, "num_warps": plan.rwarps}, **_cap(plan))
+    grid_rev = (plan.VP // plan.BV_REV, H, plan.P)
+    dh0 = None
+    if plan.NS > 1:  # the gradient reaching each segment's end from the later segments
+        local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
+        _walk_rev_kernel[grid_rev](*walk, v, q, q, q, local, *seq, scale, MODE=2, HAS_DHT=False,
+                                   STORE_DH0=True, ATOMIC=False, **rev)  # fmt: skip
+        terminal, dh0 = segment_combine(local, gl.sum(1), dht, plan.n_seqs, plan.NS, not reverse, h0 is not None)
+    else:
+        terminal = dht
+    atomic = grid_rev[0] > 1
+    # xk and yq enter dq, dk once, so they are kept at the operands' precision (bf16 for bf16 inputs), as the
+    # walks' other outputs; xk summed over V tiles (atomics) stays fp32
+    xk = torch.zeros(q.shape, device=q.device) if atomic else torch.empty_like(q, dtype=qi.dtype)
+    dv = torch.empty_like(v)
+    x0 = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if plan.NS == 1 and h0 is not None else None
+    dstates = q.new_empty(plan.P, plan.NCH, H, K, V, dtype=qi.dtype)
+    _walk_rev_kernel[grid_rev](*walk, dv, xk, dstates, q if terminal is None else terminal,
+                               q if x0 is None else x0, *seq, scale, MODE=0, HAS_DHT=terminal is not None,
+                               STORE_DH0=x0 is not None, ATOMIC=atomic, **rev)  # fmt: skip
+    dh0 = x0 if plan.NS == 1 else dh0
+    yq = torch.empty_like(q, dtype=qi.dtype)
+    chunk_starts = _per_chunk(q, plan, cu)  # dlog f at each chunk's first step
+    _walk_fwd_kernel[(plan.KP // plan.BK, H, plan.P)](
+        *walk, yq, q if starts is None else starts, q, dstates, chunk_starts, *seq, scale, H=H, K=K, V=V,
+        BKW=plan.BK, BVW=plan.VP,
+        MODE=1, HAS_H0=starts is not None, STORE_HT=False, **flags, **_cap(plan),
+    )  # fmt: skip
+    da = q.new_empty(*q.shape[:3], plan.C, dtype=torch.float32)
+    _pairs_kernel[(plan.NCH, H, plan.P)](v, do, da, *seq[:-1], H=H, V=V, VP=plan.VP, **_parallel(plan, flags))
+    dq, dkz = torch.empty_like(q), torch.empty_like(kz)
+    dlg = q.new_empty(0) if lg is None else torch.empty_like(lg)
+    plb = _per_chunk(q, plan, cu) if lb is not None else None
+    grid_chunks = (plan.NCH * (plan.KP // plan.BK), H, plan.P)
+    _intra_bwd_kernel[grid_chunks](q, kz, q if lg is None else lg, q if lb is None else lb, gl, da, xk, yq,
+                                   chunk_starts, dq, dkz, q if lg is None else dlg, q if plb is None else plb,
+                                   *seq, scale, H=H, K=K, BK=plan.BK, BLK=plan.BLK, GATE=gate,
+                                   **_parallel(plan, flags))  # fmt: skip
+    dlb = q.new_empty(0) if lb is None else plb.sum((0, 1)).to(lb.dtype)
+    dh0 = q.new_empty(0) if h0 is None else dh0.to(h0.dtype)
+    return dq, dkz, dlg, dlb, dv, dh0
+
+
+@chunk_backward.register_fake
+def _(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, scale, gate, reverse, chunk_size, segments):
+    grads = (q, kz, lg, lb, v, h0)
+    return tuple(q.new_empty(0) if t is None else torch.empty_like(t) for t in grads)
+
+
+def _save_for_backward(ctx, inputs: tuple, output: tuple) -> None:
+    q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments = inputs
+    _, _, starts, qi, ks, A, gl = output
+    ctx.save_for_backward(q, kz, lg, lb, v, h0, cu, starts, qi, ks, A, gl)
+    ctx.options = (scale, gate, reverse, want_final, chunk_size, segments)
+    ctx.mark_non_differentiable(starts, qi, ks, A, gl)  # saved for the backward, never differentiated
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, do: Tensor, dfinal: Tensor | None, *_: Tensor | None) -> tuple[Tensor | None, ...]:
+    q, kz, lg, lb, v, h0, cu, starts, qi, ks, A, gl = ctx.saved_tensors
+    scale, gate, reverse, want_final, chunk_size, segments = ctx.options
+    dht = dfinal.contiguous() if want_final and dfinal is not None else None
+    grads = torch.ops.hgrn.chunk_backward(do.contiguous(), dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu,
+                                          scale, gate, reverse, chunk_size, segments)  # fmt: skip
+    dq, dkz, dlg, dlb, dv, dh0 = (None if t is None else g for t, g in zip((q, kz, lg, lb, v, h0), grads, strict=True))
+    return dq, dkz, dlg, dlb, dv, dh0, None, None, None, None, None, None, None
+
+
+chunk_forward.register_autograd(_backward, setup_context=_save_for_backward)
 
 
 def chunk_recurrence(
@@ -694,7 +757,7 @@ def chunk_recurrence(
     segments: int | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Run the chunked kernels (arguments already checked); chunk_size / segments override the plan (tests)."""
-    plan = make_plan(q, v, cu_seqlens, chunk_size=chunk_size, segments=segments)
-    tensors = [None if t is None else t.contiguous() for t in (q, kz, lg, lb, v, initial_state)]
-    out = ChunkRecurrence.apply(*tensors, float(scale), gate, reverse, cu_seqlens, plan, output_final_state)
-    return (out[0], out[1]) if output_final_state else (out, None)
+    q, kz, lg, lb, v, h0 = (None if t is None else t.contiguous() for t in (q, kz, lg, lb, v, initial_state))
+    o, final, *_ = torch.ops.hgrn.chunk_forward(q, kz, lg, lb, v, h0, cu_seqlens, float(scale), gate, reverse,
+                                                output_final_state, chunk_size, segments)  # fmt: skip
+    return o, final if output_final_state else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 from torch import Tensor
@@ -59,6 +60,7 @@ def _hgrn1_step_kernel(x, lg, th, h, state, N, D, COMPLEX: tl.constexpr, BLOCK: 
         tl.store(h + e, s.to(h.dtype.element_ty), mask=m)
 
 
+@torch.compiler.disable  # updates the state in place: a graph break under torch.compile (hgrn.ops.dispatch)
 def gla_step(
     q: Tensor, kz: Tensor, v: Tensor, lg: Tensor | None, state: Tensor, lb: Tensor | None, *, gate: int, scale: float
 ) -> tuple[Tensor, Tensor]:
@@ -77,6 +79,7 @@ def gla_step(
     return o, state
 
 
+@torch.compiler.disable  # updates the state in place: a graph break under torch.compile (hgrn.ops.dispatch)
 def hgrn1_step(x: Tensor, log_f: Tensor, state: Tensor, theta: Tensor | None) -> tuple[Tensor, Tensor]:
     """One HGRN1 step; `state` [B, D(, 2)] is updated in place; returns (h in log_f's dtype, state)."""
     x, log_f = x.contiguous(), log_f.contiguous()

@@ -424,6 +424,7 @@ class HGRN1Scan(torch.autograd.Function):
         return dx, dg, dtheta, None if h0 is None else dh0.to(h0.dtype), None, None, None
 
 
+@torch.compiler.disable  # an autograd Function around Triton launches: a graph break (hgrn.ops.dispatch)
 def scan(
     x: Tensor,
     log_f: Tensor,

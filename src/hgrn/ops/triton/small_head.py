@@ -577,6 +577,7 @@ def _read_in_place(q: Tensor, kz: Tensor, lg: Tensor | None, v: Tensor) -> tuple
     return q, kz, lg, v if readable(v, v.stride(-3)) else v.contiguous()
 
 
+@torch.compiler.disable  # an autograd Function around Triton launches: a graph break (hgrn.ops.dispatch)
 def recurrence(
     q: Tensor,
     kz: Tensor,
@@ -607,6 +608,7 @@ def recurrence(
     return o, final if output_final_state else None
 
 
+@torch.compiler.disable  # an autograd Function around Triton launches: a graph break (hgrn.ops.dispatch)
 def directions(
     q: Tensor,
     kz: Tensor,
