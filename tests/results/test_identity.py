@@ -35,6 +35,7 @@ from hgrn.results.identity import (
         "~callbacks.progress=null",
         "callbacks.step.every_n_train_steps=100",
         "trainer.max_time=00:00:08:45",  # cuts a run short at most, and then it is recorded as not finished
+        "task.compile=blocks",
     ],
 )
 def test_neutral_overrides_keep_the_recipe(override):

@@ -145,24 +145,30 @@ def test_the_experiments_train_the_model_timm_builds(experiment, timm_name):
 
 
 @pytest.mark.parametrize("model", ["hgrn2-tiny", "deit-tiny"])
-def test_compile_wraps_the_norms_and_glus_or_a_timm_model_whole(model, tmp_path):
-    """task.compile: the HGRN backbone's norms and GLUs compiled in place (mixers eager), a timm model whole; the
-    parameter names (checkpoints) stay those of the eager model."""
+def test_compile_wraps_parts_or_blocks_or_a_timm_model_whole(model, tmp_path):
+    """task.compile: 'parts' compiles the HGRN backbone's norms and GLUs in place (mixers eager), 'blocks' each block
+    whole, a timm model is compiled whole for either; the parameter names (checkpoints) stay those of the eager
+    model; any other value is one config error."""
     tasks = {
-        flag: build_task(cfg, build_datamodule(cfg))
-        for flag in (False, True)
-        for cfg in [tiny_run(model, tmp_path, tmp_path / "run", f"task.compile={flag}")]
+        choice: build_task(cfg, build_datamodule(cfg))
+        for choice in (False, "parts", "blocks")
+        for cfg in [tiny_run(model, tmp_path, tmp_path / "run", f"task.compile={choice}")]
     }
-    names = [[name for name, _ in task.model.named_parameters()] for task in tasks.values()]
-    assert names[0] == names[1]
-    compiled = tasks[True].model
-    if model == "deit-tiny":
-        assert compiled._compiled_call_impl is not None
-    else:
-        block = compiled.backbone.blocks[0]
-        assert block.mixer_norm._compiled_call_impl is not None and block.glu._compiled_call_impl is not None
-        assert block.mixer._compiled_call_impl is None and compiled._compiled_call_impl is None
+    names = {choice: [name for name, _ in task.model.named_parameters()] for choice, task in tasks.items()}
+    assert names["parts"] == names["blocks"] == names[False]
     assert tasks[False].model._compiled_call_impl is None
+    for choice in ("parts", "blocks"):
+        compiled = tasks[choice].model
+        if model == "deit-tiny":
+            assert compiled._compiled_call_impl is not None
+            continue
+        block = compiled.backbone.blocks[0]
+        assert (block._compiled_call_impl is not None) == (choice == "blocks")
+        assert (block.glu._compiled_call_impl is not None) == (choice == "parts")
+        assert block.mixer._compiled_call_impl is None and compiled._compiled_call_impl is None
+    cfg = tiny_run(model, tmp_path, tmp_path / "run", "task.compile=true")
+    with pytest.raises(ConfigError, match=r"^task: compile=True: choose false, parts or blocks$"):
+        build_task(cfg, build_datamodule(cfg))
 
 
 def test_timm_builds_every_registered_hgrn_model():

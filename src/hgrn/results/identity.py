@@ -7,8 +7,8 @@ data or the training budget. Each override key falls in one of four classes:
 - neutral: where and how a run executes or what it logs, not what it computes: `paths`, `logger`, `hydra`,
   `resume`, `data.num_workers`, `data.data_dir`, `trainer.devices`, `trainer.num_nodes` (a recipe's total batch is
   divided over the processes), `trainer.log_every_n_steps`, `trainer.enable_progress_bar`, the progress bar,
-  resume-point, Ctrl-C and learning-rate-monitor callbacks, and the GPU trainers `trainer=gpu|ddp|fsdp` (one or
-  several GPUs, the same bf16 precision);
+  resume-point, Ctrl-C and learning-rate-monitor callbacks, the GPU trainers `trainer=gpu|ddp|fsdp` (one or
+  several GPUs, the same bf16 precision) and `task.compile` (the same computation, fused: only rounding differs);
 - tunable: `optim.*` and `sched.*`, the optimiser settings a sweep varies: runs that differ only there are one
   sweep, and a table shows its best setting by the validation monitor;
 - everything else deviates: the model, the data (`data.batch_size` included), the task, the trainer's budget and
@@ -38,6 +38,7 @@ NEUTRAL = (
     "trainer.max_time",
     "trainer.log_every_n_steps",
     "trainer.enable_progress_bar",
+    "task.compile",
     "callbacks.progress",
     "callbacks.step",
     "callbacks.interrupt",

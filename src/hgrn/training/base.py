@@ -145,3 +145,20 @@ def accuracy_metric(num_classes: int, **options: Any) -> MulticlassAccuracy:
     """A split's accuracy without torchmetrics' input checks (a host read of the labels' unique values per step;
     the loss already rejects a label outside the classes)."""
     return MulticlassAccuracy(num_classes, validate_args=False, **options)
+
+
+COMPILE_CHOICES = (False, "parts", "blocks")
+
+
+def compile_model(model: nn.Module, compile: bool | str) -> None:
+    """task.compile, in place: false leaves `model` eager; 'parts' compiles each block's norms and GLU (the token
+    mixer eager), 'blocks' each block whole (one graph where the recurrence is a chunked custom op, a graph break at
+    the other kernels), through model.compile_blocks (CausalLM, Backbone); a model without it (timm's) is compiled
+    whole for either. Measured on an H200 (results/bench/NOTES.md): the LM anchor and ListOps HGRN1 gain from
+    'blocks', ListOps HGRN2 and MQAR run fastest eager."""
+    if compile not in COMPILE_CHOICES:
+        raise ValueError(f"compile={compile!r}: choose false, parts or blocks")
+    if compile and hasattr(model, "compile_blocks"):
+        model.compile_blocks(whole=compile == "blocks")
+    elif compile:
+        model.compile()

@@ -9,7 +9,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hgrn.models import SequenceClassifier, SequenceClassifierConfig
-from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule, WeightedMean, accuracy_metric
+from hgrn.training.base import (
+    OptimizerFactory,
+    ScheduleFactory,
+    TaskModule,
+    WeightedMean,
+    accuracy_metric,
+    compile_model,
+)
 
 
 class ClassificationTask(TaskModule):
@@ -20,8 +27,8 @@ class ClassificationTask(TaskModule):
         then Dropout(position_dropout), the official LRA encoder) or 'learned';
     init_std: N(0, init_std) initialisation, or None for PyTorch's defaults (the official LRA models);
     mask_padding: False lets the scans run over the padding, as the official LRA code does.
-    compile: torch.compile the backbone's norms and GLUs in place (Backbone.compile_blocks; the token mixers stay
-        eager); the first step then compiles, and each new padded length once more until Dynamo marks it dynamic.
+    compile: false, 'parts' or 'blocks' (hgrn.training.base.compile_model); the first step then compiles, and each
+        new padded length once more until Dynamo marks it dynamic.
     """
 
     def __init__(
@@ -37,7 +44,7 @@ class ClassificationTask(TaskModule):
         init_std: float | None = 0.02,
         mask_padding: bool = True,
         label_smoothing: float = 0.0,
-        compile: bool = False,
+        compile: bool | str = False,
         monitor: str = "val/acc",
         monitor_mode: str = "max",
         fp32_evaluation: bool = False,
@@ -58,8 +65,7 @@ class ClassificationTask(TaskModule):
             mask_padding=mask_padding,
         )
         self.model = SequenceClassifier(config)
-        if compile:
-            self.model.backbone.compile_blocks()
+        compile_model(self.model.backbone, compile)
         self.label_smoothing = label_smoothing
         self.add_split_metrics("acc", lambda: accuracy_metric(data["num_classes"], average="micro"))
         self.add_split_metrics("loss", WeightedMean)

@@ -24,7 +24,14 @@ from hgrn.config import ConfigError
 from hgrn.models.backbone import as_backbone_config
 from hgrn.models.registry import HEADS
 from hgrn.models.vision import ImageClassifier, timm_default_cfg
-from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule, WeightedMean, accuracy_metric
+from hgrn.training.base import (
+    OptimizerFactory,
+    ScheduleFactory,
+    TaskModule,
+    WeightedMean,
+    accuracy_metric,
+    compile_model,
+)
 
 
 @dataclass
@@ -98,8 +105,8 @@ class ImageClassificationTask(TaskModule):
     lr_reference_batch: the optimiser's lr is optim.lr x (images per optimiser step over all processes) / this
         (DeiT: 512); None keeps optim.lr;
     channels_last: the model's convolutions and the images in channels-last memory layout;
-    compile: torch.compile the HGRN backbone's norms and GLUs (Backbone.compile_blocks; the token mixers stay eager),
-        or a timm model whole; the first step then compiles.
+    compile: false, 'parts' or 'blocks' for the HGRN backbone (hgrn.training.base.compile_model), a timm model whole
+        for either; the first step then compiles.
     Evaluation reports acc (top-1), acc_top5 and the cross-entropy loss on the true labels.
     """
 
@@ -120,7 +127,7 @@ class ImageClassificationTask(TaskModule):
         label_smoothing: float = 0.1,
         lr_reference_batch: int | None = 512,
         channels_last: bool = True,
-        compile: bool = False,
+        compile: bool | str = False,
         monitor: str = "val/acc",
         monitor_mode: str = "max",
         fp32_evaluation: bool = False,
@@ -132,10 +139,7 @@ class ImageClassificationTask(TaskModule):
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if compile and isinstance(self.model, ImageClassifier):
-            self.model.backbone.compile_blocks()
-        elif compile:
-            self.model.compile()
+        compile_model(self.model.backbone if isinstance(self.model, ImageClassifier) else self.model, compile)
         self.mixup = None
         if mixup_alpha > 0 or cutmix_alpha > 0:
             self.mixup = Mixup(

@@ -15,14 +15,22 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hgrn.models import CausalLM, CausalLMConfig
-from hgrn.training.base import OptimizerFactory, ScheduleFactory, TaskModule, WeightedMean, accuracy_metric
+from hgrn.training.base import (
+    OptimizerFactory,
+    ScheduleFactory,
+    TaskModule,
+    WeightedMean,
+    accuracy_metric,
+    compile_model,
+)
 
 IGNORE = -100
 
 
 class LanguageModelingTask(TaskModule):
     """token_accuracy: also report the accuracy over labelled positions (logits path).
-    compile: torch.compile the model's norms, GLUs and loss (CausalLM.compile_blocks); the first step then compiles.
+    compile: false, 'parts' or 'blocks' (hgrn.training.base.compile_model; CausalLM.compile_blocks also compiles the
+        loss's per-chunk softmax); the first step then compiles.
     The other arguments as TaskModule's."""
 
     def __init__(
@@ -33,7 +41,7 @@ class LanguageModelingTask(TaskModule):
         sched: ScheduleFactory | None = None,
         tie_embeddings: bool = True,
         token_accuracy: bool = True,
-        compile: bool = False,
+        compile: bool | str = False,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
         fp32_evaluation: bool = False,
@@ -42,8 +50,7 @@ class LanguageModelingTask(TaskModule):
         self.save_hyperparameters(ignore=["optim", "sched"])
         vocab = data["vocab_size"]
         self.model = CausalLM(CausalLMConfig(backbone=backbone, vocab_size=vocab, tie_embeddings=tie_embeddings))
-        if compile:
-            self.model.compile_blocks()
+        compile_model(self.model, compile)
         self.token_accuracy = token_accuracy
         if token_accuracy:
             self.add_split_metrics("acc", lambda: accuracy_metric(vocab, average="micro", ignore_index=IGNORE))
