@@ -4,7 +4,7 @@ and the GPU hours of the 300-epoch recipe -> results/bench/vit-step-<gpu>-<date>
     python -m hgrn.bench.vit_step [--models hgrn2-tiny hgrn1-tiny deit-tiny ...] [--batch 256] [--out results/bench]
     python -m hgrn.bench.vit_step --smoke --out <dir>     # CPU, tiny models on 28-pixel images (tests)
     python -m hgrn.bench.vit_step --profile ...           # also where a step's time goes (torch.profiler)
-    python -m hgrn.bench.vit_step --compile ...           # with task.compile=true (norms and GLUs; timm models whole)
+    python -m hgrn.bench.vit_step --compile parts ...     # with task.compile=parts|blocks (timm models whole)
 
 A step is what training does: timm's Mixup / CutMix on the batch, forward under bf16 autocast, SoftTargetCrossEntropy,
 backward, AdamW (fused on CUDA); random images [B, 3, 224, 224] in channels-last, fp32 weights. Median synchronised
@@ -40,7 +40,7 @@ SMOKE_OVERRIDES = {
 }
 
 
-def build(model: str, smoke: bool, compile: bool = False) -> TaskModule:
+def build(model: str, smoke: bool, compile: bool | str = False) -> TaskModule:
     """The task of experiment imagenet/<model> (imagenet/fashion_mnist/<model> with a tiny model for the smoke run)."""
     if smoke:
         overrides = [f"experiment=imagenet/fashion_mnist/{model}", *SMOKE_OVERRIDES[model]]
@@ -72,7 +72,7 @@ def training_step(task: TaskModule, batch: int, device: str) -> Callable[[], Non
 
 def measure(
     model: str, batch: int, steps: int, warmup: int, device: str, smoke: bool, profile: bool = False,
-    compile: bool = False,
+    compile: bool | str = False,
 ) -> dict:  # fmt: skip
     """images/s (median step), peak memory and the 300-epoch GPU hours of one model (profile: and the kernels that
     take a step's time; compile: task.compile)."""
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> dict:
         "vit-step",
         "python -m hgrn.bench.vit_step " + " ".join(args.argv),
         setting=("fp32 weights, bf16 autocast, fused AdamW, Mixup/CutMix" if device == "cuda" else "CPU, fp32")
-        + (", task.compile" if args.compile else ""),
+        + (f", task.compile={args.compile}" if args.compile else ""),
         batch=args.batch,
         steps=args.steps,
         rows=rows,
@@ -181,7 +181,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--smoke", action="store_true", help="CPU, small HGRN2 / HGRN1 / DeiT, 28-pixel images")
     parser.add_argument("--profile", action="store_true", help="also the kernels that take each model's step time")
-    parser.add_argument("--compile", action="store_true", help="task.compile=true: compiled norms / GLUs (timm: whole)")
+    parser.add_argument("--compile", choices=["parts", "blocks"], default=False, help="task.compile (timm: whole)")
     args = parser.parse_args(argv)
     args.argv = list(argv or [])
     if args.smoke:
