@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hgrn import ops
-from tests.helpers import on_backend
+from tests.helpers import OPS, on_backend
 
 B, T, H, K, V, D = 2, 8, 3, 4, 5, 6  # T != H, so a T <-> H exchange shows
 BACKENDS = ["auto", "reference", "naive", "triton"]
@@ -144,8 +144,31 @@ def call(backend, op, args):
     return fn(**{n: t for n, t in args.items() if n in inspect.signature(fn).parameters})
 
 
+BOUND_CALLS = {  # every op, called on the naive backend with those of these arguments it declares
+    "gla_recurrence": gla_args,
+    "hgrn2_recurrence": hgrn2_args,
+    "hgrn2_directions": hgrn2_args,
+    "hgrn1_recurrence": hgrn1_args,
+    "gla_step": step_args,
+    "hgrn2_step": lambda: step_args(f_logits=torch.randn(B, H, K)),
+    "hgrn1_step": lambda: {"x": torch.randn(B, D), "log_f": -torch.rand(B, D), "state": torch.zeros(B, D)},
+}
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_every_op_hands_its_whole_signature_to_the_backend(op, monkeypatch):
+    """The backend gets every argument by name, in the signature's order, defaults filled in (the declarations
+    write the dict out, which Dynamo traces where it cannot trace locals())."""
+    import hgrn.ops.naive
+
+    calls = []
+    monkeypatch.setattr(hgrn.ops.naive, op, lambda **arguments: calls.append(arguments))
+    call("naive", op, BOUND_CALLS[op]())
+    assert list(calls[0]) == list(inspect.signature(getattr(ops, op)).parameters)
+
+
 def test_the_call_is_bound_to_the_declaration(monkeypatch):
-    """The backend gets every argument by name, defaults filled in, positional or keyword as the caller chose."""
+    """Positional or keyword as the caller chose, defaults filled in."""
     import hgrn.ops.naive
 
     calls = []
@@ -153,7 +176,6 @@ def test_the_call_is_bound_to_the_declaration(monkeypatch):
     args = hgrn2_args()
     with ops.use_backend("naive"):
         ops.hgrn2_recurrence(args["q"], args["v"], f_logits=args["f_logits"], reverse=True)
-    assert list(calls[0]) == list(inspect.signature(ops.hgrn2_recurrence).parameters)
     assert calls[0]["f_logits"] is args["f_logits"] and calls[0]["reverse"] and calls[0]["scale"] == 1.0
     with pytest.raises(TypeError):
         ops.hgrn2_recurrence(args["q"], args["v"], args["f_logits"], None, 0.5)  # scale is keyword-only
@@ -167,9 +189,9 @@ def test_use_backend_nests_and_knows_its_backends():
 
     with ops.use_backend("naive"):
         with ops.use_backend("reference"):
-            assert _forced.get() == "reference"
-        assert _forced.get() == "naive"
-    assert _forced.get() is None
+            assert _forced["backend"] == "reference"
+        assert _forced["backend"] == "naive"
+    assert _forced["backend"] is None
 
 
 def python(code: str, **env: str) -> subprocess.CompletedProcess:
@@ -191,16 +213,16 @@ def test_importing_the_ops_leaves_the_kernels_unimported_and_checks_hgrn_ops():
     [
         ("hgrn2", {"expand_ratio": 16}, None),
         ("gla", {"expand_k": 1.0, "expand_v": 1.0, "num_heads": 2}, None),
+        ("hgrn1", {"complex_valued": True}, None),
         ("hgrn2", {"expand_ratio": 4, "direction": "bidirectional"}, "hgrn2_directions"),
-        ("hgrn1", {"complex_valued": True}, "scan"),
     ],
-    ids=["hgrn2-chunk", "gla-chunk", "hgrn2-small-head", "hgrn1"],
+    ids=["hgrn2-chunk", "gla-chunk", "hgrn1", "hgrn2-small-head"],
 )
-def test_torch_compile_keeps_chunk_ops_in_the_graph_and_hides_the_rest(mixer, options, hidden):
+def test_torch_compile_keeps_custom_ops_in_the_graph_and_hides_the_rest(mixer, options, hidden):
     """A compiled mixer gives the eager outputs and gradients (the kernels: here the Triton interpreter). Where the
-    recurrence is the chunked custom op it compiles as one graph (fullgraph); the small-head and HGRN1 kernels are
-    hidden from Dynamo, so the graph breaks at them. Traced into instead, their autograd Functions make the compile
-    fail."""
+    recurrence is a custom op (chunked GLA / HGRN2, HGRN1) it compiles as one graph (fullgraph); the small-head
+    kernels are hidden from Dynamo, so the graph breaks at them. Traced into instead, their autograd Functions make
+    the compile fail."""
     from hgrn.layers import build_mixer
 
     torch.manual_seed(0)
@@ -220,4 +242,4 @@ def test_torch_compile_keeps_chunk_ops_in_the_graph_and_hides_the_rest(mixer, op
     if hidden is not None:
         assert any("torch.compiler.disable" in reason and hidden in reason for reason in breaks), breaks
     for compiled, eager in zip(results[1], results[0], strict=True):
-        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-4)  # Inductor reorders fp32 sums

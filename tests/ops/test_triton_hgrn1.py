@@ -140,6 +140,20 @@ def test_dense_batches_take_the_chained_forward(monkeypatch):
     assert log == ["_fwd_chained_kernel", "_fwd_kernel"]
 
 
+@cpu_only
+@pytest.mark.parametrize("complex_valued", [False, True], ids=["real", "complex"])
+def test_custom_ops_pass_opcheck(complex_valued):
+    """torch.library.opcheck on hgrn::hgrn1_scan_forward (and through its autograd formula the backward op): schema,
+    fake shapes against the real outputs, autograd registration, AOT dispatch with static and dynamic shapes."""
+    g = torch.Generator().manual_seed(0)
+    B, T, D = 2, 20, 8
+    x = torch.randn(B, T, D, *((2,) if complex_valued else ()), generator=g).requires_grad_()
+    log_f = -torch.rand(B, T, D, generator=g).requires_grad_()
+    theta = torch.randn(D, generator=g).requires_grad_() if complex_valued else None
+    h0 = torch.randn(B, *x.shape[2:], generator=g).requires_grad_()
+    torch.library.opcheck(torch.ops.hgrn.hgrn1_scan_forward.default, (x, log_f, theta, h0, None, complex_valued, True))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("complex_valued", [False, True], ids=["real", "complex"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])

@@ -51,7 +51,9 @@ def gla_recurrence(
     reverse: run each sequence from its end to its start (the backward half of a bidirectional scan).
     Returns (o [B, T, H, V] in v's dtype, the final state [N, H, K, V] (fp32 for half inputs) or None).
     """
-    return dispatch.run(gla_recurrence, locals(), check_gla_args)
+    arguments = dict(q=q, k=k, v=v, log_f=log_f, scale=scale, initial_state=initial_state,
+                     output_final_state=output_final_state, reverse=reverse, cu_seqlens=cu_seqlens)  # fmt: skip
+    return dispatch.run(gla_recurrence, arguments, check_gla_args)
 
 
 def hgrn2_recurrence(
@@ -71,7 +73,9 @@ def hgrn2_recurrence(
     q, f_logits: [B, T, H, K]; v: [B, T, H, V]; lower_bound: [H, K] (a bound per forget channel) or None (0).
     initial_state, cu_seqlens, reverse and the result as `gla_recurrence`.
     """
-    return dispatch.run(hgrn2_recurrence, locals(), check_hgrn2_args)
+    arguments = dict(q=q, v=v, f_logits=f_logits, lower_bound=lower_bound, scale=scale, initial_state=initial_state,
+                     output_final_state=output_final_state, reverse=reverse, cu_seqlens=cu_seqlens)  # fmt: skip
+    return dispatch.run(hgrn2_recurrence, arguments, check_hgrn2_args)
 
 
 def hgrn2_directions(
@@ -92,7 +96,8 @@ def hgrn2_directions(
     walk each line both ways in one program and read the columns in place; elsewhere it is `hgrn2_recurrence` once
     per pass (hgrn.ops.directions).
     """
-    return dispatch.run(hgrn2_directions, locals(), check_hgrn2_directions_args)
+    arguments = dict(q=q, v=v, f_logits=f_logits, lower_bound=lower_bound, scale=scale, direction=direction, grid=grid)
+    return dispatch.run(hgrn2_directions, arguments, check_hgrn2_directions_args)
 
 
 def hgrn1_recurrence(
@@ -111,14 +116,17 @@ def hgrn1_recurrence(
     initial_state: [N, D] or [N, D, 2], N as in `gla_recurrence`; cu_seqlens and reverse as there too.
     Returns (h, shaped as x; the final state [N, D(, 2)] or None).
     """
-    return dispatch.run(hgrn1_recurrence, locals(), check_hgrn1_args)
+    arguments = dict(x=x, log_f=log_f, theta=theta, initial_state=initial_state, output_final_state=output_final_state,
+                     reverse=reverse, cu_seqlens=cu_seqlens)  # fmt: skip
+    return dispatch.run(hgrn1_recurrence, arguments, check_hgrn1_args)
 
 
 def gla_step(
     q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, state: Tensor, *, scale: float = 1.0
 ) -> tuple[Tensor, Tensor]:
     """One GLA decoding step. q, k, log_f [B, H, K]; v [B, H, V]; state [B, H, K, V] -> (o [B, H, V], new state)."""
-    return dispatch.run(gla_step, locals(), check_gla_step_args, step=True)
+    arguments = dict(q=q, k=k, v=v, log_f=log_f, state=state, scale=scale)
+    return dispatch.run(gla_step, arguments, check_gla_step_args, step=True)
 
 
 def hgrn2_step(
@@ -126,13 +134,15 @@ def hgrn2_step(
 ) -> tuple[Tensor, Tensor]:
     """One HGRN2 decoding step. q, f_logits [B, H, K]; v [B, H, V]; state [B, H, K, V]; lower_bound [H, K] or None
     -> (o [B, H, V], new state)."""
-    return dispatch.run(hgrn2_step, locals(), check_hgrn2_step_args, step=True)
+    arguments = dict(q=q, v=v, f_logits=f_logits, state=state, lower_bound=lower_bound, scale=scale)
+    return dispatch.run(hgrn2_step, arguments, check_hgrn2_step_args, step=True)
 
 
 def hgrn1_step(x: Tensor, log_f: Tensor, state: Tensor, theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One HGRN1 decoding step. log_f [B, D]; x and state [B, D] (real) or [B, D, 2] (complex, theta [D])
     -> (h, shaped as x; new state)."""
-    return dispatch.run(hgrn1_step, locals(), check_hgrn1_step_args, step=True)
+    arguments = dict(x=x, log_f=log_f, state=state, theta=theta)
+    return dispatch.run(hgrn1_step, arguments, check_hgrn1_step_args, step=True)
 
 
 __all__ = [

@@ -1,9 +1,12 @@
 """One dispatch for every op: check the arguments, pick a backend, run the backend's implementation.
 
-An op is declared once, in hgrn.ops: its signature, its docstring, and a body that hands its arguments, as Python
-bound them to that signature (defaults filled in), to `run` with the op's check from hgrn.ops.checks:
+An op is declared once, in hgrn.ops: its signature, its docstring, and a body that hands its arguments by name, in
+the signature's order (defaults filled in), to `run` with the op's check from hgrn.ops.checks:
 
-    return dispatch.run(gla_recurrence, locals(), check_gla_args)
+    return dispatch.run(gla_recurrence, dict(q=q, k=k, v=v, log_f=log_f, ...), check_gla_args)
+
+(a dict written out rather than locals(), and the forced backend in a plain dict rather than a ContextVar: Dynamo
+traces both, in the torch versions this suite runs on).
 
 `run` checks them, then calls the function of the op's name in the chosen backend module with the same arguments,
 by name. Backends implement, and re-declare nothing (the layouts are in the op docstrings):
@@ -18,10 +21,11 @@ decoding step that needs a gradient (the kernel steps update the state in place)
 `use_backend` forces one, whatever the tensors (tests: the naive loops, the reference, the Triton interpreter).
 
 Under torch.compile Dynamo traces `run`: the checks and the choice become guards, and the chunked GLA / HGRN2 kernels
-are torch.library custom ops (hgrn::chunk_forward, hgrn::chunk_backward), opaque nodes inside the graph, so a block
-with a large-head recurrence compiles as one graph. The other Triton paths (small heads, HGRN1, the fused directions,
-decoding steps) still run behind autograd Functions and are hidden from Dynamo in hgrn.ops.triton, as are the
-reference and naive backends here: the graph breaks there, and they run as they do eagerly. A backend module is
+and the HGRN1 scan are torch.library custom ops (hgrn::chunk_forward / chunk_backward, hgrn::hgrn1_scan_forward /
+hgrn1_scan_backward), opaque nodes inside the graph, so a block with such a recurrence compiles as one graph. The
+other Triton paths (small heads, the fused directions, decoding steps) still run behind autograd Functions or update
+a state in place and are hidden from Dynamo in hgrn.ops.triton, as are the reference and naive backends here: the
+graph breaks there, and they run as they do eagerly. A backend module is
 imported on its first use, outside any graph: a compiled first call breaks there once and compiles again once it is
 loaded.
 """
@@ -33,7 +37,6 @@ import importlib
 import importlib.util
 import os
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
 from types import ModuleType
 from typing import Any
 
@@ -48,14 +51,14 @@ if os.environ.get("HGRN_OPS", "auto") not in OPS_BACKENDS:
     raise ValueError(f"HGRN_OPS={os.environ['HGRN_OPS']!r} is not known; choose one of {OPS_BACKENDS}")
 USE_KERNELS = HAS_TRITON and os.environ.get("HGRN_OPS", "auto") == "auto"
 
-_forced: ContextVar[str | None] = ContextVar("hgrn_ops_backend", default=None)
+_forced: dict[str, str | None] = {"backend": None}  # use_backend's, process-wide
 
 
 def run(op: Callable[..., Any], arguments: dict[str, Any], check: Callable[..., None], *, step: bool = False) -> Any:
-    """Run `op` (a declaration in hgrn.ops) on its bound `arguments` (its locals()): check them, choose the backend,
+    """Run `op` (a declaration in hgrn.ops) on its `arguments` by name: check them, choose the backend,
     call the backend's function of the op's name with them, by name. `step` marks a decoding step."""
     check(**arguments)
-    backend = _forced.get() or _choose(arguments, step)
+    backend = _forced["backend"] or _choose(arguments, step)
     implementation = getattr(_module(backend), op.__name__)
     return implementation(**arguments) if backend == "triton" else _eagerly(implementation, arguments)
 
@@ -72,15 +75,16 @@ def use_backend(name: str) -> Iterator[None]:
     """Run every op called inside on backend `name` ("triton", "reference" or "naive"), whatever its tensors.
 
     The argument checks run as always. Also a decorator: `use_backend("naive")(hgrn.ops.gla_recurrence)` is the
-    naive GLA recurrence, with the public signature.
+    naive GLA recurrence, with the public signature. The choice holds for the whole process (every thread) until the
+    block ends; compiled code is guarded on it and recompiles for another backend.
     """
     if name not in BACKENDS:
         raise ValueError(f"backend {name!r} is not known; choose one of {tuple(BACKENDS)}")
-    token = _forced.set(name)
+    previous, _forced["backend"] = _forced["backend"], name
     try:
         yield
     finally:
-        _forced.reset(token)
+        _forced["backend"] = previous
 
 
 def _choose(arguments: dict[str, Any], step: bool) -> str:

@@ -152,10 +152,10 @@ COMPILE_CHOICES = (False, "parts", "blocks")
 
 def compile_model(model: nn.Module, compile: bool | str) -> None:
     """task.compile, in place: false leaves `model` eager; 'parts' compiles each block's norms and GLU (the token
-    mixer eager), 'blocks' each block whole (one graph where the recurrence is a chunked custom op, a graph break at
-    the other kernels), through model.compile_blocks (CausalLM, Backbone); a model without it (timm's) is compiled
-    whole for either. Measured on an H200 (results/bench/NOTES.md): the LM anchor and ListOps HGRN1 gain from
-    'blocks', ListOps HGRN2 and MQAR run fastest eager."""
+    mixer eager), 'blocks' each block whole (one graph where the recurrence is a custom op, the chunked and HGRN1
+    kernels; a graph break at the small-head ones), through model.compile_blocks (CausalLM, Backbone); a model
+    without it (timm's) is compiled whole for either. Measured on an H200 (results/bench/NOTES.md): ListOps HGRN1
+    gains from 'blocks', ListOps HGRN2 and MQAR run fastest eager."""
     if compile not in COMPILE_CHOICES:
         raise ValueError(f"compile={compile!r}: choose false, parts or blocks")
     if compile and hasattr(model, "compile_blocks"):

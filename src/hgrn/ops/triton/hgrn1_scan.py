@@ -25,7 +25,6 @@ from hgrn.ops.triton._common import (
     INTERPRET,
     LOG2E,
     affine,
-    needs_grad,
     pow2,
     seq_span,
     target_programs,
@@ -394,37 +393,75 @@ def _forward(x, log_f, theta, h0, reverse: bool, cu, want_final: bool) -> tuple[
     return o, ht
 
 
-class HGRN1Scan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, log_f, theta, h0, reverse, cu, want_final):
-        o, ht = _forward(x, log_f, theta, h0, reverse, cu, want_final)
-        ctx.save_for_backward(log_f, theta, o, h0, cu)
-        ctx.reverse = reverse
-        ctx.set_materialize_grads(False)
-        return (o, ht) if want_final else o
-
-    @staticmethod
-    def backward(ctx, do, dht=None):
-        log_f, theta, o, h0, cu = ctx.saved_tensors
-        B, T, D = log_f.shape
-        n_seqs = B if cu is None else cu.numel() - 1
-        BT, BD, warps = _tiles(o, D, n_seqs, theta is not None)
-        do = do.contiguous()
-        dht = None if dht is None else dht.contiguous()
-        dx, dg = torch.empty_like(o), torch.empty_like(log_f)
-        dth = o.new_empty(n_seqs, D, dtype=torch.float32) if theta is not None else None
-        dh0 = o.new_empty(n_seqs, *o.shape[2:], dtype=torch.float32) if h0 is not None else None
-        _bwd_kernel[(triton.cdiv(D, BD), n_seqs)](
-            log_f, o if theta is None else theta, o, o if h0 is None else h0, do, o if dht is None else dht, dx, dg,
-            o if dth is None else dth, o if dh0 is None else dh0, o if cu is None else cu, T, D=D, BT=BT, BD=BD,
-            COMPLEX=theta is not None, REVERSE=ctx.reverse, IS_VARLEN=cu is not None, HAS_H0=h0 is not None,
-            HAS_DHT=dht is not None, num_warps=warps,
-        )  # fmt: skip
-        dtheta = None if theta is None else dth.sum(0).to(theta.dtype)
-        return dx, dg, dtheta, None if h0 is None else dh0.to(h0.dtype), None, None, None
+# The scan as torch.library custom ops (opaque nodes that torch.compile keeps in its graph), paired by the autograd
+# formula; an absent final state or gradient is an empty tensor (custom ops return no None).
+FORWARD_SCHEMA = (
+    "(Tensor x, Tensor log_f, Tensor? theta, Tensor? h0, Tensor? cu, bool reverse, bool want_final) "
+    "-> (Tensor o, Tensor ht)"
+)
+BACKWARD_SCHEMA = (
+    "(Tensor do, Tensor? dht, Tensor log_f, Tensor? theta, Tensor o, Tensor? h0, Tensor? cu, bool reverse) "
+    "-> (Tensor dx, Tensor dlog_f, Tensor dtheta, Tensor dh0)"
+)
 
 
-@torch.compiler.disable  # an autograd Function around Triton launches: a graph break (hgrn.ops.dispatch)
+@torch.library.custom_op("hgrn::hgrn1_scan_forward", mutates_args=(), schema=FORWARD_SCHEMA)
+def scan_forward(x, log_f, theta, h0, cu, reverse, want_final):
+    """(h, the final state or an empty tensor); tensors contiguous."""
+    o, ht = _forward(x, log_f, theta, h0, reverse, cu, want_final)
+    return o, x.new_empty(0) if ht is None else ht
+
+
+@scan_forward.register_fake
+def _(x, log_f, theta, h0, cu, reverse, want_final):
+    n_seqs = x.shape[0] if cu is None else cu.shape[0] - 1
+    ht = x.new_empty(n_seqs, *x.shape[2:], dtype=torch.float32) if want_final else x.new_empty(0)
+    return torch.empty_like(x), ht
+
+
+@torch.library.custom_op("hgrn::hgrn1_scan_backward", mutates_args=(), schema=BACKWARD_SCHEMA)
+def scan_backward(do, dht, log_f, theta, o, h0, cu, reverse):
+    """The gradients of x, log f, theta and h0 (empty tensors for absent inputs)."""
+    B, T, D = log_f.shape
+    n_seqs = B if cu is None else cu.numel() - 1
+    BT, BD, warps = _tiles(o, D, n_seqs, theta is not None)
+    dx, dg = torch.empty_like(o), torch.empty_like(log_f)
+    dth = o.new_empty(n_seqs, D, dtype=torch.float32) if theta is not None else None
+    dh0 = o.new_empty(n_seqs, *o.shape[2:], dtype=torch.float32) if h0 is not None else None
+    _bwd_kernel[(triton.cdiv(D, BD), n_seqs)](
+        log_f, o if theta is None else theta, o, o if h0 is None else h0, do, o if dht is None else dht, dx, dg,
+        o if dth is None else dth, o if dh0 is None else dh0, o if cu is None else cu, T, D=D, BT=BT, BD=BD,
+        COMPLEX=theta is not None, REVERSE=reverse, IS_VARLEN=cu is not None, HAS_H0=h0 is not None,
+        HAS_DHT=dht is not None, num_warps=warps,
+    )  # fmt: skip
+    dtheta = o.new_empty(0) if theta is None else dth.sum(0).to(theta.dtype)
+    return dx, dg, dtheta, o.new_empty(0) if h0 is None else dh0.to(h0.dtype)
+
+
+@scan_backward.register_fake
+def _(do, dht, log_f, theta, o, h0, cu, reverse):
+    return tuple(o.new_empty(0) if t is None else torch.empty_like(t) for t in (o, log_f, theta, h0))
+
+
+def _save_for_backward(ctx, inputs: tuple, output: tuple) -> None:
+    _, log_f, theta, h0, cu, reverse, want_final = inputs
+    ctx.save_for_backward(log_f, theta, output[0], h0, cu)
+    ctx.options = (reverse, want_final)
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, do: Tensor, dfinal: Tensor | None) -> tuple[Tensor | None, ...]:
+    log_f, theta, o, h0, cu = ctx.saved_tensors
+    reverse, want_final = ctx.options
+    dht = dfinal.contiguous() if want_final and dfinal is not None else None
+    grads = torch.ops.hgrn.hgrn1_scan_backward(do.contiguous(), dht, log_f, theta, o, h0, cu, reverse)
+    dx, dg, dtheta, dh0 = (None if t is None else g for t, g in zip((o, log_f, theta, h0), grads, strict=True))
+    return dx, dg, dtheta, dh0, None, None, None
+
+
+scan_forward.register_autograd(_backward, setup_context=_save_for_backward)
+
+
 def scan(
     x: Tensor,
     log_f: Tensor,
@@ -436,8 +473,6 @@ def scan(
     cu_seqlens: Tensor | None,
 ) -> tuple[Tensor, Tensor | None]:
     """Run the scan kernels (arguments already checked)."""
-    tensors = [None if t is None else t.contiguous() for t in (x, log_f, theta, initial_state)]
-    if not needs_grad(tensors):
-        return _forward(*tensors, reverse, cu_seqlens, output_final_state)  # no autograd node: less launch overhead
-    out = HGRN1Scan.apply(*tensors, reverse, cu_seqlens, output_final_state)
-    return (out[0], out[1]) if output_final_state else (out, None)
+    x, log_f, theta, h0 = (None if t is None else t.contiguous() for t in (x, log_f, theta, initial_state))
+    o, ht = torch.ops.hgrn.hgrn1_scan_forward(x, log_f, theta, h0, cu_seqlens, reverse, output_final_state)
+    return o, ht if output_final_state else None
