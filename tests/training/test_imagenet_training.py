@@ -146,28 +146,28 @@ def test_the_experiments_train_the_model_timm_builds(experiment, timm_name):
 
 @pytest.mark.parametrize("model", ["hgrn2-tiny", "deit-tiny"])
 def test_compile_wraps_parts_or_blocks_or_a_timm_model_whole(model, tmp_path):
-    """task.compile: 'parts' compiles the HGRN backbone's norms and GLUs in place (mixers eager), 'blocks' each block
-    whole, a timm model is compiled whole for either; the parameter names (checkpoints) stay those of the eager
-    model; any other value is one config error."""
+    """task.compile: 'parts' compiles the HGRN backbone's norms and GLUs in place (mixers eager), 'blocks' and
+    'graphs' each block whole, a timm model is compiled whole for any; the parameter names (checkpoints) stay those
+    of the eager model; any other value is one config error."""
     tasks = {
         choice: build_task(cfg, build_datamodule(cfg))
-        for choice in (False, "parts", "blocks")
+        for choice in (False, "parts", "blocks", "graphs")
         for cfg in [tiny_run(model, tmp_path, tmp_path / "run", f"task.compile={choice}")]
     }
     names = {choice: [name for name, _ in task.model.named_parameters()] for choice, task in tasks.items()}
-    assert names["parts"] == names["blocks"] == names[False]
+    assert names["parts"] == names["blocks"] == names["graphs"] == names[False]
     assert tasks[False].model._compiled_call_impl is None
-    for choice in ("parts", "blocks"):
+    for choice in ("parts", "blocks", "graphs"):
         compiled = tasks[choice].model
         if model == "deit-tiny":
             assert compiled._compiled_call_impl is not None
             continue
         block = compiled.backbone.blocks[0]
-        assert (block._compiled_call_impl is not None) == (choice == "blocks")
+        assert (block._compiled_call_impl is not None) == (choice != "parts")
         assert (block.glu._compiled_call_impl is not None) == (choice == "parts")
         assert block.mixer._compiled_call_impl is None and compiled._compiled_call_impl is None
     cfg = tiny_run(model, tmp_path, tmp_path / "run", "task.compile=true")
-    with pytest.raises(ConfigError, match=r"^task: compile=True: choose false, parts or blocks$"):
+    with pytest.raises(ConfigError, match=r"^task: compile=True: choose false, parts, blocks or graphs$"):
         build_task(cfg, build_datamodule(cfg))
 
 

@@ -4,7 +4,7 @@ and the GPU hours of the 300-epoch recipe -> results/bench/vit-step-<gpu>-<date>
     python -m hgrn.bench.vit_step [--models hgrn2-tiny hgrn1-tiny deit-tiny ...] [--batch 256] [--out results/bench]
     python -m hgrn.bench.vit_step --smoke --out <dir>     # CPU, tiny models on 28-pixel images (tests)
     python -m hgrn.bench.vit_step --profile ...           # also where a step's time goes (torch.profiler)
-    python -m hgrn.bench.vit_step --compile parts ...     # with task.compile=parts|blocks (timm models whole)
+    python -m hgrn.bench.vit_step --compile parts ...     # with task.compile=parts|blocks|graphs (timm: whole)
 
 A step is what training does: timm's Mixup / CutMix on the batch, forward under bf16 autocast, SoftTargetCrossEntropy,
 backward, AdamW (fused on CUDA); random images [B, 3, 224, 224] in channels-last, fp32 weights. Median synchronised
@@ -181,7 +181,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--smoke", action="store_true", help="CPU, small HGRN2 / HGRN1 / DeiT, 28-pixel images")
     parser.add_argument("--profile", action="store_true", help="also the kernels that take each model's step time")
-    parser.add_argument("--compile", choices=["parts", "blocks"], default=False, help="task.compile (timm: whole)")
+    parser.add_argument("--compile", choices=["parts", "blocks", "graphs"], default=False, help="task.compile")
     args = parser.parse_args(argv)
     args.argv = list(argv or [])
     if args.smoke:

@@ -147,18 +147,21 @@ def accuracy_metric(num_classes: int, **options: Any) -> MulticlassAccuracy:
     return MulticlassAccuracy(num_classes, validate_args=False, **options)
 
 
-COMPILE_CHOICES = (False, "parts", "blocks")
+COMPILE_CHOICES = (False, "parts", "blocks", "graphs")
 
 
 def compile_model(model: nn.Module, compile: bool | str) -> None:
     """task.compile, in place: false leaves `model` eager; 'parts' compiles each block's norms and GLU (the token
     mixer eager), 'blocks' each block whole (one graph where the recurrence is a custom op, the chunked and HGRN1
-    kernels; a graph break at the small-head ones), through model.compile_blocks (CausalLM, Backbone); a model
-    without it (timm's) is compiled whole for either. Measured on an H200 (results/bench/NOTES.md): ListOps HGRN1
-    gains from 'blocks', ListOps HGRN2 and MQAR run fastest eager."""
+    kernels; a graph break at the small-head ones), 'graphs' as 'blocks' with CUDA graphs (torch.compile's
+    mode='reduce-overhead'; on a GPU, for fixed-shape batches such as LM blocks and MQAR: each new shape records
+    anew), through model.compile_blocks (CausalLM, Backbone); a model without it (timm's) is compiled whole.
+    Measured on an H200 (results/bench/NOTES.md): ListOps HGRN1 gains from 'blocks', ListOps HGRN2 and MQAR ran
+    fastest eager (before the recurrences were custom ops), the LM anchor fastest with 'graphs'."""
     if compile not in COMPILE_CHOICES:
-        raise ValueError(f"compile={compile!r}: choose false, parts or blocks")
+        raise ValueError(f"compile={compile!r}: choose false, parts, blocks or graphs")
+    mode = "reduce-overhead" if compile == "graphs" else None
     if compile and hasattr(model, "compile_blocks"):
-        model.compile_blocks(whole=compile == "blocks")
+        model.compile_blocks(whole=compile != "parts", mode=mode)
     elif compile:
-        model.compile()
+        model.compile(mode=mode)
