@@ -214,15 +214,16 @@ def test_importing_the_ops_leaves_the_kernels_unimported_and_checks_hgrn_ops():
         ("hgrn2", {"expand_ratio": 16}, None),
         ("gla", {"expand_k": 1.0, "expand_v": 1.0, "num_heads": 2}, None),
         ("hgrn1", {"complex_valued": True}, None),
+        ("hgrn2", {"expand_ratio": 4}, None),
         ("hgrn2", {"expand_ratio": 4, "direction": "bidirectional"}, "hgrn2_directions"),
     ],
-    ids=["hgrn2-chunk", "gla-chunk", "hgrn1", "hgrn2-small-head"],
+    ids=["hgrn2-chunk", "gla-chunk", "hgrn1", "hgrn2-small-head", "hgrn2-small-head-both-ways"],
 )
 def test_torch_compile_keeps_custom_ops_in_the_graph_and_hides_the_rest(mixer, options, hidden):
     """A compiled mixer gives the eager outputs and gradients (the kernels: here the Triton interpreter). Where the
-    recurrence is a custom op (chunked GLA / HGRN2, HGRN1) it compiles as one graph (fullgraph); the small-head
-    kernels are hidden from Dynamo, so the graph breaks at them. Traced into instead, their autograd Functions make
-    the compile fail."""
+    recurrence is a custom op (chunked GLA / HGRN2, HGRN1, small heads one way) it compiles as one graph
+    (fullgraph); the fused both-ways small-head kernels are hidden from Dynamo, so the graph breaks at them. Traced
+    into instead, their autograd Function makes the compile fail."""
     from hgrn.layers import build_mixer
 
     torch.manual_seed(0)

@@ -152,8 +152,8 @@ COMPILE_CHOICES = (False, "parts", "blocks", "graphs")
 
 def compile_model(model: nn.Module, compile: bool | str) -> None:
     """task.compile, in place: false leaves `model` eager; 'parts' compiles each block's norms and GLU (the token
-    mixer eager), 'blocks' each block whole (one graph where the recurrence is a custom op, the chunked and HGRN1
-    kernels; a graph break at the small-head ones), 'graphs' as 'blocks' with CUDA graphs (torch.compile's
+    mixer eager), 'blocks' each block whole (one graph where the recurrence is a custom op: every one-way kernel; a
+    graph break at the fused both-ways small-head kernels), 'graphs' as 'blocks' with CUDA graphs (torch.compile's
     mode='reduce-overhead'; on a GPU, for fixed-shape batches such as LM blocks and MQAR: each new shape records
     anew), through model.compile_blocks (CausalLM, Backbone); a model without it (timm's) is compiled whole.
     Measured on an H200 (results/bench/NOTES.md): ListOps HGRN1 gains from 'blocks', ListOps HGRN2 and MQAR ran

@@ -448,44 +448,98 @@ def _forward(
     return o, final, saved, starts, logdec
 
 
-class SmallHeadRecurrence(torch.autograd.Function):
-    """GLA (gate=0: kz = k, lg = log f) or HGRN2 (gate 1 / 2: kz = gate logits, lb = lower bound or None)."""
+# The one-way scan as torch.library custom ops (opaque nodes that torch.compile keeps in its graph), paired by the
+# autograd formula. Custom ops return no None and alias no input: absent results are empty tensors, and a
+# one-segment scan's starting state is h0 itself, taken again in the backward.
+FORWARD_SCHEMA = (
+    "(Tensor q, Tensor kz, Tensor? lg, Tensor? lb, Tensor v, Tensor? h0, Tensor? cu, float scale, int gate, "
+    "bool reverse, bool want_final, int? segments, bool save) "
+    "-> (Tensor o, Tensor final, Tensor saved, Tensor starts, Tensor logdec)"
+)
+BACKWARD_SCHEMA = (
+    "(Tensor do, Tensor? dht, Tensor q, Tensor kz, Tensor? lg, Tensor? lb, Tensor v, Tensor? h0, Tensor saved, "
+    "Tensor starts, Tensor logdec, Tensor? cu, float scale, int gate, bool reverse, int? segments) "
+    "-> (Tensor dq, Tensor dkz, Tensor dlg, Tensor dlb, Tensor dv, Tensor dh0)"
+)
 
-    @staticmethod
-    def forward(ctx, q, kz, lg, lb, v, h0, scale, gate, reverse, cu, plan, want_final):
-        o, final, saved, starts, logdec = _forward(q, kz, lg, lb, v, h0, scale, gate, reverse, cu, plan, want_final,
-                                                   True)  # fmt: skip
-        ctx.save_for_backward(q, kz, lg, lb, v, h0, saved, starts, logdec, cu)
-        ctx.args = (scale, gate, reverse, plan)
-        ctx.set_materialize_grads(False)
-        return o, final
 
-    @staticmethod
-    def backward(ctx, do, dht=None):
-        q, kz, lg, lb, v, h0, saved, starts, logdec, cu = ctx.saved_tensors
-        scale, gate, reverse, plan = ctx.args
-        H, K, V = *q.shape[2:], v.shape[-1]
-        inputs, seq, shape, grid = _launch(q, kz, lg, lb, v, scale, gate, reverse, cu, plan)
-        do = v.new_zeros(v.shape) if do is None else do.contiguous()
-        dht = None if dht is None else dht.contiguous()
-        if plan.NS > 1:  # the gradient reaching each segment's end from the later segments
-            local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
-            _bwd_kernel[grid](*inputs, do, q, q, q, q, q, q, q, local, q, *seq, MODE=1, HAS_S0=False, HAS_DHT=False,
-                              STORE_DH0=True, **shape)  # fmt: skip
-            terminal, dh0 = segment_combine(local, logdec, dht, plan.n_seqs, plan.NS, not reverse, h0 is not None)
-        else:
-            terminal = dht
-            dh0 = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if h0 is not None else None
-        dq, dkz, dlg, dv = _gradients(q, kz, lg, v)
-        plb = _bound_sums(q, lb, plan)
-        _bwd_kernel[grid](*inputs, do, saved, q if starts is None else starts, q if terminal is None else terminal,
-                          dq, dkz, q if dlg is None else dlg, dv, q if plan.NS > 1 or dh0 is None else dh0,
-                          q if plb is None else plb, *seq, MODE=0, HAS_S0=starts is not None,
-                          HAS_DHT=terminal is not None, STORE_DH0=plan.NS == 1 and dh0 is not None,
-                          **shape)  # fmt: skip
-        dlb = None if lb is None else plb.sum(0).to(lb.dtype)
-        dh0 = None if h0 is None else dh0.to(h0.dtype)
-        return dq, dkz, dlg, dlb, dv, dh0, None, None, None, None, None, None
+@torch.library.custom_op("hgrn::small_head_forward", mutates_args=(), schema=FORWARD_SCHEMA)
+def recurrence_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, segments, save):
+    """o, the final state, the tile states (save, for the backward), the segments' starting states and log decays;
+    each an empty tensor where there is none. q, kz, lg, v as `_read_in_place` leaves them, lb and h0 contiguous."""
+    plan = make_plan(q, v, cu, segments)
+    o, final, saved, starts, logdec = _forward(q, kz, lg, lb, v, h0, scale, gate, reverse, cu, plan, want_final, save)
+    return o, *(q.new_empty(0) if t is None else t for t in (final, saved, starts if plan.NS > 1 else None, logdec))
+
+
+@recurrence_forward.register_fake
+def _(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, segments, save):
+    if cu is not None:
+        raise NotImplementedError("cu_seqlens under torch.compile: the tile count is read from it; run it eagerly")
+    plan = make_plan(q, v, cu, segments)
+    H, K, V = *q.shape[2:], v.shape[-1]
+    shapes = (
+        (plan.n_seqs, H, K, V) if want_final else (0,),  # final
+        (plan.P, max(plan.NTS - 1, 1), H, K, V) if save else (0,),  # saved
+        (plan.P, H, K, V) if plan.NS > 1 else (0,),  # starts
+        (plan.P, H, K) if plan.NS > 1 else (0,),  # logdec
+    )
+    return torch.empty_like(v), *(q.new_empty(shape, dtype=torch.float32) for shape in shapes)
+
+
+@torch.library.custom_op("hgrn::small_head_backward", mutates_args=(), schema=BACKWARD_SCHEMA)
+def recurrence_backward(do, dht, q, kz, lg, lb, v, h0, saved, starts, logdec, cu, scale, gate, reverse, segments):
+    """The gradients of q, kz, lg, lb, v and h0 (empty tensors for absent inputs)."""
+    plan = make_plan(q, v, cu, segments)
+    starts = starts if plan.NS > 1 else h0
+    H, K, V = *q.shape[2:], v.shape[-1]
+    inputs, seq, shape, grid = _launch(q, kz, lg, lb, v, scale, gate, reverse, cu, plan)
+    if plan.NS > 1:  # the gradient reaching each segment's end from the later segments
+        local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
+        _bwd_kernel[grid](*inputs, do, q, q, q, q, q, q, q, local, q, *seq, MODE=1, HAS_S0=False, HAS_DHT=False,
+                          STORE_DH0=True, **shape)  # fmt: skip
+        terminal, dh0 = segment_combine(local, logdec, dht, plan.n_seqs, plan.NS, not reverse, h0 is not None)
+    else:
+        terminal = dht
+        dh0 = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if h0 is not None else None
+    dq, dkz, dlg, dv = _gradients(q, kz, lg, v)
+    plb = _bound_sums(q, lb, plan)
+    _bwd_kernel[grid](*inputs, do, saved, q if starts is None else starts, q if terminal is None else terminal,
+                      dq, dkz, q if dlg is None else dlg, dv, q if plan.NS > 1 or dh0 is None else dh0,
+                      q if plb is None else plb, *seq, MODE=0, HAS_S0=starts is not None,
+                      HAS_DHT=terminal is not None, STORE_DH0=plan.NS == 1 and dh0 is not None,
+                      **shape)  # fmt: skip
+    dlb = None if lb is None else plb.sum(0).to(lb.dtype)
+    dh0 = None if h0 is None else dh0.to(h0.dtype)
+    return tuple(q.new_empty(0) if t is None else t for t in (dq, dkz, dlg, dlb, dv, dh0))
+
+
+@recurrence_backward.register_fake
+def _(do, dht, q, kz, lg, lb, v, h0, saved, starts, logdec, cu, scale, gate, reverse, segments):
+    return tuple(q.new_empty(0) if t is None else torch.empty_like(t) for t in (q, kz, lg, lb, v, h0))
+
+
+def _save_for_backward(ctx, inputs: tuple, output: tuple) -> None:
+    q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, segments, _ = inputs
+    _, _, saved, starts, logdec = output
+    ctx.save_for_backward(q, kz, lg, lb, v, h0, saved, starts, logdec, cu)
+    ctx.options = (scale, gate, reverse, want_final, segments)
+    ctx.mark_non_differentiable(saved, starts, logdec)  # for the backward, never differentiated
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, do: Tensor | None, dfinal: Tensor | None, *_: Tensor | None) -> tuple[Tensor | None, ...]:
+    q, kz, lg, lb, v, h0, saved, starts, logdec, cu = ctx.saved_tensors
+    scale, gate, reverse, want_final, segments = ctx.options
+    do = v.new_zeros(v.shape) if do is None else do.contiguous()
+    dht = dfinal.contiguous() if want_final and dfinal is not None else None
+    grads = torch.ops.hgrn.small_head_backward(do, dht, q, kz, lg, lb, v, h0, saved, starts, logdec, cu, scale, gate,
+                                               reverse, segments)  # fmt: skip
+    dq, dkz, dlg, dlb, dv, dh0 = (None if t is None else g for t, g in zip((q, kz, lg, lb, v, h0), grads, strict=True))
+    return dq, dkz, dlg, dlb, dv, dh0, None, None, None, None, None, None, None
+
+
+recurrence_forward.register_autograd(_backward, setup_context=_save_for_backward)
 
 
 class SmallHeadDirections(torch.autograd.Function):
@@ -577,7 +631,6 @@ def _read_in_place(q: Tensor, kz: Tensor, lg: Tensor | None, v: Tensor) -> tuple
     return q, kz, lg, v if readable(v, v.stride(-3)) else v.contiguous()
 
 
-@torch.compiler.disable  # an autograd Function around Triton launches: a graph break (hgrn.ops.dispatch)
 def recurrence(
     q: Tensor,
     kz: Tensor,
@@ -595,16 +648,13 @@ def recurrence(
 ) -> tuple[Tensor, Tensor | None]:
     """GLA (gate 0: kz = k [B, T, H, K], lg = log f) or HGRN2 (gate 1 / 2: kz = gate logits, lb = lower bound [H, K]
     or None) on small heads; q [B, T, H, K], v [B, T, H, V], initial_state [N, H, K, V] or None. Returns
-    (o [B, T, H, V] in v's dtype, the final state [N, H, K, V] in fp32 or None); `segments` overrides the plan."""
-    plan = make_plan(q, v, cu_seqlens, segments)
+    (o [B, T, H, V] in v's dtype, the final state [N, H, K, V] in fp32 or None); `segments` overrides the plan.
+    The tile states for the backward are saved only where autograd will need them."""
     q, kz, lg, v = _read_in_place(q, kz, lg, v)
     lb, h0 = (None if t is None else t.contiguous() for t in (lb, initial_state))
-    tensors = (q, kz, lg, lb, v, h0)
-    args = (*tensors, float(scale), gate, reverse, cu_seqlens, plan, output_final_state)
-    if needs_grad(tensors):
-        o, final = SmallHeadRecurrence.apply(*args)
-    else:  # no autograd node and no saved tile states
-        o, final, *_ = _forward(*args, False)
+    save = needs_grad((q, kz, lg, lb, v, h0))
+    o, final, *_ = torch.ops.hgrn.small_head_forward(q, kz, lg, lb, v, h0, cu_seqlens, float(scale), gate, reverse,
+                                                      output_final_state, segments, save)  # fmt: skip
     return o, final if output_final_state else None
 
 
