@@ -11,6 +11,7 @@ import torch
 from hgrn import ops
 from hgrn.ops import triton as kernels
 from hgrn.ops.triton import small_head
+from hgrn.ops.triton.chunk import GATE_HGRN2_LB
 from tests.helpers import assert_close, on_backend
 from tests.ops.test_triton_chunk import BF16_GATE_TOL, BF16_TOL, GATES, cpu_only
 
@@ -84,6 +85,19 @@ def test_fused_path_choice(monkeypatch):
         x = torch.zeros(shape)
         kernels.hgrn2_directions(x, x, x, None, scale=1.0, direction=direction, grid=(2, 3))
     assert taken == ["fused", "passes", "passes"]
+
+
+@cpu_only
+@pytest.mark.parametrize("grid", [None, [4, 6]], ids=["both-ways", "2d"])
+def test_custom_ops_pass_opcheck(grid):
+    """torch.library.opcheck on hgrn::small_head_directions_forward (through its autograd formula the backward op):
+    schema, fake shapes against the real outputs, autograd registration, AOT dispatch, static and dynamic shapes."""
+    g = torch.Generator().manual_seed(0)
+    B, T, H, E = 2, 24, 3, 2
+    q, kz, v = (torch.randn(B, T, H, E, generator=g).requires_grad_() for _ in range(3))
+    lb = torch.rand(H, E, generator=g).mul(0.9).requires_grad_()
+    args = (q, kz, None, lb, v, 0.7, GATE_HGRN2_LB, grid, True)
+    torch.library.opcheck(torch.ops.hgrn.small_head_directions_forward.default, args)
 
 
 def test_bad_direction_arguments():

@@ -130,8 +130,8 @@ class Backbone(nn.Module):
     def compile_blocks(self, whole: bool = False, mode: str | None = None) -> None:
         """torch.compile, in place (parameter names unchanged), each block's norms and GLU channel mixer and the final
         norm; with `whole`, each block entire, its token mixer's projections, activations, recurrence and norm too
-        (one graph where the recurrence is a custom op, every one-way kernel; else a graph break at it:
-        hgrn.ops.dispatch). The blocks share their code, so each piece compiles once for all blocks. `mode`:
+        (one graph: the recurrence kernels are custom ops, hgrn.ops.dispatch; on the CPU the PyTorch reference runs
+        eagerly between graphs). The blocks share their code, so each piece compiles once for all blocks. `mode`:
         torch.compile's ("reduce-overhead": CUDA graphs)."""
         for block in self.blocks:
             parts = (block,) if whole else (block.mixer_norm, block.glu_norm, block.glu)

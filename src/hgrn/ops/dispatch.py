@@ -21,11 +21,10 @@ decoding step that needs a gradient (the kernel steps update the state in place)
 `use_backend` forces one, whatever the tensors (tests: the naive loops, the reference, the Triton interpreter).
 
 Under torch.compile Dynamo traces `run`: the checks and the choice become guards, and the recurrences' kernels are
-torch.library custom ops (hgrn::chunk_*, hgrn::small_head_*, hgrn::hgrn1_scan_*: chunked GLA / HGRN2, small heads
-one way, the HGRN1 scan), opaque nodes inside the graph, so a block with such a recurrence compiles as one graph.
-The fused both-ways small-head kernels (`hgrn2_directions`) still run behind an autograd Function and the decoding
-steps update a state in place: they are hidden from Dynamo in hgrn.ops.triton, as are the reference and naive
-backends here; the graph breaks there, and they run as they do eagerly. A backend module is
+torch.library custom ops (hgrn::chunk_*, hgrn::small_head_*, hgrn::small_head_directions_*, hgrn::hgrn1_scan_*),
+opaque nodes inside the graph, so a block compiles as one graph. The decoding steps update a state in place: they are
+hidden from Dynamo in hgrn.ops.triton, as are the reference and naive backends here; the graph breaks there, and
+they run as they do eagerly. A backend module is
 imported on its first use, outside any graph: a compiled first call breaks there once and compiles again once it is
 loaded.
 """

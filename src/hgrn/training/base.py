@@ -152,12 +152,12 @@ COMPILE_CHOICES = (False, "parts", "blocks", "graphs")
 
 def compile_model(model: nn.Module, compile: bool | str) -> None:
     """task.compile, in place: false leaves `model` eager; 'parts' compiles each block's norms and GLU (the token
-    mixer eager), 'blocks' each block whole (one graph where the recurrence is a custom op: every one-way kernel; a
-    graph break at the fused both-ways small-head kernels), 'graphs' as 'blocks' with CUDA graphs (torch.compile's
-    mode='reduce-overhead'; on a GPU, for fixed-shape batches such as LM blocks and MQAR: each new shape records
-    anew), through model.compile_blocks (CausalLM, Backbone); a model without it (timm's) is compiled whole.
-    Measured on an H200 (results/bench/NOTES.md): ListOps HGRN1 gains from 'blocks', ListOps HGRN2 and MQAR ran
-    fastest eager (before the recurrences were custom ops), the LM anchor fastest with 'graphs'."""
+    mixer eager), 'blocks' each block whole (one graph: the recurrence kernels are custom ops), 'graphs' as
+    'blocks' with CUDA graphs (torch.compile's mode='reduce-overhead'; on a GPU, for fixed-shape batches such as LM
+    blocks and MQAR: each new shape records anew), through model.compile_blocks (CausalLM, Backbone); a model
+    without it (timm's) is compiled whole. Measured on an H200 (results/bench/NOTES.md): ListOps HGRN1 gains from
+    'blocks', ListOps HGRN2 and MQAR ran fastest eager (before the recurrences were custom ops), the LM anchor
+    fastest with 'graphs'."""
     if compile not in COMPILE_CHOICES:
         raise ValueError(f"compile={compile!r}: choose false, parts, blocks or graphs")
     mode = "reduce-overhead" if compile == "graphs" else None

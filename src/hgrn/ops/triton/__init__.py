@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from hgrn.ops.directions import hgrn2_by_directions
@@ -37,17 +36,16 @@ def hgrn2_recurrence(
     return chunk_recurrence(q, f_logits, None, lower_bound, v, gate=_hgrn2_gate(lower_bound), **options)
 
 
-@torch.compiler.disable  # its launch plans are host logic Dynamo need not trace: a graph break (hgrn.ops.dispatch)
 def hgrn2_directions(
     q: Tensor, v: Tensor, f_logits: Tensor, lower_bound: Tensor | None, *, scale: float, direction: str, grid: Any
 ) -> Tensor:
     """Small heads: one fused kernel launch per line direction (sequence, or grid rows then columns); otherwise, or
     where the lines are too few to fill the GPU unsegmented, one `hgrn2_recurrence` per pass."""
-    plans = small_head.line_plans(q, v, grid if direction == "2d" else None) if small_head.fits(q, v) else None
-    if plans is None:
+    lines = grid if direction == "2d" else None
+    if not small_head.fits(q, v) or small_head.line_plans(q, v, lines) is None:
         return _hgrn2_by_passes(q, v, f_logits, lower_bound, scale=scale, direction=direction, grid=grid)
     gate = _hgrn2_gate(lower_bound)
-    return small_head.directions(q, f_logits, None, lower_bound, v, gate=gate, scale=scale, plans=plans)
+    return small_head.directions(q, f_logits, None, lower_bound, v, gate=gate, scale=scale, grid=lines)
 
 
 def gla_step(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, state: Tensor, scale: float) -> tuple[Tensor, Tensor]:

@@ -542,32 +542,74 @@ def _backward(ctx, do: Tensor | None, dfinal: Tensor | None, *_: Tensor | None) 
 recurrence_forward.register_autograd(_backward, setup_context=_save_for_backward)
 
 
-class SmallHeadDirections(torch.autograd.Function):
-    """The scans both ways along the lines of each plan, all added into one output (`directions`)."""
+DIRECTIONS_FORWARD_SCHEMA = (
+    "(Tensor q, Tensor kz, Tensor? lg, Tensor? lb, Tensor v, float scale, int gate, int[]? grid, bool save) "
+    "-> (Tensor o, Tensor[] saved)"
+)
+DIRECTIONS_BACKWARD_SCHEMA = (
+    "(Tensor do, Tensor q, Tensor kz, Tensor? lg, Tensor? lb, Tensor v, Tensor[] saved, float scale, int gate, "
+    "int[]? grid) -> (Tensor dq, Tensor dkz, Tensor dlg, Tensor dlb, Tensor dv)"
+)
 
-    @staticmethod
-    def forward(ctx, q, kz, lg, lb, v, scale, gate, plans):
-        o, saved = _both_ways(q, kz, lg, lb, v, scale, gate, plans, True)
-        ctx.save_for_backward(q, kz, lg, lb, v, *saved)
-        ctx.args = (scale, gate, plans)
-        return o
 
-    @staticmethod
-    def backward(ctx, do):
-        q, kz, lg, lb, v, *saved = ctx.saved_tensors
-        scale, gate, plans = ctx.args
-        do = do.contiguous()
-        dq, dkz, dlg, dv = _gradients(q, kz, lg, v)
-        dlb = None
-        for i, (plan, tiles) in enumerate(zip(plans, saved, strict=True)):
-            inputs, seq, shape, grid = _launch(q, kz, lg, lb, v, scale, gate, False, None, plan, both=True, acc=i > 0)
-            plb = _bound_sums(q, lb, plan)
-            _bwd_kernel[grid](*inputs, do, q if tiles is None else tiles, q, q, dq, dkz, q if dlg is None else dlg, dv,
-                              q, q if plb is None else plb, *seq, MODE=0, HAS_S0=False, HAS_DHT=False,
-                              STORE_DH0=False, **shape)  # fmt: skip
-            if plb is not None:
-                dlb = plb.sum(0) if dlb is None else dlb + plb.sum(0)
-        return dq, dkz, dlg, None if dlb is None else dlb.to(lb.dtype), dv, None, None, None
+@torch.library.custom_op("hgrn::small_head_directions_forward", mutates_args=(), schema=DIRECTIONS_FORWARD_SCHEMA)
+def directions_forward(q, kz, lg, lb, v, scale, gate, grid, save):
+    """o summed over both ways of every line of `line_plans(q, v, grid)`, and each launch's saved tile states (save;
+    an empty tensor for lines of one tile or without save), as custom ops (see recurrence_forward)."""
+    o, saved = _both_ways(q, kz, lg, lb, v, scale, gate, line_plans(q, v, _grid(grid)), save)
+    return o, [q.new_empty(0) if t is None else t for t in saved]
+
+
+@directions_forward.register_fake
+def _(q, kz, lg, lb, v, scale, gate, grid, save):
+    plans = line_plans(q, v, _grid(grid))
+    saved = [_both_ways_saved(q, v, plan) if save else None for plan in plans]
+    return torch.empty_like(v), [q.new_empty(0) if t is None else t for t in saved]
+
+
+@torch.library.custom_op("hgrn::small_head_directions_backward", mutates_args=(), schema=DIRECTIONS_BACKWARD_SCHEMA)
+def directions_backward(do, q, kz, lg, lb, v, saved, scale, gate, grid):
+    """The gradients of q, kz, lg, lb and v (empty tensors for absent inputs)."""
+    dq, dkz, dlg, dv = _gradients(q, kz, lg, v)
+    dlb = None
+    for i, (plan, tiles) in enumerate(zip(line_plans(q, v, _grid(grid)), saved, strict=True)):
+        inputs, seq, shape, launch = _launch(q, kz, lg, lb, v, scale, gate, False, None, plan, both=True, acc=i > 0)
+        plb = _bound_sums(q, lb, plan)
+        _bwd_kernel[launch](*inputs, do, q if plan.NTS == 1 else tiles, q, q, dq, dkz, q if dlg is None else dlg, dv,
+                            q, q if plb is None else plb, *seq, MODE=0, HAS_S0=False, HAS_DHT=False,
+                            STORE_DH0=False, **shape)  # fmt: skip
+        if plb is not None:
+            dlb = plb.sum(0) if dlb is None else dlb + plb.sum(0)
+    dlb = None if dlb is None else dlb.to(lb.dtype)
+    return tuple(q.new_empty(0) if t is None else t for t in (dq, dkz, dlg, dlb, dv))
+
+
+@directions_backward.register_fake
+def _(do, q, kz, lg, lb, v, saved, scale, gate, grid):
+    return tuple(q.new_empty(0) if t is None else torch.empty_like(t) for t in (q, kz, lg, lb, v))
+
+
+def _grid(grid: list[int] | None) -> tuple[int, int] | None:
+    return None if grid is None else (grid[0], grid[1])
+
+
+def _save_directions(ctx, inputs: tuple, output: tuple) -> None:
+    q, kz, lg, lb, v, scale, gate, grid, _ = inputs
+    ctx.save_for_backward(q, kz, lg, lb, v, *output[1])
+    ctx.options = (scale, gate, grid)
+    ctx.mark_non_differentiable(*output[1])
+    ctx.set_materialize_grads(False)
+
+
+def _directions_backward(ctx, do: Tensor, *_: Tensor | None) -> tuple[Tensor | None, ...]:
+    q, kz, lg, lb, v, *saved = ctx.saved_tensors
+    scale, gate, grid = ctx.options
+    grads = torch.ops.hgrn.small_head_directions_backward(do.contiguous(), q, kz, lg, lb, v, saved, scale, gate, grid)
+    dq, dkz, dlg, dlb, dv = (None if t is None else g for t, g in zip((q, kz, lg, lb, v), grads, strict=True))
+    return dq, dkz, dlg, dlb, dv, None, None, None, None
+
+
+directions_forward.register_autograd(_directions_backward, setup_context=_save_directions)
 
 
 def _both_ways(q, kz, lg, lb, v, scale: float, gate: int, plans: list[Plan], save: bool) -> tuple[Tensor, list]:
@@ -658,7 +700,6 @@ def recurrence(
     return o, final if output_final_state else None
 
 
-@torch.compiler.disable  # an autograd Function around Triton launches: a graph break (hgrn.ops.dispatch)
 def directions(
     q: Tensor,
     kz: Tensor,
@@ -668,13 +709,13 @@ def directions(
     *,
     gate: int,
     scale: float,
-    plans: list[Plan],
+    grid: tuple[int, int] | None,
 ) -> Tensor:
-    """The scans both ways along every line of `line_plans`, summed into o [B, T, H, V] (v's dtype); arguments as
-    `recurrence`'s, without states. Each line's program walks it forward, then backward adding to its o; the grid's
-    columns are read in place (strided) and added to the rows' o; the backward adds its gradients the same way."""
+    """The scans both ways along every line of `line_plans(q, v, grid)` (grid None: the sequences), summed into
+    o [B, T, H, V] (v's dtype); arguments as `recurrence`'s, without states. Each line's program walks it forward,
+    then backward adding to its o; the grid's columns are read in place (strided) and added to the rows' o; the
+    backward adds its gradients the same way."""
     q, kz, lg, v = _read_in_place(q, kz, lg, v)
     lb = None if lb is None else lb.contiguous()
-    if needs_grad((q, kz, lg, lb, v)):
-        return SmallHeadDirections.apply(q, kz, lg, lb, v, float(scale), gate, plans)
-    return _both_ways(q, kz, lg, lb, v, float(scale), gate, plans, False)[0]
+    save = needs_grad((q, kz, lg, lb, v))
+    return torch.ops.hgrn.small_head_directions_forward(q, kz, lg, lb, v, float(scale), gate, grid, save)[0]
