@@ -209,26 +209,26 @@ def test_importing_the_ops_leaves_the_kernels_unimported_and_checks_hgrn_ops():
 
 
 @pytest.mark.parametrize(
-    ("mixer", "options"),
+    ("mixer", "options", "width", "length"),
     [
-        ("hgrn2", {"expand_ratio": 16}),
-        ("gla", {"expand_k": 1.0, "expand_v": 1.0, "num_heads": 2}),
-        ("hgrn1", {"complex_valued": True}),
-        ("hgrn2", {"expand_ratio": 4}),
-        ("hgrn2", {"expand_ratio": 4, "direction": "bidirectional"}),
-        ("hgrn2", {"expand_ratio": 4, "direction": "2d", "grid": (5, 8)}),
+        ("hgrn2", {"expand_ratio": 16}, 32, 40),
+        ("gla", {"expand_k": 1.0, "expand_v": 1.0, "num_heads": 2}, 32, 40),
+        ("hgrn1", {"complex_valued": True}, 32, 40),
+        ("hgrn2", {"expand_ratio": 4}, 8, 24),
+        ("hgrn2", {"expand_ratio": 4, "direction": "bidirectional"}, 8, 24),
+        ("hgrn2", {"expand_ratio": 4, "direction": "2d", "grid": (4, 6)}, 8, 24),
     ],
     ids=["hgrn2-chunk", "gla-chunk", "hgrn1", "hgrn2-small-head", "hgrn2-small-head-both-ways", "hgrn2-small-head-2d"],
 )
-def test_torch_compile_keeps_the_recurrences_in_one_graph(mixer, options):
+def test_torch_compile_keeps_the_recurrences_in_one_graph(mixer, options, width, length):
     """A compiled mixer traces as one graph (fullgraph: every recurrence kernel is a custom op, an opaque node) and
     gives the eager outputs and gradients (the kernels: here the Triton interpreter). Traced into instead, autograd
     Functions around Triton launches make the compile fail."""
     from hgrn.layers import build_mixer
 
     torch.manual_seed(0)
-    layer = build_mixer(mixer, 32, **options)
-    x = torch.randn(2, 40, 32)
+    layer = build_mixer(mixer, width, **options)
+    x = torch.randn(2, length, width)
     results = []
     torch._dynamo.reset()
     for module in (layer, torch.compile(layer, fullgraph=True)):
