@@ -24,9 +24,8 @@ Under torch.compile Dynamo traces `run`: the checks and the choice become guards
 torch.library custom ops (hgrn::chunk_*, hgrn::small_head_*, hgrn::small_head_directions_*, hgrn::hgrn1_scan_*),
 opaque nodes inside the graph, so a block compiles as one graph. The decoding steps update a state in place: they are
 hidden from Dynamo in hgrn.ops.triton, as are the reference and naive backends here; the graph breaks there, and
-they run as they do eagerly. A backend module is
-imported on its first use, outside any graph: a compiled first call breaks there once and compiles again once it is
-loaded.
+they run as they do eagerly. A backend module is imported on its first use, outside any graph: a compiled first call
+breaks there once and compiles again once it is loaded.
 """
 
 from __future__ import annotations

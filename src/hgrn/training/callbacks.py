@@ -171,7 +171,8 @@ class TimeLimit(L.Callback):
         planned = trainer.estimated_stepping_batches
         rank_zero_info(
             f"time limit: stopped after {timedelta(seconds=round(self.seconds))} at step {trainer.global_step} of "
-            f"{planned:.0f}, checkpoint {self.checkpoint.best_model_path}; continue with resume=<this run's directory>"
+            f"{planned:.0f}, checkpoint {self.checkpoint.best_model_path}; "
+            f"continue with resume={trainer.default_root_dir}"
         )
         raise TimeLimitReached(trainer.global_step)
 

@@ -27,8 +27,8 @@ class ClassificationTask(TaskModule):
         then Dropout(position_dropout), the official LRA encoder) or 'learned';
     init_std: N(0, init_std) initialisation, or None for PyTorch's defaults (the official LRA models);
     mask_padding: False lets the scans run over the padding, as the official LRA code does.
-    compile: false, 'parts' or 'blocks' (hgrn.training.base.compile_model); the first step then compiles, and each
-        new padded length once more until Dynamo marks it dynamic.
+    compile: false, 'parts', 'blocks' or 'graphs' (hgrn.training.base.compile_model); the first step then compiles,
+        and each new padded length once more until Dynamo marks it dynamic.
     """
 
     def __init__(

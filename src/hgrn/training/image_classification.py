@@ -105,8 +105,8 @@ class ImageClassificationTask(TaskModule):
     lr_reference_batch: the optimiser's lr is optim.lr x (images per optimiser step over all processes) / this
         (DeiT: 512); None keeps optim.lr;
     channels_last: the model's convolutions and the images in channels-last memory layout;
-    compile: false, 'parts' or 'blocks' for the HGRN backbone (hgrn.training.base.compile_model), a timm model whole
-        for either; the first step then compiles.
+    compile: false, 'parts', 'blocks' or 'graphs' for the HGRN backbone (hgrn.training.base.compile_model), a timm
+        model whole for any; the first step then compiles.
     Evaluation reports acc (top-1), acc_top5 and the cross-entropy loss on the true labels.
     """
 

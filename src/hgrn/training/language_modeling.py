@@ -29,8 +29,8 @@ IGNORE = -100
 
 class LanguageModelingTask(TaskModule):
     """token_accuracy: also report the accuracy over labelled positions (logits path).
-    compile: false, 'parts' or 'blocks' (hgrn.training.base.compile_model; CausalLM.compile_blocks also compiles the
-        loss's per-chunk softmax); the first step then compiles.
+    compile: false, 'parts', 'blocks' or 'graphs' (hgrn.training.base.compile_model; CausalLM.compile_blocks also
+        compiles the loss's per-chunk softmax); the first step then compiles.
     The other arguments as TaskModule's."""
 
     def __init__(

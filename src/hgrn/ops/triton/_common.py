@@ -42,6 +42,22 @@ def target_programs(device: torch.device) -> int:
     return 2 * sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
+def or_empty(tensors: Iterable[torch.Tensor | None], like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each tensor, or an empty one (like's device and dtype) where it is None: torch.library custom ops return no
+    None, so an absent result travels as an empty tensor."""
+    return tuple(like.new_empty(0) if t is None else t for t in tensors)
+
+
+def empty_grads(inputs: Iterable[torch.Tensor | None], like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A backward custom op's fake results: a tensor shaped as each input, an empty one for an absent input."""
+    return or_empty((None if t is None else torch.empty_like(t) for t in inputs), like)
+
+
+def present_grads(inputs: Iterable[torch.Tensor | None], grads: Iterable[torch.Tensor]) -> tuple:
+    """The gradients an autograd formula returns: None where the input was absent (an empty tensor came back)."""
+    return tuple(None if t is None else g for t, g in zip(inputs, grads, strict=True))
+
+
 def needs_grad(tensors: Iterable[torch.Tensor | None]) -> bool:
     """Whether autograd would record a call on these tensors (None entries allowed): otherwise the kernels run
     without an autograd node and save nothing for a backward."""

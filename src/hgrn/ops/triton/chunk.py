@@ -39,11 +39,14 @@ from hgrn.ops.triton._common import (
     LOG2E,
     block_rows,
     dot_mode,
+    empty_grads,
     load_block,
     load_tile,
     lower_bounded_gate,
     mm,
+    or_empty,
     pow2,
+    present_grads,
     seq_span,
     store_tile,
     target_programs,
@@ -700,22 +703,21 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
     da = q.new_empty(*q.shape[:3], plan.C, dtype=torch.float32)
     _pairs_kernel[(plan.NCH, H, plan.P)](v, do, da, *seq[:-1], H=H, V=V, VP=plan.VP, **_parallel(plan, flags))
     dq, dkz = torch.empty_like(q), torch.empty_like(kz)
-    dlg = q.new_empty(0) if lg is None else torch.empty_like(lg)
+    dlg = None if lg is None else torch.empty_like(lg)
     plb = _per_chunk(q, plan, cu) if lb is not None else None
     grid_chunks = (plan.NCH * (plan.KP // plan.BK), H, plan.P)
     _intra_bwd_kernel[grid_chunks](q, kz, q if lg is None else lg, q if lb is None else lb, gl, da, xk, yq,
-                                   chunk_starts, dq, dkz, q if lg is None else dlg, q if plb is None else plb,
+                                   chunk_starts, dq, dkz, q if dlg is None else dlg, q if plb is None else plb,
                                    *seq, scale, H=H, K=K, BK=plan.BK, BLK=plan.BLK, GATE=gate,
                                    **_parallel(plan, flags))  # fmt: skip
-    dlb = q.new_empty(0) if lb is None else plb.sum((0, 1)).to(lb.dtype)
-    dh0 = q.new_empty(0) if h0 is None else dh0.to(h0.dtype)
-    return dq, dkz, dlg, dlb, dv, dh0
+    dlb = None if lb is None else plb.sum((0, 1)).to(lb.dtype)
+    dh0 = None if h0 is None else dh0.to(h0.dtype)
+    return or_empty((dq, dkz, dlg, dlb, dv, dh0), q)
 
 
 @chunk_backward.register_fake
 def _(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, scale, gate, reverse, chunk_size, segments):
-    grads = (q, kz, lg, lb, v, h0)
-    return tuple(q.new_empty(0) if t is None else torch.empty_like(t) for t in grads)
+    return empty_grads((q, kz, lg, lb, v, h0), q)
 
 
 def _save_for_backward(ctx, inputs: tuple, output: tuple) -> None:
@@ -733,8 +735,7 @@ def _backward(ctx, do: Tensor, dfinal: Tensor | None, *_: Tensor | None) -> tupl
     dht = dfinal.contiguous() if want_final and dfinal is not None else None
     grads = torch.ops.hgrn.chunk_backward(do.contiguous(), dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu,
                                           scale, gate, reverse, chunk_size, segments)  # fmt: skip
-    dq, dkz, dlg, dlb, dv, dh0 = (None if t is None else g for t, g in zip((q, kz, lg, lb, v, h0), grads, strict=True))
-    return dq, dkz, dlg, dlb, dv, dh0, None, None, None, None, None, None, None
+    return *present_grads((q, kz, lg, lb, v, h0), grads), None, None, None, None, None, None, None
 
 
 chunk_forward.register_autograd(_backward, setup_context=_save_for_backward)

@@ -25,7 +25,10 @@ from hgrn.ops.triton._common import (
     INTERPRET,
     LOG2E,
     affine,
+    empty_grads,
+    or_empty,
     pow2,
+    present_grads,
     seq_span,
     target_programs,
     tokens,
@@ -409,7 +412,7 @@ BACKWARD_SCHEMA = (
 def scan_forward(x, log_f, theta, h0, cu, reverse, want_final):
     """(h, the final state or an empty tensor); tensors contiguous."""
     o, ht = _forward(x, log_f, theta, h0, reverse, cu, want_final)
-    return o, x.new_empty(0) if ht is None else ht
+    return o, *or_empty((ht,), x)
 
 
 @scan_forward.register_fake
@@ -434,13 +437,13 @@ def scan_backward(do, dht, log_f, theta, o, h0, cu, reverse):
         COMPLEX=theta is not None, REVERSE=reverse, IS_VARLEN=cu is not None, HAS_H0=h0 is not None,
         HAS_DHT=dht is not None, num_warps=warps,
     )  # fmt: skip
-    dtheta = o.new_empty(0) if theta is None else dth.sum(0).to(theta.dtype)
-    return dx, dg, dtheta, o.new_empty(0) if h0 is None else dh0.to(h0.dtype)
+    dtheta = None if theta is None else dth.sum(0).to(theta.dtype)
+    return or_empty((dx, dg, dtheta, None if h0 is None else dh0.to(h0.dtype)), o)
 
 
 @scan_backward.register_fake
 def _(do, dht, log_f, theta, o, h0, cu, reverse):
-    return tuple(o.new_empty(0) if t is None else torch.empty_like(t) for t in (o, log_f, theta, h0))
+    return empty_grads((o, log_f, theta, h0), o)
 
 
 def _save_for_backward(ctx, inputs: tuple, output: tuple) -> None:
@@ -455,8 +458,7 @@ def _backward(ctx, do: Tensor, dfinal: Tensor | None) -> tuple[Tensor | None, ..
     reverse, want_final = ctx.options
     dht = dfinal.contiguous() if want_final and dfinal is not None else None
     grads = torch.ops.hgrn.hgrn1_scan_backward(do.contiguous(), dht, log_f, theta, o, h0, cu, reverse)
-    dx, dg, dtheta, dh0 = (None if t is None else g for t, g in zip((o, log_f, theta, h0), grads, strict=True))
-    return dx, dg, dtheta, dh0, None, None, None
+    return *present_grads((o, log_f, theta, h0), grads), None, None, None
 
 
 scan_forward.register_autograd(_backward, setup_context=_save_for_backward)

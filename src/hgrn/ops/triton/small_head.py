@@ -36,9 +36,12 @@ from hgrn.ops.triton._common import (
     INTERPRET,
     LOG2E,
     affine,
+    empty_grads,
     lower_bounded_gate,
     needs_grad,
+    or_empty,
     pow2,
+    present_grads,
     seq_span,
     target_programs,
     tokens,
@@ -469,7 +472,7 @@ def recurrence_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_fina
     each an empty tensor where there is none. q, kz, lg, v as `_read_in_place` leaves them, lb and h0 contiguous."""
     plan = make_plan(q, v, cu, segments)
     o, final, saved, starts, logdec = _forward(q, kz, lg, lb, v, h0, scale, gate, reverse, cu, plan, want_final, save)
-    return o, *(q.new_empty(0) if t is None else t for t in (final, saved, starts if plan.NS > 1 else None, logdec))
+    return o, *or_empty((final, saved, starts if plan.NS > 1 else None, logdec), q)
 
 
 @recurrence_forward.register_fake
@@ -511,12 +514,12 @@ def recurrence_backward(do, dht, q, kz, lg, lb, v, h0, saved, starts, logdec, cu
                       **shape)  # fmt: skip
     dlb = None if lb is None else plb.sum(0).to(lb.dtype)
     dh0 = None if h0 is None else dh0.to(h0.dtype)
-    return tuple(q.new_empty(0) if t is None else t for t in (dq, dkz, dlg, dlb, dv, dh0))
+    return or_empty((dq, dkz, dlg, dlb, dv, dh0), q)
 
 
 @recurrence_backward.register_fake
 def _(do, dht, q, kz, lg, lb, v, h0, saved, starts, logdec, cu, scale, gate, reverse, segments):
-    return tuple(q.new_empty(0) if t is None else torch.empty_like(t) for t in (q, kz, lg, lb, v, h0))
+    return empty_grads((q, kz, lg, lb, v, h0), q)
 
 
 def _save_for_backward(ctx, inputs: tuple, output: tuple) -> None:
@@ -535,8 +538,7 @@ def _backward(ctx, do: Tensor | None, dfinal: Tensor | None, *_: Tensor | None) 
     dht = dfinal.contiguous() if want_final and dfinal is not None else None
     grads = torch.ops.hgrn.small_head_backward(do, dht, q, kz, lg, lb, v, h0, saved, starts, logdec, cu, scale, gate,
                                                reverse, segments)  # fmt: skip
-    dq, dkz, dlg, dlb, dv, dh0 = (None if t is None else g for t, g in zip((q, kz, lg, lb, v, h0), grads, strict=True))
-    return dq, dkz, dlg, dlb, dv, dh0, None, None, None, None, None, None, None
+    return *present_grads((q, kz, lg, lb, v, h0), grads), None, None, None, None, None, None, None
 
 
 recurrence_forward.register_autograd(_backward, setup_context=_save_for_backward)
@@ -557,14 +559,14 @@ def directions_forward(q, kz, lg, lb, v, scale, gate, grid, save):
     """o summed over both ways of every line of `line_plans(q, v, grid)`, and each launch's saved tile states (save;
     an empty tensor for lines of one tile or without save), as custom ops (see recurrence_forward)."""
     o, saved = _both_ways(q, kz, lg, lb, v, scale, gate, line_plans(q, v, _grid(grid)), save)
-    return o, [q.new_empty(0) if t is None else t for t in saved]
+    return o, list(or_empty(saved, q))
 
 
 @directions_forward.register_fake
 def _(q, kz, lg, lb, v, scale, gate, grid, save):
     plans = line_plans(q, v, _grid(grid))
     saved = [_both_ways_saved(q, v, plan) if save else None for plan in plans]
-    return torch.empty_like(v), [q.new_empty(0) if t is None else t for t in saved]
+    return torch.empty_like(v), list(or_empty(saved, q))
 
 
 @torch.library.custom_op("hgrn::small_head_directions_backward", mutates_args=(), schema=DIRECTIONS_BACKWARD_SCHEMA)
@@ -581,12 +583,12 @@ def directions_backward(do, q, kz, lg, lb, v, saved, scale, gate, grid):
         if plb is not None:
             dlb = plb.sum(0) if dlb is None else dlb + plb.sum(0)
     dlb = None if dlb is None else dlb.to(lb.dtype)
-    return tuple(q.new_empty(0) if t is None else t for t in (dq, dkz, dlg, dlb, dv))
+    return or_empty((dq, dkz, dlg, dlb, dv), q)
 
 
 @directions_backward.register_fake
 def _(do, q, kz, lg, lb, v, saved, scale, gate, grid):
-    return tuple(q.new_empty(0) if t is None else torch.empty_like(t) for t in (q, kz, lg, lb, v))
+    return empty_grads((q, kz, lg, lb, v), q)
 
 
 def _grid(grid: list[int] | None) -> tuple[int, int] | None:
@@ -605,8 +607,7 @@ def _directions_backward(ctx, do: Tensor, *_: Tensor | None) -> tuple[Tensor | N
     q, kz, lg, lb, v, *saved = ctx.saved_tensors
     scale, gate, grid = ctx.options
     grads = torch.ops.hgrn.small_head_directions_backward(do.contiguous(), q, kz, lg, lb, v, saved, scale, gate, grid)
-    dq, dkz, dlg, dlb, dv = (None if t is None else g for t, g in zip((q, kz, lg, lb, v), grads, strict=True))
-    return dq, dkz, dlg, dlb, dv, None, None, None, None
+    return *present_grads((q, kz, lg, lb, v), grads), None, None, None, None
 
 
 directions_forward.register_autograd(_directions_backward, setup_context=_save_directions)
