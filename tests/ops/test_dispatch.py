@@ -3,10 +3,12 @@ head-first tensors mixed with time-first ones rejected with an error that names 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -196,6 +198,19 @@ def test_use_backend_nests_and_knows_its_backends():
 
 def python(code: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+
+
+def test_dynamo_takes_the_multiprocessor_count_as_a_constant(monkeypatch):
+    """A compiled launch plan (the small-head kernels' segments) reads sm_count: Dynamo takes its value instead of
+    tracing into the cached torch.cuda query (it warns when it traces through an lru_cache wrapper)."""
+    from hgrn.ops.triton import _common
+
+    monkeypatch.setattr(_common, "_sm_count", functools.cache(lambda index: 132))
+    compiled = torch.compile(lambda x: x * _common.sm_count(0), fullgraph=True, backend="eager")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert compiled(torch.ones(1)).item() == 132
+    assert not [w for w in caught if "lru_cache" in str(w.message)]
 
 
 def test_importing_the_ops_leaves_the_kernels_unimported_and_checks_hgrn_ops():

@@ -29,9 +29,13 @@ def dot_mode(dtype: torch.dtype) -> int:
     return {torch.bfloat16: DOT_BF16, torch.float16: DOT_TF32}.get(dtype, DOT_IEEE)
 
 
-@torch.compiler.assume_constant_result  # fixed for the process: Dynamo tracing a launch plan takes it as a constant
-@cache
+@torch.compiler.assume_constant_result  # fixed for the process: Dynamo tracing a launch plan takes its value
 def sm_count(device_index: int) -> int:
+    return _sm_count(device_index)
+
+
+@cache  # under the constant marker: Dynamo would trace through a cache wrapper that carried the marker itself
+def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
