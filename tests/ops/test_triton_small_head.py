@@ -82,16 +82,22 @@ def test_interpreted_segments(kind, reverse, monkeypatch):
 @cpu_only
 @pytest.mark.parametrize(
     ("gate", "options"),
-    [(GATE_GLA, {"reverse": True}), (GATE_HGRN2_LB, {"h0": True, "want_final": True, "segments": 3})],
-    ids=["gla-reverse", "hgrn2-lb-state-segments"],
+    [
+        (GATE_GLA, {"reverse": True}),
+        (GATE_GLA, {"reverse": True, "dtype": torch.float16}),
+        (GATE_HGRN2_LB, {"h0": True, "want_final": True, "segments": 3}),
+    ],
+    ids=["gla-reverse", "gla-reverse-fp16", "hgrn2-lb-state-segments"],
 )
 def test_custom_ops_pass_opcheck(gate, options):
     """torch.library.opcheck on hgrn::small_head_forward (and through its autograd formula the backward op): schema,
-    fake shapes against the real outputs, autograd registration, AOT dispatch with static and dynamic shapes."""
+    fake shapes and dtypes against the real outputs (half-precision inputs too: the empty results take their dtype),
+    autograd registration, AOT dispatch with static and dynamic shapes."""
     g = torch.Generator().manual_seed(0)
     B, T, H, E = 1, 48, 3, 2
-    q, kz, v = (torch.randn(B, T, H, E, generator=g).requires_grad_() for _ in range(3))
-    lg = -torch.rand(B, T, H, E, generator=g).requires_grad_() if gate == GATE_GLA else None
+    dtype = options.get("dtype", torch.float32)
+    q, kz, v = (torch.randn(B, T, H, E, generator=g).to(dtype).requires_grad_() for _ in range(3))
+    lg = -torch.rand(B, T, H, E, generator=g).to(dtype).requires_grad_() if gate == GATE_GLA else None
     lb = torch.rand(H, E, generator=g).mul(0.9).requires_grad_() if gate == GATE_HGRN2_LB else None
     h0 = torch.randn(B, H, E, E, generator=g).requires_grad_() if options.get("h0") else None
     args = (q, kz, lg, lb, v, h0, None, 0.7, gate, options.get("reverse", False), options.get("want_final", False),

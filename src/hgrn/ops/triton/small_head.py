@@ -481,13 +481,12 @@ def _(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, segments, save
         raise NotImplementedError("cu_seqlens under torch.compile: the tile count is read from it; run it eagerly")
     plan = make_plan(q, v, cu, segments)
     H, K, V = *q.shape[2:], v.shape[-1]
-    shapes = (
-        (plan.n_seqs, H, K, V) if want_final else (0,),  # final
-        (plan.P, max(plan.NTS - 1, 1), H, K, V) if save else (0,),  # saved
-        (plan.P, H, K, V) if plan.NS > 1 else (0,),  # starts
-        (plan.P, H, K) if plan.NS > 1 else (0,),  # logdec
-    )
-    return torch.empty_like(v), *(q.new_empty(shape, dtype=torch.float32) for shape in shapes)
+    segmented = plan.NS > 1
+    final = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if want_final else None
+    saved = q.new_empty(plan.P, max(plan.NTS - 1, 1), H, K, V, dtype=torch.float32) if save else None
+    starts = q.new_empty(plan.P, H, K, V, dtype=torch.float32) if segmented else None
+    logdec = q.new_empty(plan.P, H, K, dtype=torch.float32) if segmented else None
+    return torch.empty_like(v), *or_empty((final, saved, starts, logdec), q)
 
 
 @torch.library.custom_op("hgrn::small_head_backward", mutates_args=(), schema=BACKWARD_SCHEMA)
