@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 .PHONY: help venv demo demo-lm test test-gpu lint format clean data-listops data-lra data-lra-verify lra tables \
 	data-ptb data-wikitext data-pile data-lm-eval wikitext pile eval-lm \
 	ablation ablation-ratios ablation-switches ablation-baselines mqar notebooks \
-	data-imagenet data-imagenet-verify data-fashion-mnist data-mnist-5k imagenet bench-vit
+	data-imagenet data-imagenet-verify data-fashion-mnist data-mnist-5k imagenet bench-vit bench-ddp
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -73,6 +73,7 @@ MODEL ?= hgrn2
 TASK ?= listops text retrieval image pathfinder pathx
 GPUS ?= 1
 DEVICES = $(if $(filter 1,$(GPUS)),,trainer=ddp trainer.devices=$(GPUS))
+SCALE_GPUS = $(if $(filter 1,$(GPUS)),2,$(GPUS))
 
 lra: $(STAMP)  ## train LRA with the paper recipes (MODEL=hgrn2|hgrn1|gla|attention TASK="listops ..." GPUS=1), then the table
 	@for task in $(TASK); do \
@@ -186,6 +187,10 @@ imagenet: $(STAMP)  ## train + evaluate the DeiT recipe (MODEL=hgrn2_vit_tiny|hg
 
 bench-vit: $(STAMP)  ## ImageNet training step (B 256, bf16, Mixup, AdamW) of the HGRN ViTs and DeiT on the GPU: images/s, memory, 300-epoch GPU hours -> results/bench/
 	$(PY) -m hgrn.bench.vit_step
+
+bench-ddp: $(STAMP)  ## DDP scaling on GPUS=2 (or more) GPUs against one: ListOps HGRN2 and the WikiText-103 HGRN2 recipe on Penn Treebank's text (needs make data-listops data-ptb) -> results/bench/
+	$(PY) -m hgrn.bench.ddp_scaling --experiment lra/hgrn2/listops --devices $(SCALE_GPUS) --steps 400
+	$(PY) -m hgrn.bench.ddp_scaling --experiment lm/wikitext103/hgrn2 --devices $(SCALE_GPUS) --steps 300 -- data=lm/ptb
 
 tables: $(STAMP)  ## render results/tables/ (.md .tex .csv) and the README's copies from every results.json / evaluation.json under outputs/ and results/runs/, beside results/paper/
 	$(PY) -m hgrn.results.tables --readme README.md

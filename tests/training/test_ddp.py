@@ -4,48 +4,36 @@ its validation and test metrics count every example once; the multi-device train
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
-import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
+from hgrn.bench import ddp_scaling
 from hgrn.models.backbone import Block
 from hgrn.training.resume import resume_problem
 from tests.training.test_resume import TINY, finish, run_dirs, start_training
 
 
-class RecordLosses(L.Callback):
-    """Rank 0 writes to `path` every step's training loss over the global batch (the mean of the ranks' means)."""
-
-    def __init__(self, path: str) -> None:
-        self.path, self.losses = Path(path), []
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any) -> None:
-        self.losses.append(float(pl_module.all_gather(outputs["loss"].detach()).mean()))
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            self.path.write_text(json.dumps(self.losses))
-
-
 def test_two_processes_train_as_one_at_the_same_global_batch(listops_dir, tmp_path):
-    def start(name: str, trainer: str, batch_size: int) -> tuple:
-        record = f"+callbacks.losses={{_target_: tests.training.test_ddp.RecordLosses, path: '{tmp_path / name}.json'}}"
-        run = [f"trainer={trainer}", f"data.batch_size={batch_size}", "trainer.max_steps=6", "logger=none", record]
-        return start_training(tmp_path / name, name, *TINY, f"data.data_dir={listops_dir}", *run)
+    """hgrn.bench.ddp_scaling with two gloo processes against one: the same loss over the global batch at every step,
+    the same weights, every validation and test example counted once, and each process's peak memory recorded."""
+    tiny = [o for o in TINY if not o.startswith("experiment=")]
+    bench = ["--experiment", "demo", "--trainer", "ddp_cpu", "--baseline-trainer", "cpu", "--global-batch", "16"]
+    bench += ["--steps", "6", "--warmup", "1", "--work", str(tmp_path / "runs"), "--out", str(tmp_path / "bench")]
+    ddp_scaling.main([*bench, "--", *tiny, f"data.data_dir={listops_dir}"])
 
-    runs = {"one": start("one", "cpu", 16), "two": start("two", "ddp_cpu", 8)}
-    for training in runs.values():
-        finish(training)
-
-    one, two = (json.loads((tmp_path / f"{name}.json").read_text()) for name in runs)
-    assert len(one) == len(two) == 6
-    torch.testing.assert_close(torch.tensor(two), torch.tensor(one), rtol=1e-5, atol=1e-6)
-    (one_dir,), (two_dir,) = run_dirs(tmp_path / "one"), run_dirs(tmp_path / "two")
+    (report,) = (tmp_path / "bench").glob("ddp-scaling-*.json")
+    (row,) = json.loads(report.read_text())["rows"]
+    one, two = row["one"], row["many"]
+    assert len(one["losses"]) == len(two["losses"]) == 6
+    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-5, atol=1e-6)
+    assert row["comparison"]["test_equal"] and row["comparison"]["efficiency"] > 0
+    assert len(two["peak_memory_gib"]) == 2 and len(one["peak_memory_gib"]) == 1
+    assert "| demo | ddp_cpu | 2 | 16 |" in report.with_suffix(".md").read_text()
+    (stamp,) = (tmp_path / "runs").iterdir()
+    one_dir, two_dir = stamp / "1-device", stamp / "2-device"
     weights = [
         torch.load(d / "checkpoints" / "step-00000006.ckpt", weights_only=True)["state_dict"]
         for d in (one_dir, two_dir)
@@ -57,6 +45,7 @@ def test_two_processes_train_as_one_at_the_same_global_batch(listops_dir, tmp_pa
     assert two["metrics"]["test/acc"] == one["metrics"]["test/acc"]  # 200 test examples, each counted once
     assert two["metrics"]["val/acc_best"] == one["metrics"]["val/acc_best"]
     assert two["metrics"]["test/loss"] == pytest.approx(one["metrics"]["test/loss"], rel=1e-5)
+    assert two["peak_memory_bytes"] == max(two["peak_memory_bytes_per_process"])
 
 
 @pytest.mark.parametrize("trainer", ["ddp_cpu", "ddp", "fsdp"])
@@ -80,3 +69,11 @@ def test_two_processes_stop_together_at_their_time_limit_and_test(listops_dir, t
     record = json.loads((run_dir / "results.json").read_text())
     assert record["steps"] == 1 and record["finished"] is False and 0 <= record["metrics"]["test/acc"] <= 1
     assert resume_problem(run_dir / "checkpoints" / "step-00000001.ckpt") is None
+
+
+def test_the_scaling_bench_refuses_runs_of_different_global_batches():
+    one = {"global_batch": 16, "world_size": 1, "steps_per_s": 2.0, "losses": [1.0], "test": {}}
+    many = {**one, "global_batch": 32, "world_size": 2}
+    with pytest.raises(ValueError, match="pass --global-batch"):
+        ddp_scaling.compare(one, many)
+    assert ddp_scaling.compare(one, {**many, "global_batch": 16, "steps_per_s": 3.0})["efficiency"] == 0.75

@@ -156,10 +156,15 @@ def dated_record(benchmark: str, command: str, **fields: object) -> dict:
     }
 
 
+def dated_base(result: dict, out_dir: Path, name: str) -> Path:
+    """out_dir/<name>-<device>-<date> (the result's device and date), the files' path without its suffix."""
+    return out_dir / f"{name}-{result['device'].lower().replace(' ', '-')}-{result['date']}"
+
+
 def write_dated(result: dict, text: str, out_dir: Path, name: str) -> None:
     """write_json_and_markdown under out_dir as <name>-<device>-<date> (the result's device and date), printing the
     paths: the single-table benchmarks' output."""
-    base = out_dir / f"{name}-{result['device'].lower().replace(' ', '-')}-{result['date']}"
+    base = dated_base(result, out_dir, name)
     for path in write_json_and_markdown(result, text, base):
         print(f"wrote {path}")
 

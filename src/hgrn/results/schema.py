@@ -65,6 +65,7 @@ class TrainingRecord:
     kind: str = "training"
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    peak_memory_bytes_per_process: list[int] = field(default_factory=list)  # rank order; peak_memory_bytes: their max
 
     def best(self) -> float | None:
         """The validation monitor's best value (None when the run never validated)."""

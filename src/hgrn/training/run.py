@@ -97,6 +97,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None) -> TrainingRe
         metrics = _test(trainer, task, datamodule, ckpt_path=best_path)
     if best.best_model_score is not None:
         metrics[f"{task.monitor}_best"] = float(best.best_model_score)
+    peaks = peaks_per_process(trainer)
     result = TrainingRecord(
         experiment=cfg.name,
         overrides=overrides,
@@ -112,7 +113,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None) -> TrainingRe
         parameters=task.num_parameters(),
         throughput=throughput.summary(),
         wall_seconds=time.perf_counter() - clock + throughput.resumed_seconds,  # the earlier processes' fit too
-        peak_memory_bytes=peak_memory_bytes(),
+        peak_memory_bytes=max(peaks),
+        peak_memory_bytes_per_process=peaks,
         steps=trainer.global_step,
         planned_steps=planned,
         epochs=trainer.current_epoch,
@@ -157,6 +159,14 @@ def finished_budget(trainer: L.Trainer, planned: int | None) -> bool:
     met_its_rule = (EarlyStoppingReason.STOPPING_THRESHOLD, EarlyStoppingReason.PATIENCE_EXHAUSTED)
     stopped = any(isinstance(c, EarlyStopping) and c.stopping_reason in met_its_rule for c in trainer.callbacks)
     return stopped or (planned is not None and trainer.global_step >= planned)
+
+
+def peaks_per_process(trainer: L.Trainer) -> list[int]:
+    """Every process's peak memory (peak_memory_bytes), in rank order: one all-gather, which every rank reaches."""
+    peak = torch.tensor(peak_memory_bytes(), device=trainer.strategy.root_device)
+    if trainer.world_size == 1:
+        return [int(peak)]
+    return [int(p) for p in trainer.strategy.all_gather(peak).flatten().tolist()]
 
 
 def hydra_overrides() -> list[str] | None:
