@@ -616,7 +616,7 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
     V = v.shape[-1]
     flags = _flags(q, plan, reverse, cu)
     seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
-    o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final)
+    o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final and plan.NS == 1)  # segments: combined
     _prep_kernel[(plan.NCH, H, plan.P)](q, kz, q if lg is None else lg, q if lb is None else lb, qi, ks, A, gl,
                                         *seq, H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate,
                                         **_parallel(plan, flags, cap=True))  # fmt: skip
