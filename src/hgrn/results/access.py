@@ -1,10 +1,11 @@
-"""What the notebooks read, and nothing else: a table's cells as records (the same selection as `make tables`) and the
-rows of the committed kernel benchmarks (results/bench/*.json).
+"""What the notebooks read, and nothing else: a table's cells as records (the same selection as `make tables`), the
+learning curves of training runs, and the rows of the committed kernel benchmarks (results/bench/*.json).
 
     from hgrn.results.access import table_records, kernel_benchmark
     rows = table_records("ablation")   # one dict per cell: the line's labels, column, value, std, seeds, records
     path, rows = kernel_benchmark()    # the newest kernel benchmark: one dict per (implementation, shape, mode)
     path, rows = expand_ratio_benchmark()  # the newest expand-ratio sweep: one dict per (case, expand ratio)
+    curves = learning_curves("lra/")   # every LRA training run, finished or not, with its learning curve
 
 Records are searched under HGRN_RUNS (folders separated by os.pathsep) or, by default, outputs/ and results/runs/ of
 the repository, as `make tables` does; the notebooks save their figures under `plots_dir()`.
@@ -18,7 +19,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from hgrn.results.collect import collect
+from hgrn.results.collect import TRAINING, Run, collect
+from hgrn.results.schema import load_record
 from hgrn.results.table import Measure, Table, build
 from hgrn.results.tables import DEFAULT_RUNS, REPO, SPECS, load_paper
 
@@ -78,6 +80,20 @@ def table_records(name: str, roots: Iterable[Path | str] | None = None) -> list[
                 }
             )
     return out
+
+
+def learning_curves(prefix: str, roots: Iterable[Path | str] | None = None) -> list[dict[str, Any]]:
+    """Every training run under `roots` (default: `run_roots()`) whose experiment starts with `prefix`, finished or
+    not and whatever its overrides (a curve shows how far a run got): experiment, path, finished, recipe, progress
+    ("36,465 of 37,500 steps") and history (results.json's learning curve), in experiment and path order."""
+    runs, _ = collect(run_roots() if roots is None else roots)
+    chosen = sorted((r for r in runs if r.source == TRAINING and r.experiment.startswith(prefix)), key=_by_path)
+    fields = ("experiment", "path", "finished", "recipe", "progress")
+    return [{**{f: getattr(r, f) for f in fields}, "history": load_record(r.path).history} for r in chosen]
+
+
+def _by_path(run: Run) -> tuple[str, str]:
+    return run.experiment, str(run.path)
 
 
 def kernel_benchmark(folder: Path | str | None = None) -> tuple[Path, list[dict[str, Any]]] | None:
