@@ -77,3 +77,19 @@ def test_the_scaling_bench_refuses_runs_of_different_global_batches():
     with pytest.raises(ValueError, match="pass --global-batch"):
         ddp_scaling.compare(one, many)
     assert ddp_scaling.compare(one, {**many, "global_batch": 16, "steps_per_s": 3.0})["efficiency"] == 0.75
+
+
+def test_the_step_log_groups_accumulated_micro_batches_by_their_optimiser_step(tmp_path):
+    """Two micro-batches per optimiser step: global_step advances on the second, whose loss still belongs to it."""
+    from types import SimpleNamespace
+
+    log = ddp_scaling.StepLog(str(tmp_path / "steps.json"))
+    trainer = SimpleNamespace(global_step=0, is_global_zero=True)
+    module = SimpleNamespace(all_gather=lambda t: t)
+    log.on_train_start(trainer, module)
+    for global_step, loss in zip([0, 1, 1, 2], [1.0, 3.0, 5.0, 7.0], strict=True):
+        trainer.global_step = global_step
+        log.on_train_batch_end(trainer, module, {"loss": torch.tensor(loss)})
+    log.on_train_end(trainer, module)
+    rows = json.loads((tmp_path / "steps.json").read_text())
+    assert [(r["step"], r["loss"]) for r in rows] == [(1, 2.0), (2, 6.0)]

@@ -42,9 +42,15 @@ class StepLog(L.Callback):
         self.path = Path(path)
         self.losses: dict[int, list[torch.Tensor]] = {}
         self.times: dict[int, float] = {}
+        self.stepped = 0  # optimiser steps taken when the last micro-batch ended
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stepped = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any) -> None:
-        step = trainer.global_step  # already advanced when this micro-batch ended an optimiser step
+        # the optimiser step this micro-batch belongs to: global_step has already advanced if it ended one
+        step = trainer.global_step if trainer.global_step > self.stepped else trainer.global_step + 1
+        self.stepped = trainer.global_step
         self.losses.setdefault(step, []).append(pl_module.all_gather(outputs["loss"].detach()).float().mean())
         self.times[step] = time.perf_counter()
 
