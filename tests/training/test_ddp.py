@@ -29,7 +29,7 @@ def test_two_processes_train_as_one_at_the_same_global_batch(listops_dir, tmp_pa
     one, two = row["one"], row["many"]
     assert len(one["losses"]) == len(two["losses"]) == 6
     torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-5, atol=1e-6)
-    assert row["comparison"]["test_equal"] and row["comparison"]["efficiency"] > 0
+    assert row["comparison"]["test_max_abs_diff"] < 1e-5 and row["comparison"]["efficiency"] > 0
     assert len(two["peak_memory_gib"]) == 2 and len(one["peak_memory_gib"]) == 1
     assert "| demo | ddp_cpu | 2 | 16 |" in report.with_suffix(".md").read_text()
     (stamp,) = (tmp_path / "runs").iterdir()
@@ -72,11 +72,12 @@ def test_two_processes_stop_together_at_their_time_limit_and_test(listops_dir, t
 
 
 def test_the_scaling_bench_refuses_runs_of_different_global_batches():
-    one = {"global_batch": 16, "world_size": 1, "steps_per_s": 2.0, "losses": [1.0], "test": {}}
+    one = {"global_batch": 16, "world_size": 1, "steps_per_s": 2.0, "losses": [1.0], "test": {"test/acc": 0.5}}
     many = {**one, "global_batch": 32, "world_size": 2}
     with pytest.raises(ValueError, match="pass --global-batch"):
         ddp_scaling.compare(one, many)
-    assert ddp_scaling.compare(one, {**many, "global_batch": 16, "steps_per_s": 3.0})["efficiency"] == 0.75
+    scaling = ddp_scaling.compare(one, {**many, "global_batch": 16, "steps_per_s": 3.0, "test": {"test/acc": 0.25}})
+    assert scaling["efficiency"] == 0.75 and scaling["test_max_abs_diff"] == 0.25
 
 
 def test_the_step_log_groups_accumulated_micro_batches_by_their_optimiser_step(tmp_path):

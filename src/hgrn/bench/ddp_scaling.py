@@ -1,6 +1,6 @@
 """Data-parallel scaling of one experiment: the same training on one device and on N, at the same global batch and
-seed, then throughput, scaling efficiency, the two loss curves side by side, peak memory per process and the test
-metrics (each example counted once over all ranks: they must match the one-device run's)
+seed, then throughput, scaling efficiency, the two loss curves side by side, peak memory per process and how far the
+test metrics are apart (each example is counted once over all ranks, so they differ by rounding only)
 -> results/bench/ddp-scaling-<device>-<date>.{json,md}.
 
     python -m hgrn.bench.ddp_scaling --experiment lra/hgrn2/listops --devices 2 --steps 400
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -90,7 +89,7 @@ def run_training(command: list[str], run_dir: Path) -> None:
     console = run_dir / "console.log"
     print(" ".join(command[2:]), flush=True)
     with console.open("w") as out:
-        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
     if code != 0:
         lines = console.read_text(errors="replace").strip().splitlines() or ["(no output)"]
         raise RuntimeError(f"training exited with {code} ({console}): {lines[-1]}")
@@ -130,12 +129,13 @@ def compare(one: dict[str, Any], many: dict[str, Any], first: int = 10) -> dict[
             "this experiment's data.batch_size is per process; pass --global-batch"
         )
     pairs = list(zip(one["losses"], many["losses"], strict=False))
+    tested = one["test"].keys() & many["test"].keys()
     return {
         "efficiency": many["steps_per_s"] / (many["world_size"] * one["steps_per_s"]),
         "loss_max_abs_diff_first": max(abs(a - b) for a, b in pairs[:first]),
         "loss_max_abs_diff_all": max(abs(a - b) for a, b in pairs),
         "first": first,
-        "test_equal": one["test"] == many["test"],
+        "test_max_abs_diff": max((abs(one["test"][k] - many["test"][k]) for k in tested), default=None),
     }
 
 
@@ -147,7 +147,7 @@ def markdown(result: dict[str, Any]) -> str:
         "each process's peak (torch.cuda.max_memory_allocated; on the CPU its resident set).",
         "",
         "| experiment | trainer | devices | global batch | steps/s | examples/s | tokens/s | efficiency "
-        "| peak GiB per process | max loss diff (first steps / all) | test metrics equal |",
+        "| peak GiB per process | max loss diff (first steps / all) | max test metric diff |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in result["rows"]:
@@ -167,7 +167,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{scaling['efficiency']:.2f}" if scaling else "-",
                 ", ".join(f"{p:.2f}" for p in run["peak_memory_gib"]),
                 _loss_gap(scaling),
-                str(scaling["test_equal"]) if scaling else "-",
+                _test_gap(scaling),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Loss over the global batch, first steps (one device / N devices):", ""]
@@ -186,6 +186,11 @@ def _loss_gap(scaling: dict[str, Any] | None) -> str:
     if scaling is None:
         return "-"
     return f"{scaling['loss_max_abs_diff_first']:.2e} / {scaling['loss_max_abs_diff_all']:.2e}"
+
+
+def _test_gap(scaling: dict[str, Any] | None) -> str:
+    gap = None if scaling is None else scaling["test_max_abs_diff"]
+    return "-" if gap is None else f"{gap:.2e}"
 
 
 def measure(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
