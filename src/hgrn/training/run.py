@@ -163,10 +163,11 @@ def finished_budget(trainer: L.Trainer, planned: int | None) -> bool:
 
 def peaks_per_process(trainer: L.Trainer) -> list[int]:
     """Every process's peak memory (peak_memory_bytes), in rank order: one all-gather, which every rank reaches."""
-    peak = torch.tensor(peak_memory_bytes(), device=trainer.strategy.root_device)
+    peak = peak_memory_bytes()
     if trainer.world_size == 1:
-        return [int(peak)]
-    return [int(p) for p in trainer.strategy.all_gather(peak).flatten().tolist()]
+        return [peak]
+    gathered = trainer.strategy.all_gather(torch.tensor(peak, device=trainer.strategy.root_device))
+    return [int(p) for p in gathered.flatten().tolist()]
 
 
 def hydra_overrides() -> list[str] | None:
