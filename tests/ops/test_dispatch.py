@@ -200,6 +200,20 @@ def python(code: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
 
 
+def test_compiling_blocks_imports_the_kernels_before_any_graph_is_traced():
+    """Backbone.compile_blocks loads the kernels' module (load_kernels) when the ops may choose it: imported inside
+    a traced first call, it broke the compiled LM step's graph (7 breaks on the H200)."""
+    code = (
+        "import sys, hgrn.ops as ops; from hgrn.models.backbone import Backbone, BackboneConfig; "
+        "Backbone(BackboneConfig(d_model=8, n_layers=1)).compile_blocks(whole=True); "
+        "print(ops.USE_KERNELS, 'hgrn.ops.triton' in sys.modules)"
+    )
+    for env, expected in (({}, "True True"), ({"HGRN_OPS": "reference"}, "False False")):
+        done = python(code, **env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split()[-2:] == expected.split()
+
+
 def test_dynamo_takes_the_multiprocessor_count_as_a_constant(monkeypatch):
     """A compiled launch plan (the small-head kernels' segments) reads sm_count: Dynamo takes its value instead of
     tracing into the cached torch.cuda query (it warns when it traces through an lru_cache wrapper)."""
@@ -223,7 +237,7 @@ def test_importing_the_ops_leaves_the_kernels_unimported_and_checks_hgrn_ops():
     assert bad.returncode != 0 and "HGRN_OPS='kernels' is not known; choose one of ('auto', 'reference')" in bad.stderr
 
 
-@pytest.mark.parametrize(
+COMPILED_MIXERS = pytest.mark.parametrize(
     ("mixer", "options", "width", "length"),
     [
         ("hgrn2", {"expand_ratio": 16}, 32, 40),
@@ -235,15 +249,29 @@ def test_importing_the_ops_leaves_the_kernels_unimported_and_checks_hgrn_ops():
     ],
     ids=["hgrn2-chunk", "gla-chunk", "hgrn1", "hgrn2-small-head", "hgrn2-small-head-both-ways", "hgrn2-small-head-2d"],
 )
+
+
+@COMPILED_MIXERS
 def test_torch_compile_keeps_the_recurrences_in_one_graph(mixer, options, width, length):
     """A compiled mixer traces as one graph (fullgraph: every recurrence kernel is a custom op, an opaque node) and
     gives the eager outputs and gradients (the kernels: here the Triton interpreter). Traced into instead, autograd
     Functions around Triton launches make the compile fail."""
+    compiled_against_eager(mixer, options, width, length, "cpu")
+
+
+@pytest.mark.gpu
+@COMPILED_MIXERS
+def test_torch_compile_keeps_the_recurrences_in_one_graph_on_the_gpu(mixer, options, width, length):
+    """The same with the compiled kernels and Inductor's CUDA code (fp32: the TF32 matmul switch stays off)."""
+    compiled_against_eager(mixer, options, width, length, "cuda")
+
+
+def compiled_against_eager(mixer: str, options: dict, width: int, length: int, device: str) -> None:
     from hgrn.layers import build_mixer
 
     torch.manual_seed(0)
-    layer = build_mixer(mixer, width, **options)
-    x = torch.randn(2, length, width)
+    layer = build_mixer(mixer, width, **options).to(device)
+    x = torch.randn(2, length, width, device=device)
     results = []
     torch._dynamo.reset()
     for module in (layer, torch.compile(layer, fullgraph=True)):

@@ -10,6 +10,7 @@ import torch
 from timm.layers import DropPath
 from torch import Tensor, nn
 
+from hgrn import ops
 from hgrn.layers import GLU, MIXERS, LayerLowerBounds, build_mixer, make_norm, mixer_options
 from hgrn.layers.directions import DIRECTIONS
 from hgrn.layers.norms import NORMS
@@ -133,6 +134,7 @@ class Backbone(nn.Module):
         (one graph: the recurrence kernels are custom ops, hgrn.ops.dispatch; on the CPU the PyTorch reference runs
         eagerly between graphs). The blocks share their code, so each piece compiles once for all blocks. `mode`:
         torch.compile's ("reduce-overhead": CUDA graphs)."""
+        ops.load_kernels()  # before any graph is traced: its import would break the graph
         for block in self.blocks:
             parts = (block,) if whole else (block.mixer_norm, block.glu_norm, block.glu)
             for part in parts:

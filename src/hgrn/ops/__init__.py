@@ -27,7 +27,7 @@ from hgrn.ops.checks import (
     check_hgrn2_directions_args,
     check_hgrn2_step_args,
 )
-from hgrn.ops.dispatch import USE_KERNELS, use_backend
+from hgrn.ops.dispatch import USE_KERNELS, load_kernels, use_backend
 from hgrn.ops.gates import lower_bounded_gate
 
 
@@ -154,6 +154,7 @@ __all__ = [
     "hgrn2_directions",
     "hgrn2_recurrence",
     "hgrn2_step",
+    "load_kernels",
     "lower_bounded_gate",
     "use_backend",
 ]

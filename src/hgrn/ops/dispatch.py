@@ -24,8 +24,8 @@ Under torch.compile Dynamo traces `run`: the checks and the choice become guards
 torch.library custom ops (hgrn::chunk_*, hgrn::small_head_*, hgrn::small_head_directions_*, hgrn::hgrn1_scan_*),
 opaque nodes inside the graph, so a block compiles as one graph. The decoding steps update a state in place: they are
 hidden from Dynamo in hgrn.ops.triton, as are the reference and naive backends here; the graph breaks there, and
-they run as they do eagerly. A backend module is imported on its first use, outside any graph: a compiled first call
-breaks there once and compiles again once it is loaded.
+they run as they do eagerly. A backend module is imported on its first use, which Dynamo cannot trace: code about to
+be compiled calls `load_kernels` first (Backbone.compile_blocks does), or the graph breaks where the first op runs.
 """
 
 from __future__ import annotations
@@ -104,6 +104,14 @@ def _module(backend: str) -> ModuleType:
     A lookup in a dict once loaded, which Dynamo traces (it cannot trace an import)."""
     module = _loaded.get(backend)
     return module if module is not None else _load(backend)
+
+
+def load_kernels() -> None:
+    """Import the kernels' module now if the ops may choose it (triton importable, HGRN_OPS not `reference`), so that
+    compiled code finds it loaded: its import would break the graph where the first op is traced (measured: 7 graph
+    breaks in the compiled LM anchor step, results/bench/lm-step-nvidia-h200-2026-12-03.md)."""
+    if USE_KERNELS:
+        _module("triton")
 
 
 @torch.compiler.disable
