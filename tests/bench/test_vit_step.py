@@ -14,7 +14,14 @@ def test_vit_step_smoke_writes_the_table(tmp_path, capsys):
     assert [row["model"] for row in result["rows"]] == ["hgrn2-tiny", "hgrn1-tiny", "deit-tiny"]
     assert all(row["images_per_s"] > 0 and row["image_size"] == 28 for row in result["rows"])
     assert result["rows"][2]["speed_vs_deit"] == 1.0
+    assert all(row["compile"] == "false" for row in result["rows"]) and "task.compile=false" in result["setting"]
     table = written.with_suffix(".md").read_text()
     assert "| hgrn2-tiny |" in table and "GPU hours" in table
     assert all("| kernel | group | calls/step |" in row["profile"] for row in result["rows"])
     assert "Where a hgrn2-tiny step's GPU time goes" in table
+
+
+def test_the_gpu_run_measures_the_recipes_compile_unless_told():
+    """Without --compile a model is built as its experiment trains it (the ImageNet recipe compiles blocks)."""
+    assert vit_step.build("hgrn2-tiny", smoke=False).hparams["compile"] == "blocks"
+    assert vit_step.build("hgrn2-tiny", smoke=False, compile="false").hparams["compile"] is False
