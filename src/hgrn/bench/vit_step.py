@@ -28,7 +28,7 @@ import torch
 from hgrn.bench.report import dated_record, write_dated
 from hgrn.bench.step_profile import profile_steps
 from hgrn.config import compose
-from hgrn.training.base import TaskModule
+from hgrn.training.base import COMPILE_CHOICES, TaskModule
 from hgrn.training.build import build_datamodule, build_task
 from hgrn.training.optim import param_groups
 
@@ -189,9 +189,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--smoke", action="store_true", help="CPU, small HGRN2 / HGRN1 / DeiT, 28-pixel images")
     parser.add_argument("--profile", action="store_true", help="also the kernels that take each model's step time")
-    parser.add_argument(
-        "--compile", choices=["false", "parts", "blocks", "graphs"], help="task.compile (default: the recipe's)"
-    )
+    compile_choices = [str(choice).lower() for choice in COMPILE_CHOICES]
+    parser.add_argument("--compile", choices=compile_choices, help="task.compile (default: the recipe's)")
     args = parser.parse_args(argv)
     args.argv = list(argv or [])
     if args.smoke:
