@@ -181,7 +181,7 @@ def test_table_records_carry_each_cells_values_and_config(tmp_path):
 def test_learning_curves_show_every_run_of_the_prefix_finished_or_not(tmp_path):
     history = [{"step": 750, "epoch": 0, "val/acc": 0.2}, {"step": 1500, "epoch": 1, "val/acc": 0.3}]
     unfinished = training(finished=False, steps=1500, planned_steps=37500, history=history)
-    changed = training(overrides=["experiment=lra/hgrn2/listops", "model.d_model=8"])
+    changed = training(overrides=["experiment=lra/hgrn2/listops", "model.d_model=8"], config={"model": {"d_model": 8}})
     for name, record in (("b", unfinished), ("a", changed), ("c", training(experiment="mqar/hgrn2"))):
         write_record(tmp_path / name / "results.json", record)
     (tmp_path / "d").mkdir()
@@ -190,6 +190,7 @@ def test_learning_curves_show_every_run_of_the_prefix_finished_or_not(tmp_path):
     found = [(c["path"].parent.name, c["finished"], c["recipe"]) for c in curves]
     assert found == [("a", True, False), ("b", False, True)]
     assert curves[1]["progress"] == "1,500 of 37,500 steps" and curves[1]["history"] == history
+    assert [c["direction"] for c in curves] == [None, None]  # the synthetic records' models name none
 
 
 def test_kernel_benchmark_reads_the_newest_kernel_rows_and_skips_other_files(tmp_path):

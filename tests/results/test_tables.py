@@ -54,6 +54,18 @@ def test_a_debug_run_goes_to_other_runs_and_leaves_the_paper_table_alone(tmp_pat
     assert "data.data_dir" not in other  # neutral overrides are not shown
 
 
+def test_a_run_whose_change_the_recipe_has_since_adopted_counts_for_it(tmp_path):
+    """The one-way HGRN2 ListOps run set model.direction=causal before the recipe did (issue 18); today's experiment
+    composes to that value, so the run fills the table. The same key with a value the recipe does not have stays out."""
+    runs = tmp_path / "runs"
+    adopted, other = ([f"experiment={LISTOPS}", f"model.direction={d}"] for d in ("causal", "bidirectional"))
+    write_run(runs, "adopted", acc=0.6005, best=0.6075, overrides=adopted, config={"model": {"direction": "causal"}})
+    write_run(runs, "other", acc=0.9, best=0.9, overrides=other, config={"model": {"direction": "bidirectional"}})
+    markdown = render(runs, tmp_path / "tables", "lra")["lra.md"]
+    assert "[60.05](../runs/adopted/results.json)" in row(markdown, "hgrn2", "ours")
+    assert "overrides change the model, data or budget" in row(markdown, LISTOPS)
+
+
 def test_an_unfinished_run_is_not_in_the_table(tmp_path):
     runs = tmp_path / "runs"
     write_run(runs, "stopped", acc=0.6, best=0.6, finished=False, steps=7155, planned_steps=37500)

@@ -58,6 +58,8 @@ RECIPE_FIDELITY: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     # Linear(1, d) on normalised pixels; 'batch' norm, not synchronised over GPUs
     (("lra/*/pathfinder", "lra/*/pathx"), {"data.tokenize": False, "trainer.sync_batchnorm": False}),
     (("lra/*/pathfinder",), {"model.batchnorm_group": 16}),  # statistics per 16 sequences, as per official GPU
+    # issue 18: HGRN2's 1-D tasks scan one way (Hgru2_1d); on ListOps that reached the paper's accuracy
+    (("lra/hgrn2/listops", "lra/hgrn2/text", "lra/hgrn2/retrieval"), {"model.direction": "causal"}),
     (("lra/hgrn1/*",), {"trainer.precision": "32-true"}),  # HGRN1's scripts pass no precision: fp32
     (("lra/hgrn1/pathfinder",), {"model.batchnorm_group": None}),  # one GPU: the whole batch
     (("lra/hgrn1/pathx",), {"trainer.sync_batchnorm": True}),  # 'synbatch' on 4 GPUs

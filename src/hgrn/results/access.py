@@ -85,11 +85,19 @@ def table_records(name: str, roots: Iterable[Path | str] | None = None) -> list[
 def learning_curves(prefix: str, roots: Iterable[Path | str] | None = None) -> list[dict[str, Any]]:
     """Every training run under `roots` (default: `run_roots()`) whose experiment starts with `prefix`, finished or
     not and whatever its overrides (a curve shows how far a run got): experiment, path, finished, recipe, progress
-    ("36,465 of 37,500 steps") and history (results.json's learning curve), in experiment and path order."""
+    ("36,465 of 37,500 steps"), direction (the model's scan direction, which LRA's runs compare) and history
+    (results.json's learning curve), in experiment and path order."""
     runs, _ = collect(run_roots() if roots is None else roots)
     chosen = sorted((r for r in runs if r.source == TRAINING and r.experiment.startswith(prefix)), key=_by_path)
     fields = ("experiment", "path", "finished", "recipe", "progress")
-    return [{**{f: getattr(r, f) for f in fields}, "history": load_record(r.path).history} for r in chosen]
+    return [
+        {
+            **{f: getattr(r, f) for f in fields},
+            "direction": (r.config.get("model") or {}).get("direction"),
+            "history": load_record(r.path).history,
+        }
+        for r in chosen
+    ]
 
 
 def _by_path(run: Run) -> tuple[str, str]:

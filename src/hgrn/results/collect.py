@@ -6,12 +6,15 @@ unknown schema version) is reported with its path and skipped; it never stops th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hgrn.config import ConfigError, compose
 from hgrn.results.evaluation import EVALUATION_FILE
+from hgrn.results.identity import deviations, override_key
 from hgrn.results.schema import EvaluationRecord, Record, TrainingRecord, load_record
 
 RECORD_FILES = ("results.json", EVALUATION_FILE)
@@ -64,7 +67,7 @@ def run_of(path: Path, record: Record) -> Run:
             experiment=record.experiment,
             overrides=None if record.overrides is None else tuple(record.overrides),
             seed=record.seed,
-            recipe=record.recipe,
+            recipe=record.recipe or follows_recipe_now(record.experiment, record.overrides, record.config),
             finished=record.finished,
             progress=f"{record.steps:,}{planned} steps",
             monitor=record.monitor,
@@ -76,6 +79,38 @@ def run_of(path: Path, record: Record) -> Run:
             finished_at=record.finished_at,
         )
     return _evaluation_run(path, record)
+
+
+def follows_recipe_now(experiment: str, overrides: Sequence[str] | None, config: Mapping[str, Any]) -> bool:
+    """Whether a run that changed its recipe follows the recipe as it stands now: every deviating override set its key
+    to the value the experiment composes to today, because the recipe has since adopted the change (issue 18: HGRN2's
+    1-D LRA tasks scan one way since the `model.direction=causal` ListOps run). The record itself is not rewritten."""
+    changed = deviations(overrides) if overrides is not None else ("unknown",)
+    if not changed or any(override_key(o)[1] is None for o in changed):
+        return False
+    now = _composed(experiment)
+    return now is not None and all(
+        _config_value(config, key) == _config_value(now, key) for key in (override_key(o)[0] for o in changed)
+    )
+
+
+@functools.cache
+def _composed(experiment: str) -> dict[str, Any] | None:
+    """The experiment's config today, resolved (None for an experiment that no longer exists)."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = compose(f"experiment={experiment}", "paths.output_dir=RUN_DIR")
+    except ConfigError:
+        return None
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _config_value(config: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
 
 
 def _evaluation_run(path: Path, record: EvaluationRecord) -> Run:
