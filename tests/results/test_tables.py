@@ -54,16 +54,24 @@ def test_a_debug_run_goes_to_other_runs_and_leaves_the_paper_table_alone(tmp_pat
     assert "data.data_dir" not in other  # neutral overrides are not shown
 
 
-def test_a_run_whose_change_the_recipe_has_since_adopted_counts_for_it(tmp_path):
-    """The one-way HGRN2 ListOps run set model.direction=causal before the recipe did (issue 18); today's experiment
-    composes to that value, so the run fills the table. The same key with a value the recipe does not have stays out."""
+def test_the_table_judges_runs_by_the_recipe_as_it_stands_today(tmp_path):
+    """HGRN2's ListOps recipe scans one way since issue 18. A run that set model.direction=causal before the recipe did
+    fills the table; one that followed the recipe of its day (both ways, no override) has drifted and stays out, and
+    the table says why; so does an override to a value the recipe does not have. No record is rewritten."""
     runs = tmp_path / "runs"
     adopted, other = ([f"experiment={LISTOPS}", f"model.direction={d}"] for d in ("causal", "bidirectional"))
+    both_ways = {"model": {"mixer": "hgrn2", "direction": "bidirectional"}}
     write_run(runs, "adopted", acc=0.6005, best=0.6075, overrides=adopted, config={"model": {"direction": "causal"}})
-    write_run(runs, "other", acc=0.9, best=0.9, overrides=other, config={"model": {"direction": "bidirectional"}})
+    write_run(runs, "other", acc=0.9, best=0.9, overrides=other, config=both_ways)
+    write_run(runs, "drifted", acc=0.95, best=0.95, config=both_ways)
     markdown = render(runs, tmp_path / "tables", "lra")["lra.md"]
     assert "[60.05](../runs/adopted/results.json)" in row(markdown, "hgrn2", "ours")
-    assert "overrides change the model, data or budget" in row(markdown, LISTOPS)
+    lines = markdown.splitlines()
+    (drifted,), (changed,) = ([line for line in lines if f"/{n}/results.json)" in line] for n in ("drifted", "other"))
+    assert "trained before the recipe changed model.direction: bidirectional, now causal" in drifted
+    assert "overrides change the model" not in drifted
+    assert "overrides change the model, data or budget" in changed and "recipe changed" not in changed
+    assert json.loads((runs / "drifted" / "results.json").read_text())["recipe"] is True
 
 
 def test_an_unfinished_run_is_not_in_the_table(tmp_path):

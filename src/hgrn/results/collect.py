@@ -7,7 +7,7 @@ unknown schema version) is reported with its path and skipped; it never stops th
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,18 +56,20 @@ class Run:
     metrics_last: Mapping[str, float]
     config: Mapping[str, Any]
     finished_at: str
+    drift: tuple[str, ...] = ()  # model settings in which it differs from today's recipe (recipe_now)
 
 
 def run_of(path: Path, record: Record) -> Run:
     if isinstance(record, TrainingRecord):
         planned = f" of {record.planned_steps:,}" if record.planned_steps is not None else ""
+        recipe, drift = recipe_now(record)
         return Run(
             path=path,
             source=TRAINING,
             experiment=record.experiment,
             overrides=None if record.overrides is None else tuple(record.overrides),
             seed=record.seed,
-            recipe=record.recipe or follows_recipe_now(record.experiment, record.overrides, record.config),
+            recipe=recipe,
             finished=record.finished,
             progress=f"{record.steps:,}{planned} steps",
             monitor=record.monitor,
@@ -77,21 +79,47 @@ def run_of(path: Path, record: Record) -> Run:
             metrics_last=record.metrics_last,
             config=record.config,
             finished_at=record.finished_at,
+            drift=drift,
         )
     return _evaluation_run(path, record)
 
 
-def follows_recipe_now(experiment: str, overrides: Sequence[str] | None, config: Mapping[str, Any]) -> bool:
-    """Whether a run that changed its recipe follows the recipe as it stands now: every deviating override set its key
-    to the value the experiment composes to today, because the recipe has since adopted the change (issue 18: HGRN2's
-    1-D LRA tasks scan one way since the `model.direction=causal` ListOps run). The record itself is not rewritten."""
-    changed = deviations(overrides) if overrides is not None else ("unknown",)
-    if not changed or any(override_key(o)[1] is None for o in changed):
-        return False
-    now = _composed(experiment)
-    return now is not None and all(
-        _config_value(config, key) == _config_value(now, key) for key in (override_key(o)[0] for o in changed)
+def recipe_now(record: TrainingRecord) -> tuple[bool, tuple[str, ...]]:
+    """Whether a training run follows its experiment's recipe as the recipe stands today, and the model settings in
+    which it trained another model than today's recipe builds ("model.direction: bidirectional, now causal").
+
+    The record says whether the run's overrides kept the recipe of its day. Recipes change when evidence says the
+    official run did otherwise (issue 18: HGRN2's 1-D LRA tasks scan one way since 2026-12-04), so:
+    - a model setting that differs from today's composed experiment and that no override of the run set is drift:
+      the run no longer follows the recipe, and the table says why;
+    - a run that deviated only by setting keys to the values today's recipe has adopted follows it now (the one-way
+      ListOps run, made with `model.direction=causal` before the recipe said so). The record is not rewritten."""
+    now = _composed(record.experiment)
+    if now is None or record.overrides is None:  # an experiment that no longer exists, or unknown overrides
+        return record.recipe, ()
+    set_by_run = {override_key(o)[0] for o in record.overrides}
+    drift = tuple(
+        f"model.{key}: {old}, now {new}"
+        for key, old, new in _differences(record.config.get("model") or {}, now.get("model") or {})
+        if f"model.{key}" not in set_by_run
     )
+    changed = [override_key(o) for o in deviations(record.overrides)]
+    adopted = all(
+        value is not None and config_value(record.config, key) == config_value(now, key) for key, value in changed
+    )
+    return not drift and (record.recipe or adopted), drift
+
+
+def _differences(before: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, value before, value now) where both configs have the key and the values differ."""
+    found = []
+    for key in before.keys() & now.keys():
+        old, new = before[key], now[key]
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            found += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            found.append((f"{prefix}{key}", old, new))
+    return sorted(found)
 
 
 @functools.cache
@@ -106,7 +134,8 @@ def _composed(experiment: str) -> dict[str, Any] | None:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def _config_value(config: Mapping[str, Any], dotted: str) -> Any:
+def config_value(config: Mapping[str, Any], dotted: str) -> Any:
+    """config["a"]["b"] for "a.b"; None where a part is missing."""
     value: Any = config
     for part in dotted.split("."):
         value = value.get(part) if isinstance(value, Mapping) else None

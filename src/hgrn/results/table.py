@@ -8,13 +8,13 @@ number or None where the column does not apply) and which records feed it. `buil
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hgrn.results.collect import TRAINING, Run, Skipped
-from hgrn.results.identity import follows_recipe
+from hgrn.results.collect import TRAINING, Run, Skipped, config_value
+from hgrn.results.identity import deviations, follows_recipe
 from hgrn.results.select import Choice, choose, summarize
 
 NO_RUN = "no run"
@@ -153,14 +153,7 @@ def _kept(run: Run, measures: Sequence[Measure]) -> bool:
 def _qualifies(run: Run, measure: Measure) -> bool:
     if run.experiment != measure.experiment or not run.finished:
         return False
-    return _keeps(run, measure) and all(_config_value(run.config, key) == value for key, value in measure.config)
-
-
-def _config_value(config: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = config
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value
+    return _keeps(run, measure) and all(config_value(run.config, key) == value for key, value in measure.config)
 
 
 def _cell(spec: Spec, cell: Measure | Published | None, choices: dict[Measure, Choice | None]) -> Cell:
@@ -229,8 +222,10 @@ def _reason(run: Run, qualified: bool, kept: bool) -> str:
     reasons = []
     if run.overrides is None:
         reasons.append("overrides not recorded" if run.source == TRAINING else "no training record with its overrides")
-    elif not kept:
+    elif not kept and (not run.drift or deviations(run.overrides)):
         reasons.append("overrides change the model, data or budget")
+    if run.drift:
+        reasons.append(f"trained before the recipe changed {'; '.join(run.drift)}")
     if not run.finished:
         reasons.append(f"did not finish its budget ({run.progress})")
     return "; ".join(reasons) or "no cell of this table takes its settings"

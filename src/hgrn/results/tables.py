@@ -28,8 +28,9 @@ REPO = Path(__file__).resolve().parents[3]
 PAPER_DIR = REPO / "results" / "paper"
 DEFAULT_RUNS = ("outputs", "results/runs")
 SELECTION = (
-    "ours: only runs that followed their experiment's recipe (no override that changes the model, data or budget) "
-    "and finished it; mean ± std over seeds where there are several; † the best of a sweep over optimiser settings "
+    "ours: only runs that followed their experiment's recipe as it stands today (no override that changes the model, "
+    "data or budget, unless the recipe has since adopted it; no model setting the recipe has since changed) and "
+    "finished it; mean ± std over seeds where there are several; † the best of a sweep over optimiser settings "
     "by the validation monitor (its setting in the CSV). Each number links to its record. no run: no such run yet; "
     "the runs that do not qualify are listed under Other runs."
 )
