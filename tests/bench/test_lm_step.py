@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 
 import pytest
+import torch
 
 from hgrn.bench import lm_step
 from hgrn.bench import lm_step_report as report
@@ -94,3 +95,33 @@ def test_a_row_runs_in_its_own_process_with_its_own_caches(tmp_path):
     assert (tmp_path / "ours-hgrn2-fused-eager" / "row.json").exists()
     late = lm_step.run_row_process("ours-hgrn2", args, timeout=0.01)
     assert late == {"row": "ours-hgrn2", "note": lm_step.ROW_NOTES["ours-hgrn2"], "error": "not finished within 0 s"}
+
+
+def test_a_first_steps_compilation_is_split_into_triton_jit_by_kernel_and_torch_compile_phases():
+    """Kernels Triton compiles in the block count by name (cache hits do not), any listener installed before keeps
+    hearing of them and is back afterwards; TorchDynamo's timed phases of a compile inside the block are reported."""
+    from triton import knobs
+    from triton.knobs import CompileTimes
+
+    heard = []
+
+    def before(**event: object) -> None:
+        heard.append(event["cache_hit"])
+
+    knobs.compilation.listener = before
+    try:
+        with lm_step.compile_seconds() as found:
+            for name, cache_hit in (("_walk_fwd_kernel", False), ("_walk_fwd_kernel", False), ("_prep", True)):
+                times = CompileTimes(ir_initialization=500_000, lowering_stages=[("ptx", 1_000_000)], store_results=0)
+                knobs.compilation.listener(src=type("Src", (), {"name": name})(), metadata={}, metadata_group={},
+                                           times=times, cache_hit=cache_hit)  # fmt: skip
+            torch.compile(lambda x: x.sin() + 1, backend="eager")(torch.randn(3))
+        assert heard == [False, False, True]
+    finally:
+        restored = knobs.compilation.listener
+        knobs.compilation.listener = None
+    assert found["triton_jit"] == {"_walk_fwd_kernel": pytest.approx(3.0)}
+    assert found["torch_compile"] and all(seconds > 0 for seconds in found["torch_compile"].values())
+    assert "_compile.compile_inner" in found["torch_compile"] and restored is before
+    (line,) = report._row_details({"row": "ours-hgrn2", "first_step_compile_s": found})
+    assert "first step's compilation, seconds: Triton JIT in the process 3.0 (_walk_fwd_kernel 3.0); torch.co" in line

@@ -20,7 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -176,13 +177,15 @@ def measure_model(
         forward().backward()
         update()
 
-    first_by_phase = {name: seconds for name, (seconds, _) in _by_phase(forward, update, cuda).items()}
+    with compile_seconds() as first_compile:
+        first_by_phase = {name: seconds for name, (seconds, _) in _by_phase(forward, update, cuda).items()}
     _timed(step, warmup, cuda)
     seconds = _timed(step, steps, cuda) / steps
     result = {
         "params": sum(p.numel() for p in model.parameters()),  # parameters() yields a tied weight once
         "first_step_s": sum(first_by_phase.values()),
         "first_step_s_by_phase": first_by_phase,
+        "first_step_compile_s": first_compile,
         "step_s": seconds,
         "tokens_per_s": shape.batch * shape.length / seconds,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
@@ -218,6 +221,49 @@ def _by_phase(forward: Callable[[], Tensor], update: Callable[[], None], cuda: b
     phase("backward", loss.backward)
     phase("optimizer", update)
     return measured
+
+
+@contextmanager
+def compile_seconds(top: int = 6) -> Iterator[dict]:
+    """Where the compilation inside the block goes, in seconds, for a first step's breakdown: "triton_jit", the
+    Triton kernels compiled in this process by kernel (ours; Inductor compiles its own in worker processes, and a
+    kernel found in the cache costs nothing; None on a Triton without `knobs.compilation.listener`), and
+    "torch_compile", TorchDynamo's and Inductor's timed phases by name (nested: a phase includes those it calls)."""
+    from torch._dynamo.utils import compilation_time_metrics
+
+    found: dict = {"triton_jit": None, "torch_compile": {}}
+    before = {name: sum(times) for name, times in compilation_time_metrics.items()}
+    compilation = _triton_compilation_knobs()
+    previous = getattr(compilation, "listener", None)
+
+    def listen(*, src: object, times: object, cache_hit: bool, **rest: object) -> None:
+        if not cache_hit:
+            name = getattr(src, "name", "?")
+            found["triton_jit"][name] = found["triton_jit"].get(name, 0.0) + times.total / 1e6
+        if previous is not None:
+            previous(src=src, times=times, cache_hit=cache_hit, **rest)
+
+    if compilation is not None:
+        found["triton_jit"] = {}
+        compilation.listener = listen
+    try:
+        yield found
+    finally:
+        if compilation is not None:
+            compilation.listener = previous
+            found["triton_jit"] = dict(sorted(found["triton_jit"].items(), key=lambda item: -item[1]))
+        spent = {name: sum(times) - before.get(name, 0.0) for name, times in compilation_time_metrics.items()}
+        largest = sorted(((name, s) for name, s in spent.items() if s > 0), key=lambda item: -item[1])[:top]
+        found["torch_compile"] = dict(largest)
+
+
+def _triton_compilation_knobs() -> object | None:
+    """triton.knobs.compilation where it has the compile listener (Triton 3.4 and later), else None."""
+    try:
+        from triton import knobs
+    except ImportError:
+        return None
+    return knobs.compilation if hasattr(knobs.compilation, "listener") else None
 
 
 def _timed(step: Callable[[], None], n: int, cuda: bool) -> float:

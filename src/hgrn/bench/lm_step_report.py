@@ -103,6 +103,17 @@ def _row_details(row: dict) -> list[str]:
     if row.get("first_step_s_by_phase"):
         phases = ", ".join(f"{phase} {s:.1f}" for phase, s in row["first_step_s_by_phase"].items())
         lines.append(f"- {row['row']}: first step, seconds by phase: {phases}")
+    compiled = row.get("first_step_compile_s") or {}
+    if compiled.get("triton_jit") or compiled.get("torch_compile"):
+        jit = compiled.get("triton_jit")
+        if jit is None:
+            triton = "Triton JIT not measured (no compile listener in this Triton)"
+        else:
+            kernels = ", ".join(f"{name} {s:.1f}" for name, s in list(jit.items())[:4]) or "none compiled"
+            more = f", {len(jit) - 4} more" if len(jit) > 4 else ""
+            triton = f"Triton JIT in the process {sum(jit.values()):.1f} ({kernels}{more})"
+        phases = ", ".join(f"{name} {s:.1f}" for name, s in compiled.get("torch_compile", {}).items()) or "-"
+        lines.append(f"- {row['row']}: first step's compilation, seconds: {triton}; torch.compile phases: {phases}")
     if "profile" in row:
         heading = f"## Where the time goes: {row['row']} (run {row['run']}, {row['step_s'] * 1e3:.1f} ms per step)"
         lines += ["", heading, "", row["profile"], ""]
