@@ -231,7 +231,8 @@ def compile_seconds(top: int = 6) -> Iterator[dict]:
     "torch_compile", TorchDynamo's and Inductor's timed phases by name (nested: a phase includes those it calls)."""
     from torch._dynamo.utils import compilation_time_metrics
 
-    found: dict = {"triton_jit": None, "torch_compile": {}}
+    found: dict = {}
+    jit: dict[str, float] = {}
     before = {name: sum(times) for name, times in compilation_time_metrics.items()}
     compilation = _triton_compilation_knobs()
     previous = getattr(compilation, "listener", None)
@@ -239,22 +240,25 @@ def compile_seconds(top: int = 6) -> Iterator[dict]:
     def listen(*, src: object, times: object, cache_hit: bool, **rest: object) -> None:
         if not cache_hit:
             name = getattr(src, "name", "?")
-            found["triton_jit"][name] = found["triton_jit"].get(name, 0.0) + times.total / 1e6
+            jit[name] = jit.get(name, 0.0) + times.total / 1e6
         if previous is not None:
             previous(src=src, times=times, cache_hit=cache_hit, **rest)
 
     if compilation is not None:
-        found["triton_jit"] = {}
         compilation.listener = listen
     try:
         yield found
     finally:
         if compilation is not None:
             compilation.listener = previous
-            found["triton_jit"] = dict(sorted(found["triton_jit"].items(), key=lambda item: -item[1]))
         spent = {name: sum(times) - before.get(name, 0.0) for name, times in compilation_time_metrics.items()}
-        largest = sorted(((name, s) for name, s in spent.items() if s > 0), key=lambda item: -item[1])[:top]
-        found["torch_compile"] = dict(largest)
+        found["triton_jit"] = _largest_first(jit) if compilation is not None else None
+        found["torch_compile"] = dict(list(_largest_first(spent).items())[:top])
+
+
+def _largest_first(seconds: dict[str, float]) -> dict[str, float]:
+    """The positive entries, largest first."""
+    return dict(sorted(((name, s) for name, s in seconds.items() if s > 0), key=lambda item: -item[1]))
 
 
 def _triton_compilation_knobs() -> object | None:

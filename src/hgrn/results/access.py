@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from hgrn.results.collect import TRAINING, Run, collect
+from hgrn.results.collect import TRAINING, Run, collect, config_value
 from hgrn.results.schema import load_record
 from hgrn.results.table import Measure, Table, build
 from hgrn.results.tables import DEFAULT_RUNS, REPO, SPECS, load_paper
@@ -93,7 +93,7 @@ def learning_curves(prefix: str, roots: Iterable[Path | str] | None = None) -> l
     return [
         {
             **{f: getattr(r, f) for f in fields},
-            "direction": (r.config.get("model") or {}).get("direction"),
+            "direction": config_value(r.config, "model.direction"),
             "history": load_record(r.path).history,
         }
         for r in chosen
