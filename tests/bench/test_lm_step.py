@@ -60,6 +60,9 @@ def test_ratios_and_mfu_are_taken_against_the_peers_of_the_same_run():
     assert report.stem(merged) == "lm-step-nvidia-h200-2026-12-02"
     with pytest.raises(SystemExit, match="merge same GPUs"):
         report.assemble(second_rows, shape, "NVIDIA H100", "2026-12-02T12:00:00Z", 800.0, "s", first)
+    late = [{**measured("ours-hgrn2-graphs", 1e5), "kernels_ahead": False}, measured("ours-hgrn2-blocks", 1e5)]
+    table = report.markdown(report.assemble(late, shape, "NVIDIA H200", "2026-12-02T13:00:00Z", 800.0, "s", None))
+    assert [line.count("HGRN_PRECOMPILE=0") for line in table.splitlines() if line.startswith("| ours")] == [1, 0]
 
 
 @pytest.mark.parametrize("argv", [["--rows", "llama-sdpa"], ["--merge", "no-such-result.json"]])
@@ -124,4 +127,4 @@ def test_a_first_steps_compilation_is_split_into_triton_jit_by_kernel_and_torch_
     assert found["torch_compile"] and all(seconds > 0 for seconds in found["torch_compile"].values())
     assert "_compile.compile_inner" in found["torch_compile"] and restored is before
     (line,) = report._row_details({"row": "ours-hgrn2", "first_step_compile_s": found})
-    assert "first step's compilation, seconds: Triton JIT in the process 3.0 (_walk_fwd_kernel 3.0); torch.co" in line
+    assert "Triton JIT in the process, summed over kernels 3.0 (_walk_fwd_kernel 3.0); torch.compile" in line

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hgrn.layers.linear_cross_entropy import linear_cross_entropy
+from hgrn.layers.linear_cross_entropy import equal_chunk_rows, linear_cross_entropy
 from hgrn.models import BackboneConfig, CausalLM, CausalLMConfig
 from hgrn.training import LanguageModelingTask
 from tests.helpers import assert_close, rel_err
@@ -49,6 +49,15 @@ def test_float64_equals_cross_entropy_on_full_logits(chunk_rows, reduction):
     for name, a, e in zip(("loss", "d hidden", "d weight"), actual, expected, strict=True):
         assert a.dtype == e.dtype
         assert_close(name, a, e, 1e-12)
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 2097, 2098, 16383, 16384, 100_000])
+def test_default_chunks_are_equal_and_within_the_limit(n):
+    rows = equal_chunk_rows(n, 2097)  # the anchor's limit: 2^26 logits over a 32000 vocabulary
+    sizes = [min(rows, n - start) for start in range(0, n, rows)]
+    assert rows <= 2097 and len(sizes) == -(-n // 2097)  # no more chunks than the limit needs
+    if sizes and n % len(sizes) == 0:
+        assert set(sizes) == {n // len(sizes)}  # all equal: one shape to compile (16384 rows: 8 x 2048)
 
 
 def test_fp32_equals_cross_entropy_on_full_logits():

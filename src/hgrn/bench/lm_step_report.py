@@ -70,6 +70,7 @@ def markdown(result: dict) -> str:
             error = row["error"][-300:].replace("|", "/")
             lines.append(f"| {row['row']} | {row['run'][11:16]} | | | | | | | | | error: {error} |")
             continue
+        off = row.get("kernels_ahead") is False
         cells = [
             row["run"][11:16],
             f"{row['params'] / 1e6:.1f}M" if row["params"] >= 1e5 else str(row["params"]),
@@ -79,7 +80,7 @@ def markdown(result: dict) -> str:
             f"{row['peak_gib']:.1f}" if row["peak_gib"] is not None else "-",
             f"{row['first_step_s']:.1f}",
             f"{row['loss_first']:.4f}",
-            row["note"],
+            row["note"] + (" (HGRN_PRECOMPILE=0: our kernels compiled at their first launches)" if off else ""),
         ]
         lines.append(f"| {row['row']} | " + " | ".join(cells) + " |")
     lines.append("")
@@ -111,7 +112,7 @@ def _row_details(row: dict) -> list[str]:
         else:
             kernels = ", ".join(f"{name} {s:.1f}" for name, s in list(jit.items())[:4]) or "none compiled"
             more = f", {len(jit) - 4} more" if len(jit) > 4 else ""
-            triton = f"Triton JIT in the process {sum(jit.values()):.1f} ({kernels}{more})"
+            triton = f"Triton JIT in the process, summed over kernels {sum(jit.values()):.1f} ({kernels}{more})"
         phases = ", ".join(f"{name} {s:.1f}" for name, s in compiled.get("torch_compile", {}).items()) or "-"
         lines.append(f"- {row['row']}: first step's compilation, seconds: {triton}; torch.compile phases: {phases}")
     if "profile" in row:

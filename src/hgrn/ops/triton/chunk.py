@@ -51,6 +51,7 @@ from hgrn.ops.triton._common import (
     store_tile,
     target_programs,
 )
+from hgrn.ops.triton.precompile import ahead, entry
 
 GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB = 0, 1, 2
 SPECIALIZE = dict(do_not_specialize=["T", "NS", "L"])
@@ -253,7 +254,7 @@ def _chunk_index(p, c, h, NCH, H: tl.constexpr, K: tl.constexpr):
     return ((p * NCH + c) * H + h).to(tl.int64) * K
 
 
-@triton.jit(**SPECIALIZE)
+@entry(**SPECIALIZE)
 def _prep_kernel(q, kz, lg, lb, qi, ks, a, gl, cu, T, NS, L, NCH,
                  H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr,
                  GATE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
@@ -293,7 +294,7 @@ def _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH,
     tl.store(gl + _chunk_index(p, c, h, NCH, H, K) + ck, glv, mask=ck < K)
 
 
-@triton.jit(**SPECIALIZE)
+@entry(**SPECIALIZE)
 def _walk_fwd_kernel(qi, ks, a, v, do, gl, out, h0, ht, dstates, starts, cu, T, NS, L, NCH, scale,
                      H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BKW: tl.constexpr, BVW: tl.constexpr,
                      C: tl.constexpr, MODE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
@@ -335,7 +336,7 @@ def _walk_fwd_kernel(qi, ks, a, v, do, gl, out, h0, ht, dstates, starts, cu, T, 
         tl.store(ht + s_off, S, mask=s_mask)
 
 
-@triton.jit(**SPECIALIZE)
+@entry(**SPECIALIZE)
 def _walk_rev_kernel(qi, ks, a, v, do, gl, dv, xk, dstates, dht, dh0, cu, T, NS, L, NCH, scale,
                      H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, BVW: tl.constexpr,
                      C: tl.constexpr, MODE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
@@ -382,7 +383,7 @@ def _walk_rev_kernel(qi, ks, a, v, do, gl, dv, xk, dstates, dht, dh0, cu, T, NS,
         tl.store(dh0 + s_off, dS, mask=s_mask)
 
 
-@triton.jit(**SPECIALIZE)
+@entry(**SPECIALIZE)
 def _pairs_kernel(v, do, da, cu, T, NS, L, H: tl.constexpr, V: tl.constexpr, VP: tl.constexpr, C: tl.constexpr,
                   REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
     """Chunk-parallel: da = do v^T within each chunk (diagonal included), once per chunk, so that the intra-chunk
@@ -398,7 +399,7 @@ def _pairs_kernel(v, do, da, cu, T, NS, L, H: tl.constexpr, V: tl.constexpr, VP:
         store_tile(da + h * C, mm(dot, tl.trans(vt), DOT), tok, valid, H * C, tl.arange(0, C), C)
 
 
-@triton.jit(**SPECIALIZE)
+@entry(**SPECIALIZE)
 def _intra_bwd_kernel(q, kz, lg, lb, gl, da, xk, yq, starts, dq, dkz, dlg, plb, cu, T, NS, L, NCH, scale,
                       H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr,
                       GATE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
@@ -470,7 +471,7 @@ def _intra_bwd_kernel(q, kz, lg, lb, gl, da, xk, yq, starts, dq, dkz, dlg, plb, 
                 tl.store(plb + ci, tl.sum(tl.where(inside, ns * (inv_f * dlogf - dkt), 0.0), 0), mask=ck < K)
 
 
-@triton.jit
+@entry()
 def _segment_combine_kernel(local, logdec, init, before, final, NS, HKV, V,
                             BLOCK: tl.constexpr, DESCENDING: tl.constexpr, HAS_INIT: tl.constexpr,
                             STORE_FINAL: tl.constexpr):  # fmt: skip
@@ -641,6 +642,7 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
 def _(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments):
     if cu is not None:
         raise NotImplementedError("cu_seqlens under torch.compile: the chunk count is read from it; run it eagerly")
+    ahead(chunk_forward, (q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments))
     plan = make_plan(q, v, cu, chunk_size=chunk_size, segments=segments)
     o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final)
     starts = q.new_empty(plan.P, *q.shape[2:], v.shape[-1], dtype=torch.float32) if plan.NS > 1 else q.new_empty(0)
@@ -717,6 +719,8 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
 
 @chunk_backward.register_fake
 def _(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, scale, gate, reverse, chunk_size, segments):
+    ahead(chunk_backward, (do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, scale, gate, reverse, chunk_size,
+                           segments))  # fmt: skip
     return empty_grads((q, kz, lg, lb, v, h0), q)
 
 

@@ -33,6 +33,7 @@ from hgrn.ops.triton._common import (
     target_programs,
     tokens,
 )
+from hgrn.ops.triton.precompile import ahead, entry
 
 
 @triton.jit
@@ -90,7 +91,7 @@ def _store_state(ptr, re, im, dm, COMPLEX: tl.constexpr):
         tl.store(ptr + 1, im, mask=dm)
 
 
-@triton.jit(do_not_specialize=["T"])
+@entry(do_not_specialize=["T"])
 def _fwd_kernel(x, g, th, o, h0, ht, cu, T, D: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
                 COMPLEX: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_H0: tl.constexpr,
                 STORE_HT: tl.constexpr):  # fmt: skip
@@ -155,7 +156,7 @@ def _release(flag, state):
     tl.atomic_xchg(flag, state, sem="release")
 
 
-@triton.jit(do_not_specialize=["T", "NSEQ"])
+@entry(do_not_specialize=["T", "NSEQ"])
 def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, T, NSEQ, D: tl.constexpr, BT: tl.constexpr,
                         BD: tl.constexpr, COMPLEX: tl.constexpr, REVERSE: tl.constexpr, HAS_H0: tl.constexpr,
                         STORE_HT: tl.constexpr, PUBLISH_PREFIX: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
@@ -257,7 +258,7 @@ def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, T, NSEQ, D: tl.constexpr
             _store_state(s_ptr, e_r, e_i, dm, COMPLEX)
 
 
-@triton.jit(do_not_specialize=["T"])
+@entry(do_not_specialize=["T"])
 def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, T, D: tl.constexpr, BT: tl.constexpr,
                 BD: tl.constexpr, COMPLEX: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
                 HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr):  # fmt: skip
@@ -417,6 +418,7 @@ def scan_forward(x, log_f, theta, h0, cu, reverse, want_final):
 
 @scan_forward.register_fake
 def _(x, log_f, theta, h0, cu, reverse, want_final):
+    ahead(scan_forward, (x, log_f, theta, h0, cu, reverse, want_final))
     n_seqs = x.shape[0] if cu is None else cu.shape[0] - 1
     ht = x.new_empty(n_seqs, *x.shape[2:], dtype=torch.float32) if want_final else x.new_empty(0)
     return torch.empty_like(x), ht
@@ -443,6 +445,7 @@ def scan_backward(do, dht, log_f, theta, o, h0, cu, reverse):
 
 @scan_backward.register_fake
 def _(do, dht, log_f, theta, o, h0, cu, reverse):
+    ahead(scan_backward, (do, dht, log_f, theta, o, h0, cu, reverse))
     return empty_grads((o, log_f, theta, h0), o)
 
 

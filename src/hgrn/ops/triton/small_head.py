@@ -47,6 +47,7 @@ from hgrn.ops.triton._common import (
     tokens,
 )
 from hgrn.ops.triton.chunk import segment_combine
+from hgrn.ops.triton.precompile import ahead, entry
 
 SMALL_HEAD_MAX = 8  # the largest K (and V) taken here; from 16 the chunked kernels are faster (results/bench/)
 SPECIALIZE = dict(do_not_specialize=["T", "NS", "L", "NTS", "SK", "SV"])
@@ -211,7 +212,7 @@ def _fwd_walk(q, kz, lg, v, o, saved, S, lbv, p, bos, n, ts, heads, hm, ck, cv, 
     return S, total
 
 
-@triton.jit(**SPECIALIZE)
+@entry(**SPECIALIZE)
 def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, SK, SV, scale,
                 H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
                 BH: tl.constexpr, BT: tl.constexpr, MODE: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
@@ -314,7 +315,7 @@ def _bwd_walk(q, kz, lg, v, do, saved, S0_first, dq, dkz, dlg, dv, U, lb_sum, lb
     return U, lb_sum
 
 
-@triton.jit(**SPECIALIZE)
+@entry(**SPECIALIZE)
 def _bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb, cu, T, NS, L, NTS, SK, SV, scale,
                 H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
                 BH: tl.constexpr, BT: tl.constexpr, MODE: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
@@ -479,6 +480,7 @@ def recurrence_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_fina
 def _(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, segments, save):
     if cu is not None:
         raise NotImplementedError("cu_seqlens under torch.compile: the tile count is read from it; run it eagerly")
+    ahead(recurrence_forward, (q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, segments, save))
     plan = make_plan(q, v, cu, segments)
     H, K, V = *q.shape[2:], v.shape[-1]
     segmented = plan.NS > 1
@@ -518,6 +520,8 @@ def recurrence_backward(do, dht, q, kz, lg, lb, v, h0, saved, starts, logdec, cu
 
 @recurrence_backward.register_fake
 def _(do, dht, q, kz, lg, lb, v, h0, saved, starts, logdec, cu, scale, gate, reverse, segments):
+    ahead(recurrence_backward, (do, dht, q, kz, lg, lb, v, h0, saved, starts, logdec, cu, scale, gate, reverse,
+                                segments))  # fmt: skip
     return empty_grads((q, kz, lg, lb, v, h0), q)
 
 
@@ -563,6 +567,7 @@ def directions_forward(q, kz, lg, lb, v, scale, gate, grid, save):
 
 @directions_forward.register_fake
 def _(q, kz, lg, lb, v, scale, gate, grid, save):
+    ahead(directions_forward, (q, kz, lg, lb, v, scale, gate, grid, save))
     plans = line_plans(q, v, _grid(grid))
     saved = [_both_ways_saved(q, v, plan) if save else None for plan in plans]
     return torch.empty_like(v), list(or_empty(saved, q))
@@ -587,6 +592,7 @@ def directions_backward(do, q, kz, lg, lb, v, saved, scale, gate, grid):
 
 @directions_backward.register_fake
 def _(do, q, kz, lg, lb, v, saved, scale, gate, grid):
+    ahead(directions_backward, (do, q, kz, lg, lb, v, saved, scale, gate, grid))
     return empty_grads((q, kz, lg, lb, v), q)
 
 

@@ -1,0 +1,171 @@
+"""Compile a recurrence's kernels while torch.compile is still at work, so that a compiled model's first step does not
+wait for them one after another.
+
+Dynamo and AOTAutograd call each custom op's fake implementation (hgrn::chunk_forward, its backward, ...) with the
+shapes of the real call, seconds before the compiled graph first runs. There the fake calls `ahead(op, args)`: a
+thread runs the op's CUDA implementation on uninitialised tensors laid out as the fake arguments, every launch of a
+kernel declared with `entry` turned into Triton's warm-up (compile, run nothing), and the compilations submitted to
+a pool of threads (Triton's AsyncCompileMode). The kernels land in their own in-memory cache, where the real launch
+finds them, or waits for one still compiling. Triton's passes and ptxas release the GIL, so the compilations run side
+by side and beside Dynamo and Inductor (measured: 4 kernels in 2 threads on 2 cores, 2.13 s serial, 0.95 s).
+
+At the 341M LM anchor (H200, Triton 3.6, whole blocks compiled) our kernels took 12.9 s of a 30.2 s first step,
+compiled one after another at their first launches; compiled ahead, the first step took 16.1 s against 26.0 s
+without (same GPU session), and 12.6 s against 18.8 s once the loss compiled one graph (results/bench/lm-step-nvidia-h200-
+2026-12-04.md). Four compile threads: the first launches' kernels (the prep, 4-6 s alone) compile first; with eight
+the prep took 9 s beside the others. A launch whose arguments specialise differently from the fake's (another
+alignment, say) compiles as before, so this never changes what runs. HGRN_PRECOMPILE=0 turns it off; it is off
+under the interpreter (TRITON_INTERPRET=1) and on a Triton without AsyncCompileMode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import torch
+import triton
+
+from hgrn.ops.triton._common import INTERPRET
+
+try:
+    from triton.runtime import _async_compile
+except ImportError:  # a Triton without asynchronous compilation
+    _async_compile = None
+
+ENABLED = os.environ.get("HGRN_PRECOMPILE", "1") != "0" and _async_compile is not None and not INTERPRET
+DEVICES = ("cuda",)  # where the kernels run (tests widen it to exercise the mechanism on a CPU)
+COMPILE_THREADS = min(4, os.cpu_count() or 1)
+
+log = logging.getLogger(__name__)
+_local = threading.local()
+_lock = threading.Lock()
+_seen: set[tuple] = set()
+_pending: list[Future] = []  # launch threads' runs and the compilations they started
+
+
+class Entry:
+    """A kernel launched from Python, `kernel[grid](*args, **options)` as any @triton.jit kernel; on a thread inside
+    `compile_only()` the launch compiles it (Triton's warm-up) and runs nothing. Other attributes are the kernel's.
+
+    A launch first waits for the compilations started here (Triton's FutureKernel) and finishes them, which puts the
+    kernels in Triton's in-memory cache (Triton 3.6 puts them there only then), so it neither compiles a kernel that
+    is still compiling nor reads back from disk one that is compiled."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self.compiling: list[Any] = []
+
+    def __getitem__(self, grid: tuple) -> Callable[..., Any]:
+        if getattr(_local, "compile_only", False):
+            return lambda *args, **options: self._compile(grid, args, options)
+        if self.compiling:
+            compiling, self.compiling = self.compiling, []
+            for kernel in compiling:
+                kernel.result(ignore_errors=True)  # a failed one compiles again at this launch, and raises there
+        return self.kernel[grid]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kernel, name)
+
+    def _compile(self, grid: tuple, args: tuple, options: dict) -> None:
+        kernel = self.kernel.run(*args, grid=grid, warmup=True, **options)
+        if hasattr(kernel, "result"):  # submitted to the compile threads (not found compiled)
+            self.compiling.append(kernel)
+
+
+def entry(**jit_options: Any) -> Callable[[Callable[..., Any]], Entry]:
+    """@triton.jit(**jit_options) for a kernel launched from Python (an `Entry`)."""
+    return lambda fn: Entry(triton.jit(fn, **jit_options))
+
+
+@contextlib.contextmanager
+def compile_only() -> Iterator[None]:
+    """On this thread, launches of `entry` kernels compile and run nothing."""
+    _local.compile_only = True
+    try:
+        yield
+    finally:
+        _local.compile_only = False
+
+
+def ahead(op: Callable[..., Any], args: tuple) -> None:
+    """From `op`'s fake implementation (args: its arguments, fake tensors): compile, in the background, the kernels
+    that `op` launches on real tensors laid out as `args`. Once per op and layout; not for symbolic shapes."""
+    if not ENABLED:
+        return
+    layout = tuple(_layout(a) for a in args)
+    if any(item is None for item in layout) or not any(item[0] == "tensor" for item in layout):
+        return
+    with _lock:
+        if (op, layout) in _seen:
+            return
+        _seen.add((op, layout))
+        _pending.append(_workers()[0].submit(_compile_launches, op, layout))
+
+
+def wait_all() -> None:
+    """Block until every compilation started by `ahead` so far has finished (tests, benchmarks)."""
+    while True:
+        with _lock:
+            pending, _pending[:] = list(_pending), []
+        if not pending:
+            return
+        wait(pending)
+
+
+def _layout(arg: Any) -> tuple | None:
+    """A hashable description of one argument: a tensor's shape, strides, storage offset, dtype and device; a list
+    of them; or the value itself. None where it cannot be reproduced (symbolic sizes, a device the kernels skip)."""
+    if isinstance(arg, torch.Tensor):
+        sizes = (*arg.shape, *arg.stride(), arg.storage_offset())
+        if arg.device.type not in DEVICES or not all(type(s) is int for s in sizes):
+            return None
+        return ("tensor", tuple(arg.shape), arg.stride(), arg.storage_offset(), arg.dtype, arg.device)
+    if isinstance(arg, list | tuple):
+        items = tuple(_layout(a) for a in arg)
+        return None if any(item is None for item in items) else ("list", items)
+    return ("value", arg)
+
+
+def _materialise(layout: tuple) -> Any:
+    kind, *rest = layout
+    if kind == "value":
+        return rest[0]
+    if kind == "list":
+        return [_materialise(item) for item in rest[0]]
+    shape, stride, offset, dtype, device = rest
+    extent = offset + sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) + 1 if all(shape) else offset
+    return torch.empty(extent, dtype=dtype, device=device).as_strided(shape, stride, offset)
+
+
+def _compile_launches(op: Callable[..., Any], layout: tuple) -> None:
+    """Run `op` on fresh tensors with its launches compile-only, their compilations on the compile threads."""
+    device = next(item[-1] for item in layout if item[0] == "tensor")
+    mode = _workers()[1]
+    token = _async_compile.active_mode.set(mode)
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    try:
+        with on_device, torch.no_grad(), compile_only():
+            op(*(_materialise(item) for item in layout))
+    except Exception as error:  # the real launch compiles instead: nothing is lost but time
+        log.warning("compiling the kernels of %s ahead failed (%s); they compile at their first launch", op, error)
+    finally:
+        _async_compile.active_mode.reset(token)
+        with _lock:  # only this thread submits compilations
+            _pending.extend(mode.raw_futures)
+            mode.raw_futures = []
+
+
+@functools.cache
+def _workers() -> tuple[ThreadPoolExecutor, Any]:
+    """The launch thread, and the compile threads as Triton's AsyncCompileMode; made on first use."""
+    launch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hgrn-precompile")
+    compile_threads = ThreadPoolExecutor(max_workers=COMPILE_THREADS, thread_name_prefix="hgrn-compile")
+    return launch, _async_compile.AsyncCompileMode(compile_threads)

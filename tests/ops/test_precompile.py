@@ -1,0 +1,145 @@
+"""Compiling the kernels ahead from the fake implementations (hgrn.ops.triton.precompile).
+
+On CPU: the compile-only launch and the layout round trip through a recording op (the interpreter compiles nothing);
+with a GPU (-m gpu): after the fakes of a compiled forward and backward, the real calls compile no kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+from hgrn.ops.triton import precompile
+
+
+class RecordingKernel:
+    """Stands in for a @triton.jit kernel: records launches and warm-ups; a warm-up hands back a compilation in
+    flight (as Triton's FutureKernel) when `in_flight`."""
+
+    def __init__(self, in_flight: bool = False) -> None:
+        self.calls: list[tuple] = []
+        self.in_flight = in_flight
+
+    def __getitem__(self, grid: tuple):
+        return lambda *args, **options: self.calls.append(("launch", grid, args, options))
+
+    def run(self, *args, grid, warmup, **options):
+        self.calls.append(("run", grid, warmup, args, options))
+        return Compiling(self.calls) if self.in_flight else None
+
+
+class Compiling:
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    def result(self, ignore_errors: bool = False) -> None:
+        self.calls.append(("result", ignore_errors))
+
+
+@pytest.fixture
+def on_cpu(monkeypatch):
+    """The mechanism on, for CPU tensors, with nothing seen before."""
+    monkeypatch.setattr(precompile, "ENABLED", True)
+    monkeypatch.setattr(precompile, "DEVICES", ("cpu",))
+    monkeypatch.setattr(precompile, "_seen", set())
+    yield
+    precompile.wait_all()
+
+
+def test_entry_launch_only_compiles_inside_compile_only():
+    kernel = RecordingKernel()
+    launched = precompile.Entry(kernel)
+    launched[(2,)](1, X=3)
+    with precompile.compile_only():
+        launched[(4, 1)](5, X=6)
+    launched[(7,)](8)
+    assert kernel.calls == [
+        ("launch", (2,), (1,), {"X": 3}),
+        ("run", (4, 1), True, (5,), {"X": 6}),
+        ("launch", (7,), (8,), {}),
+    ]
+    assert launched.calls is kernel.calls  # other attributes are the kernel's
+
+
+def test_entry_launch_finishes_the_compilations_in_flight_first():
+    kernel = RecordingKernel(in_flight=True)
+    launched = precompile.Entry(kernel)
+    with precompile.compile_only():
+        launched[(1,)](1)
+        launched[(1,)](2)
+    launched[(1,)](3)
+    launched[(1,)](4)  # nothing left in flight
+    assert [call[0] for call in kernel.calls] == ["run", "run", "result", "result", "launch", "launch"]
+    assert kernel.calls[2] == ("result", True)
+
+
+def test_ahead_runs_the_op_once_per_layout_on_real_tensors(on_cpu):
+    with FakeTensorMode():
+        view = torch.empty(4, 6)[:, 1:4]  # strides (6, 1), storage offset 1
+        half = torch.empty(3, dtype=torch.float16)
+        other = torch.empty(5, 3)
+    seen = []
+
+    def op(a, b, n, items, absent):
+        seen.append((a.shape, a.stride(), a.storage_offset(), b.dtype, n, [t.shape for t in items], absent))
+        assert not isinstance(a, FakeTensor) and precompile._local.compile_only
+        assert not torch.is_grad_enabled()
+
+    precompile.ahead(op, (view, half, 5, [half], None))
+    precompile.ahead(op, (view, half, 5, [half], None))  # the same layout: not again
+    precompile.ahead(op, (other, half, 5, [half], None))
+    precompile.wait_all()
+    assert seen == [
+        ((4, 3), (6, 1), 1, torch.float16, 5, [(3,)], None),
+        ((5, 3), (3, 1), 0, torch.float16, 5, [(3,)], None),
+    ]
+
+
+def test_ahead_skips_other_devices_and_reports_a_failure_in_one_line(on_cpu, caplog):
+    calls = []
+    precompile.ahead(lambda t: calls.append(t), (torch.empty(2, device="meta"),))
+
+    def broken(t):
+        raise RuntimeError("out of registers")
+
+    with caplog.at_level(logging.WARNING, logger=precompile.__name__):
+        precompile.ahead(broken, (torch.empty(2),))
+        precompile.wait_all()
+    assert calls == []
+    assert [r.getMessage().count("\n") for r in caplog.records] == [0]
+    assert "out of registers" in caplog.text and "compile at their first launch" in caplog.text
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not precompile.ENABLED, reason="this Triton has no asynchronous compilation")
+def test_fake_calls_compile_the_kernels_the_real_calls_launch():
+    """The chunked HGRN2 forward and backward at a shape no other test uses: after their fakes (as torch.compile
+    traces them) the real calls find every kernel compiled."""
+    from triton import knobs
+
+    from hgrn.ops.triton.chunk import GATE_HGRN2, chunk_backward, chunk_forward
+
+    B, T, H, K, V = 2, 333, 3, 80, 48
+    real = [torch.randn(B, T, H, n, device="cuda", dtype=torch.bfloat16) for n in (K, K, V)]
+    options = (1.0, GATE_HGRN2, False, False, None, None)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        q, kz, v = (torch.empty_like(t) for t in real)
+        o, _, starts, qi, ks, A, gl = chunk_forward(q, kz, None, None, v, None, None, *options)
+        chunk_backward(torch.empty_like(o), None, q, kz, None, None, v, None, starts, qi, ks, A, gl, None,
+                       *options[:3], *options[4:])  # fmt: skip
+    precompile.wait_all()
+    compiled = []
+    previous = knobs.compilation.listener
+    knobs.compilation.listener = lambda *, src, **_: compiled.append(getattr(src, "name", "?"))
+    try:
+        q, kz, v = real
+        o, _, starts, qi, ks, A, gl = chunk_forward(q, kz, None, None, v, None, None, *options)
+        chunk_backward(torch.randn_like(o), None, q, kz, None, None, v, None, starts, qi, ks, A, gl, None,
+                       *options[:3], *options[4:])  # fmt: skip
+        torch.cuda.synchronize()
+    finally:
+        knobs.compilation.listener = previous
+    assert compiled == []
