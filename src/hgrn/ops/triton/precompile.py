@@ -10,12 +10,12 @@ finds them, or waits for one still compiling. Triton's passes and ptxas release 
 by side and beside Dynamo and Inductor (measured: 4 kernels in 2 threads on 2 cores, 2.13 s serial, 0.95 s).
 
 At the 341M LM anchor (H200, Triton 3.6, whole blocks compiled) our kernels took 12.9 s of a 30.2 s first step,
-compiled one after another at their first launches; compiled ahead, the first step took 16.1 s against 26.0 s
-without (same GPU session), and 12.6 s against 18.8 s once the loss compiled one graph (results/bench/lm-step-nvidia-h200-
-2026-12-04.md). Four compile threads: the first launches' kernels (the prep, 4-6 s alone) compile first; with eight
-the prep took 9 s beside the others. A launch whose arguments specialise differently from the fake's (another
-alignment, say) compiles as before, so this never changes what runs. HGRN_PRECOMPILE=0 turns it off; it is off
-under the interpreter (TRITON_INTERPRET=1) and on a Triton without AsyncCompileMode.
+compiled one after another at their first launches. Compiled ahead: 16.1 s against 26.0 s without (same GPU session),
+then 12.6 s against 18.8 s once the loss compiled one graph (results/bench/lm-step-nvidia-h200-2026-12-04.md). Four
+compile threads, so that the first launches' kernels (the prep: 4-6 s alone) compile first; beside seven others the
+prep took 9 s. A launch whose arguments specialise differently from the fake's (another alignment, say) compiles as
+before, so this never changes what runs. HGRN_PRECOMPILE=0 turns it off; it is off under the interpreter
+(TRITON_INTERPRET=1) and on a Triton without AsyncCompileMode.
 """
 
 from __future__ import annotations
