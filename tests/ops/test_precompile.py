@@ -98,9 +98,10 @@ def test_ahead_runs_the_op_once_per_layout_on_real_tensors(on_cpu):
     ]
 
 
-def test_ahead_skips_other_devices_and_reports_a_failure_in_one_line(on_cpu, caplog):
+def test_ahead_skips_other_devices_and_packed_sequences_and_reports_a_failure_in_one_line(on_cpu, caplog):
     calls = []
     precompile.ahead(lambda t: calls.append(t), (torch.empty(2, device="meta"),))
+    precompile.ahead(lambda t, cu: calls.append(t), (torch.empty(2), torch.tensor([0, 2])))  # cu_seqlens: values
 
     def broken(t):
         raise RuntimeError("out of registers")

@@ -97,11 +97,13 @@ def compile_only() -> Iterator[None]:
 
 def ahead(op: Callable[..., Any], args: tuple) -> None:
     """From `op`'s fake implementation (args: its arguments, fake tensors): compile, in the background, the kernels
-    that `op` launches on real tensors laid out as `args`. Once per op and layout; not for symbolic shapes."""
+    that `op` launches on real tensors laid out as `args`. Once per op and layout; not for symbolic shapes, nor with
+    an integer tensor (cu_seqlens: its values may plan the launch, and the copies hold no values)."""
     if not ENABLED:
         return
     layout = tuple(_layout(a) for a in args)
-    if any(item is None for item in layout) or not any(item[0] == "tensor" for item in layout):
+    tensors = [item for item in layout if item is not None and item[0] == "tensor"]
+    if not tensors or None in layout or any(not item[4].is_floating_point for item in tensors):
         return
     with _lock:
         if (op, layout) in _seen:
