@@ -13,6 +13,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
 from hgrn.ops.triton import precompile
+from tests.helpers import on_backend
 
 
 class RecordingKernel:
@@ -112,6 +113,28 @@ def test_ahead_skips_other_devices_and_packed_sequences_and_reports_a_failure_in
     assert calls == []
     assert [r.getMessage().count("\n") for r in caplog.records] == [0]
     assert "out of registers" in caplog.text and "compile at their first launch" in caplog.text
+
+
+@pytest.mark.parametrize("head", [16, 4])  # the chunked kernels; the small-head ones
+def test_eager_calls_compile_their_kernels_together_first_and_compute_the_same(on_cpu, monkeypatch, caplog, head):
+    """Through the interpreter (whose warm-up compiles nothing): the compile-only pass of each op's first call, the
+    op called again from inside itself, leaves the results as they were."""
+    triton_ops = on_backend("triton")
+    g = torch.Generator().manual_seed(0)
+    q, z, v = (torch.randn(2, 40, 2, head, generator=g, requires_grad=True) for _ in range(3))
+
+    def run() -> tuple:
+        o, _ = triton_ops.hgrn2_recurrence(q, v, z, None, scale=0.5)
+        return (o, *torch.autograd.grad(o.square().sum(), (q, z, v)))
+
+    monkeypatch.setattr(precompile, "ENABLED", False)
+    expected = run()
+    monkeypatch.setattr(precompile, "ENABLED", True)
+    actual = run()
+    assert len(precompile._seen) == 2  # the forward's and the backward's first calls, once each
+    assert not caplog.records  # no compile-only pass failed
+    for a, e in zip(actual, expected, strict=True):
+        assert torch.equal(a, e)
 
 
 @pytest.mark.gpu

@@ -51,7 +51,7 @@ from hgrn.ops.triton._common import (
     store_tile,
     target_programs,
 )
-from hgrn.ops.triton.precompile import ahead, entry
+from hgrn.ops.triton.precompile import ahead, entry, together
 
 GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB = 0, 1, 2
 SPECIALIZE = dict(do_not_specialize=["T", "NS", "L"])
@@ -612,6 +612,7 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
     """GLA (gate=GATE_GLA: kz = k, lg = log f) or HGRN2 (kz = gate logits, lb = lower bound or None); tensors
     contiguous. Returns o, the final state (empty unless want_final), the state before each segment (empty for one
     segment) and what the backward reads: q e^g, k e^{g_C - g}, tril(A), the chunks' log decays gl."""
+    together(chunk_forward, (q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments))
     plan = make_plan(q, v, cu, chunk_size=chunk_size, segments=segments)
     T, H, K = q.shape[1:]
     V = v.shape[-1]
@@ -667,6 +668,8 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
                    segments):  # fmt: skip
     """The gradients of chunk_forward's inputs q, kz, lg, lb, v, h0 from do (and dht, the final state's); those of
     absent inputs are empty tensors."""
+    together(chunk_backward, (do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, scale, gate, reverse,
+                              chunk_size, segments))  # fmt: skip
     plan = make_plan(q, v, cu, chunk_size=chunk_size, segments=segments)
     T, H, K = q.shape[1:]
     V = v.shape[-1]

@@ -33,7 +33,7 @@ from hgrn.ops.triton._common import (
     target_programs,
     tokens,
 )
-from hgrn.ops.triton.precompile import ahead, entry
+from hgrn.ops.triton.precompile import ahead, entry, together
 
 
 @triton.jit
@@ -412,6 +412,7 @@ BACKWARD_SCHEMA = (
 @torch.library.custom_op("hgrn::hgrn1_scan_forward", mutates_args=(), schema=FORWARD_SCHEMA)
 def scan_forward(x, log_f, theta, h0, cu, reverse, want_final):
     """(h, the final state or an empty tensor); tensors contiguous."""
+    together(scan_forward, (x, log_f, theta, h0, cu, reverse, want_final))
     o, ht = _forward(x, log_f, theta, h0, reverse, cu, want_final)
     return o, *or_empty((ht,), x)
 
@@ -427,6 +428,7 @@ def _(x, log_f, theta, h0, cu, reverse, want_final):
 @torch.library.custom_op("hgrn::hgrn1_scan_backward", mutates_args=(), schema=BACKWARD_SCHEMA)
 def scan_backward(do, dht, log_f, theta, o, h0, cu, reverse):
     """The gradients of x, log f, theta and h0 (empty tensors for absent inputs)."""
+    together(scan_backward, (do, dht, log_f, theta, o, h0, cu, reverse))
     B, T, D = log_f.shape
     n_seqs = B if cu is None else cu.numel() - 1
     BT, BD, warps = _tiles(o, D, n_seqs, theta is not None)

@@ -1,13 +1,14 @@
-"""Compile a recurrence's kernels while torch.compile is still at work, so that a compiled model's first step does not
-wait for them one after another.
+"""Compile a recurrence's kernels all at once and early, not one after another at their first launches.
 
-Dynamo and AOTAutograd call each custom op's fake implementation (hgrn::chunk_forward, its backward, ...) with the
-shapes of the real call, seconds before the compiled graph first runs. There the fake calls `ahead(op, args)`: a
-thread runs the op's CUDA implementation on uninitialised tensors laid out as the fake arguments, every launch of a
-kernel declared with `entry` turned into Triton's warm-up (compile, run nothing), and the compilations submitted to
-a pool of threads (Triton's AsyncCompileMode). The kernels land in their own in-memory cache, where the real launch
-finds them, or waits for one still compiling. Triton's passes and ptxas release the GIL, so the compilations run side
-by side and beside Dynamo and Inductor (measured: 4 kernels in 2 threads on 2 cores, 2.13 s serial, 0.95 s).
+Two moments. (1) Compiled code: Dynamo and AOTAutograd call each custom op's fake implementation (hgrn::chunk_forward,
+its backward, ...) with the shapes of the real call, seconds before the compiled graph first runs. There the fake
+calls `ahead(op, args)`: a thread runs the op's CUDA implementation on uninitialised tensors laid out as the fake
+arguments. (2) Eager code, or a call the fakes did not foresee: the op's implementation calls `together(op, args)`
+first, which makes the same pass over the real arguments in the calling thread. In either pass every launch of a
+kernel declared with `entry` is Triton's warm-up (compile, run nothing), submitted to a pool of compile threads
+(Triton's AsyncCompileMode); the real launch waits for its own kernel and finds the others compiling or compiled.
+Triton's passes and ptxas release the GIL, so the compilations run side by side and beside Dynamo and Inductor
+(measured: 4 kernels in 2 threads on 2 cores, 2.13 s serial, 0.95 s).
 
 At the 341M LM anchor (H200, Triton 3.6, whole blocks compiled) our kernels took 12.9 s of a 30.2 s first step,
 compiled one after another at their first launches. Compiled ahead: 16.1 s against 26.0 s without (same GPU session),
@@ -15,7 +16,7 @@ then 12.6 s against 18.8 s once the loss compiled one graph (results/bench/lm-st
 compile threads, so that the first launches' kernels (the prep: 4-6 s alone) compile first; beside seven others the
 prep took 9 s. A launch whose arguments specialise differently from the fake's (another alignment, say) compiles as
 before, so this never changes what runs. HGRN_PRECOMPILE=0 turns it off; it is off under the interpreter
-(TRITON_INTERPRET=1) and on a Triton without AsyncCompileMode.
+(TRITON_INTERPRET=1) and on a Triton without AsyncCompileMode. The eager pass (2) is not yet measured on a GPU.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ COMPILE_THREADS = min(4, os.cpu_count() or 1)
 log = logging.getLogger(__name__)
 _local = threading.local()
 _lock = threading.Lock()
+_passes = threading.Lock()
 _seen: set[tuple] = set()
 _pending: list[Future] = []  # launch threads' runs and the compilations they started
 
@@ -97,23 +99,24 @@ def compile_only() -> Iterator[None]:
 
 def ahead(op: Callable[..., Any], args: tuple) -> None:
     """From `op`'s fake implementation (args: its arguments, fake tensors): compile, in the background, the kernels
-    that `op` launches on real tensors laid out as `args`. Once per op and layout; not for symbolic shapes, nor with
-    an integer tensor (cu_seqlens: its values may plan the launch, and the copies hold no values)."""
-    if not ENABLED:
-        return
-    layout = tuple(_layout(a) for a in args)
-    tensors = [item for item in layout if item is not None and item[0] == "tensor"]
-    if not tensors or None in layout or any(not item[4].is_floating_point for item in tensors):
-        return
-    with _lock:
-        if (op, layout) in _seen:
-            return
-        _seen.add((op, layout))
-        _pending.append(_workers()[0].submit(_compile_launches, op, layout))
+    that `op` launches on real tensors laid out as `args`. Once per op and layout (see `_new_layout`)."""
+    layout = _new_layout(op, args)
+    if layout is not None:
+        with _lock:
+            _pending.append(_workers()[0].submit(_compile_fresh, op, layout))
+
+
+def together(op: Callable[..., Any], args: tuple) -> None:
+    """From `op`'s implementation, before its launches (eager code, or a compiled graph's call the fakes did not
+    foresee): compile every kernel it is about to launch at once, on the compile threads, instead of one after
+    another at each launch, which then waits for its own. A compile-only pass of `op` over `args` in this thread; it
+    launches nothing. Once per op and layout (see `_new_layout`)."""
+    if not getattr(_local, "compile_only", False) and _new_layout(op, args) is not None:
+        _compile_pass(op, args)
 
 
 def wait_all() -> None:
-    """Block until every compilation started by `ahead` so far has finished (tests, benchmarks)."""
+    """Block until every compilation started by `ahead` or `together` so far has finished (tests, benchmarks)."""
     while True:
         with _lock:
             pending, _pending[:] = list(_pending), []
@@ -147,22 +150,44 @@ def _materialise(layout: tuple) -> Any:
     return torch.empty(extent, dtype=dtype, device=device).as_strided(shape, stride, offset)
 
 
-def _compile_launches(op: Callable[..., Any], layout: tuple) -> None:
-    """Run `op` on fresh tensors with its launches compile-only, their compilations on the compile threads."""
-    device = next(item[-1] for item in layout if item[0] == "tensor")
+def _new_layout(op: Callable[..., Any], args: tuple) -> tuple | None:
+    """The layout of `args` (`_layout`) where its kernels are still to compile: not seen with `op` before, no symbolic
+    size, and no integer tensor (cu_seqlens: its values may plan the launch, and copies hold none). Marks it seen."""
+    if not ENABLED:
+        return None
+    layout = tuple(_layout(a) for a in args)
+    tensors = [item for item in layout if item is not None and item[0] == "tensor"]
+    if not tensors or None in layout or any(not item[4].is_floating_point for item in tensors):
+        return None
+    with _lock:
+        if (op, layout) in _seen:
+            return None
+        _seen.add((op, layout))
+    return layout
+
+
+def _compile_fresh(op: Callable[..., Any], layout: tuple) -> None:
+    _compile_pass(op, tuple(_materialise(item) for item in layout))
+
+
+def _compile_pass(op: Callable[..., Any], args: tuple) -> None:
+    """Run `op` on `args` with its launches compile-only, their compilations submitted to the compile threads. One
+    pass at a time (they share the compile threads' bookkeeping)."""
+    device = next(a.device for a in args if isinstance(a, torch.Tensor))
     mode = _workers()[1]
-    token = _async_compile.active_mode.set(mode)
     on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    try:
-        with on_device, torch.no_grad(), compile_only():
-            op(*(_materialise(item) for item in layout))
-    except Exception as error:  # the real launch compiles instead: nothing is lost but time
-        log.warning("compiling the kernels of %s ahead failed (%s); they compile at their first launch", op, error)
-    finally:
-        _async_compile.active_mode.reset(token)
-        with _lock:  # only this thread submits compilations
-            _pending.extend(mode.raw_futures)
-            mode.raw_futures = []
+    with _passes:
+        token = _async_compile.active_mode.set(mode)
+        try:
+            with on_device, torch.no_grad(), compile_only():
+                op(*args)
+        except Exception as error:  # the real launch compiles instead: nothing is lost but time
+            log.warning("compiling the kernels of %s ahead failed (%s); they compile at their first launch", op, error)
+        finally:
+            _async_compile.active_mode.reset(token)
+            with _lock:
+                _pending.extend(mode.raw_futures)
+                mode.raw_futures = []
 
 
 @functools.cache

@@ -47,7 +47,7 @@ from hgrn.ops.triton._common import (
     tokens,
 )
 from hgrn.ops.triton.chunk import segment_combine
-from hgrn.ops.triton.precompile import ahead, entry
+from hgrn.ops.triton.precompile import ahead, entry, together
 
 SMALL_HEAD_MAX = 8  # the largest K (and V) taken here; from 16 the chunked kernels are faster (results/bench/)
 SPECIALIZE = dict(do_not_specialize=["T", "NS", "L", "NTS", "SK", "SV"])
@@ -471,6 +471,7 @@ BACKWARD_SCHEMA = (
 def recurrence_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, segments, save):
     """o, the final state, the tile states (save, for the backward), the segments' starting states and log decays;
     each an empty tensor where there is none. q, kz, lg, v as `_read_in_place` leaves them, lb and h0 contiguous."""
+    together(recurrence_forward, (q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, segments, save))
     plan = make_plan(q, v, cu, segments)
     o, final, saved, starts, logdec = _forward(q, kz, lg, lb, v, h0, scale, gate, reverse, cu, plan, want_final, save)
     return o, *or_empty((final, saved, starts if plan.NS > 1 else None, logdec), q)
@@ -494,6 +495,8 @@ def _(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, segments, save
 @torch.library.custom_op("hgrn::small_head_backward", mutates_args=(), schema=BACKWARD_SCHEMA)
 def recurrence_backward(do, dht, q, kz, lg, lb, v, h0, saved, starts, logdec, cu, scale, gate, reverse, segments):
     """The gradients of q, kz, lg, lb, v and h0 (empty tensors for absent inputs)."""
+    together(recurrence_backward, (do, dht, q, kz, lg, lb, v, h0, saved, starts, logdec, cu, scale, gate, reverse,
+                                   segments))  # fmt: skip
     plan = make_plan(q, v, cu, segments)
     starts = starts if plan.NS > 1 else h0
     H, K, V = *q.shape[2:], v.shape[-1]
@@ -561,6 +564,7 @@ DIRECTIONS_BACKWARD_SCHEMA = (
 def directions_forward(q, kz, lg, lb, v, scale, gate, grid, save):
     """o summed over both ways of every line of `line_plans(q, v, grid)`, and each launch's saved tile states (save;
     an empty tensor for lines of one tile or without save), as custom ops (see recurrence_forward)."""
+    together(directions_forward, (q, kz, lg, lb, v, scale, gate, grid, save))
     o, saved = _both_ways(q, kz, lg, lb, v, scale, gate, line_plans(q, v, _grid(grid)), save)
     return o, list(or_empty(saved, q))
 
@@ -576,6 +580,7 @@ def _(q, kz, lg, lb, v, scale, gate, grid, save):
 @torch.library.custom_op("hgrn::small_head_directions_backward", mutates_args=(), schema=DIRECTIONS_BACKWARD_SCHEMA)
 def directions_backward(do, q, kz, lg, lb, v, saved, scale, gate, grid):
     """The gradients of q, kz, lg, lb and v (empty tensors for absent inputs)."""
+    together(directions_backward, (do, q, kz, lg, lb, v, saved, scale, gate, grid))
     dq, dkz, dlg, dv = _gradients(q, kz, lg, v)
     dlb = None
     for i, (plan, tiles) in enumerate(zip(line_plans(q, v, _grid(grid)), saved, strict=True)):
