@@ -49,7 +49,6 @@ SMOKE = Shape(d_model=32, n_layers=2, vocab=64, batch=2, length=16, glu=64, head
 OURS = ("ours-hgrn2", "ours-hgrn2-blocks", "ours-hgrn2-graphs", "ours-hgrn2-before", "ours-hgrn2-fused-eager",
         "ours-hgrn1", "ours-gla", "ours-attention")  # fmt: skip
 PEERS = ("llama-sdpa", "fla-hgrn2")
-WHOLE_BLOCKS = ("ours-hgrn2-blocks", "ours-hgrn2-graphs")  # the recurrence inside compiled graphs: its fakes run
 DEFAULT_ROWS = ("ours-hgrn2-before", "ours-hgrn2", "ours-hgrn2-blocks", "ours-hgrn2-graphs", "llama-sdpa",
                 "ours-hgrn2-fused-eager", "ours-hgrn1", "ours-gla", "ours-attention", "fla-hgrn2")  # fmt: skip
 ROW_NOTES = {
@@ -150,13 +149,13 @@ def measure_row(row: str, shape: Shape, device: str, steps: int, warmup: int, pr
     torch.manual_seed(0)
     with torch.device(device):
         model, loss_fn = build(row, shape, eager=device != "cuda")
-    ahead = _kernels_ahead() if row in WHOLE_BLOCKS and device == "cuda" else None
+    ahead = _kernels_ahead() if row in OURS and device == "cuda" else None
     result = measure_model(model, loss_fn, shape, device, steps, warmup, profile)
     return {"row": row, "note": ROW_NOTES[row], "kernels_ahead": ahead, **result}
 
 
 def _kernels_ahead() -> bool:
-    """Whether our kernels compile from their fake calls while torch.compile works (hgrn.ops.triton.precompile)."""
+    """Whether our kernels compile all at once ahead of their first launches (hgrn.ops.triton.precompile)."""
     try:
         from hgrn.ops.triton import precompile
     except ImportError:
