@@ -196,3 +196,6 @@ def _workers() -> tuple[ThreadPoolExecutor, Any]:
     launch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hgrn-precompile")
     compile_threads = ThreadPoolExecutor(max_workers=COMPILE_THREADS, thread_name_prefix="hgrn-compile")
     return launch, _async_compile.AsyncCompileMode(compile_threads)
+
+
+os.register_at_fork(after_in_child=_workers.cache_clear)  # a forked child (a data loader's worker) has no threads
