@@ -110,8 +110,10 @@ def together(op: Callable[..., Any], args: tuple) -> None:
     """From `op`'s implementation, before its launches (eager code, or a compiled graph's call the fakes did not
     foresee): compile every kernel it is about to launch at once, on the compile threads, instead of one after
     another at each launch, which then waits for its own. A compile-only pass of `op` over `args` in this thread; it
-    launches nothing. Once per op and layout (see `_new_layout`)."""
-    if not getattr(_local, "compile_only", False) and _new_layout(op, args) is not None:
+    launches nothing. Once per op and layout (see `_new_layout`); not while a CUDA graph records (the pass's
+    allocations and fills would join the graph)."""
+    capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+    if not getattr(_local, "compile_only", False) and not capturing and _new_layout(op, args) is not None:
         _compile_pass(op, args)
 
 
