@@ -13,7 +13,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
 from hgrn.ops.triton import precompile
-from tests.helpers import on_backend
+from tests.helpers import on_backend, rel_err
 
 
 class RecordingKernel:
@@ -167,3 +167,33 @@ def test_fake_calls_compile_the_kernels_the_real_calls_launch():
     finally:
         knobs.compilation.listener = previous
     assert compiled == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not precompile.ENABLED, reason="this Triton has no asynchronous compilation")
+def test_an_eager_first_call_compiles_its_kernels_on_the_compile_threads():
+    """A shape no other test uses, called eagerly: every kernel it launches compiles on the compile threads (all at
+    once), none at its launch on the calling thread; the results are those of the reference."""
+    import threading
+
+    from triton import knobs
+
+    from hgrn import ops
+
+    g = torch.Generator().manual_seed(1)
+    q, z, v = (torch.randn(3, 277, 2, 72, generator=g).cuda().requires_grad_() for _ in range(3))
+    threads = []
+    previous = knobs.compilation.listener
+    knobs.compilation.listener = lambda **_: threads.append(threading.current_thread().name)
+    try:
+        o, _ = ops.hgrn2_recurrence(q, v, z)
+        grads = torch.autograd.grad(o.square().sum(), (q, z, v))
+        torch.cuda.synchronize()
+    finally:
+        knobs.compilation.listener = previous
+    assert threads and all(name.startswith("hgrn-compile") for name in threads), threads
+    with ops.use_backend("reference"):
+        o_ref, _ = ops.hgrn2_recurrence(q.double(), v.double(), z.double())
+        grads_ref = torch.autograd.grad(o_ref.square().sum(), (q, z, v))
+    for actual, expected in zip((o, *grads), (o_ref, *grads_ref), strict=True):
+        assert rel_err(actual, expected) < 1e-3
