@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE ?= 1
 .PHONY: help venv demo demo-lm test test-gpu lint format clean data-listops data-lra data-lra-verify lra tables \
 	data-ptb data-wikitext data-pile data-lm-eval wikitext pile eval-lm \
 	ablation ablation-ratios ablation-switches ablation-baselines mqar notebooks \
-	data-imagenet data-imagenet-verify data-fashion-mnist data-mnist-5k imagenet bench-vit bench-ddp
+	data-imagenet data-imagenet-verify data-fashion-mnist data-mnist-5k imagenet bench-vit bench-lm bench-ddp
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -190,6 +190,9 @@ imagenet: $(STAMP)  ## train + evaluate the DeiT recipe (MODEL=hgrn2_vit_tiny|hg
 
 bench-vit: $(STAMP)  ## ImageNet training step (B 256, bf16, Mixup, AdamW) of the HGRN ViTs and DeiT on the GPU: images/s, memory, 300-epoch GPU hours -> results/bench/
 	$(PY) -m hgrn.bench.vit_step
+
+bench-lm: $(STAMP)  ## LM training step at the 341M anchor (B 8 x T 2048, bf16, AdamW) on the GPU: ours against transformers' Llama (SDPA) and fla's HGRN2 in one run: tokens/s, MFU, peak memory, first step -> results/bench/
+	$(PY) -m hgrn.bench.lm_step
 
 bench-ddp: $(STAMP)  ## DDP scaling on GPUS=2 (or more) GPUs against one: ListOps HGRN2 and the WikiText-103 HGRN2 recipe on Penn Treebank's text (needs make data-listops data-ptb) -> results/bench/
 	$(PY) -m hgrn.bench.ddp_scaling --experiment lra/hgrn2/listops --devices $(SCALE_GPUS) --steps 400
