@@ -1,7 +1,8 @@
-"""Compiling the kernels ahead from the fake implementations (hgrn.ops.triton.precompile).
+"""Compiling the kernels all at once and early (hgrn.ops.triton.precompile).
 
-On CPU: the compile-only launch and the layout round trip through a recording op (the interpreter compiles nothing);
-with a GPU (-m gpu): after the fakes of a compiled forward and backward, the real calls compile no kernel.
+On CPU: the compile-only launch, the layout round trip through a recording op, and the eager compile-only pass
+through the interpreter (which compiles nothing); with a GPU (-m gpu): after the fakes of a compiled forward and
+backward the real calls compile no kernel, and an eager first call compiles on the compile threads.
 """
 
 from __future__ import annotations
