@@ -80,8 +80,10 @@ def equal_chunk_rows(n: int, most: int) -> int:
     """Rows per chunk for n rows in chunks of at most `most` rows, all chunks equal where `most` allows it: compiled,
     the chunk's softmax then has one shape to compile, not a second for a shorter last chunk (measured: the second
     compilation cost about 2 s of the LM anchor's first step, 16384 rows in chunks of 2097 -> 8 x 2048)."""
-    chunks = -(-n // most) if n else 1
-    return -(-n // chunks) if n else most
+    if n == 0:
+        return most
+    chunks = -(-n // most)
+    return -(-n // chunks)
 
 
 def chunked_loss_and_grads(

@@ -112,8 +112,11 @@ def together(op: Callable[..., Any], args: tuple) -> None:
     another at each launch, which then waits for its own. A compile-only pass of `op` over `args` in this thread; it
     launches nothing. Once per op and layout (see `_new_layout`); not while a CUDA graph records (the pass's
     allocations and fills would join the graph)."""
-    capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
-    if not getattr(_local, "compile_only", False) and not capturing and _new_layout(op, args) is not None:
+    if not ENABLED or getattr(_local, "compile_only", False):  # first: every call of every op passes here
+        return
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        return
+    if _new_layout(op, args) is not None:
         _compile_pass(op, args)
 
 
