@@ -128,3 +128,38 @@ def test_a_first_steps_compilation_is_split_into_triton_jit_by_kernel_and_torch_
     assert "_compile.compile_inner" in found["torch_compile"] and restored is before
     (line,) = report._row_details({"row": "ours-hgrn2", "first_step_compile_s": found})
     assert "Triton JIT in the process, summed over kernels 3.0 (_walk_fwd_kernel 3.0); torch.compile" in line
+
+
+def test_the_compile_split_tells_kernels_compiled_ahead_from_those_a_launch_waited_for_and_why():
+    """One of our kernels compiled on precompile's compile threads counts as ahead; one compiled on the launching
+    thread too, with other specialisations, is named with the arguments whose specialisation differed. Another
+    module's kernels (Inductor's) are never compiled ahead, so never listed."""
+    import threading
+
+    from triton import knobs
+    from triton.knobs import CompileTimes
+
+    from hgrn.ops.triton.precompile import COMPILE_THREAD_NAME
+
+    def compiled(name: str, attrs: dict, module: str = "hgrn.ops.triton.chunk") -> None:
+        fn = type("Fn", (), {"arg_names": ["x", "y", "T"], "module": module})()
+        src = type("Src", (), {"name": name, "fn": fn, "constants": {(2,): 1}, "attrs": attrs})()
+        times = CompileTimes(ir_initialization=0, lowering_stages=[("ptx", 2_000_000)], store_results=0)
+        knobs.compilation.listener(src=src, metadata={}, metadata_group={}, times=times, cache_hit=False)
+
+    unaligned = {(0,): [["tt.divisibility", 16]]}
+    aligned = {**unaligned, (1,): [["tt.divisibility", 16]]}
+    with lm_step.compile_seconds() as found:
+        ahead = threading.Thread(
+            name=f"{COMPILE_THREAD_NAME}_0", target=lambda: [compiled("_a", aligned), compiled("_b", aligned)]
+        )
+        ahead.start()
+        ahead.join()
+        compiled("_b", unaligned)
+        compiled("triton_poi_fused_0", aligned, module="torch._inductor.codecache")
+    assert found["triton_jit"] == pytest.approx({"_b": 4.0, "_a": 2.0, "triton_poi_fused_0": 2.0})
+    assert found["at_launch"] == {"_b": pytest.approx(2.0)}
+    assert found["differs"] == {"_b": "at launch -, ahead [\"y=[['tt.divisibility', 16]]\"]"}
+    lines = report._row_details({"row": "ours-hgrn2", "first_step_compile_s": found})
+    assert lines[1] == "- ours-hgrn2: compiled at their launch, not ahead (the launch waited), seconds: _b 2.0"
+    assert lines[-1].startswith("- ours-hgrn2: _b compiled both ways; specialised differently: at launch -, ahead [")

@@ -192,7 +192,7 @@ def test_an_eager_first_call_compiles_its_kernels_on_the_compile_threads():
         torch.cuda.synchronize()
     finally:
         knobs.compilation.listener = previous
-    assert threads and all(name.startswith("hgrn-compile") for name in threads), threads
+    assert threads and all(name.startswith(precompile.COMPILE_THREAD_NAME) for name in threads), threads
     with ops.use_backend("reference"):
         o_ref, _ = ops.hgrn2_recurrence(q.double(), v.double(), z.double())
         grads_ref = torch.autograd.grad(o_ref.square().sum(), (q, z, v))

@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from hgrn.bench import lm_step_report as report
 from hgrn.bench.step_profile import profile_steps
 from hgrn.models import CausalLM, CausalLMConfig, model_config
+from hgrn.ops.triton.precompile import COMPILE_THREAD_NAME
 
 
 @dataclass(frozen=True)
@@ -239,11 +241,16 @@ def compile_seconds(top: int = 6) -> Iterator[dict]:
     """Where the compilation inside the block goes, in seconds, for a first step's breakdown: "triton_jit", the
     Triton kernels compiled in this process by kernel (ours; Inductor compiles its own in worker processes, and a
     kernel found in the cache costs nothing; None on a Triton without `knobs.compilation.listener`), and
-    "torch_compile", TorchDynamo's and Inductor's timed phases by name (nested: a phase includes those it calls)."""
+    "torch_compile", TorchDynamo's and Inductor's timed phases by name (nested: a phase includes those it calls).
+    "at_launch": those of our kernels that compiled on the launching thread, not on precompile's compile threads
+    (the launch waited for them), and for a kernel compiled both ways, how its two specialisations differ
+    ("differs": why the compilation ahead did not serve the launch)."""
     from torch._dynamo.utils import compilation_time_metrics
 
     found: dict = {}
     jit: dict[str, float] = {}
+    at_launch: dict[str, float] = {}
+    variants: dict[str, dict[bool, set[tuple]]] = {}  # kernel -> ahead? -> specialisations
     before = {name: sum(times) for name, times in compilation_time_metrics.items()}
     compilation = _triton_compilation_knobs()
     previous = getattr(compilation, "listener", None)
@@ -252,6 +259,10 @@ def compile_seconds(top: int = 6) -> Iterator[dict]:
         if not cache_hit:
             name = getattr(src, "name", "?")
             jit[name] = jit.get(name, 0.0) + times.total / 1e6
+            ahead = threading.current_thread().name.startswith(COMPILE_THREAD_NAME)
+            if not ahead and str(getattr(getattr(src, "fn", None), "module", "")).startswith("hgrn."):  # ours
+                at_launch[name] = at_launch.get(name, 0.0) + times.total / 1e6
+            variants.setdefault(name, {}).setdefault(ahead, set()).add(_specialisation(src))
         if previous is not None:
             previous(src=src, times=times, cache_hit=cache_hit, **rest)
 
@@ -265,6 +276,24 @@ def compile_seconds(top: int = 6) -> Iterator[dict]:
         spent = {name: sum(times) - before.get(name, 0.0) for name, times in compilation_time_metrics.items()}
         found["triton_jit"] = _largest_first(jit) if compilation is not None else None
         found["torch_compile"] = dict(list(_largest_first(spent).items())[:top])
+        found["at_launch"] = _largest_first(at_launch)
+        found["differs"] = {name: _difference(ways) for name, ways in variants.items() if len(ways) == 2}
+
+
+def _specialisation(src: object) -> tuple:
+    """What Triton specialised a compilation on (ASTSource: constants and attributes, by argument), hashable."""
+    names = getattr(getattr(src, "fn", None), "arg_names", None) or []
+
+    def named(items: dict) -> tuple:
+        return tuple(sorted(f"{names[k[0]] if len(k) == 1 and k[0] < len(names) else k}={v}" for k, v in items.items()))
+
+    return named(getattr(src, "constants", {}) or {}) + named(getattr(src, "attrs", {}) or {})
+
+
+def _difference(ways: dict[bool, set[tuple]]) -> str:
+    """The items only the launch's specialisations have, and those only the ones compiled ahead have."""
+    ahead, launch = set().union(*ways[True]), set().union(*ways[False])
+    return f"at launch {sorted(launch - ahead) or '-'}, ahead {sorted(ahead - launch) or '-'}"
 
 
 def _largest_first(seconds: dict[str, float]) -> dict[str, float]:

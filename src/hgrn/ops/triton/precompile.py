@@ -43,6 +43,7 @@ except ImportError:  # a Triton without asynchronous compilation
 ENABLED = os.environ.get("HGRN_PRECOMPILE", "1") != "0" and _async_compile is not None and not INTERPRET
 DEVICES = ("cuda",)  # where the kernels run (tests widen it to exercise the mechanism on a CPU)
 COMPILE_THREADS = min(4, os.cpu_count() or 1)
+COMPILE_THREAD_NAME = "hgrn-compile"  # the compile threads' names start so (benchmarks tell their compilations apart)
 
 log = logging.getLogger(__name__)
 _local = threading.local()
@@ -199,7 +200,7 @@ def _compile_pass(op: Callable[..., Any], args: tuple) -> None:
 def _workers() -> tuple[ThreadPoolExecutor, Any]:
     """The launch thread, and the compile threads as Triton's AsyncCompileMode; made on first use."""
     launch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hgrn-precompile")
-    compile_threads = ThreadPoolExecutor(max_workers=COMPILE_THREADS, thread_name_prefix="hgrn-compile")
+    compile_threads = ThreadPoolExecutor(max_workers=COMPILE_THREADS, thread_name_prefix=COMPILE_THREAD_NAME)
     return launch, _async_compile.AsyncCompileMode(compile_threads)
 
 
