@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from hgrn.bench import lm_step_report as report
 from hgrn.bench.step_profile import profile_steps
 from hgrn.models import CausalLM, CausalLMConfig, model_config
-from hgrn.ops.triton.precompile import COMPILE_THREAD_NAME
+from hgrn.ops.triton import precompile
 
 
 @dataclass(frozen=True)
@@ -151,18 +151,9 @@ def measure_row(row: str, shape: Shape, device: str, steps: int, warmup: int, pr
     torch.manual_seed(0)
     with torch.device(device):
         model, loss_fn = build(row, shape, eager=device != "cuda")
-    ahead = _kernels_ahead() if row in OURS and device == "cuda" else None
+    ahead = precompile.ENABLED if row in OURS and device == "cuda" else None  # our kernels compiled all at once early
     result = measure_model(model, loss_fn, shape, device, steps, warmup, profile)
     return {"row": row, "note": ROW_NOTES[row], "kernels_ahead": ahead, **result}
-
-
-def _kernels_ahead() -> bool:
-    """Whether our kernels compile all at once ahead of their first launches (hgrn.ops.triton.precompile)."""
-    try:
-        from hgrn.ops.triton import precompile
-    except ImportError:
-        return False
-    return precompile.ENABLED
 
 
 def measure_model(
@@ -259,7 +250,7 @@ def compile_seconds(top: int = 6) -> Iterator[dict]:
         if not cache_hit:
             name = getattr(src, "name", "?")
             jit[name] = jit.get(name, 0.0) + times.total / 1e6
-            ahead = threading.current_thread().name.startswith(COMPILE_THREAD_NAME)
+            ahead = threading.current_thread().name.startswith(precompile.COMPILE_THREAD_NAME)
             if not ahead and str(getattr(getattr(src, "fn", None), "module", "")).startswith("hgrn."):  # ours
                 at_launch[name] = at_launch.get(name, 0.0) + times.total / 1e6
             variants.setdefault(name, {}).setdefault(ahead, set()).add(_specialisation(src))
