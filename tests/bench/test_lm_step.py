@@ -4,6 +4,7 @@ gives the same first loss, ratios and MFU are computed against the peers, kernel
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import asdict
 
 import pytest
@@ -126,7 +127,8 @@ def test_a_first_steps_compilation_is_split_into_triton_jit_by_kernel_and_torch_
     assert found["triton_jit"] == {"_walk_fwd_kernel": pytest.approx(3.0)}
     assert found["torch_compile"] and all(seconds > 0 for seconds in found["torch_compile"].values())
     assert "_compile.compile_inner" in found["torch_compile"] and restored is before
-    (line,) = report._row_details({"row": "ours-hgrn2", "first_step_compile_s": found})
+    line, by_thread = report._row_details({"row": "ours-hgrn2", "first_step_compile_s": found})
+    assert by_thread.endswith(f"by thread: {threading.current_thread().name} 3.0")
     assert "Triton JIT in the process, summed over kernels 3.0 (_walk_fwd_kernel 3.0); torch.compile" in line
 
 
@@ -134,8 +136,6 @@ def test_the_compile_split_tells_kernels_compiled_ahead_from_those_a_launch_wait
     """One of our kernels compiled on precompile's compile threads counts as ahead; one compiled on the launching
     thread too, with other specialisations, is named with the arguments whose specialisation differed. Another
     module's kernels (Inductor's) are never compiled ahead, so never listed."""
-    import threading
-
     from triton import knobs
     from triton.knobs import CompileTimes
 
@@ -160,6 +160,8 @@ def test_the_compile_split_tells_kernels_compiled_ahead_from_those_a_launch_wait
     assert found["triton_jit"] == pytest.approx({"_b": 4.0, "_a": 2.0, "triton_poi_fused_0": 2.0})
     assert found["at_launch"] == {"_b": pytest.approx(2.0)}
     assert found["differs"] == {"_b": "at launch -, ahead [\"y=[['tt.divisibility', 16]]\"]"}
+    assert found["by_thread"] == pytest.approx({COMPILE_THREAD_NAME: 4.0, threading.current_thread().name: 4.0})
     lines = report._row_details({"row": "ours-hgrn2", "first_step_compile_s": found})
-    assert lines[1] == "- ours-hgrn2: compiled at their launch, not ahead (the launch waited), seconds: _b 2.0"
+    assert lines[1].startswith("- ours-hgrn2: Triton JIT seconds by thread: ")
+    assert lines[2] == "- ours-hgrn2: compiled at their launch, not ahead (the launch waited), seconds: _b 2.0"
     assert lines[-1].startswith("- ours-hgrn2: _b compiled both ways; specialised differently: at launch -, ahead [")

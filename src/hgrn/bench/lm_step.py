@@ -227,20 +227,27 @@ def _by_phase(forward: Callable[[], Tensor], update: Callable[[], None], cuda: b
     return measured
 
 
+INDUCTOR_IN_PROCESS = ("async_compile.precompile", "reload_kernel_in_parent")  # Inductor's kernels compiled here
+
+
 @contextmanager
 def compile_seconds(top: int = 6) -> Iterator[dict]:
     """Where the compilation inside the block goes, in seconds, for a first step's breakdown: "triton_jit", the
-    Triton kernels compiled in this process by kernel (ours; Inductor compiles its own in worker processes, and a
-    kernel found in the cache costs nothing; None on a Triton without `knobs.compilation.listener`), and
-    "torch_compile", TorchDynamo's and Inductor's timed phases by name (nested: a phase includes those it calls).
+    Triton kernels compiled in this process by kernel (ours, and Inductor's where they did not go to its worker
+    processes; a kernel found in the cache costs nothing; None on a Triton without `knobs.compilation.listener`), and
+    "torch_compile", TorchDynamo's and Inductor's timed phases by name (nested: a phase includes those it calls), the
+    `top` longest and those of Inductor's kernels compiled in this process (INDUCTOR_IN_PROCESS), not its workers.
     "at_launch": those of our kernels that compiled on the launching thread, not on precompile's compile threads
     (the launch waited for them), and for a kernel compiled both ways, how its two specialisations differ
-    ("differs": why the compilation ahead did not serve the launch)."""
+    ("differs": why the compilation ahead did not serve the launch). "by_thread": the Triton JIT seconds by thread
+    (name without its pool number): on the main thread they hold up the step (Inductor's kernels land there while its
+    compile workers are still starting)."""
     from torch._dynamo.utils import compilation_time_metrics
 
     found: dict = {}
     jit: dict[str, float] = {}
     at_launch: dict[str, float] = {}
+    by_thread: dict[str, float] = {}
     variants: dict[str, dict[bool, set[tuple]]] = {}  # kernel -> ahead? -> specialisations
     before = {name: sum(times) for name, times in compilation_time_metrics.items()}
     compilation = _triton_compilation_knobs()
@@ -250,7 +257,10 @@ def compile_seconds(top: int = 6) -> Iterator[dict]:
         if not cache_hit:
             name = getattr(src, "name", "?")
             jit[name] = jit.get(name, 0.0) + times.total / 1e6
-            ahead = threading.current_thread().name.startswith(precompile.COMPILE_THREAD_NAME)
+            thread = threading.current_thread().name
+            ahead = thread.startswith(precompile.COMPILE_THREAD_NAME)
+            thread = thread.rstrip("0123456789").rstrip("_-")
+            by_thread[thread] = by_thread.get(thread, 0.0) + times.total / 1e6
             if not ahead and str(getattr(getattr(src, "fn", None), "module", "")).startswith("hgrn."):  # ours
                 at_launch[name] = at_launch.get(name, 0.0) + times.total / 1e6
             variants.setdefault(name, {}).setdefault(ahead, set()).add(_specialisation(src))
@@ -266,8 +276,12 @@ def compile_seconds(top: int = 6) -> Iterator[dict]:
             compilation.listener = previous
         spent = {name: sum(times) - before.get(name, 0.0) for name, times in compilation_time_metrics.items()}
         found["triton_jit"] = _largest_first(jit) if compilation is not None else None
-        found["torch_compile"] = dict(list(_largest_first(spent).items())[:top])
+        largest = _largest_first(spent)
+        found["torch_compile"] = {
+            name: s for i, (name, s) in enumerate(largest.items()) if i < top or name in INDUCTOR_IN_PROCESS
+        }
         found["at_launch"] = _largest_first(at_launch)
+        found["by_thread"] = _largest_first(by_thread)
         found["differs"] = {name: _difference(ways) for name, ways in variants.items() if len(ways) == 2}
 
 

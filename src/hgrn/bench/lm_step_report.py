@@ -115,6 +115,9 @@ def _row_details(row: dict) -> list[str]:
             triton = f"Triton JIT in the process, summed over kernels {sum(jit.values()):.1f} ({kernels}{more})"
         phases = ", ".join(f"{name} {s:.1f}" for name, s in compiled.get("torch_compile", {}).items()) or "-"
         lines.append(f"- {row['row']}: first step's compilation, seconds: {triton}; torch.compile phases: {phases}")
+    if compiled.get("by_thread"):
+        threads = ", ".join(f"{name} {s:.1f}" for name, s in compiled["by_thread"].items())
+        lines.append(f"- {row['row']}: Triton JIT seconds by thread: {threads}")
     if compiled.get("at_launch"):
         kernels = ", ".join(f"{name} {s:.1f}" for name, s in compiled["at_launch"].items())
         lines.append(f"- {row['row']}: compiled at their launch, not ahead (the launch waited), seconds: {kernels}")

@@ -135,6 +135,7 @@ class Backbone(nn.Module):
         eagerly between graphs). The blocks share their code, so each piece compiles once for all blocks. `mode`:
         torch.compile's ("reduce-overhead": CUDA graphs)."""
         ops.load_kernels()  # before any graph is traced: its import would break the graph
+        ops.start_compile_workers()
         for block in self.blocks:
             parts = (block,) if whole else (block.mixer_norm, block.glu_norm, block.glu)
             for part in parts:

@@ -27,7 +27,7 @@ from hgrn.ops.checks import (
     check_hgrn2_directions_args,
     check_hgrn2_step_args,
 )
-from hgrn.ops.dispatch import USE_KERNELS, load_kernels, use_backend
+from hgrn.ops.dispatch import USE_KERNELS, load_kernels, start_compile_workers, use_backend
 from hgrn.ops.gates import lower_bounded_gate
 
 
@@ -156,5 +156,6 @@ __all__ = [
     "hgrn2_step",
     "load_kernels",
     "lower_bounded_gate",
+    "start_compile_workers",
     "use_backend",
 ]

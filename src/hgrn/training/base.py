@@ -15,6 +15,7 @@ from torch.optim import Optimizer
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
+from hgrn import ops
 from hgrn.training.optim import param_groups
 
 SPLITS = ("train", "val", "test")
@@ -164,4 +165,5 @@ def compile_model(model: nn.Module, compile: bool | str) -> None:
     if compile and hasattr(model, "compile_blocks"):
         model.compile_blocks(whole=compile != "parts", mode=mode)
     elif compile:
+        ops.start_compile_workers()
         model.compile(mode=mode)
