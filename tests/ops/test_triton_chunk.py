@@ -187,8 +187,9 @@ def test_interpreted_segments(reverse):
 @cpu_only
 @pytest.mark.parametrize(("T", "segments"), [(64, None), (80, 3)], ids=["one-segment", "short-last-segment"])
 def test_interpreted_whole_chunks(T, segments):
-    """T a multiple of the chunk: the prep kernel holds only the full-chunk body (EVEN); cut into segments of 32, 32
-    and 16 tokens, the last segment has fewer chunks than the grid, whose extra program must write nothing."""
+    """T a multiple of the chunk: the prep kernel holds only the full-chunk body (EVEN). Asked for 3 segments, T 80
+    is cut into 48 + 32 tokens: the last segment has 2 chunks of the grid's 3, whose extra program must write
+    nothing (without that check this test fails)."""
     inputs = make_inputs("hgrn2_lb", 2, T, 2, 16, 16, seed=41)
     check("hgrn2_lb", inputs, interpreted("hgrn2_lb", segments=segments), torch.float32, 2e-5, reverse=T == 80)
 
