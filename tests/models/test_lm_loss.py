@@ -276,3 +276,18 @@ def test_gpu_compiled_model_equals_eager_model(whole):
     assert_close("loss", results[1][0], results[0][0], 1e-3)
     for (name, _), a, e in zip(eager.named_parameters(), results[1][1], results[0][1], strict=True):
         assert_close(name, a, e, 3e-2)
+
+
+def test_the_fused_chunk_is_the_loss_kernel_only_on_a_gpu_when_switched_on(monkeypatch):
+    """HGRN_LOSS_KERNEL=1 (LOSS_KERNEL): fp16/bf16/fp32 logits on CUDA go through our Triton kernel; fp64 and other
+    devices, and everything with the switch off, through the compiled PyTorch form."""
+    from hgrn.layers import linear_cross_entropy as lce
+    from hgrn.ops.triton import cross_entropy
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    monkeypatch.setattr(lce, "LOSS_KERNEL", True)
+    assert lce._chunk_function(cuda, torch.bfloat16) is cross_entropy.logits_loss_and_grad
+    assert lce._chunk_function(cuda, torch.float64) is lce._compiled_chunk()
+    assert lce._chunk_function(cpu, torch.bfloat16) is lce._compiled_chunk()
+    monkeypatch.setattr(lce, "LOSS_KERNEL", False)
+    assert lce._chunk_function(cuda, torch.bfloat16) is lce._compiled_chunk()

@@ -100,6 +100,23 @@ def test_ahead_runs_the_op_once_per_layout_on_real_tensors(on_cpu):
     ]
 
 
+def test_in_background_runs_a_launch_compile_only_on_the_launch_thread_whatever_its_tensors(on_cpu):
+    """Integer tensors too (the loss kernel's labels), which `ahead` skips: the caller vouches that no value plans
+    the launch. Off (HGRN_PRECOMPILE=0, the interpreter) it runs nothing."""
+    seen = []
+
+    def launch(logits, labels, flag):
+        seen.append((logits.shape, labels.dtype, flag, precompile._local.compile_only, torch.is_grad_enabled()))
+
+    precompile.in_background(launch, (torch.empty(2, 5), torch.zeros(2, dtype=torch.long), True))
+    precompile.wait_all()
+    assert seen == [((2, 5), torch.long, True, True, False)]
+    precompile.ENABLED = False  # restored by the fixture's monkeypatch
+    precompile.in_background(launch, (torch.empty(2, 5), torch.zeros(2, dtype=torch.long), True))
+    precompile.wait_all()
+    assert len(seen) == 1
+
+
 def test_ahead_skips_other_devices_and_packed_sequences_and_reports_a_failure_in_one_line(on_cpu, caplog):
     calls = []
     precompile.ahead(lambda t: calls.append(t), (torch.empty(2, device="meta"),))

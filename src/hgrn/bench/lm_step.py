@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from hgrn.bench import lm_step_report as report
 from hgrn.bench.step_profile import profile_steps
+from hgrn.layers import linear_cross_entropy
 from hgrn.models import CausalLM, CausalLMConfig, model_config
 from hgrn.ops.triton import precompile
 
@@ -151,9 +152,11 @@ def measure_row(row: str, shape: Shape, device: str, steps: int, warmup: int, pr
     torch.manual_seed(0)
     with torch.device(device):
         model, loss_fn = build(row, shape, eager=device != "cuda")
-    ahead = precompile.ENABLED if row in OURS and device == "cuda" else None  # our kernels compiled all at once early
+    ours = row in OURS and device == "cuda"
+    ahead = precompile.ENABLED if ours else None  # our kernels compiled all at once early
+    loss_kernel = linear_cross_entropy.LOSS_KERNEL and getattr(model, "compiled", False) if ours else None
     result = measure_model(model, loss_fn, shape, device, steps, warmup, profile)
-    return {"row": row, "note": ROW_NOTES[row], "kernels_ahead": ahead, **result}
+    return {"row": row, "note": ROW_NOTES[row], "kernels_ahead": ahead, "loss_kernel": loss_kernel, **result}
 
 
 def measure_model(

@@ -80,7 +80,9 @@ def markdown(result: dict) -> str:
             f"{row['peak_gib']:.1f}" if row["peak_gib"] is not None else "-",
             f"{row['first_step_s']:.1f}",
             f"{row['loss_first']:.4f}",
-            row["note"] + (" (HGRN_PRECOMPILE=0: our kernels compiled at their first launches)" if off else ""),
+            row["note"]
+            + (" (HGRN_PRECOMPILE=0: our kernels compiled at their first launches)" if off else "")
+            + (" (HGRN_LOSS_KERNEL=1: the loss's chunks through our Triton kernel)" if row.get("loss_kernel") else ""),
         ]
         lines.append(f"| {row['row']} | " + " | ".join(cells) + " |")
     lines.append("")

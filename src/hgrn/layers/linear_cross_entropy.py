@@ -15,12 +15,16 @@ backward, as autograd does through `.float()`. The weight's gradient is summed o
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from hgrn.ops import USE_KERNELS
+
 REDUCTIONS = ("mean", "sum")
+LOSS_KERNEL = os.environ.get("HGRN_LOSS_KERNEL", "0") == "1" and USE_KERNELS  # compiled: the Triton kernel (GPU)
 CHUNK_ELEMENTS = 2**26  # logits per chunk: 256 MiB in fp32; 8 chunks for 16k positions x a 32k vocabulary
 
 
@@ -108,7 +112,7 @@ def chunked_loss_and_grads(
     labelled = (labels != ignore_index).sum(dtype=loss_dtype)
     divisor = labelled if reduction == "mean" else torch.ones((), dtype=loss_dtype, device=hidden.device)
     grad_scale = 1 / divisor.clamp_min(1)  # no labelled rows: zero gradients (as F.cross_entropy), a NaN mean
-    chunk = _compiled_chunk() if compiled else logits_loss_and_grad
+    chunk = _chunk_function(hidden.device, compute_dtype) if compiled else logits_loss_and_grad
     with torch.autocast(hidden.device.type, enabled=False):
         w = weight.to(compute_dtype)
         total = torch.zeros((), dtype=loss_dtype, device=hidden.device)
@@ -139,6 +143,26 @@ def logits_loss_and_grad(
     probs = wide.sub_(log_norm).exp_()  # in place: `wide` is a copy of the logits, or the fresh logits themselves
     probs.scatter_add_(1, target, -labelled[:, None].to(probs.dtype))
     return loss, probs.mul_(labelled[:, None] * scale).to(logits.dtype)
+
+
+def compile_fused_ahead(vocab: int) -> None:
+    """Where the fused chunk is our kernel (`_chunk_function`), start its compilation on the compile threads for rows
+    of `vocab` bf16 logits (the GPU recipes' precision), so that the first loss finds it compiled."""
+    if LOSS_KERNEL and torch.cuda.is_available():
+        from hgrn.ops.triton.cross_entropy import compile_in_background
+
+        compile_in_background(vocab, torch.bfloat16, torch.device("cuda", torch.cuda.current_device()))
+
+
+def _chunk_function(device: torch.device, dtype: torch.dtype) -> Any:
+    """The fused form of `logits_loss_and_grad`: our Triton kernel (hgrn.ops.triton.cross_entropy) on a GPU with
+    HGRN_LOSS_KERNEL=1, else the PyTorch form through torch.compile. The kernel compiles ahead on the compile threads;
+    it awaits its measurement on the GPU before it becomes the default."""
+    if LOSS_KERNEL and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16, torch.float32):
+        from hgrn.ops.triton.cross_entropy import logits_loss_and_grad as kernel
+
+        return kernel
+    return _compiled_chunk()
 
 
 @functools.cache

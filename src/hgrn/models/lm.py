@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from hgrn.layers.linear_cross_entropy import linear_cross_entropy
+from hgrn.layers.linear_cross_entropy import compile_fused_ahead, linear_cross_entropy
 from hgrn.models.backbone import Backbone, BackboneConfig, State, as_backbone_config, init_weights
 
 
@@ -59,6 +59,7 @@ class CausalLM(nn.Module):
         being bound by the host's kernel launches more than by the GPU."""
         self.backbone.compile_blocks(whole, mode)
         self.compiled = True
+        compile_fused_ahead(self.lm_head.weight.shape[0])
 
     def step(self, token_ids: Tensor, states: list[State]) -> tuple[Tensor, list[State]]:
         """One token per sequence, token_ids [B] -> (logits [B, vocab], states)."""

@@ -107,6 +107,14 @@ def ahead(op: Callable[..., Any], args: tuple) -> None:
             _pending.append(_workers()[0].submit(_compile_fresh, op, layout))
 
 
+def in_background(fn: Callable[..., Any], args: tuple) -> None:
+    """Compile, on the compile threads, the kernels that `fn(*args)` launches, running none: for a launch known
+    before its first call (args: real tensors laid out as that call's; their values do not matter)."""
+    if ENABLED:
+        with _lock:
+            _pending.append(_workers()[0].submit(_compile_pass, fn, args))
+
+
 def together(op: Callable[..., Any], args: tuple) -> None:
     """From `op`'s implementation, before its launches (eager code, or a compiled graph's call the fakes did not
     foresee): compile every kernel it is about to launch at once, on the compile threads, instead of one after

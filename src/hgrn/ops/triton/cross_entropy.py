@@ -1,0 +1,78 @@
+"""Cross-entropy of a chunk of logit rows and its gradient, one Triton program per row, written over the logits.
+
+The chunked LM loss (hgrn.layers.linear_cross_entropy) forms the logits of a chunk of rows, turns them into the
+rows' losses and d loss / d logits, and folds those into the gradients of the hidden states and the weight. This
+kernel is that middle step: two passes over each row, an online max and sum of exponentials (per lane, combined at
+the end), then the softmax minus the label's one-hot, scaled, stored over the logits. As a kernel of our own it
+compiles on precompile's threads while torch.compile works on the blocks, instead of as an Inductor graph of its own
+on the main thread (two reduction kernels, 0.5-1.5 s each, in the LM anchor's first step).
+
+Numbers as `logits_loss_and_grad` (the PyTorch form): fp32 arithmetic for fp16/bf16/fp32 logits, the gradient
+rounded to the logits' dtype; the row sums run in another order, so results agree to fp32 rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton.language as tl
+from torch import Tensor
+
+from hgrn.ops.triton import precompile
+from hgrn.ops.triton.precompile import entry
+
+BLOCK = 4096  # columns per step of a row's loop: 16 fp32 values per thread at 8 warps
+WARPS = 8
+
+
+@entry(do_not_specialize=["V", "ignore_index"])
+def _rows_kernel(logits, labels, scale, loss, V, stride, ignore_index, BLOCK: tl.constexpr, NEED_GRAD: tl.constexpr):
+    """Row r of logits [C, V] (row stride `stride`): loss[r] = logsumexp - the label's logit (0 where the label is
+    ignore_index); with NEED_GRAD the row becomes scale * (softmax - one-hot) (zero where ignored)."""
+    r = tl.program_id(0)
+    row = logits + r.to(tl.int64) * stride
+    cols = tl.arange(0, BLOCK)
+    label = tl.load(labels + r)
+    labelled = label != ignore_index
+    m = tl.full([BLOCK], -3.0e38, tl.float32)  # finite, so that exp(m - m_new) stays defined on masked lanes
+    s = tl.zeros([BLOCK], tl.float32)
+    for start in range(0, V, BLOCK):
+        x = tl.load(row + start + cols, mask=start + cols < V, other=float("-inf")).to(tl.float32)
+        m_new = tl.maximum(m, x)
+        s = s * tl.exp(m - m_new) + tl.exp(x - m_new)
+        m = m_new
+    top = tl.max(m, 0)
+    lse = top + tl.log(tl.sum(s * tl.exp(m - top), 0))
+    target = tl.where(labelled, label, 0)
+    picked = tl.load(row + target).to(tl.float32)
+    tl.store(loss + r, tl.where(labelled, lse - picked, 0.0))
+    if NEED_GRAD:
+        g = tl.where(labelled, tl.load(scale), 0.0)
+        for start in range(0, V, BLOCK):
+            c = start + cols
+            x = tl.load(row + c, mask=c < V, other=0.0).to(tl.float32)
+            p = tl.exp(x - lse) - tl.where(c == target, 1.0, 0.0)
+            tl.store(row + c, (p * g).to(row.dtype.element_ty), mask=c < V)
+
+
+def logits_loss_and_grad(
+    logits: Tensor, labels: Tensor, ignore_index: int, scale: Tensor, need_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The signature of hgrn.layers.linear_cross_entropy.logits_loss_and_grad: logits [C, V] (fp16/bf16/fp32, rows
+    contiguous; overwritten by the gradient), labels [C] int, scale a 0-d fp32 tensor -> (the labelled rows' summed
+    loss, fp32; d(scale * loss)/d logits [C, V] in logits' dtype, the logits' own storage, or None)."""
+    rows = logits.shape[0]
+    losses = logits.new_empty(rows, dtype=torch.float32)
+    if rows:
+        _rows_kernel[(rows,)](logits, labels, scale.float(), losses, logits.shape[1], logits.stride(0), ignore_index,
+                              BLOCK=BLOCK, NEED_GRAD=need_grad, num_warps=WARPS)  # fmt: skip
+    return losses.sum(), (logits if need_grad else None)
+
+
+def compile_in_background(vocab: int, dtype: torch.dtype, device: torch.device) -> None:
+    """Start compiling the training variant for rows of `vocab` logits of `dtype` on precompile's compile threads: a
+    model set to compile calls this, and its first loss, seconds later, finds the kernel compiled."""
+    if not precompile.ENABLED or device.type != "cuda":
+        return
+    logits = torch.empty(1, vocab, dtype=dtype, device=device)
+    labels = torch.zeros(1, dtype=torch.long, device=device)
+    precompile.in_background(logits_loss_and_grad, (logits, labels, -100, torch.ones((), device=device), True))
