@@ -43,7 +43,7 @@ def linear_cross_entropy(
     hidden: [..., d] (e.g. [B, T, d]); weight: [V, d] (the tied embedding); labels: hidden's leading shape, int,
     `ignore_index` where nothing is predicted. reduction 'mean' averages over the labelled positions (NaN when there
     are none, as F.cross_entropy); 'sum' adds them. chunk_rows: rows per chunk (default: about 2^26 logits per
-    chunk). compiled: run each chunk's softmax and gradient through torch.compile (one fused pass over the logits).
+    chunk). compiled: run each chunk's softmax and gradient fused (`_chunk_function`: torch.compile, or our kernel).
     Returns a scalar, fp32 (fp64 for fp64 inputs).
     """
     if reduction not in REDUCTIONS:

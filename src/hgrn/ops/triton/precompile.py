@@ -4,11 +4,13 @@ Two moments. (1) Compiled code: Dynamo and AOTAutograd call each custom op's fak
 its backward, ...) with the shapes of the real call, seconds before the compiled graph first runs. There the fake
 calls `ahead(op, args)`: a thread runs the op's CUDA implementation on uninitialised tensors laid out as the fake
 arguments. (2) Eager code, or a call the fakes did not foresee: the op's implementation calls `together(op, args)`
-first, which makes the same pass over the real arguments in the calling thread. In either pass every launch of a
+first, which makes the same pass over the real arguments in the calling thread. (A launch whose layout is known
+before any call, the loss kernel's, starts the same pass itself: `in_background`.) In either pass every launch of a
 kernel declared with `entry` is Triton's warm-up (compile, run nothing), submitted to a pool of compile threads
 (Triton's AsyncCompileMode); the real launch waits for its own kernel and finds the others compiling or compiled.
-Triton's passes and ptxas release the GIL, so the compilations run side by side and beside Dynamo and Inductor
-(measured: 4 kernels in 2 threads on 2 cores, 2.13 s serial, 0.95 s).
+Triton's passes and ptxas release the GIL (its frontend, a few tenths of a second per kernel, holds it: NOTES.md), so
+the compilations run side by side and beside Dynamo and Inductor (measured: 4 kernels in 2 threads on 2 cores,
+2.13 s serial, 0.95 s).
 
 At the 341M LM anchor (H200, Triton 3.6, whole blocks compiled) our kernels took 12.9 s of a 30.2 s first step,
 compiled one after another at their first launches. Compiled ahead: 16.1 s against 26.0 s without (same GPU session),
