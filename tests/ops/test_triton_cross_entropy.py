@@ -62,6 +62,16 @@ def test_interpreted_without_gradient_leaves_the_logits_and_matches_the_pytorch_
 
 
 @cpu_only
+def test_interpreted_strided_labels_are_read_in_order_and_strided_rows_refused():
+    logits, labels, scale = rows(5, 40, dtype=torch.float32, seed=5)
+    strided = torch.stack([labels, torch.zeros_like(labels)], 1)[:, 0]  # stride 2
+    loss, _ = cross_entropy.logits_loss_and_grad(logits.clone(), strided, -100, scale, True)
+    assert_close("loss", loss, expected(logits, labels, scale)[0], 1e-6)
+    with pytest.raises(ValueError, match=r"need contiguous rows"):
+        cross_entropy.logits_loss_and_grad(logits.t(), labels[:4], -100, scale, True)
+
+
+@cpu_only
 def test_interpreted_no_rows_and_all_rows_ignored():
     logits, labels, scale = rows(0, 50, dtype=torch.float32)
     loss, grad = cross_entropy.logits_loss_and_grad(logits, labels, -100, scale, True)

@@ -60,7 +60,9 @@ def logits_loss_and_grad(
     """The signature of hgrn.layers.linear_cross_entropy.logits_loss_and_grad: logits [C, V] (fp16/bf16/fp32, rows
     contiguous; overwritten by the gradient), labels [C] int, scale a 0-d fp32 tensor -> (the labelled rows' summed
     loss, fp32; d(scale * loss)/d logits [C, V] in logits' dtype, the logits' own storage, or None)."""
-    rows = logits.shape[0]
+    if logits.stride(1) != 1:
+        raise ValueError(f"logits {tuple(logits.shape)} need contiguous rows (stride {logits.stride()})")
+    rows, labels = logits.shape[0], labels.contiguous()
     losses = logits.new_empty(rows, dtype=torch.float32)
     if rows:
         _rows_kernel[(rows,)](logits, labels, scale.float(), losses, logits.shape[1], logits.stride(0), ignore_index,
