@@ -18,6 +18,7 @@ import triton.language as tl
 from torch import Tensor
 
 from hgrn.ops.triton import precompile
+from hgrn.ops.triton._common import LOG2E
 from hgrn.ops.triton.precompile import entry
 
 BLOCK = 4096  # columns per step of a row's loop: 16 fp32 values per thread at 8 warps
@@ -33,24 +34,25 @@ def _rows_kernel(logits, labels, scale, loss, V, stride, ignore_index, BLOCK: tl
     cols = tl.arange(0, BLOCK)
     label = tl.load(labels + r)
     labelled = label != ignore_index
-    m = tl.full([BLOCK], -3.0e38, tl.float32)  # finite, so that exp(m - m_new) stays defined on masked lanes
+    # base-2 logs throughout: x log2(e), so that each exponential is one exp2 (tl.exp adds range fix-ups)
+    m = tl.full([BLOCK], -3.0e38, tl.float32)  # finite, so that exp2(m - m_new) stays defined on masked lanes
     s = tl.zeros([BLOCK], tl.float32)
     for start in range(0, V, BLOCK):
-        x = tl.load(row + start + cols, mask=start + cols < V, other=float("-inf")).to(tl.float32)
+        x = tl.load(row + start + cols, mask=start + cols < V, other=float("-inf")).to(tl.float32) * LOG2E
         m_new = tl.maximum(m, x)
-        s = s * tl.exp(m - m_new) + tl.exp(x - m_new)
+        s = s * tl.exp2(m - m_new) + tl.exp2(x - m_new)
         m = m_new
     top = tl.max(m, 0)
-    lse = top + tl.log(tl.sum(s * tl.exp(m - top), 0))
+    lse2 = top + tl.log2(tl.sum(s * tl.exp2(m - top), 0))  # log2 of the sum of e^x
     target = tl.where(labelled, label, 0)
     picked = tl.load(row + target).to(tl.float32)
-    tl.store(loss + r, tl.where(labelled, lse - picked, 0.0))
+    tl.store(loss + r, tl.where(labelled, lse2 / LOG2E - picked, 0.0))
     if NEED_GRAD:
         g = tl.where(labelled, tl.load(scale), 0.0)
         for start in range(0, V, BLOCK):
             c = start + cols
             x = tl.load(row + c, mask=c < V, other=0.0).to(tl.float32)
-            p = tl.exp(x - lse) - tl.where(c == target, 1.0, 0.0)
+            p = tl.exp2(x * LOG2E - lse2) - tl.where(c == target, 1.0, 0.0)
             tl.store(row + c, (p * g).to(row.dtype.element_ty), mask=c < V)
 
 
