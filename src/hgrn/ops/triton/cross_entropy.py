@@ -25,7 +25,9 @@ BLOCK = 4096  # columns per step of a row's loop: 16 fp32 values per thread at 8
 WARPS = 8
 
 
-@entry(do_not_specialize=["V", "ignore_index"])
+# V specialised: a vocabulary divisible by 16 makes the masked row loads and stores 16-byte vectors (sm_90 SASS of the
+# bf16 kernel: 4 LDG.128 per step, against 33 2-byte loads with V unspecialised)
+@entry(do_not_specialize=["ignore_index"])
 def _rows_kernel(logits, labels, scale, loss, V, stride, ignore_index, BLOCK: tl.constexpr, NEED_GRAD: tl.constexpr):
     """Row r of logits [C, V] (row stride `stride`): loss[r] = logsumexp - the label's logit (0 where the label is
     ignore_index); with NEED_GRAD the row becomes scale * (softmax - one-hot) (zero where ignored)."""
