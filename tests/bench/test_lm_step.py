@@ -96,7 +96,14 @@ def test_a_row_runs_in_its_own_process_with_its_own_caches(tmp_path):
     row = lm_step.run_row_process("ours-hgrn2-fused-eager", args, timeout=120)
     assert "error" not in row, row.get("error")
     assert row["tokens_per_s"] > 0 and row["process_s"] >= row["first_step_s"]
-    assert (tmp_path / "ours-hgrn2-fused-eager" / "row.json").exists()
+    assert (tmp_path / "ours-hgrn2-fused-eager" / "row.json").exists() and row["warm_cache"] is False
+    kept = tmp_path / "ours-hgrn2-fused-eager" / "triton" / "abc" / "kernel.cubin"  # as a restored cache would hold
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"0")
+    again = lm_step.run_row_process("ours-hgrn2-fused-eager", args, timeout=120)
+    assert again["warm_cache"] is True
+    result = report.assemble([again], asdict(lm_step.SMOKE), "cpu", "2026-12-04T16:00:00Z", None, "", None)
+    assert "the first step is not cold" in report.markdown(result)
     late = lm_step.run_row_process("ours-hgrn2", args, timeout=0.01)
     assert late == {"row": "ours-hgrn2", "note": lm_step.ROW_NOTES["ours-hgrn2"], "error": "not finished within 0 s"}
 

@@ -343,9 +343,13 @@ def _dynamo_summary() -> dict:
 
 
 def run_row_process(row: str, args: argparse.Namespace, timeout: float) -> dict:
-    """One row in a fresh process with its own (empty, unless kept from before) Triton and Inductor caches."""
+    """One row in a fresh process with its own (empty, unless kept from before) Triton and Inductor caches. A cache
+    that already holds files (a row measured before under this --cache-root, or one restored there, e.g. fla's
+    autotuned kernels, which take longer to tune than one GPU call lasts) marks the row "warm_cache": its first step is
+    then not a cold start."""
     cache = args.cache_root / row
     env = {**os.environ, "TRITON_CACHE_DIR": str(cache / "triton"), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}
+    warm = any(path.is_file() for name in ("triton", "inductor") for path in (cache / name).rglob("*"))
     out = cache / "row.json"
     cache.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
@@ -363,6 +367,7 @@ def run_row_process(row: str, args: argparse.Namespace, timeout: float) -> dict:
         return {"row": row, "note": ROW_NOTES[row], "error": " // ".join(tail)[-2000:]}
     result = json.loads(out.read_text())
     result["process_s"] = time.perf_counter() - started
+    result["warm_cache"] = warm
     return result
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -41,6 +42,13 @@ def assemble(
     return {"gpu": gpu, "date": run[:10], "shape": shape, "setting": setting, "runs": runs, "rows": rows}
 
 
+ROW_FLAGS: tuple[tuple[Callable[[dict], bool], str], ...] = (  # how a row ran, where not as its note says
+    (lambda row: row.get("kernels_ahead") is False, "HGRN_PRECOMPILE=0: our kernels compiled at their first launches"),
+    (lambda row: bool(row.get("loss_kernel")), "HGRN_LOSS_KERNEL=1: the loss's chunks through our Triton kernel"),
+    (lambda row: bool(row.get("warm_cache")), "its caches held an earlier run's kernels: the first step is not cold"),
+)
+
+
 def stem(result: dict) -> str:
     gpu = re.sub(r"[^a-z0-9]+", "-", result["gpu"].lower()).strip("-")
     return f"lm-step-{gpu}-{result['date']}"
@@ -70,7 +78,6 @@ def markdown(result: dict) -> str:
             error = row["error"][-300:].replace("|", "/")
             lines.append(f"| {row['row']} | {row['run'][11:16]} | | | | | | | | | error: {error} |")
             continue
-        off = row.get("kernels_ahead") is False
         cells = [
             row["run"][11:16],
             f"{row['params'] / 1e6:.1f}M" if row["params"] >= 1e5 else str(row["params"]),
@@ -80,9 +87,7 @@ def markdown(result: dict) -> str:
             f"{row['peak_gib']:.1f}" if row["peak_gib"] is not None else "-",
             f"{row['first_step_s']:.1f}",
             f"{row['loss_first']:.4f}",
-            row["note"]
-            + (" (HGRN_PRECOMPILE=0: our kernels compiled at their first launches)" if off else "")
-            + (" (HGRN_LOSS_KERNEL=1: the loss's chunks through our Triton kernel)" if row.get("loss_kernel") else ""),
+            row["note"] + "".join(f" ({text})" for flag, text in ROW_FLAGS if flag(row)),
         ]
         lines.append(f"| {row['row']} | " + " | ".join(cells) + " |")
     lines.append("")
