@@ -258,14 +258,14 @@ def compile_seconds(top: int = 6) -> Iterator[dict]:
 
     def listen(*, src: object, times: object, cache_hit: bool, **rest: object) -> None:
         if not cache_hit:
-            name = getattr(src, "name", "?")
-            jit[name] = jit.get(name, 0.0) + times.total / 1e6
+            name, seconds = getattr(src, "name", "?"), times.total / 1e6
+            jit[name] = jit.get(name, 0.0) + seconds
             thread = threading.current_thread().name
             ahead = thread.startswith(precompile.COMPILE_THREAD_NAME)
             thread = thread.rstrip("0123456789").rstrip("_-")
-            by_thread[thread] = by_thread.get(thread, 0.0) + times.total / 1e6
+            by_thread[thread] = by_thread.get(thread, 0.0) + seconds
             if not ahead and str(getattr(getattr(src, "fn", None), "module", "")).startswith("hgrn."):  # ours
-                at_launch[name] = at_launch.get(name, 0.0) + times.total / 1e6
+                at_launch[name] = at_launch.get(name, 0.0) + seconds
             variants.setdefault(name, {}).setdefault(ahead, set()).add(_specialisation(src))
         if previous is not None:
             previous(src=src, times=times, cache_hit=cache_hit, **rest)

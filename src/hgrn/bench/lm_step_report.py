@@ -106,27 +106,24 @@ def _row_details(row: dict) -> list[str]:
             f"- {row['row']}: {dynamo['graphs']} compiled graphs, {dynamo['graph_breaks']} graph breaks{reasons}"
         )
     if row.get("peak_gib_by_phase"):
-        phases = ", ".join(f"{phase} {gib:.1f}" for phase, gib in row["peak_gib_by_phase"].items())
-        lines.append(f"- {row['row']}: peak GiB by phase of one step: {phases}")
+        lines.append(f"- {row['row']}: peak GiB by phase of one step: {_listed(row['peak_gib_by_phase'])}")
     if row.get("first_step_s_by_phase"):
-        phases = ", ".join(f"{phase} {s:.1f}" for phase, s in row["first_step_s_by_phase"].items())
-        lines.append(f"- {row['row']}: first step, seconds by phase: {phases}")
+        lines.append(f"- {row['row']}: first step, seconds by phase: {_listed(row['first_step_s_by_phase'])}")
     compiled = row.get("first_step_compile_s") or {}
     if compiled.get("triton_jit") or compiled.get("torch_compile"):
         jit = compiled.get("triton_jit")
         if jit is None:
             triton = "Triton JIT not measured (no compile listener in this Triton)"
         else:
-            kernels = ", ".join(f"{name} {s:.1f}" for name, s in list(jit.items())[:4]) or "none compiled"
+            kernels = _listed(dict(list(jit.items())[:4])) or "none compiled"
             more = f", {len(jit) - 4} more" if len(jit) > 4 else ""
             triton = f"Triton JIT in the process, summed over kernels {sum(jit.values()):.1f} ({kernels}{more})"
-        phases = ", ".join(f"{name} {s:.1f}" for name, s in compiled.get("torch_compile", {}).items()) or "-"
+        phases = _listed(compiled.get("torch_compile", {})) or "-"
         lines.append(f"- {row['row']}: first step's compilation, seconds: {triton}; torch.compile phases: {phases}")
     if compiled.get("by_thread"):
-        threads = ", ".join(f"{name} {s:.1f}" for name, s in compiled["by_thread"].items())
-        lines.append(f"- {row['row']}: Triton JIT seconds by thread: {threads}")
+        lines.append(f"- {row['row']}: Triton JIT seconds by thread: {_listed(compiled['by_thread'])}")
     if compiled.get("at_launch"):
-        kernels = ", ".join(f"{name} {s:.1f}" for name, s in compiled["at_launch"].items())
+        kernels = _listed(compiled["at_launch"])
         lines.append(f"- {row['row']}: compiled at their launch, not ahead (the launch waited), seconds: {kernels}")
     for name, difference in (compiled.get("differs") or {}).items():
         lines.append(f"- {row['row']}: {name} compiled both ways; specialised differently: {difference}")
@@ -134,6 +131,11 @@ def _row_details(row: dict) -> list[str]:
         heading = f"## Where the time goes: {row['row']} (run {row['run']}, {row['step_s'] * 1e3:.1f} ms per step)"
         lines += ["", heading, "", row["profile"], ""]
     return lines
+
+
+def _listed(values: dict[str, float]) -> str:
+    """{"name": 1.234, ...} -> "name 1.2, ..." (seconds or GiB, in the dict's order)."""
+    return ", ".join(f"{name} {value:.1f}" for name, value in values.items())
 
 
 def _ratio(row: dict, rows: list[dict], peer: str) -> str:

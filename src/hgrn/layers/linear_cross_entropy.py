@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hgrn.ops import USE_KERNELS
+from hgrn.ops.dispatch import KERNEL_DTYPES, USE_KERNELS
 
 REDUCTIONS = ("mean", "sum")
 LOSS_KERNEL = os.environ.get("HGRN_LOSS_KERNEL", "0") == "1" and USE_KERNELS  # compiled: the Triton kernel (GPU)
@@ -158,7 +158,7 @@ def _chunk_function(device: torch.device, dtype: torch.dtype) -> Any:
     """The fused form of `logits_loss_and_grad`: our Triton kernel (hgrn.ops.triton.cross_entropy) on a GPU with
     HGRN_LOSS_KERNEL=1, else the PyTorch form through torch.compile. The kernel compiles ahead on the compile threads;
     it awaits its measurement on the GPU before it becomes the default."""
-    if LOSS_KERNEL and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16, torch.float32):
+    if LOSS_KERNEL and device.type == "cuda" and dtype in KERNEL_DTYPES:
         from hgrn.ops.triton.cross_entropy import logits_loss_and_grad as kernel
 
         return kernel

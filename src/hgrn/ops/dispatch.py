@@ -118,10 +118,10 @@ def start_compile_workers() -> None:
     """Start Inductor's compile worker processes now, where a model is set to compile. Inductor starts them when its
     backend is first called, after Dynamo has traced the first graph, and compiles its kernels on the main thread
     until they answer. Also sends the pool's readiness probe, which Inductor otherwise sends with its first kernel,
-    so that kernel always compiles on the main thread. Measured at the LM anchor's first step (H200, same machine):
-    Inductor's kernels compiled on the main thread 3.4 and 2.8 s with this, 5.8 s without (`async_compile.precompile`
-    in `lm_step`'s compile split). Only where CUDA is (the pool compiles Inductor's Triton kernels; a model set to
-    compile may not be on its device yet); nothing where this torch lacks the hooks."""
+    so that kernel always compiles on the main thread. Measured at the LM anchor's first step (H200, one machine):
+    Inductor's kernels compiled on the main thread 3.4, 2.8 and 5.2 s with this, 5.8 s without
+    (`async_compile.precompile` in `lm_step`'s compile split). Only where CUDA is (the pool compiles Inductor's
+    Triton kernels; a model set to compile may not be on its device yet); nothing where this torch lacks the hooks."""
     if not torch.cuda.is_available():
         return
     try:

@@ -105,16 +105,14 @@ def ahead(op: Callable[..., Any], args: tuple) -> None:
     that `op` launches on real tensors laid out as `args`. Once per op and layout (see `_new_layout`)."""
     layout = _new_layout(op, args)
     if layout is not None:
-        with _lock:
-            _pending.append(_workers()[0].submit(_compile_fresh, op, layout))
+        _on_launch_thread(_compile_fresh, op, layout)
 
 
 def in_background(fn: Callable[..., Any], args: tuple) -> None:
     """Compile, on the compile threads, the kernels that `fn(*args)` launches, running none: for a launch known
     before its first call (args: real tensors laid out as that call's; their values do not matter)."""
     if ENABLED:
-        with _lock:
-            _pending.append(_workers()[0].submit(_compile_pass, fn, args))
+        _on_launch_thread(_compile_pass, fn, args)
 
 
 def together(op: Callable[..., Any], args: tuple) -> None:
@@ -204,6 +202,12 @@ def _compile_pass(op: Callable[..., Any], args: tuple) -> None:
             with _lock:
                 _pending.extend(mode.raw_futures)
                 mode.raw_futures = []
+
+
+def _on_launch_thread(task: Callable[..., None], *args: Any) -> None:
+    """Run task(*args) on the launch thread, among the work `wait_all` waits for."""
+    with _lock:
+        _pending.append(_workers()[0].submit(task, *args))
 
 
 @functools.cache
