@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import asdict
 
 import pytest
@@ -172,3 +173,34 @@ def test_the_compile_split_tells_kernels_compiled_ahead_from_those_a_launch_wait
     assert lines[1].startswith("- ours-hgrn2: Triton JIT seconds by thread: ")
     assert lines[2] == "- ours-hgrn2: compiled at their launch, not ahead (the launch waited), seconds: _b 2.0"
     assert lines[-1].startswith("- ours-hgrn2: _b compiled both ways; specialised differently: at launch -, ahead [")
+
+
+def test_the_compile_split_says_when_inductors_compile_workers_answered(monkeypatch):
+    """The pool's readiness probe answered within the block: its seconds into it; answered before: 0.0; not yet:
+    None, which the report says; no probe sent: nothing recorded."""
+    from concurrent.futures import Future
+
+    from torch._inductor.async_compile import AsyncCompile
+
+    def ready_within(answer: bool, done_before: bool = False) -> dict:
+        probe: Future = Future()
+        if done_before:
+            probe.set_result(True)
+        monkeypatch.setattr(AsyncCompile, "_ready_future", probe)
+        with lm_step.compile_seconds() as found:
+            time.sleep(0.05)
+            if answer and not done_before:
+                probe.set_result(True)
+        return found
+
+    assert ready_within(True)["pool_ready_s"] == pytest.approx(0.05, abs=0.04)
+    assert ready_within(True, done_before=True)["pool_ready_s"] == 0.0
+    late = ready_within(False)
+    assert late["pool_ready_s"] is None
+    assert "compile workers answered not within the step" in "\n".join(
+        report._row_details({"row": "ours-hgrn2", "first_step_compile_s": late})
+    )
+    monkeypatch.setattr(AsyncCompile, "_ready_future", None)
+    with lm_step.compile_seconds() as found:
+        pass
+    assert "pool_ready_s" not in found

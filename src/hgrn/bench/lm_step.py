@@ -244,7 +244,8 @@ def compile_seconds(top: int = 6) -> Iterator[dict]:
     (the launch waited for them), and for a kernel compiled both ways, how its two specialisations differ
     ("differs": why the compilation ahead did not serve the launch). "by_thread": the Triton JIT seconds by thread
     (name without its pool number): on the main thread they hold up the step (Inductor's kernels land there while its
-    compile workers are still starting)."""
+    compile workers are still starting). "pool_ready_s": seconds into the block when Inductor's worker pool answered
+    its readiness probe (0.0: before; None: not within it; absent: no probe sent)."""
     from torch._dynamo.utils import compilation_time_metrics
 
     found: dict = {}
@@ -272,6 +273,7 @@ def compile_seconds(top: int = 6) -> Iterator[dict]:
 
     if compilation is not None:
         compilation.listener = listen
+    record_pool_ready = _when_pool_ready()
     try:
         yield found
     finally:
@@ -286,6 +288,23 @@ def compile_seconds(top: int = 6) -> Iterator[dict]:
         found["at_launch"] = _largest_first(at_launch)
         found["by_thread"] = _largest_first(by_thread)
         found["differs"] = {name: _difference(ways) for name, ways in variants.items() if len(ways) == 2}
+        record_pool_ready(found)
+
+
+def _when_pool_ready() -> Callable[[dict], None]:
+    """A function that records in a dict, as "pool_ready_s", the seconds from now until Inductor's compile-worker pool
+    answered its readiness probe (0.0: it had already; None: not yet). Records nothing where no probe was sent."""
+    start = time.perf_counter()
+    try:
+        from torch._inductor.async_compile import AsyncCompile
+    except ImportError:
+        return lambda found: None
+    future = getattr(AsyncCompile, "_ready_future", None)
+    if future is None:
+        return lambda found: None
+    answered = [0.0] if future.done() else []
+    future.add_done_callback(lambda _: answered.append(time.perf_counter() - start))
+    return lambda found: found.update(pool_ready_s=answered[0] if answered else None)
 
 
 def _specialisation(src: object) -> tuple:

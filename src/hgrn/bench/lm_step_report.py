@@ -122,6 +122,10 @@ def _row_details(row: dict) -> list[str]:
         lines.append(f"- {row['row']}: first step's compilation, seconds: {triton}; torch.compile phases: {phases}")
     if compiled.get("by_thread"):
         lines.append(f"- {row['row']}: Triton JIT seconds by thread: {_listed(compiled['by_thread'])}")
+    if "pool_ready_s" in compiled:
+        ready = compiled["pool_ready_s"]
+        when = "not within the step" if ready is None else f"{ready:.1f} s into the step"
+        lines.append(f"- {row['row']}: Inductor's compile workers answered {when}")
     if compiled.get("at_launch"):
         kernels = _listed(compiled["at_launch"])
         lines.append(f"- {row['row']}: compiled at their launch, not ahead (the launch waited), seconds: {kernels}")
