@@ -278,9 +278,9 @@ def test_gpu_compiled_model_equals_eager_model(whole):
         assert_close(name, a, e, 3e-2)
 
 
-def test_the_fused_chunk_is_the_loss_kernel_only_on_a_gpu_when_switched_on(monkeypatch):
-    """HGRN_LOSS_KERNEL=1 (LOSS_KERNEL): fp16/bf16/fp32 logits on CUDA go through our Triton kernel; fp64 and other
-    devices, and everything with the switch off, through the compiled PyTorch form."""
+def test_the_fused_chunk_is_the_loss_kernel_only_on_a_gpu_unless_switched_off(monkeypatch):
+    """LOSS_KERNEL (HGRN_LOSS_KERNEL, on unless 0): fp16/bf16/fp32 logits on CUDA go through our Triton kernel; fp64
+    and other devices, and everything with the switch off, through the compiled PyTorch form."""
     from hgrn.layers import linear_cross_entropy as lce
     from hgrn.ops.triton import cross_entropy
 

@@ -44,7 +44,7 @@ def assemble(
 
 ROW_FLAGS: tuple[tuple[Callable[[dict], bool], str], ...] = (  # how a row ran, where not as its note says
     (lambda row: row.get("kernels_ahead") is False, "HGRN_PRECOMPILE=0: our kernels compiled at their first launches"),
-    (lambda row: bool(row.get("loss_kernel")), "HGRN_LOSS_KERNEL=1: the loss's chunks through our Triton kernel"),
+    (lambda row: row.get("loss_kernel") is False, "the loss's chunks through torch.compile, not our Triton kernel"),
     (lambda row: bool(row.get("warm_cache")), "its caches held an earlier run's kernels: the first step is not cold"),
 )
 
