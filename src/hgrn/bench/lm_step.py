@@ -14,6 +14,7 @@ over the bf16 matmul rate measured in the same run (N: unique parameters, the ti
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -187,13 +188,15 @@ def measure_model(
     with compile_seconds() as first_compile:
         first_by_phase = {name: seconds for name, (seconds, _) in _by_phase(forward, update, cuda).items()}
     _timed(step, warmup, cuda)
-    seconds = _timed(step, steps, cuda) / steps
+    each: list[float] = []
+    seconds = _timed(step, steps, cuda, each) / steps
     result = {
         "params": sum(p.numel() for p in model.parameters()),  # parameters() yields a tied weight once
         "first_step_s": sum(first_by_phase.values()),
         "first_step_s_by_phase": first_by_phase,
         "first_step_compile_s": first_compile,
         "step_s": seconds,
+        "step_ms_each": [round(s * 1e3, 2) for s in each],
         "tokens_per_s": shape.batch * shape.length / seconds,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "loss_first": float(losses[0]),
@@ -337,15 +340,30 @@ def _triton_compilation_knobs() -> object | None:
     return knobs.compilation if hasattr(knobs.compilation, "listener") else None
 
 
-def _timed(step: Callable[[], None], n: int, cuda: bool) -> float:
+def _timed(step: Callable[[], None], n: int, cuda: bool, each: list[float] | None = None) -> float:
+    """Seconds for n steps, from the host's clock with the device synchronised at both ends; with `each`, also the
+    seconds of every step appended to it: on CUDA between events recorded on the stream after each step (no
+    synchronisation in between, so the host still runs ahead), else from the host's clock."""
     if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
+    marks: list = [torch.cuda.Event(enable_timing=True) if cuda else time.perf_counter()]
+    if cuda:
+        marks[0].record()
     for _ in range(n):
         step()
+        if cuda:
+            marks.append(torch.cuda.Event(enable_timing=True))
+            marks[-1].record()
+        else:
+            marks.append(time.perf_counter())
     if cuda:
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    total = time.perf_counter() - start
+    if each is not None:
+        between = (a.elapsed_time(b) / 1e3 if cuda else b - a for a, b in itertools.pairwise(marks))
+        each.extend(between)
+    return total
 
 
 def _dynamo_summary() -> dict:

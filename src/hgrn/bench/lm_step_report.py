@@ -107,6 +107,10 @@ def _row_details(row: dict) -> list[str]:
         )
     if row.get("peak_gib_by_phase"):
         lines.append(f"- {row['row']}: peak GiB by phase of one step: {_listed(row['peak_gib_by_phase'])}")
+    if len(row.get("step_ms_each") or []) > 1:
+        each = sorted(row["step_ms_each"])
+        spread = f"min {each[0]:.1f}, median {each[len(each) // 2]:.1f}, max {each[-1]:.1f}"
+        lines.append(f"- {row['row']}: the {len(each)} timed steps, ms each: {spread}; in order {row['step_ms_each']}")
     if row.get("first_step_s_by_phase"):
         lines.append(f"- {row['row']}: first step, seconds by phase: {_listed(row['first_step_s_by_phase'])}")
     compiled = row.get("first_step_compile_s") or {}
