@@ -28,7 +28,9 @@ WARPS = 8
 # V specialised: a vocabulary divisible by 16 makes the masked row loads and stores 16-byte vectors (sm_90 SASS of the
 # bf16 kernel: 4 LDG.128 per step, against 33 2-byte loads with V unspecialised)
 @entry(do_not_specialize=["ignore_index"])
-def _rows_kernel(logits, labels, scale, loss, V, stride, ignore_index, BLOCK: tl.constexpr, NEED_GRAD: tl.constexpr):
+def _cross_entropy_rows_kernel(
+    logits, labels, scale, loss, V, stride, ignore_index, BLOCK: tl.constexpr, NEED_GRAD: tl.constexpr
+):
     """Row r of logits [C, V] (row stride `stride`): loss[r] = logsumexp - the label's logit (0 where the label is
     ignore_index); with NEED_GRAD the row becomes scale * (softmax - one-hot) (zero where ignored)."""
     r = tl.program_id(0)
@@ -69,8 +71,9 @@ def logits_loss_and_grad(
     rows, labels = logits.shape[0], labels.contiguous()
     losses = logits.new_empty(rows, dtype=torch.float32)
     if rows:
-        _rows_kernel[(rows,)](logits, labels, scale.float(), losses, logits.shape[1], logits.stride(0), ignore_index,
-                              BLOCK=BLOCK, NEED_GRAD=need_grad, num_warps=WARPS)  # fmt: skip
+        vocab, stride = logits.shape[1], logits.stride(0)
+        _cross_entropy_rows_kernel[(rows,)](logits, labels, scale.float(), losses, vocab, stride, ignore_index,
+                                            BLOCK=BLOCK, NEED_GRAD=need_grad, num_warps=WARPS)  # fmt: skip
     return losses.sum(), (logits if need_grad else None)
 
 
