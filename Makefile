@@ -191,8 +191,8 @@ imagenet: $(STAMP)  ## train + evaluate the DeiT recipe (MODEL=hgrn2_vit_tiny|hg
 bench-vit: $(STAMP)  ## ImageNet training step (B 256, bf16, Mixup, AdamW) of the HGRN ViTs and DeiT on the GPU: images/s, memory, 300-epoch GPU hours -> results/bench/
 	$(PY) -m hgrn.bench.vit_step
 
-bench-lm: $(STAMP)  ## LM training step at the 341M anchor (B 8 x T 2048, bf16, AdamW) on the GPU: ours against transformers' Llama (SDPA) and fla's HGRN2 in one run: tokens/s, MFU, peak memory, first step -> results/bench/
-	$(PY) -m hgrn.bench.lm_step
+bench-lm: $(STAMP)  ## LM training step at the 341M anchor (B 8 x T 2048, bf16, AdamW) on the GPU: ours against transformers' Llama (SDPA) and fla's HGRN2 in one run: tokens/s, MFU, peak memory, first step; CACHE=dir keeps each row's kernels and fla's autotuning there -> results/bench/
+	$(PY) -m hgrn.bench.lm_step $(if $(CACHE),--cache-root $(CACHE))
 
 bench-ddp: $(STAMP)  ## DDP scaling on GPUS=2 (or more) GPUs against one: ListOps HGRN2 and the WikiText-103 HGRN2 recipe on Penn Treebank's text (needs make data-listops data-ptb) -> results/bench/
 	$(PY) -m hgrn.bench.ddp_scaling --experiment lra/hgrn2/listops --devices $(SCALE_GPUS) --steps 400

@@ -95,6 +95,16 @@ def test_profile_groups_kernels_by_name(kernel, group):
     assert group_of(kernel) == group
 
 
+def test_a_rows_process_keeps_autotuning_in_its_own_caches_unless_told_otherwise(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRITON_CACHE_AUTOTUNING", raising=False)
+    env = lm_step.row_environment(tmp_path / "fla-hgrn2")
+    assert env["TRITON_CACHE_DIR"] == str(tmp_path / "fla-hgrn2" / "triton")
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "fla-hgrn2" / "inductor")
+    assert env["TRITON_CACHE_AUTOTUNING"] == "1"
+    monkeypatch.setenv("TRITON_CACHE_AUTOTUNING", "0")
+    assert lm_step.row_environment(tmp_path)["TRITON_CACHE_AUTOTUNING"] == "0"
+
+
 def test_a_row_runs_in_its_own_process_with_its_own_caches(tmp_path):
     args = lm_step.parse_args(["--smoke", "--steps", "1", "--warmup", "0", "--cache-root", str(tmp_path)])
     row = lm_step.run_row_process("ours-hgrn2-fused-eager", args, timeout=120)

@@ -379,13 +379,21 @@ def _dynamo_summary() -> dict:
     }
 
 
+def row_environment(cache: Path) -> dict[str, str]:
+    """A row's process environment: its own Triton and Inductor caches under `cache`, and Triton keeping autotuning
+    results there (TRITON_CACHE_AUTOTUNING, unless set otherwise), so that fla's 5-7 minutes of tuning are done once
+    per --cache-root: a first run of fla alone tunes, later runs compile only the configurations it chose."""
+    caches = {"TRITON_CACHE_DIR": str(cache / "triton"), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}
+    return {"TRITON_CACHE_AUTOTUNING": "1", **os.environ, **caches}
+
+
 def run_row_process(row: str, args: argparse.Namespace, timeout: float) -> dict:
     """One row in a fresh process with its own (empty, unless kept from before) Triton and Inductor caches. A cache
     that already holds files (a row measured before under this --cache-root, or one restored there, e.g. fla's
     autotuned kernels, which take longer to tune than one GPU call lasts) marks the row "warm_cache": its first step is
     then not a cold start."""
     cache = args.cache_root / row
-    env = {**os.environ, "TRITON_CACHE_DIR": str(cache / "triton"), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}
+    env = row_environment(cache)
     warm = any(path.is_file() for name in ("triton", "inductor") for path in (cache / name).rglob("*"))
     out = cache / "row.json"
     cache.mkdir(parents=True, exist_ok=True)
