@@ -344,25 +344,26 @@ def _timed(step: Callable[[], None], n: int, cuda: bool, each: list[float] | Non
     """Seconds for n steps, from the host's clock with the device synchronised at both ends; with `each`, also the
     seconds of every step appended to it: on CUDA between events recorded on the stream after each step (no
     synchronisation in between, so the host still runs ahead), else from the host's clock."""
+
+    def mark() -> object:
+        if not cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
     if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
-    marks: list = [torch.cuda.Event(enable_timing=True) if cuda else time.perf_counter()]
-    if cuda:
-        marks[0].record()
+    marks = [mark()]
     for _ in range(n):
         step()
-        if cuda:
-            marks.append(torch.cuda.Event(enable_timing=True))
-            marks[-1].record()
-        else:
-            marks.append(time.perf_counter())
+        marks.append(mark())
     if cuda:
         torch.cuda.synchronize()
     total = time.perf_counter() - start
     if each is not None:
-        between = (a.elapsed_time(b) / 1e3 if cuda else b - a for a, b in itertools.pairwise(marks))
-        each.extend(between)
+        each.extend(a.elapsed_time(b) / 1e3 if cuda else b - a for a, b in itertools.pairwise(marks))
     return total
 
 

@@ -55,9 +55,8 @@ class CausalLM(nn.Module):
     def compile_blocks(self, whole: bool = False, mode: str | None = None) -> None:
         """torch.compile the backbone's norms and GLUs, or with `whole` its entire blocks (Backbone.compile_blocks,
         `mode` as there), and the loss's per-chunk softmax (one pass over each chunk's logits; on a GPU our kernel,
-        whose compilation starts here). With the norms
-        compiled too the anchor step measured faster than with the GLUs alone (results/bench/lm-step-*), its time
-        being bound by the host's kernel launches more than by the GPU."""
+        whose compilation starts here). With the norms compiled too the anchor step measured faster than with the GLUs
+        alone (results/bench/lm-step-*), its time being bound by the host's kernel launches more than by the GPU."""
         self.backbone.compile_blocks(whole, mode)
         self.compiled = True
         compile_fused_ahead(self.lm_head.weight.shape[0])
