@@ -286,8 +286,10 @@ def test_the_fused_chunk_is_the_loss_kernel_only_on_a_gpu_unless_switched_off(mo
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     monkeypatch.setattr(lce, "LOSS_KERNEL", True)
+    assert lce.fused_chunk_is_kernel(cuda, torch.bfloat16) and not lce.fused_chunk_is_kernel(cpu, torch.bfloat16)
     assert lce._chunk_function(cuda, torch.bfloat16) is cross_entropy.logits_loss_and_grad
     assert lce._chunk_function(cuda, torch.float64) is lce._compiled_chunk()
     assert lce._chunk_function(cpu, torch.bfloat16) is lce._compiled_chunk()
     monkeypatch.setattr(lce, "LOSS_KERNEL", False)
+    assert not lce.fused_chunk_is_kernel(cuda, torch.bfloat16)
     assert lce._chunk_function(cuda, torch.bfloat16) is lce._compiled_chunk()

@@ -155,7 +155,8 @@ def measure_row(row: str, shape: Shape, device: str, steps: int, warmup: int, pr
         model, loss_fn = build(row, shape, eager=device != "cuda")
     ours = row in OURS and device == "cuda"
     ahead = precompile.ENABLED if ours else None  # our kernels compiled all at once early
-    loss_kernel = linear_cross_entropy.LOSS_KERNEL and getattr(model, "compiled", False) if ours else None
+    bf16_kernel = linear_cross_entropy.fused_chunk_is_kernel(torch.device(device), torch.bfloat16)
+    loss_kernel = bf16_kernel and getattr(model, "compiled", False) if ours else None
     result = measure_model(model, loss_fn, shape, device, steps, warmup, profile)
     return {"row": row, "note": ROW_NOTES[row], "kernels_ahead": ahead, "loss_kernel": loss_kernel, **result}
 

@@ -145,13 +145,22 @@ def logits_loss_and_grad(
     return loss, probs.mul_(labelled[:, None] * scale).to(logits.dtype)
 
 
+def fused_chunk_is_kernel(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the fused chunk (`_chunk_function`) of `dtype` logits on `device` is our Triton kernel: on a GPU, in
+    the kernels' dtypes, unless HGRN_LOSS_KERNEL=0."""
+    return LOSS_KERNEL and device.type == "cuda" and dtype in KERNEL_DTYPES
+
+
 def compile_fused_ahead(vocab: int) -> None:
-    """Where the fused chunk is our kernel (`_chunk_function`), start its compilation on the compile threads for rows
-    of `vocab` bf16 logits (the GPU recipes' precision), so that the first loss finds it compiled."""
-    if LOSS_KERNEL and torch.cuda.is_available():
+    """Where the fused chunk is our kernel, start its compilation on the compile threads for rows of `vocab` bf16
+    logits (the GPU recipes' precision), so that the first loss finds it compiled."""
+    if not torch.cuda.is_available():
+        return
+    device = torch.device("cuda", torch.cuda.current_device())
+    if fused_chunk_is_kernel(device, torch.bfloat16):
         from hgrn.ops.triton.cross_entropy import compile_in_background
 
-        compile_in_background(vocab, torch.bfloat16, torch.device("cuda", torch.cuda.current_device()))
+        compile_in_background(vocab, torch.bfloat16, device)
 
 
 def _chunk_function(device: torch.device, dtype: torch.dtype) -> Any:
@@ -160,7 +169,7 @@ def _chunk_function(device: torch.device, dtype: torch.dtype) -> Any:
     threads, so the first step has no Dynamo frame and no Inductor kernels for the loss: at the LM anchor (H200, one
     machine, two runs each) first step 12.3 and 12.1 s against 13.7 and 13.2 s, 178.8k and 178.0k tokens/s against
     176.5k and 176.3k, peak 23.2 against 23.5 GiB."""
-    if LOSS_KERNEL and device.type == "cuda" and dtype in KERNEL_DTYPES:
+    if fused_chunk_is_kernel(device, dtype):
         from hgrn.ops.triton.cross_entropy import logits_loss_and_grad as kernel
 
         return kernel

@@ -78,9 +78,10 @@ def logits_loss_and_grad(
 
 
 def compile_in_background(vocab: int, dtype: torch.dtype, device: torch.device) -> None:
-    """Start compiling the training variant for rows of `vocab` logits of `dtype` on precompile's compile threads: a
-    model set to compile calls this, and its first loss, seconds later, finds the kernel compiled."""
-    if not precompile.ENABLED or device.type != "cuda":
+    """Start compiling the training variant for rows of `vocab` logits of `dtype` on `device` (a GPU) on precompile's
+    compile threads: a model set to compile calls this, and its first loss, seconds later, finds the kernel compiled.
+    Nothing to allocate where precompile is off."""
+    if not precompile.ENABLED:
         return
     logits = torch.empty(1, vocab, dtype=dtype, device=device)
     labels = torch.zeros(1, dtype=torch.long, device=device)
