@@ -228,3 +228,5 @@ def test_each_timed_step_is_kept_and_the_report_gives_their_spread():
     lines = report._row_details({"row": "fla-hgrn2", "step_ms_each": [150.0, 190.5, 160.0]})
     assert lines == ["- fla-hgrn2: the 3 timed steps, ms each: min 150.0, median 160.0, max 190.5; "
                      "in order [150.0, 190.5, 160.0]"]  # fmt: skip
+    (even,) = report._row_details({"row": "ours", "step_ms_each": [90.0, 96.0, 91.0, 100.0]})
+    assert "min 90.0, median 93.5, max 100.0" in even  # the mean of the middle two

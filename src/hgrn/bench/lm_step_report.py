@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import statistics
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -109,7 +110,7 @@ def _row_details(row: dict) -> list[str]:
         lines.append(f"- {row['row']}: peak GiB by phase of one step: {_listed(row['peak_gib_by_phase'])}")
     if len(row.get("step_ms_each") or []) > 1:
         each = sorted(row["step_ms_each"])
-        spread = f"min {each[0]:.1f}, median {each[len(each) // 2]:.1f}, max {each[-1]:.1f}"
+        spread = f"min {each[0]:.1f}, median {statistics.median(each):.1f}, max {each[-1]:.1f}"
         lines.append(f"- {row['row']}: the {len(each)} timed steps, ms each: {spread}; in order {row['step_ms_each']}")
     if row.get("first_step_s_by_phase"):
         lines.append(f"- {row['row']}: first step, seconds by phase: {_listed(row['first_step_s_by_phase'])}")
