@@ -143,11 +143,14 @@ def _poison(W, a, k, g, C: tl.constexpr, MODE: tl.constexpr):
         ("hgrn2_lb", "ramp", 4),
         ("gla", "forget", 2),
         ("gla", "ramp", 4),
+        ("hgrn2", "abyss", 2),
+        ("hgrn2_lb", "ramp", 1),
     ],
 )
 def test_interpreted_steep_chunks_take_the_blocked_path(kind, gates, blk, monkeypatch):
     """Chunks too steep for one midpoint are exact through blocks of rows: with the log-space path poisoned they
-    still match the float64 reference (outputs, states, every gradient), at several block sizes."""
+    still match the float64 reference (outputs, states, every gradient), at several block sizes (at 2 rows even
+    log f ~ -60 per step; at 1 row every pair is a cross-block pair, four levels of halving)."""
     monkeypatch.setattr(chunk, "_pairwise", _poison)
     monkeypatch.setenv("HGRN_CHUNK_TILES", f"BLK={blk}")
     inputs = make_inputs(kind, 2, 45, 2, 16, 16, gates=gates, seed=29)
@@ -156,7 +159,7 @@ def test_interpreted_steep_chunks_take_the_blocked_path(kind, gates, blk, monkey
 
 @cpu_only
 def test_interpreted_chunk_of_32_in_blocks(monkeypatch):
-    """The GPU's plan: chunks of 32 in 8 blocks of 4 (seven cross-block products), reverse, lower bound."""
+    """The GPU's plan: chunks of 32 in 8 blocks of 4 (three levels of halving), reverse, lower bound."""
     monkeypatch.setattr(chunk, "_pairwise", _poison)
     inputs = make_inputs("hgrn2_lb", 1, 70, 2, 16, 16, gates="ramp", seed=31)
     check("hgrn2_lb", inputs, interpreted("hgrn2_lb", chunk_size=32), torch.float32, 2e-5, gate_tol=1e-4, reverse=True)

@@ -17,11 +17,12 @@ g is the chunk-local cumulative log gate. Intra-chunk pairs need exp(g_i - g_j),
 range is at most 128 in every channel (the fast path, the usual case) it factorises around the range's midpoint,
 e^{g_i - m} e^{m - g_j}, each factor within e^{+-64}, and the pairs are a tensor-core product. A steeper chunk (gates
 near 0, e.g. log f = -20 per step) whose g falls (HGRN2 always; GLA when no log f > 0) takes the blocked path: rows in
-blocks of BLK, the pairs of two blocks factorised around the later block's start and the earlier block's end (three
-factors, each <= 1, so a factor underflows only where the pair itself is below it), the pairs inside a block around
-the block's midpoint (a block's range, BLK - 1 steps, at most 128); one tensor-core product per block. Only a block
-whose own range exceeds 128 (log f below about -42 per step) or a rising g sends its chunk to the exact log-space
-path, the pairs masked before the exponential (slow path).
+blocks of BLK; the pairs inside a block factorise around the block's midpoint (a block's range, BLK - 1 steps, at most
+128), one product; the pairs of two blocks are split by halving the chunk, then each half, down to blocks, one product
+per level (log2(C / BLK) of them), each pair's weight the product of factors <= 1 around the middle row of the span
+it straddles, so a factor underflows only where the pair itself is below it. Only a block whose own range exceeds 128
+(at BLK 4, log f below about -42 per step; never for HGRN2 at BLK 2, since its log f >= -104) or a rising g sends its
+chunk to the exact log-space path, the pairs masked before the exponential (slow path).
 """
 
 from __future__ import annotations
@@ -144,54 +145,84 @@ def _block_ends(g, logf, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr)
 
 
 @triton.jit
-def _cross(first, last, J, C: tl.constexpr, BLK: tl.constexpr):
-    """e^{g_s(I) - g_e(J)} (s: a block's first row, e: its last) on the rows of every block I > J, 0 on the rest:
-    the decay between the two blocks, <= 1. [C, W]"""
-    b = tl.arange(0, C // BLK)[:, None]
-    last_j = tl.sum(tl.where(b == J, last, 0.0), 0)
-    return _per_row(tl.exp(tl.where(b > J, first - last_j[None, :], float("-inf"))), C, BLK)
+def _halves(first, last, C: tl.constexpr, BLK: tl.constexpr, SPAN: tl.constexpr):
+    """One level of the blocked path: spans of SPAN rows, each cut in halves at its middle row p. For the pairs with
+    the row in a span's second half and the column in its first half, e^{g_i - g_j} = e^{g_i - g_s(I)}
+    e^{g_s(I) - g_p} e^{g_p - g_e(J)} e^{g_e(J) - g_j} (I, J: the rows' blocks, s / e: a block's first / last row).
+    Returns the middle factors per row, [C, W] each: e^{g_s(I) - g_p} on second-half rows, e^{g_p - g_e(J)} on
+    first-half rows, 0 elsewhere; g falls, so each is <= 1."""
+    NB: tl.constexpr = C // BLK
+    PER: tl.constexpr = SPAN // BLK  # blocks per span
+    W: tl.constexpr = first.shape[1]
+    spans = tl.reshape(first, (NB // PER, PER, W))
+    g_p = tl.sum(tl.where(tl.arange(0, PER)[None, :, None] == PER // 2, spans, 0.0), 1)
+    g_p = _per_row(g_p, NB, PER)
+    second = (tl.arange(0, NB) % PER >= PER // 2)[:, None]
+    to_p = tl.exp(tl.where(second, first - g_p, float("-inf")))
+    from_p = tl.exp(tl.where(second, float("-inf"), g_p - last))
+    return _per_row(to_p, C, BLK), _per_row(from_p, C, BLK)
 
 
 @triton.jit
-def _blocked(W, a, k, g, first, last, C: tl.constexpr, BLK: tl.constexpr, MODE: tl.constexpr, DOT: tl.constexpr):
-    """_pairwise's sums (same MODEs, W strictly lower triangular) for a falling g, blocks of BLK rows, each block's
-    range at most 128 (first, last: _block_ends). A pair i >= j of blocks I >= J is e^{g_i - g_j} =
-    e^{g_i - g_s(I)} e^{g_s(I) - g_e(J)} e^{g_e(J) - g_j} when I > J (each factor <= 1) and e^{g_i - m} e^{m - g_j}
-    inside a block (m: the block's midpoint, factors within e^{+-64}). One product for the diagonal blocks, then
-    one per earlier block J."""
+def _cross_blocks(W, aa, kb, first, last, C: tl.constexpr, BLK: tl.constexpr, MODE: tl.constexpr, DOT: tl.constexpr):
+    """The pairs of two blocks of the blocked path, with aa = a e^{g - g_s(I)} and kb = k e^{g_e(J) - g} (each row's
+    block I, J; s / e: a block's first / last row). Split by halving: the chunk's halves, then each half's halves,
+    down to blocks (log2(C / BLK) levels); at each level the pairs that straddle a span's middle row p take the
+    middle factors of _halves, so every factor is <= 1 and underflows only where the pair itself is below it: one
+    product per level. MODE 0: [C, C] scores; MODE 1 / 2: dk / dq before their row's e^{g_e - g} / e^{g - g_s}."""
+    rows = tl.arange(0, C)
+    if MODE == 0:  # noqa: SIM108 (Triton: constexpr branch)
+        cross = tl.zeros([C, C], tl.float32)
+    else:
+        cross = tl.zeros_like(aa)
+    for level in tl.static_range(8):  # spans C, C / 2, ..., 2 BLK
+        if (C >> level) > BLK:
+            to_p, from_p = _halves(first, last, C, BLK, C >> level)
+            span = (rows[:, None] // (C >> level)) == (rows[None, :] // (C >> level))
+            if MODE == 0:
+                cross += tl.where(span, mm(_op(aa * to_p, DOT), tl.trans(_op(kb * from_p, DOT)), DOT), 0.0)
+            else:
+                Ws = tl.where(span, W, 0.0).to(W.dtype)
+                if MODE == 1:
+                    cross += from_p * mm(tl.trans(Ws), _op(aa * to_p, DOT), DOT)
+                else:
+                    cross += to_p * mm(Ws, _op(kb * from_p, DOT), DOT)
+    return cross
+
+
+@triton.jit
+def _blocked_scores(a, k, g, gl, first, last, C: tl.constexpr, BLK: tl.constexpr, DOT: tl.constexpr):
+    """_scores on the blocked path (a falling g, blocks of BLK rows, each block's range at most 128; first, last:
+    _block_ends): A's pairs inside a block factorise around the block's midpoint m, e^{g_i - m} e^{m - g_j} (within
+    e^{+-64}), one product; those of two blocks come from _cross_blocks. q e^g and k e^{g_C - g} are formed from the
+    same per-block factors, so a, k and g are not needed after them (fewer live registers)."""
     blk = tl.arange(0, C) // BLK
     s_row, e_row = _per_row(first, C, BLK), _per_row(last, C, BLK)
     mid = 0.5 * (s_row + e_row)
-    to_mid, from_mid = tl.exp(g - mid), tl.exp(mid - g)
+    aa, kb = a * tl.exp(g - s_row), k * tl.exp(e_row - g)
+    inside = mm(_op(a * tl.exp(g - mid), DOT), tl.trans(_op(k * tl.exp(mid - g), DOT)), DOT)
+    A = tl.where(blk[:, None] == blk[None, :], inside, 0.0) + _cross_blocks(0.0, aa, kb, first, last, C, BLK, 0, DOT)
+    qi = _op(aa * _per_row(tl.exp(first), C, BLK), DOT)
+    ks = _op(kb * _per_row(tl.exp(gl[None, :] - last), C, BLK), DOT)
+    return A, qi, ks
+
+
+@triton.jit
+def _blocked_grads(W, a, k, g, first, last, C: tl.constexpr, BLK: tl.constexpr, MODE: tl.constexpr,
+                   DOT: tl.constexpr):  # fmt: skip
+    """_pairwise's MODE 1 (dk) and 2 (dq) sums on the blocked path (W strictly lower triangular; as
+    _blocked_scores)."""
+    blk = tl.arange(0, C) // BLK
+    s_row, e_row = _per_row(first, C, BLK), _per_row(last, C, BLK)
+    mid = 0.5 * (s_row + e_row)
     ea, eb = tl.exp(g - s_row), tl.exp(e_row - g)
-    aa, kb = a * ea, k * eb
-    same = blk[:, None] == blk[None, :]
-    if MODE == 0:
-        inside = tl.where(same, mm(_op(a * to_mid, DOT), tl.trans(_op(k * from_mid, DOT)), DOT), 0.0)
-        cross = tl.zeros_like(inside)
+    Wo = _op(W, DOT)
+    Wd = tl.where(blk[:, None] == blk[None, :], Wo, 0.0).to(Wo.dtype)
+    cross = _cross_blocks(Wo, a * ea, k * eb, first, last, C, BLK, MODE, DOT)
+    if MODE == 1:
+        return tl.exp(mid - g) * mm(tl.trans(Wd), _op(a * tl.exp(g - mid), DOT), DOT) + eb * cross
     else:
-        Wo = _op(W, DOT)
-        Wd = tl.where(same, Wo, 0.0).to(Wo.dtype)
-        if MODE == 1:
-            inside = from_mid * mm(tl.trans(Wd), _op(a * to_mid, DOT), DOT)
-        else:
-            inside = to_mid * mm(Wd, _op(k * from_mid, DOT), DOT)
-        cross = tl.zeros_like(g)
-    for J in tl.static_range(C // BLK - 1):
-        in_j = (blk == J)[:, None]
-        between = _cross(first, last, J, C, BLK)
-        if MODE == 0:
-            cross += mm(_op(aa * between, DOT), tl.trans(_op(tl.where(in_j, kb, 0.0), DOT)), DOT)
-        elif MODE == 1:
-            cross += tl.where(in_j, mm(tl.trans(Wo), _op(aa * between, DOT), DOT), 0.0)
-        else:
-            cross += between * mm(Wo, _op(tl.where(in_j, kb, 0.0), DOT), DOT)
-    if MODE == 0:
-        return inside + cross
-    elif MODE == 1:
-        return inside + eb * cross
-    else:
-        return inside + ea * cross
+        return tl.exp(g - mid) * mm(Wd, _op(k * tl.exp(mid - g), DOT), DOT) + ea * cross
 
 
 @triton.jit
@@ -207,12 +238,12 @@ def _scores(qt, k, g, logf, gl, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.con
         ks = _op(ka * tl.exp(gl - mid)[None, :], DOT)
     else:
         first, last, blocked = _block_ends(g, logf, C, BLK, GATE)
-        if blocked:  # noqa: SIM108 (Triton: a branch taken at run time)
-            A = _blocked(0.0, qt, k, g, first, last, C, BLK, 0, DOT)
+        if blocked:
+            A, qi, ks = _blocked_scores(qt, k, g, gl, first, last, C, BLK, DOT)
         else:
             A = _pairwise(0.0, qt, k, g, C, 0)
-        qi = _op(qt * tl.exp(g), DOT)
-        ks = _op(k * tl.exp(gl[None, :] - g), DOT)
+            qi = _op(qt * tl.exp(g), DOT)
+            ks = _op(k * tl.exp(gl[None, :] - g), DOT)
     causal = tl.arange(0, C)[:, None] >= tl.arange(0, C)[None, :]
     return tl.where(causal, A, 0.0), qi, ks
 
@@ -454,8 +485,8 @@ def _intra_bwd_kernel(q, kz, lg, lb, gl, da, xk, yq, starts, dq, dkz, dlg, plb, 
         else:
             first, last, blocked = _block_ends(g, logf, C, BLK, GATE)
             if blocked:
-                intra_q = _blocked(dA, qt, k, g, first, last, C, BLK, 2, DOT)
-                intra_k = _blocked(dA, qt, k, g, first, last, C, BLK, 1, DOT)
+                intra_q = _blocked_grads(dA, qt, k, g, first, last, C, BLK, 2, DOT)
+                intra_k = _blocked_grads(dA, qt, k, g, first, last, C, BLK, 1, DOT)
             else:
                 intra_q = _pairwise(dA, qt, k, g, C, 2)
                 intra_k = _pairwise(dA, qt, k, g, C, 1)
