@@ -268,6 +268,15 @@ def test_gpu_hgrn2_bf16_benchmark_shapes(shape):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("chunk_size", [16, 32, 64])
+@pytest.mark.parametrize("K", [16, 32, 64])
+def test_gpu_chunk_sizes_bf16(chunk_size, K):
+    """Every chunk size at the K tiles the rule picks (bf16 at C 64, BK 32 was miscompiled on 4 warps)."""
+    inputs = make_inputs("hgrn2", 2, 300, 2, K, 32, device="cuda", seed=K + chunk_size)
+    check("hgrn2", inputs, interpreted("hgrn2", chunk_size), torch.bfloat16, BF16_TOL, BF16_GATE_TOL)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("gates", ["steep", "forget", "remember", "mixed", "ramp", "abyss"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 def test_gpu_extreme_gates(gates, dtype):
