@@ -1,9 +1,11 @@
 """Tile sweep: python -m hgrn.bench.sweep [--op hgrn2|hgrn1] [--shape BxTxHxD | BxTxD] CONFIG ...
 
-Each CONFIG overrides the tile rule through HGRN_CHUNK_TILES (hgrn2, e.g. "C=64,BV=128,maxnreg=128") or
-HGRN_SCAN_TILES (hgrn1, e.g. "BT=128,BD=32"); "" is the rule itself. The configs compile in
-parallel subprocesses first (warming the shared Triton cache), then one process times each: the op's forward and
-forward + backward, and the CUDA time of every kernel in one forward + backward (torch.profiler).
+Each CONFIG overrides the tile rule through HGRN_CHUNK_TILES (hgrn2, e.g. "C=64,BV=128,maxnreg=128"),
+HGRN_SMALL_TILES (hgrn2 at head sizes of at most 8, e.g. "BH=16,BT=8,NS=4") or HGRN_SCAN_TILES (hgrn1, e.g.
+"BT=128,BD=32"); "" is the rule itself. The configs compile in parallel subprocesses first (warming the shared
+Triton cache), then one process times each: the op's forward and forward + backward, and the CUDA time of every
+kernel in one forward + backward (torch.profiler) with their sum, which ranks configurations where the timed loop
+is bound by the host (small shapes: the forward and forward + backward then time the launches, not the kernels).
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ import torch
 from triton.testing import do_bench
 
 from hgrn import ops
+from hgrn.ops.triton.small_head import SMALL_HEAD_MAX
 
 ENV = {"hgrn2": "HGRN_CHUNK_TILES", "hgrn1": "HGRN_SCAN_TILES"}
+
+
+def _env(op: str, shape: tuple[int, ...]) -> str:
+    """The variable holding the tile overrides of the kernels this op runs at this shape."""
+    return "HGRN_SMALL_TILES" if op == "hgrn2" and shape[-1] <= SMALL_HEAD_MAX else ENV[op]
 
 
 def _op(op: str, shape: tuple[int, ...]):
@@ -41,7 +49,7 @@ def _op(op: str, shape: tuple[int, ...]):
 
 
 def _time(op: str, shape: tuple[int, ...], config: str) -> dict:
-    os.environ[ENV[op]] = config
+    os.environ[_env(op, shape)] = config
     fn, inputs = _op(op, shape)
     grad = torch.randn_like(inputs[0])
 
@@ -57,11 +65,13 @@ def _time(op: str, shape: tuple[int, ...], config: str) -> dict:
         for _ in range(5):
             fwd_bwd()
         torch.cuda.synchronize()
-    kernels = {e.key[:40]: round(e.device_time_total / 5 / 1e3, 4) for e in prof.key_averages() if e.device_time_total}
+    events = [e for e in prof.key_averages() if e.device_time_total]
+    kernels = {e.key[:40]: round(e.device_time_total / 5 / 1e3, 4) for e in events}
     return {
         "config": config,
         "fwd_ms": do_bench(fwd, warmup=25, rep=100, return_mode="median"),
         "fwd_bwd_ms": do_bench(fwd_bwd, warmup=25, rep=100, return_mode="median"),
+        "kernels_total_ms": round(sum(e.device_time_total for e in events) / 5 / 1e3, 4),
         "kernels_ms": kernels,
     }
 
@@ -75,7 +85,7 @@ def main() -> None:
     args = p.parse_args()
     shape = tuple(int(x) for x in args.shape.split("x"))
     if args.compile_only:  # a worker: one small fwd + bwd with the same constants compiles every kernel
-        os.environ[ENV[args.op]] = args.configs[0]
+        os.environ[_env(args.op, shape)] = args.configs[0]
         fn, inputs = _op(args.op, (1, 256, *shape[2:]))
         torch.autograd.grad(fn(*inputs).sum(), inputs)
         return
