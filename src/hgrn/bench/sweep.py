@@ -1,4 +1,6 @@
-"""Tile sweep: python -m hgrn.bench.sweep [--op hgrn2|hgrn1] [--shape BxTxHxD | BxTxD] CONFIG ...
+"""Tile sweep: python -m hgrn.bench.sweep [--op hgrn2|hgrn2-2d|hgrn1] [--shape BxTxHxD | BxTxD] CONFIG ...
+
+hgrn2-2d is `hgrn.ops.hgrn2_directions` along the rows and columns of a square grid of T tokens (the ViTs' scan).
 
 Each CONFIG overrides the tile rule through HGRN_CHUNK_TILES (hgrn2, e.g. "C=64,BV=128,maxnreg=128"),
 HGRN_SMALL_TILES (hgrn2 at head sizes of at most 8, e.g. "BH=16,BT=8,NS=4") or HGRN_SCAN_TILES (hgrn1, e.g.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,12 +26,12 @@ from triton.testing import do_bench
 from hgrn import ops
 from hgrn.ops.triton.small_head import SMALL_HEAD_MAX
 
-ENV = {"hgrn2": "HGRN_CHUNK_TILES", "hgrn1": "HGRN_SCAN_TILES"}
+ENV = {"hgrn2": "HGRN_CHUNK_TILES", "hgrn2-2d": "HGRN_CHUNK_TILES", "hgrn1": "HGRN_SCAN_TILES"}
 
 
 def _env(op: str, shape: tuple[int, ...]) -> str:
     """The variable holding the tile overrides of the kernels this op runs at this shape."""
-    return "HGRN_SMALL_TILES" if op == "hgrn2" and shape[-1] <= SMALL_HEAD_MAX else ENV[op]
+    return "HGRN_SMALL_TILES" if op != "hgrn1" and shape[-1] <= SMALL_HEAD_MAX else ENV[op]
 
 
 def _op(op: str, shape: tuple[int, ...]):
@@ -42,10 +45,15 @@ def _op(op: str, shape: tuple[int, ...]):
         return (lambda x, g: ops.hgrn1_recurrence(x, g)[0]), (x, g)
     B, T, H, D = shape
     lb = torch.zeros(H, D, device="cuda", requires_grad=True)
-    return (lambda q, v, z, lb: ops.hgrn2_recurrence(q, v, z, lb, scale=D**-0.5)[0]), (
-        *(leaf(B, T, H, D) for _ in range(3)),
-        lb,
-    )
+    inputs = (*(leaf(B, T, H, D) for _ in range(3)), lb)
+    if op == "hgrn2-2d":
+        side = math.isqrt(T)
+        if side * side != T:
+            raise SystemExit(f"--op hgrn2-2d scans a square grid: T = {T} is not a square")
+        return (
+            lambda q, v, z, lb: ops.hgrn2_directions(q, v, z, lb, scale=D**-0.5, direction="2d", grid=(side, side))
+        ), inputs
+    return (lambda q, v, z, lb: ops.hgrn2_recurrence(q, v, z, lb, scale=D**-0.5)[0]), inputs
 
 
 def _time(op: str, shape: tuple[int, ...], config: str) -> dict:
