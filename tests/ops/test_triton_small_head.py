@@ -10,10 +10,11 @@ import torch
 from hgrn import ops
 from hgrn.ops.triton import small_head
 from hgrn.ops.triton.chunk import GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB
-from tests.helpers import on_backend
+from tests.helpers import assert_close, on_backend
 from tests.ops.test_triton_chunk import BF16_GATE_TOL, BF16_TOL, check, cpu_only, make_inputs
 
 kernels = on_backend("triton")
+exact_ops = on_backend("reference")
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 
@@ -79,6 +80,34 @@ def test_interpreted_segments(kind, reverse, monkeypatch):
     assert small_head.make_plan(inputs["q"], inputs["v"], None, 3).NS == 3
 
 
+def check_forward_only(inputs, fn, tol, **kwargs):
+    """Output and final state of a forward that saves nothing for a backward (its own tiles) against the reference."""
+    args = [inputs[n].float() for n in ("q", "v", "f_logits")] + [inputs["lower_bound"].float()]
+    with torch.no_grad():
+        o, s = fn(*args, initial_state=inputs["initial_state"].float(), output_final_state=True, **kwargs)
+    exact = [inputs[n] for n in ("q", "v", "f_logits", "lower_bound")]
+    o_ref, s_ref = exact_ops.hgrn2_recurrence(*exact, initial_state=inputs["initial_state"], output_final_state=True,
+                                              **kwargs)  # fmt: skip
+    assert_close("o", o, o_ref, tol)
+    assert_close("final_state", s, s_ref, tol)
+
+
+@cpu_only
+@pytest.mark.parametrize("head", [1, 2, 8])
+def test_interpreted_forward_only(head, monkeypatch):
+    """Without autograd the forward saves no tile states and takes 8-step tiles from head size 2: partial tiles,
+    both directions, initial and final states, 3 segments, packed sequences."""
+    inputs = make_inputs("hgrn2_lb", 2, 45, 3, head, head, seed=head)
+    steps_per_tile = small_head.make_plan(inputs["q"], inputs["v"], None, save=False).BT
+    assert steps_per_tile == (16 if head == 1 else 8)
+    for reverse in (False, True):
+        check_forward_only(inputs, public("hgrn2_lb"), 2e-5, scale=0.7, reverse=reverse)
+    check_forward_only(inputs, forced("hgrn2_lb", 3), 2e-5, reverse=True)
+    cu = torch.tensor([0, 9, 9, 40, 53])
+    packed = make_inputs("hgrn2_lb", 1, 53, 2, head, head, n_seqs=4, seed=9)
+    check_forward_only(packed, public("hgrn2_lb"), 2e-5, cu_seqlens=cu)
+
+
 @cpu_only
 @pytest.mark.parametrize(
     ("gate", "options"),
@@ -136,3 +165,11 @@ def test_gpu_small_heads_segmented_and_packed(kind):
     cu = torch.tensor([0, 100, 100, 3000, 7001], device="cuda")
     inputs = make_inputs(kind, 1, 7001, 4, 4, 4, n_seqs=4, device="cuda", seed=4)
     check(kind, inputs, public(kind), torch.float32, 1e-4, reverse=True, cu_seqlens=cu)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("head", [1, 2, 4, 8])
+def test_gpu_small_heads_forward_only(head):
+    """The forward without autograd (8-step tiles from head size 2), fp32, long sequences."""
+    inputs = make_inputs("hgrn2_lb", 2, 3000, 64 // head, head, head, gates="mixed", device="cuda", seed=head)
+    check_forward_only(inputs, ops.hgrn2_recurrence, 1e-4, scale=head**-0.5, reverse=head % 2 == 1)
