@@ -10,10 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from hgrn import ops
-from hgrn.ops.triton import hgrn1_scan
+from hgrn.ops.triton import hgrn1_scan, small_head
 from tests.helpers import assert_close, on_backend, rel_err
+from tests.ops import test_triton_chunk as chunk_tests
 
 reference = on_backend("reference")
+triton_ops = on_backend("triton")
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter tests; the GPU runs the gpu ones")
 
 
@@ -152,6 +154,63 @@ def test_custom_ops_pass_opcheck(complex_valued):
     theta = torch.randn(D, generator=g).requires_grad_() if complex_valued else None
     h0 = torch.randn(B, *x.shape[2:], generator=g).requires_grad_()
     torch.library.opcheck(torch.ops.hgrn.hgrn1_scan_forward.default, (x, log_f, theta, h0, None, complex_valued, True))
+
+
+# --- HGRN2 at head size 1 (expand ratio 1): this scan with the gate formed inside and o = scale q h -------------
+
+
+def hgrn2_inputs(kind, B, T, H, *, gates="normal", h0=True, device="cpu", seed=0):
+    return chunk_tests.make_inputs(kind, B, T, H, 1, 1, gates=gates, h0=h0, device=device, seed=seed)
+
+
+@cpu_only
+@pytest.mark.usefixtures("poisoned_workspace")
+@pytest.mark.parametrize(
+    ("kind", "tiles", "reverse", "h0"),
+    [("hgrn2_lb", "BT=8,BD=8", False, True), ("hgrn2_lb", "BT=8,BD=16", True, False),
+     ("hgrn2", "BT=8,BD=8,prefix=0", True, True), ("hgrn2_lb", "", False, True)],
+    ids=["partial-tiles", "whole-tiles-rev", "aggregates-only", "rule"],
+)  # fmt: skip
+def test_interpreted_hgrn2_head_size_one(monkeypatch, kind, tiles, reverse, h0):
+    """hgrn.ops.hgrn2_recurrence at K = V = 1 takes the chained scan (the small-head kernels are never called):
+    outputs, final state and every gradient against the float64 reference, 45 or 48 steps over 20 or 32 heads (partial
+    and whole tiles), long memory, both directions, with and without an initial state."""
+    monkeypatch.setenv("HGRN_SCAN_TILES", tiles)
+    monkeypatch.setattr(small_head, "recurrence", None)
+    T, H = (48, 32) if "BD=16" in tiles else (45, 20)
+    inputs = hgrn2_inputs(kind, 2, T, H, gates="remember" if tiles else "mixed", h0=h0, seed=T + H)
+    chunk_tests.check(kind, inputs, triton_ops.hgrn2_recurrence, torch.float32, 2e-5, gate_tol=1e-4, scale=0.7,
+                      reverse=reverse)  # fmt: skip
+
+
+@cpu_only
+def test_interpreted_hgrn2_head_size_one_half_precision_and_packed():
+    """fp16 inputs; packed sequences keep the small-head kernels (the chained forward serves dense batches)."""
+    inputs = hgrn2_inputs("hgrn2_lb", 2, 45, 3, seed=5)
+    chunk_tests.check("hgrn2_lb", inputs, triton_ops.hgrn2_recurrence, torch.float16, 1e-2, gate_tol=3e-2)
+    cu = torch.tensor([0, 9, 9, 40, 53])
+    packed = chunk_tests.make_inputs("hgrn2_lb", 1, 53, 2, 1, 1, n_seqs=4, seed=9)
+    chunk_tests.check("hgrn2_lb", packed, triton_ops.hgrn2_recurrence, torch.float32, 2e-5, cu_seqlens=cu)
+
+
+@cpu_only
+def test_hgrn2_head_size_one_custom_ops_pass_opcheck():
+    """torch.library.opcheck on hgrn::hgrn2_scalar_forward (and through its autograd formula the backward op)."""
+    g = torch.Generator().manual_seed(0)
+    B, T, D = 2, 20, 8
+    q, v, z = (torch.randn(B, T, D, generator=g).requires_grad_() for _ in range(3))
+    lb = torch.rand(D, generator=g).mul(0.9).requires_grad_()
+    h0 = torch.randn(B, D, generator=g).requires_grad_()
+    torch.library.opcheck(torch.ops.hgrn.hgrn2_scalar_forward.default, (q, v, z, lb, h0, 0.7, True, True, True))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("gates", ["normal", "mixed"])
+def test_gpu_hgrn2_head_size_one(dtype, gates):
+    inputs = hgrn2_inputs("hgrn2_lb", 2, 3000, 512, gates=gates, device="cuda", seed=7)
+    tol = chunk_tests.BF16_TOL if dtype == torch.bfloat16 else 1e-4
+    chunk_tests.check("hgrn2_lb", inputs, ops.hgrn2_recurrence, dtype, tol, 3 * tol, reverse=gates == "mixed")
 
 
 @pytest.mark.gpu

@@ -1,6 +1,7 @@
 """The Triton backend of hgrn.ops: each op mapped onto its kernels (arguments already checked by the dispatch).
 
-chunk.py: chunked GLA / HGRN2 forward and backward; hgrn1_scan.py: the HGRN1 scan; small_head.py: GLA / HGRN2 with
+chunk.py: chunked GLA / HGRN2 forward and backward; hgrn1_scan.py: the HGRN1 scan (and HGRN2 with heads of one
+channel on dense batches); small_head.py: GLA / HGRN2 with
 heads of at most SMALL_HEAD_MAX channels, each head's state scanned element-wise in registers, and both scan
 directions of a line in one program (the path is chosen here, per shape); fused_recurrent.py: decoding steps with
 the state updated in place. Tensors must live where Triton runs (CUDA, or the CPU interpreter in tests:
@@ -30,7 +31,11 @@ def gla_recurrence(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, **options: An
 def hgrn2_recurrence(
     q: Tensor, v: Tensor, f_logits: Tensor, lower_bound: Tensor | None, **options: Any
 ) -> tuple[Tensor, Tensor | None]:
-    """The gate is formed in the kernels: f = lb + (1 - lb) sigmoid(f_logits), k = 1 - f."""
+    """The gate is formed in the kernels: f = lb + (1 - lb) sigmoid(f_logits), k = 1 - f. Heads of one channel
+    (expand ratio 1) on a dense batch are HGRN1's real scan with x = k v and o = scale q h (hgrn1_scan)."""
+    if q.shape[-1] == v.shape[-1] == 1 and options["cu_seqlens"] is None:
+        dense = {name: value for name, value in options.items() if name != "cu_seqlens"}
+        return hgrn1_scan.hgrn2_head_size_one(q, v, f_logits, lower_bound, **dense)
     if small_head.fits(q, v):
         return small_head.recurrence(q, f_logits, None, lower_bound, v, gate=_hgrn2_gate(lower_bound), **options)
     return chunk_recurrence(q, f_logits, None, lower_bound, v, gate=_hgrn2_gate(lower_bound), **options)

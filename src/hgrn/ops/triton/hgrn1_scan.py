@@ -10,6 +10,10 @@ Packed batches (cu_seqlens) keep the sequential kernel: one program owns BD chan
 [BT, BD] tiles through it, the carried h applied after each tile's scan. The backward (sequential, both cases) runs
 the same scan over the reversed sequence on (conj a_{t+1}, do_t), then forms dlog f_t = <dh_t, a_t h_{t-1}> and
 dtheta_t = <dh_t, i a_t h_{t-1}> from the saved output.
+
+HGRN2 at expand ratio 1 (heads of one channel: `hgrn2_head_size_one`) is the real scan with x = k v: the same
+kernels (GATED) form f and k from the gate logits, store o = scale q h, and save h for the backward, which forms dq,
+dv and the gate logits' gradient in the same pass.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from hgrn.ops.triton._common import (
     LOG2E,
     affine,
     empty_grads,
+    lower_bounded_gate,
+    needs_grad,
     or_empty,
     pow2,
     present_grads,
@@ -156,11 +162,28 @@ def _release(flag, state):
     tl.atomic_xchg(flag, state, sem="release")
 
 
+@triton.jit
+def _gate(z, lb, cd, dm, HAS_LB: tl.constexpr):
+    """HGRN2's gate at head size 1 from fp32 gate logits z [.., BD] of channels cd: (f, k, df/dz, sigmoid(-z)), f =
+    lb + (1 - lb) sigmoid(z) with the lower bound lb [D] (HAS_LB) or 0, k = 1 - f, df/dz = (1 - lb) s (1 - s)."""
+    if HAS_LB:  # noqa: SIM108 (Triton: constexpr branch)
+        lbv = tl.load(lb + cd, mask=dm, other=0.0).to(tl.float32)
+    else:
+        lbv = 0.0
+    k, _logf, s, ns, f = lower_bounded_gate(z, lbv)
+    return f, k, (1.0 - lbv) * s * ns, ns
+
+
 @entry(do_not_specialize=["T", "NSEQ"])
-def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, T, NSEQ, D: tl.constexpr, BT: tl.constexpr,
-                        BD: tl.constexpr, COMPLEX: tl.constexpr, REVERSE: tl.constexpr, HAS_H0: tl.constexpr,
-                        STORE_HT: tl.constexpr, PUBLISH_PREFIX: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
+def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, q, lb, hs, scale, T, NSEQ, D: tl.constexpr,
+                        BT: tl.constexpr, BD: tl.constexpr, COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
+                        HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, PUBLISH_PREFIX: tl.constexpr,
+                        EVEN: tl.constexpr, GATED: tl.constexpr, HAS_LB: tl.constexpr,
+                        SAVE_H: tl.constexpr):  # fmt: skip
     """One [BT, BD] tile of one sequence per program; tiles chained in time by decoupled look-back.
+
+    GATED: HGRN2 at head size 1 (real): x holds v, g the gate logits z (lower bound lb if HAS_LB), and the tile
+    stores o = scale q h instead of h, and h into hs (SAVE_H, for the backward).
 
     flags[0] hands out tickets, flags[1 + tile] says what tile has published: 0 nothing, 1 its aggregate (the affine
     map of its BT steps), 2 its inclusive prefix (the state after its last step). Tickets run time-major, so a tile
@@ -183,13 +206,20 @@ def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, T, NSEQ, D: tl.constexpr
     if EVEN:  # whole tiles: one scalar base row, rows addressed relative to it, no masks
         base = p.to(tl.int64) * T + (T - 1 - tb * BT if REVERSE else tb * BT)
         x, g, o = x + base * D * W, g + base * D, o + base * D * W
+        if GATED:
+            q, hs = q + base * D, hs + base * D
         tok = (-1 if REVERSE else 1) * tl.arange(0, BT)
         m = tl.full([BT, BD], 1, tl.int1)
     else:
         tok, valid = tokens(tb * BT + tl.arange(0, BT), T, p.to(tl.int64) * T, REVERSE)
         m = valid[:, None] & dm[None, :]
-    a = tl.exp2(_load_gate(g, tok, m, cd, D) * LOG2E)
     xr, xi = _load_values(x, tok, m, cd, D, COMPLEX)
+    if GATED:
+        qt = _load_gate(q, tok, m, cd, D)
+        f, k, _dfdz, _ns = _gate(_load_gate(g, tok, m, cd, D), lb, cd, dm, HAS_LB)
+        a, xr = tl.where(m, f, 1.0), k * xr  # rows past the end: the identity map
+    else:
+        a = tl.exp2(_load_gate(g, tok, m, cd, D) * LOG2E)
     if COMPLEX:
         theta = tl.load(th + cd, mask=dm, other=0.0).to(tl.float32)
         ar = tl.where(m, a * tl.cos(theta)[None, :], 1.0)  # rows past the end: the identity map
@@ -251,6 +281,10 @@ def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, T, NSEQ, D: tl.constexpr
         _store_values(o, out_r, out_i, tok, m, cd, D, COMPLEX)
     else:
         out = Ar * h_r[None, :] + Br
+        if GATED:
+            if SAVE_H:
+                _store_values(hs, out, out, tok, m, cd, D, COMPLEX)
+            out = scale * qt * out
         _store_values(o, out, out, tok, m, cd, D, COMPLEX)
     if STORE_HT:  # noqa: SIM102 (Triton: constexpr branch)
         if tb == n_tb - 1:
@@ -259,10 +293,16 @@ def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, T, NSEQ, D: tl.constexpr
 
 
 @entry(do_not_specialize=["T"])
-def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, T, D: tl.constexpr, BT: tl.constexpr,
-                BD: tl.constexpr, COMPLEX: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
-                HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr):  # fmt: skip
-    """Rows r run backwards in time: r = 0 is the forward pass's last step, r + 1 its previous one."""
+def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, q, v, lb, dq, scale, T, D: tl.constexpr,
+                BT: tl.constexpr, BD: tl.constexpr, COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
+                IS_VARLEN: tl.constexpr, HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr, GATED: tl.constexpr,
+                HAS_LB: tl.constexpr):  # fmt: skip
+    """Rows r run backwards in time: r = 0 is the forward pass's last step, r + 1 its previous one.
+
+    GATED (HGRN2 at head size 1, o = scale q h, h_t = f_t h_{t-1} + k_t v_t): g holds the gate logits z, o the
+    saved h, do the gradient of o; stores dv into dx, dz into dg, dq, and per sequence the lower bound's sums into
+    dth. With dh_t the gradient reaching h_t: dq = scale do h, dv = dh k, and since dL/df = dh h_{t-1} and
+    dL/dk = dh v, dz = df/dz dh (h_{t-1} - v) and dlb = (1 - s) dh (h_{t-1} - v), with no division by f."""
     idt, p = tl.program_id(0), tl.program_id(1)
     bos, n = seq_span(p, cu, T, 1, T, IS_VARLEN)
     cd = idt * BD + tl.arange(0, BD)
@@ -289,8 +329,12 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, T, D: tl.constexpr,
         m = valid[:, None] & dm[None, :]
         m_next = (valid & valid_next)[:, None] & dm[None, :]
         first = (r == n - 1)[:, None]  # the first time step: h_{t-1} is the initial state
-        a = tl.exp(_load_gate(g, tok, m, cd, D))
-        a_next = tl.exp(_load_gate(g, tok_next, m_next, cd, D))
+        if GATED:
+            zt = _load_gate(g, tok, m, cd, D)
+            a_next = _gate(_load_gate(g, tok_next, m_next, cd, D), lb, cd, dm, HAS_LB)[0]
+        else:
+            a = tl.exp(_load_gate(g, tok, m, cd, D))
+            a_next = tl.exp(_load_gate(g, tok_next, m_next, cd, D))
         dor, doi = _load_values(do, tok, m, cd, D, COMPLEX)
         hr, hi = _load_values(o, tok_prev, valid_prev[:, None] & dm[None, :], cd, D, COMPLEX)
         hr += tl.where(first, h0r[None, :], 0.0)
@@ -307,6 +351,17 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, T, D: tl.constexpr,
             dgt = dh_r * ah_r + dh_i * ah_i
             dth_acc += tl.sum(tl.where(m, dh_i * ah_r - dh_r * ah_i, 0.0), 0)
             u, ui = _last_row(dh_r, BT), _last_row(dh_i, BT)
+        elif GATED:
+            qt = _load_gate(q, tok, m, cd, D)
+            C, U = tl.associative_scan((tl.where(m_next, a_next, 1.0), scale * qt * dor), 0, affine)
+            dh = C * u[None, :] + U
+            _f, k, dfdz, ns = _gate(zt, lb, cd, dm, HAS_LB)
+            gap = dh * (hr - _load_gate(v, tok, m, cd, D))  # dL/df - dL/dk
+            _store_values(dx, dh * k, dh, tok, m, cd, D, COMPLEX)
+            _store_values(dq, scale * dor * _load_gate(o, tok, m, cd, D), dh, tok, m, cd, D, COMPLEX)
+            dgt = dfdz * gap
+            dth_acc += tl.sum(tl.where(m, ns * gap, 0.0), 0)
+            u = _last_row(dh, BT)
         else:
             C, U = tl.associative_scan((tl.where(m_next, a_next, 1.0), dor), 0, affine)
             dh = C * u[None, :] + U
@@ -316,7 +371,11 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, T, D: tl.constexpr,
         tl.store(dg + tok[:, None] * D + cd[None, :], dgt.to(dg.dtype.element_ty), mask=m)
     if HAS_H0:  # dL/dh0 = conj(a_1) dL/dh_1
         tok0 = bos + (n - 1 if REVERSE else 0)
-        a0 = tl.exp(tl.load(g + tok0 * D + cd, mask=dm & (n > 0), other=0.0).to(tl.float32))
+        g0 = tl.load(g + tok0 * D + cd, mask=dm & (n > 0), other=0.0).to(tl.float32)
+        if GATED:  # noqa: SIM108 (Triton: constexpr branch)
+            a0 = tl.where(n > 0, _gate(g0, lb, cd, dm, HAS_LB)[0], 1.0)
+        else:
+            a0 = tl.exp(g0)
         if COMPLEX:  # an empty sequence passes the state through unrotated
             ar = tl.where(n > 0, a0 * tl.cos(theta), 1.0)
             ai = tl.where(n > 0, a0 * tl.sin(theta), 0.0)
@@ -324,7 +383,7 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, T, D: tl.constexpr,
             tl.store(dh0 + s_ptr + 1, ar * ui - ai * u, mask=dm)
         else:
             tl.store(dh0 + s_ptr, a0 * u, mask=dm)
-    if COMPLEX:
+    if COMPLEX or GATED:
         tl.store(dth + p.to(tl.int64) * D + cd, dth_acc, mask=dm)
 
 
@@ -364,18 +423,22 @@ def _workspace(n: int, device: torch.device) -> Tensor:
     return torch.empty(n, dtype=torch.float32, device=device)
 
 
-def _chained_forward(x, log_f, theta, h0, o, ht, reverse: bool) -> None:
+def _chained_forward(x, log_f, theta, h0, o, ht, reverse: bool, gated: tuple | None = None) -> None:
     """Dense batches: the single-pass chained scan. Workspace: one zeroed int32 buffer (ticket counter and one flag
-    per tile) and one uninitialised fp32 buffer (aggregates and prefixes, read only once flagged)."""
+    per tile) and one uninitialised fp32 buffer (aggregates and prefixes, read only once flagged). gated: (q, lb or
+    None, hs or None, scale) of HGRN2 at head size 1 (x is then v, log_f the gate logits)."""
     B, T, D = log_f.shape
     BT, BD, warps, publish_prefix = _chained_tiles(D, theta is not None)
     n_tiles = triton.cdiv(T, BT) * triton.cdiv(D, BD) * B
     flags = torch.zeros(1 + n_tiles, dtype=torch.int32, device=x.device)
     ws = _workspace(3 * triton.cdiv(T, BT) * B * D * (1 if theta is None else 2), x.device)
+    q, lb, hs, scale = gated or (None, None, None, 1.0)
     _fwd_chained_kernel[(n_tiles,)](
-        x, log_f, x if theta is None else theta, o, x if h0 is None else h0, x if ht is None else ht, flags, ws, T, B,
+        x, log_f, x if theta is None else theta, o, x if h0 is None else h0, x if ht is None else ht, flags, ws,
+        x if q is None else q, x if lb is None else lb, x if hs is None else hs, scale, T, B,
         D=D, BT=BT, BD=BD, COMPLEX=theta is not None, REVERSE=reverse, HAS_H0=h0 is not None, STORE_HT=ht is not None,
-        PUBLISH_PREFIX=publish_prefix, EVEN=T % BT == 0 and D % BD == 0, num_warps=warps,
+        PUBLISH_PREFIX=publish_prefix, EVEN=T % BT == 0 and D % BD == 0, GATED=gated is not None,
+        HAS_LB=lb is not None, SAVE_H=hs is not None, num_warps=warps,
     )  # fmt: skip
 
 
@@ -437,9 +500,9 @@ def scan_backward(do, dht, log_f, theta, o, h0, cu, reverse):
     dh0 = o.new_empty(n_seqs, *o.shape[2:], dtype=torch.float32) if h0 is not None else None
     _bwd_kernel[(triton.cdiv(D, BD), n_seqs)](
         log_f, o if theta is None else theta, o, o if h0 is None else h0, do, o if dht is None else dht, dx, dg,
-        o if dth is None else dth, o if dh0 is None else dh0, o if cu is None else cu, T, D=D, BT=BT, BD=BD,
-        COMPLEX=theta is not None, REVERSE=reverse, IS_VARLEN=cu is not None, HAS_H0=h0 is not None,
-        HAS_DHT=dht is not None, num_warps=warps,
+        o if dth is None else dth, o if dh0 is None else dh0, o if cu is None else cu, o, o, o, o, 1.0, T, D=D,
+        BT=BT, BD=BD, COMPLEX=theta is not None, REVERSE=reverse, IS_VARLEN=cu is not None, HAS_H0=h0 is not None,
+        HAS_DHT=dht is not None, GATED=False, HAS_LB=False, num_warps=warps,
     )  # fmt: skip
     dtheta = None if theta is None else dth.sum(0).to(theta.dtype)
     return or_empty((dx, dg, dtheta, None if h0 is None else dh0.to(h0.dtype)), o)
@@ -483,3 +546,99 @@ def scan(
     x, log_f, theta, h0 = (None if t is None else t.contiguous() for t in (x, log_f, theta, initial_state))
     o, ht = torch.ops.hgrn.hgrn1_scan_forward(x, log_f, theta, h0, cu_seqlens, reverse, output_final_state)
     return o, ht if output_final_state else None
+
+
+# HGRN2 at head size 1 (expand ratio 1): each head's state is one number, h_t = f_t h_{t-1} + k_t v_t, o_t = scale q_t
+# h_t, so it is this scan with x = k v, the gate formed from its logits inside the kernels and o = scale q h stored
+# instead of h (which is saved for the backward). Dense batches (the chained forward); [B, T, D] tensors, D = heads.
+GATED_FORWARD_SCHEMA = (
+    "(Tensor q, Tensor v, Tensor z, Tensor? lb, Tensor? h0, float scale, bool reverse, bool want_final, bool save) "
+    "-> (Tensor o, Tensor ht, Tensor h)"
+)
+GATED_BACKWARD_SCHEMA = (
+    "(Tensor do, Tensor? dht, Tensor q, Tensor v, Tensor z, Tensor? lb, Tensor h, Tensor? h0, float scale, "
+    "bool reverse) -> (Tensor dq, Tensor dv, Tensor dz, Tensor dlb, Tensor dh0)"
+)
+
+
+@torch.library.custom_op("hgrn::hgrn2_scalar_forward", mutates_args=(), schema=GATED_FORWARD_SCHEMA)
+def gated_forward(q, v, z, lb, h0, scale, reverse, want_final, save):
+    """(o, the final state or an empty tensor, h (save) or an empty tensor); tensors contiguous."""
+    together(gated_forward, (q, v, z, lb, h0, scale, reverse, want_final, save))
+    B, _, D = v.shape
+    o = torch.empty_like(v)
+    ht = v.new_empty(B, D, dtype=torch.float32) if want_final else None
+    h = torch.empty_like(v) if save else None
+    _chained_forward(v, z, None, h0, o, ht, reverse, gated=(q, lb, h, scale))
+    return o, *or_empty((ht, h), v)
+
+
+@gated_forward.register_fake
+def _(q, v, z, lb, h0, scale, reverse, want_final, save):
+    ahead(gated_forward, (q, v, z, lb, h0, scale, reverse, want_final, save))
+    ht = v.new_empty(v.shape[0], v.shape[2], dtype=torch.float32) if want_final else v.new_empty(0)
+    return torch.empty_like(v), ht, torch.empty_like(v) if save else v.new_empty(0)
+
+
+@torch.library.custom_op("hgrn::hgrn2_scalar_backward", mutates_args=(), schema=GATED_BACKWARD_SCHEMA)
+def gated_backward(do, dht, q, v, z, lb, h, h0, scale, reverse):
+    """The gradients of q, v, z, lb and h0 (empty tensors for absent inputs)."""
+    together(gated_backward, (do, dht, q, v, z, lb, h, h0, scale, reverse))
+    B, T, D = v.shape
+    BT, BD, warps = _tiles(v, D, B, False)
+    dq, dv, dz = torch.empty_like(q), torch.empty_like(v), torch.empty_like(z)
+    plb = v.new_empty(B, D, dtype=torch.float32)  # the lower bound's sums per sequence
+    dh0 = v.new_empty(B, D, dtype=torch.float32) if h0 is not None else None
+    _bwd_kernel[(triton.cdiv(D, BD), B)](
+        z, h, h, h if h0 is None else h0, do, h if dht is None else dht, dv, dz, plb, h if dh0 is None else dh0, h, q,
+        v, h if lb is None else lb, dq, scale, T, D=D, BT=BT, BD=BD, COMPLEX=False, REVERSE=reverse, IS_VARLEN=False,
+        HAS_H0=h0 is not None, HAS_DHT=dht is not None, GATED=True, HAS_LB=lb is not None, num_warps=warps,
+    )  # fmt: skip
+    dlb = None if lb is None else plb.sum(0).to(lb.dtype)
+    return or_empty((dq, dv, dz, dlb, None if h0 is None else dh0.to(h0.dtype)), v)
+
+
+@gated_backward.register_fake
+def _(do, dht, q, v, z, lb, h, h0, scale, reverse):
+    ahead(gated_backward, (do, dht, q, v, z, lb, h, h0, scale, reverse))
+    return empty_grads((q, v, z, lb, h0), v)
+
+
+def _save_gated(ctx, inputs: tuple, output: tuple) -> None:
+    q, v, z, lb, h0, scale, reverse, want_final, _ = inputs
+    ctx.save_for_backward(q, v, z, lb, output[2], h0)
+    ctx.options = (scale, reverse, want_final)
+    ctx.set_materialize_grads(False)
+
+
+def _gated_backward(ctx, do: Tensor, dfinal: Tensor | None, *_: Tensor | None) -> tuple[Tensor | None, ...]:
+    q, v, z, lb, h, h0 = ctx.saved_tensors
+    scale, reverse, want_final = ctx.options
+    dht = dfinal.contiguous() if want_final and dfinal is not None else None
+    grads = torch.ops.hgrn.hgrn2_scalar_backward(do.contiguous(), dht, q, v, z, lb, h, h0, scale, reverse)
+    return *present_grads((q, v, z, lb, h0), grads), None, None, None, None
+
+
+gated_forward.register_autograd(_gated_backward, setup_context=_save_gated)
+
+
+def hgrn2_head_size_one(
+    q: Tensor,
+    v: Tensor,
+    f_logits: Tensor,
+    lower_bound: Tensor | None,
+    *,
+    scale: float,
+    initial_state: Tensor | None,
+    output_final_state: bool,
+    reverse: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """hgrn.ops.hgrn2_recurrence at K = V = 1 on a dense batch (arguments already checked): q, v, f_logits
+    [B, T, H, 1], lower_bound [H, 1] or None, initial_state [B, H, 1, 1] or None."""
+    B, T, H, _ = q.shape
+    q, v, z = (t.reshape(B, T, H).contiguous() for t in (q, v, f_logits))
+    lb = None if lower_bound is None else lower_bound.reshape(H).contiguous()
+    h0 = None if initial_state is None else initial_state.reshape(B, H).contiguous()
+    save = needs_grad((q, v, z, lb, h0))
+    o, ht, _ = torch.ops.hgrn.hgrn2_scalar_forward(q, v, z, lb, h0, scale, reverse, output_final_state, save)
+    return o.view(B, T, H, 1), ht.view(B, H, 1, 1) if output_final_state else None
