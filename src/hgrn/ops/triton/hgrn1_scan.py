@@ -74,8 +74,9 @@ def _store_values(ptr, re, im, tok, m, cd, D: tl.constexpr, COMPLEX: tl.constexp
 
 
 @triton.jit
-def _load_gate(g, tok, m, cd, D: tl.constexpr):
-    return tl.load(g + tok[:, None] * D + cd[None, :], mask=m, other=0.0).to(tl.float32)
+def _load_real(ptr, tok, m, cd, D: tl.constexpr):
+    """A [BT, BD] fp32 tile of a real [.., D] tensor (log f, gate logits, q, v, a saved h); zeros outside m."""
+    return tl.load(ptr + tok[:, None] * D + cd[None, :], mask=m, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -119,12 +120,12 @@ def _fwd_kernel(x, g, th, o, h0, ht, cu, T, D: tl.constexpr, BT: tl.constexpr, B
         cos, sin = tl.cos(theta)[None, :], tl.sin(theta)[None, :]
     tok, valid = tokens(tl.arange(0, BT), n, bos, REVERSE)
     m = valid[:, None] & dm[None, :]
-    gt = _load_gate(g, tok, m, cd, D)
+    gt = _load_real(g, tok, m, cd, D)
     xr, xi = _load_values(x, tok, m, cd, D, COMPLEX)
     for c in range(0, tl.cdiv(n, BT)):
         tok_n, valid_n = tokens((c + 1) * BT + tl.arange(0, BT), n, bos, REVERSE)
         m_n = valid_n[:, None] & dm[None, :]
-        gt_n = _load_gate(g, tok_n, m_n, cd, D)
+        gt_n = _load_real(g, tok_n, m_n, cd, D)
         xr_n, xi_n = _load_values(x, tok_n, m_n, cd, D, COMPLEX)
         a = tl.exp(gt)
         if COMPLEX:
@@ -215,11 +216,11 @@ def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, q, lb, hs, scale, T, NSE
         m = valid[:, None] & dm[None, :]
     xr, xi = _load_values(x, tok, m, cd, D, COMPLEX)
     if GATED:
-        qt = _load_gate(q, tok, m, cd, D)
-        f, k, _dfdz, _ns = _gate(_load_gate(g, tok, m, cd, D), lb, cd, dm, HAS_LB)
+        qt = _load_real(q, tok, m, cd, D)
+        f, k, _dfdz, _ns = _gate(_load_real(g, tok, m, cd, D), lb, cd, dm, HAS_LB)
         a, xr = tl.where(m, f, 1.0), k * xr  # rows past the end: the identity map
     else:
-        a = tl.exp2(_load_gate(g, tok, m, cd, D) * LOG2E)
+        a = tl.exp2(_load_real(g, tok, m, cd, D) * LOG2E)
     if COMPLEX:
         theta = tl.load(th + cd, mask=dm, other=0.0).to(tl.float32)
         ar = tl.where(m, a * tl.cos(theta)[None, :], 1.0)  # rows past the end: the identity map
@@ -330,11 +331,11 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, q, v, lb, dq, scale
         m_next = (valid & valid_next)[:, None] & dm[None, :]
         first = (r == n - 1)[:, None]  # the first time step: h_{t-1} is the initial state
         if GATED:
-            zt = _load_gate(g, tok, m, cd, D)
-            a_next = _gate(_load_gate(g, tok_next, m_next, cd, D), lb, cd, dm, HAS_LB)[0]
+            zt = _load_real(g, tok, m, cd, D)
+            a_next = _gate(_load_real(g, tok_next, m_next, cd, D), lb, cd, dm, HAS_LB)[0]
         else:
-            a = tl.exp(_load_gate(g, tok, m, cd, D))
-            a_next = tl.exp(_load_gate(g, tok_next, m_next, cd, D))
+            a = tl.exp(_load_real(g, tok, m, cd, D))
+            a_next = tl.exp(_load_real(g, tok_next, m_next, cd, D))
         dor, doi = _load_values(do, tok, m, cd, D, COMPLEX)
         hr, hi = _load_values(o, tok_prev, valid_prev[:, None] & dm[None, :], cd, D, COMPLEX)
         hr += tl.where(first, h0r[None, :], 0.0)
@@ -352,13 +353,13 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, q, v, lb, dq, scale
             dth_acc += tl.sum(tl.where(m, dh_i * ah_r - dh_r * ah_i, 0.0), 0)
             u, ui = _last_row(dh_r, BT), _last_row(dh_i, BT)
         elif GATED:
-            qt = _load_gate(q, tok, m, cd, D)
+            qt = _load_real(q, tok, m, cd, D)
             C, U = tl.associative_scan((tl.where(m_next, a_next, 1.0), scale * qt * dor), 0, affine)
             dh = C * u[None, :] + U
             _f, k, dfdz, ns = _gate(zt, lb, cd, dm, HAS_LB)
-            gap = dh * (hr - _load_gate(v, tok, m, cd, D))  # dL/df - dL/dk
+            gap = dh * (hr - _load_real(v, tok, m, cd, D))  # dL/df - dL/dk
             _store_values(dx, dh * k, dh, tok, m, cd, D, COMPLEX)
-            _store_values(dq, scale * dor * _load_gate(o, tok, m, cd, D), dh, tok, m, cd, D, COMPLEX)
+            _store_values(dq, scale * dor * _load_real(o, tok, m, cd, D), dh, tok, m, cd, D, COMPLEX)
             dgt = dfdz * gap
             dth_acc += tl.sum(tl.where(m, ns * gap, 0.0), 0)
             u = _last_row(dh, BT)
