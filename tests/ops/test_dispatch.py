@@ -245,8 +245,17 @@ COMPILED_MIXERS = pytest.mark.parametrize(
         ("hgrn2", {"expand_ratio": 4}, 8, 24),
         ("hgrn2", {"expand_ratio": 4, "direction": "bidirectional"}, 8, 24),
         ("hgrn2", {"expand_ratio": 4, "direction": "2d", "grid": (4, 6)}, 8, 24),
+        ("hgrn2", {"expand_ratio": 1}, 8, 40),
     ],
-    ids=["hgrn2-chunk", "gla-chunk", "hgrn1", "hgrn2-small-head", "hgrn2-small-head-both-ways", "hgrn2-small-head-2d"],
+    ids=[
+        "hgrn2-chunk",
+        "gla-chunk",
+        "hgrn1",
+        "hgrn2-small-head",
+        "hgrn2-small-head-both-ways",
+        "hgrn2-small-head-2d",
+        "hgrn2-head-size-one",
+    ],
 )
 
 
