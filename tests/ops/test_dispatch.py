@@ -213,6 +213,18 @@ def test_compiling_blocks_imports_the_kernels_before_any_graph_is_traced():
     assert done.stdout.split()[-2:] == [str(ops.dispatch.HAS_TRITON)] * 2
 
 
+def test_loading_the_kernels_salts_the_compile_caches_with_their_source(monkeypatch):
+    """Compiled graphs hold the custom ops' output shapes, which follow the kernels' tile rules: the caches' key
+    carries a digest of the kernels' source, added once, beside a tag the user set."""
+    import hgrn.ops.triton as kernels
+
+    monkeypatch.setattr(torch.compiler.config, "cache_key_tag", "mine")
+    kernels._tag_compile_caches()
+    kernels._tag_compile_caches()
+    mine, ours = torch.compiler.config.cache_key_tag.split("+")
+    assert mine == "mine" and ours.startswith("hgrn-kernels-") and len(ours) == len("hgrn-kernels-") + 16
+
+
 def test_dynamo_takes_the_multiprocessor_count_as_a_constant(monkeypatch):
     """A compiled launch plan (the small-head kernels' segments) reads sm_count: Dynamo takes its value instead of
     tracing into the cached torch.cuda query (it warns when it traces through an lru_cache wrapper)."""

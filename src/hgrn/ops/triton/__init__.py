@@ -10,13 +10,33 @@ the state updated in place. Tensors must live where Triton runs (CUDA, or the CP
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from hgrn.ops.directions import hgrn2_by_directions
 from hgrn.ops.triton import fused_recurrent, hgrn1_scan, small_head
 from hgrn.ops.triton.chunk import GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB, chunk_recurrence
+
+
+def _tag_compile_caches() -> None:
+    """Salt torch.compile's caches with this backend's source. A compiled graph holds each custom op's output shapes
+    as its fake implementation gave them, and some follow the tile rules here (the chunk size sets the saved scores'
+    width); Inductor's cache is keyed by the graph, not by this code, so after a rule changed a cached graph
+    asserted the old shapes ("expected size 64==32 ... Error in op: torch.ops.hgrn.chunk_forward", 2026-12-04)."""
+    sources = b"".join(path.read_bytes() for path in sorted(Path(__file__).parent.glob("*.py")))
+    tag = f"hgrn-kernels-{hashlib.sha256(sources).hexdigest()[:16]}"
+    config = torch.compiler.config
+    if not hasattr(config, "cache_key_tag"):  # a torch without the tag: nothing to salt
+        return
+    if tag not in config.cache_key_tag:
+        config.cache_key_tag = f"{config.cache_key_tag}+{tag}" if config.cache_key_tag else tag
+
+
+_tag_compile_caches()
 
 hgrn1_recurrence = hgrn1_scan.scan
 hgrn1_step = fused_recurrent.hgrn1_step
