@@ -213,16 +213,17 @@ def test_compiling_blocks_imports_the_kernels_before_any_graph_is_traced():
     assert done.stdout.split()[-2:] == [str(ops.dispatch.HAS_TRITON)] * 2
 
 
-def test_loading_the_kernels_salts_the_compile_caches_with_their_source(monkeypatch):
+def test_loading_the_kernels_salts_the_compile_caches_with_their_source():
     """Compiled graphs hold the custom ops' output shapes, which follow the kernels' tile rules: the caches' key
     carries a digest of the kernels' source, added once, beside a tag the user set."""
     import hgrn.ops.triton as kernels
 
-    monkeypatch.setattr(torch.compiler.config, "cache_key_tag", "mine")
-    kernels._tag_compile_caches()
-    kernels._tag_compile_caches()
-    mine, ours = torch.compiler.config.cache_key_tag.split("+")
+    with torch.compiler.config.patch(cache_key_tag="mine"):
+        kernels._tag_compile_caches()
+        kernels._tag_compile_caches()
+        mine, ours = torch.compiler.config.cache_key_tag.split("+")
     assert mine == "mine" and ours.startswith("hgrn-kernels-") and len(ours) == len("hgrn-kernels-") + 16
+    assert "hgrn-kernels-" in torch.compiler.config.cache_key_tag  # the import's own tag, restored
 
 
 def test_dynamo_takes_the_multiprocessor_count_as_a_constant(monkeypatch):
