@@ -3,11 +3,12 @@
 hgrn2-2d is `hgrn.ops.hgrn2_directions` along the rows and columns of a square grid of T tokens (the ViTs' scan).
 
 Each CONFIG overrides the tile rule through HGRN_CHUNK_TILES (hgrn2, e.g. "C=64,BV=128,maxnreg=128"),
-HGRN_SMALL_TILES (hgrn2 at head sizes of at most 8, e.g. "BH=16,BT=8,NS=4") or HGRN_SCAN_TILES (hgrn1, e.g.
-"BT=128,BD=32"); "" is the rule itself. The configs compile in parallel subprocesses first (warming the shared
-Triton cache), then one process times each: the op's forward and forward + backward, and the CUDA time of every
-kernel in one forward + backward (torch.profiler) with their sum, which ranks configurations where the timed loop
-is bound by the host (small shapes: the forward and forward + backward then time the launches, not the kernels).
+HGRN_SMALL_TILES (hgrn2 at head sizes of at most 8, e.g. "BH=16,BT=8,NS=4") or HGRN_SCAN_TILES (hgrn1, and hgrn2
+at head size 1, e.g. "BT=128,BD=32"); "" is the rule itself. The configs compile in parallel subprocesses first
+(warming the shared Triton cache), then one process times each: the op's forward and forward + backward, and the
+CUDA time of every kernel in one forward + backward (torch.profiler) with their sum, which ranks configurations
+where the timed loop is bound by the host (small shapes: the forward and forward + backward then time the launches,
+not the kernels).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ ENV = {"hgrn2": "HGRN_CHUNK_TILES", "hgrn2-2d": "HGRN_CHUNK_TILES", "hgrn1": "HG
 
 
 def _env(op: str, shape: tuple[int, ...]) -> str:
-    """The variable holding the tile overrides of the kernels this op runs at this shape."""
+    """The variable holding the tile overrides of the kernels this op runs at this shape (one-way HGRN2 with heads
+    of one channel runs the HGRN1 scan's)."""
+    if op == "hgrn2" and shape[-1] == 1:
+        return "HGRN_SCAN_TILES"
     return "HGRN_SMALL_TILES" if op != "hgrn1" and shape[-1] <= SMALL_HEAD_MAX else ENV[op]
 
 
