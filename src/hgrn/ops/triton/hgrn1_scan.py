@@ -164,13 +164,19 @@ def _release(flag, state):
 
 
 @triton.jit
-def _gate(z, lb, cd, dm, HAS_LB: tl.constexpr):
-    """HGRN2's gate at head size 1 from fp32 gate logits z [.., BD] of channels cd: (f, k, df/dz, sigmoid(-z)), f =
-    lb + (1 - lb) sigmoid(z) with the lower bound lb [D] (HAS_LB) or 0, k = 1 - f, df/dz = (1 - lb) s (1 - s)."""
+def _bound(lb, cd, dm, HAS_LB: tl.constexpr):
+    """HGRN2's lower bound of channels cd [BD] in fp32 (lb [D], HAS_LB), or 0."""
     if HAS_LB:  # noqa: SIM108 (Triton: constexpr branch)
         lbv = tl.load(lb + cd, mask=dm, other=0.0).to(tl.float32)
     else:
         lbv = 0.0
+    return lbv
+
+
+@triton.jit
+def _gate(z, lbv):
+    """HGRN2's gate at head size 1 from fp32 gate logits z [.., BD] and the lower bound lbv (_bound): (f, k, df/dz,
+    sigmoid(-z)), f = lb + (1 - lb) sigmoid(z), k = 1 - f, df/dz = (1 - lb) s (1 - s)."""
     k, _logf, s, ns, f = lower_bounded_gate(z, lbv)
     return f, k, (1.0 - lbv) * s * ns, ns
 
@@ -217,7 +223,7 @@ def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, q, lb, hs, scale, T, NSE
     xr, xi = _load_values(x, tok, m, cd, D, COMPLEX)
     if GATED:
         qt = _load_real(q, tok, m, cd, D)
-        f, k, _dfdz, _ns = _gate(_load_real(g, tok, m, cd, D), lb, cd, dm, HAS_LB)
+        f, k, _dfdz, _ns = _gate(_load_real(g, tok, m, cd, D), _bound(lb, cd, dm, HAS_LB))
         a, xr = tl.where(m, f, 1.0), k * xr  # rows past the end: the identity map
     else:
         a = tl.exp2(_load_real(g, tok, m, cd, D) * LOG2E)
@@ -321,6 +327,8 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, q, v, lb, dq, scale
     if COMPLEX:
         theta = tl.load(th + cd, mask=dm, other=0.0).to(tl.float32)
         cos, sin = tl.cos(theta)[None, :], tl.sin(theta)[None, :]
+    if GATED:
+        lbv = _bound(lb, cd, dm, HAS_LB)
     dth_acc = tl.zeros([BD], tl.float32)
     for c in range(0, tl.cdiv(n, BT)):
         r = c * BT + tl.arange(0, BT)
@@ -332,7 +340,7 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, q, v, lb, dq, scale
         first = (r == n - 1)[:, None]  # the first time step: h_{t-1} is the initial state
         if GATED:
             zt = _load_real(g, tok, m, cd, D)
-            a_next = _gate(_load_real(g, tok_next, m_next, cd, D), lb, cd, dm, HAS_LB)[0]
+            a_next = _gate(_load_real(g, tok_next, m_next, cd, D), lbv)[0]
         else:
             a = tl.exp(_load_real(g, tok, m, cd, D))
             a_next = tl.exp(_load_real(g, tok_next, m_next, cd, D))
@@ -356,7 +364,7 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, q, v, lb, dq, scale
             qt = _load_real(q, tok, m, cd, D)
             C, U = tl.associative_scan((tl.where(m_next, a_next, 1.0), scale * qt * dor), 0, affine)
             dh = C * u[None, :] + U
-            _f, k, dfdz, ns = _gate(zt, lb, cd, dm, HAS_LB)
+            _f, k, dfdz, ns = _gate(zt, lbv)
             gap = dh * (hr - _load_real(v, tok, m, cd, D))  # dL/df - dL/dk
             _store_values(dx, dh * k, dh, tok, m, cd, D, COMPLEX)
             _store_values(dq, scale * dor * _load_real(o, tok, m, cd, D), dh, tok, m, cd, D, COMPLEX)
@@ -374,7 +382,7 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, q, v, lb, dq, scale
         tok0 = bos + (n - 1 if REVERSE else 0)
         g0 = tl.load(g + tok0 * D + cd, mask=dm & (n > 0), other=0.0).to(tl.float32)
         if GATED:  # noqa: SIM108 (Triton: constexpr branch)
-            a0 = tl.where(n > 0, _gate(g0, lb, cd, dm, HAS_LB)[0], 1.0)
+            a0 = tl.where(n > 0, _gate(g0, lbv)[0], 1.0)
         else:
             a0 = tl.exp(g0)
         if COMPLEX:  # an empty sequence passes the state through unrotated
