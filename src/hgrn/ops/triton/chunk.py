@@ -591,7 +591,8 @@ def make_plan(
     NS = triton.cdiv(T, L) if T else 1
     longest = L if cu_seqlens is None else int(cu_seqlens.diff().max()) if n_seqs else 0
     # Triton 3.6 miscompiles the bf16 intra-chunk backward at 64-row chunks and 32-wide K tiles on 4 warps (wrong dq
-    # and gate gradients, or an illegal address, on an H200 2026-12-04; 2 or 8 warps and other tiles are exact)
+    # and gate gradients, or an illegal address, on an H200 2026-12-04; 2 or 8 warps and other tiles are exact), so
+    # the chunk-parallel kernels (prep, pairs and that backward share pwarps) run there on 8
     pwarps = tiles.get("pwarps", 8 if (C, BK) == (64, 32) else 4)
     warps, rwarps, pwarps = (4, 4, 4) if INTERPRET else (tiles.get("warps", 4), tiles.get("rwarps", 8), pwarps)
     maxnreg, pmaxnreg = tiles.get("maxnreg") or None, None if INTERPRET else tiles.get("pmaxnreg", 168) or None
