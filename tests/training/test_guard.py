@@ -16,7 +16,7 @@ from torch import nn
 
 from hgrn.config import ConfigError, exit_on_user_error
 from hgrn.training.classification import ClassificationTask
-from hgrn.training.guard import DivergenceGuard, newest_checkpoint, step_problem
+from hgrn.training.guard import DivergenceGuard, newest_checkpoint, step_problem, stepped_parameters
 from hgrn.training.run import train
 
 SHORT = ["experiment=demo", "data.num_workers=0", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2"]
@@ -167,29 +167,38 @@ def test_a_skipped_step_leaves_the_weights_alone():
 
 def test_step_problem_finds_the_first_nonfinite_gradient_by_name():
     model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    stepped = stepped_parameters(model, torch.optim.SGD(model.parameters(), lr=0.1))
     model(torch.ones(1, 2)).sum().backward()
-    assert step_problem(model, optimizer, []) is None
+    assert step_problem(model, stepped, []) is None
     model[1].weight.grad[0, 1] = float("inf")
     model[1].bias.grad[0] = float("nan")
-    assert step_problem(model, optimizer, []) == ("training gradient is nan", "first in parameter 1.weight")
+    assert step_problem(model, stepped, []) == ("training gradient is nan", "first in parameter 1.weight")
     model[1].bias.grad.zero_()
-    assert step_problem(model, optimizer, []) == ("training gradient is inf", "first in parameter 1.weight")
-    assert step_problem(model, optimizer, [], check_gradients=False) is None  # fp16: the grad scaler's job
+    assert step_problem(model, stepped, []) == ("training gradient is inf", "first in parameter 1.weight")
+    assert step_problem(model, stepped, [], check_gradients=False) is None  # fp16: the grad scaler's job
+
+
+def test_a_parameter_the_optimiser_does_not_step_is_not_checked():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    stepped = stepped_parameters(model, torch.optim.SGD(model[1].parameters(), lr=0.1))
+    assert [name for name, _ in stepped] == ["1.weight", "1.bias"]
+    model(torch.ones(1, 2)).sum().backward()
+    model[0].weight.grad[0, 0] = float("nan")  # a frozen layer's gradient is not the step's
+    assert step_problem(model, stepped, []) is None
 
 
 def test_step_problem_reports_the_first_nonfinite_loss_of_the_step_before_its_gradients():
     model = nn.Sequential(nn.Linear(2, 2))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    stepped = stepped_parameters(model, torch.optim.SGD(model.parameters(), lr=0.1))
     model(torch.ones(1, 2)).sum().backward()
     finite = [torch.tensor(1.5), torch.tensor(0.5)]
-    assert step_problem(model, optimizer, finite) is None
+    assert step_problem(model, stepped, finite) is None
     losses = [torch.tensor(1.5), torch.tensor(float("inf")), torch.tensor(float("nan"))]  # accumulated micro-batches
     model[0].weight.grad[0, 0] = float("nan")
-    assert step_problem(model, optimizer, losses) == ("training loss is inf", "every parameter finite")
+    assert step_problem(model, stepped, losses) == ("training loss is inf", "every parameter finite")
     with torch.no_grad():
         model[0].bias[1] = float("nan")
-    assert step_problem(model, optimizer, losses, check_gradients=False) == (
+    assert step_problem(model, stepped, losses, check_gradients=False) == (
         "training loss is inf",
         "parameter 0.bias already non-finite",
     )

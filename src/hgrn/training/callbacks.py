@@ -17,21 +17,28 @@ from hgrn.training.resume import StepCheckpoint
 
 
 class ThroughputMonitor(L.Callback):
-    """Samples and tokens per second over the time spent inside training steps (data loading and validation
-    excluded), plus the whole fit's wall time. The counts are kept in checkpoints, so a resumed run reports them
-    over the whole run (`resumed_seconds`: the fit time of the processes before, up to their checkpoint)."""
+    """Samples and tokens per second over the wall time of the training windows, plus the whole fit's wall time. A
+    window runs from a training batch's start to the next validation, epoch end, checkpoint or the end of the fit,
+    and the GPU is synchronised only there: reading the clock (or a mask's token count) after every step would stop
+    the host until the GPU is done, and the next step could not be queued while the GPU finishes this one. Data
+    loading inside a window counts (the GPU works on through it); validation and checkpoints do not. The counts are
+    kept in checkpoints, so a resumed run reports them over the whole run (`resumed_seconds`: the fit time of the
+    processes before, up to their checkpoint)."""
 
     def __init__(self) -> None:
         self.samples = self.tokens = 0
         self.step_seconds = 0.0
         self.fit_seconds = self.resumed_seconds = 0.0
-        self._step_start = self._fit_start = 0.0
+        self._fit_start = 0.0
+        self._window_start: float | None = None  # the open window's start, None between windows
+        self._mask_tokens: torch.Tensor | None = None  # the window's masked token count, on the batches' device
         self._restore = True
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore = stage == "fit"  # Lightning also loads callback states to test a checkpoint; only fit resumes
 
     def state_dict(self) -> dict[str, float]:
+        self._close_window()
         fit_seconds = self.resumed_seconds + time.perf_counter() - self._fit_start
         return {"samples": self.samples, "tokens": self.tokens, "step_seconds": self.step_seconds, "fit": fit_seconds}
 
@@ -44,6 +51,7 @@ class ThroughputMonitor(L.Callback):
         self._fit_start = time.perf_counter()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close_window()
         self.fit_seconds = self.resumed_seconds + time.perf_counter() - self._fit_start
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -52,20 +60,37 @@ class ThroughputMonitor(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        self._step_start = time.perf_counter()
+        if self._window_start is None:
+            self._window_start = time.perf_counter()
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.step_seconds += time.perf_counter() - self._step_start
         inputs = batch["inputs"]
         self.samples += inputs.shape[0]
         if "mask" in batch:
-            self.tokens += int(batch["mask"].sum())
+            count = batch["mask"].sum()
+            self._mask_tokens = count if self._mask_tokens is None else self._mask_tokens + count
         elif inputs.ndim <= 3:  # [B, T] ids or [B, T, C] values; images [B, C, H, W] count as samples only
             self.tokens += inputs.shape[0] * inputs.shape[1]
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close_window()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close_window()
+
+    def _close_window(self) -> None:
+        """Wait for the GPU's queued work, then add the open window's time and masked tokens."""
+        if self._window_start is None:
+            return
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.step_seconds += time.perf_counter() - self._window_start
+        self._window_start = None
+        if self._mask_tokens is not None:
+            self.tokens += int(self._mask_tokens)
+            self._mask_tokens = None
 
     def summary(self) -> dict[str, float]:
         seconds = max(self.step_seconds, 1e-9)

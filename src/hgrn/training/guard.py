@@ -51,6 +51,7 @@ class DivergenceGuard(L.Callback):
         self.skipped = 0
         self._batch_idx = 0
         self._losses: list[Tensor] = []  # the losses since the last optimiser step, kept on the device
+        self._stepped: dict[int, list[tuple[str, nn.Parameter]]] = {}  # per optimiser, found once (not every step)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -65,7 +66,9 @@ class DivergenceGuard(L.Callback):
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer) -> None:
         losses, self._losses = self._losses, []
         fp16_scaler = getattr(trainer.precision_plugin, "scaler", None) is not None
-        found = step_problem(pl_module, optimizer, losses, check_gradients=not fp16_scaler)
+        if id(optimizer) not in self._stepped:
+            self._stepped[id(optimizer)] = stepped_parameters(pl_module, optimizer)
+        found = step_problem(pl_module, self._stepped[id(optimizer)], losses, check_gradients=not fp16_scaler)
         if found is None:
             return
         what, detail = found
@@ -97,13 +100,16 @@ class DivergenceGuard(L.Callback):
 
 
 def step_problem(
-    pl_module: nn.Module, optimizer: Optimizer, losses: list[Tensor], check_gradients: bool = True
+    pl_module: nn.Module,
+    stepped: list[tuple[str, nn.Parameter]],
+    losses: list[Tensor],
+    check_gradients: bool = True,
 ) -> tuple[str, str] | None:
     """What is wrong with the optimiser step about to be applied, or None: a non-finite loss among `losses` (scalars,
     one per micro-batch: ("training loss is nan", whether a weight was already broken, then an earlier step is the
     cause)), else, with check_gradients, a non-finite gradient ("training gradient is inf", "first in parameter
     <name>"). One reduction and one host read for the whole step; the names are looked up only on failure."""
-    grads = stepped_gradients(pl_module, optimizer) if check_gradients else []
+    grads = [(n, p.grad) for n, p in stepped if p.grad is not None] if check_gradients else []
     values = list(losses)
     if grads:  # the largest |gradient|: NaN or inf if any element is
         values.append(get_total_norm([g for _, g in grads], norm_type=math.inf).float())
@@ -120,10 +126,10 @@ def step_problem(
     return None
 
 
-def stepped_gradients(pl_module: nn.Module, optimizer: Optimizer) -> list[tuple[str, Tensor]]:
-    """(name, gradient) of each parameter the optimiser steps that has a gradient."""
+def stepped_parameters(pl_module: nn.Module, optimizer: Optimizer) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of each parameter of pl_module that the optimiser steps."""
     stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    return [(n, p.grad) for n, p in pl_module.named_parameters() if id(p) in stepped and p.grad is not None]
+    return [(n, p) for n, p in pl_module.named_parameters() if id(p) in stepped]
 
 
 def first_nonfinite(named: Iterable[tuple[str, Tensor]]) -> str | None:

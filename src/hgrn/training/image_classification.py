@@ -185,9 +185,8 @@ class ImageClassificationTask(TaskModule):
             logits = self.model(images)
             loss = F.cross_entropy(logits.float(), labels)
         self.log_loss_and_accuracy(split, loss, logits, labels)
-        top5 = self.split_metric(split, "acc_top5")
-        top5(logits, labels)
-        self.log(f"{split}/acc_top5", top5, on_step=False, on_epoch=True, batch_size=len(labels))
+        self.split_metric(split, "acc_top5").update(logits, labels)
+        self.log_epoch_metric(split, "acc_top5", prog_bar=False)
         return loss
 
     def images_per_step(self) -> int:

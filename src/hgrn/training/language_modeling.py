@@ -53,7 +53,8 @@ class LanguageModelingTask(TaskModule):
         compile_model(self.model, compile)
         self.token_accuracy = token_accuracy
         if token_accuracy:
-            self.add_split_metrics("acc", lambda: accuracy_metric(vocab, average="micro", ignore_index=IGNORE))
+            # over the labelled positions only (labelled_logits drops the others before the metric sees them)
+            self.add_split_metrics("acc", lambda: accuracy_metric(vocab, average="micro"))
         self.add_split_metrics("loss", WeightedMean)
 
     def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
@@ -67,7 +68,8 @@ class LanguageModelingTask(TaskModule):
             return loss
         labelled = (labels != IGNORE).sum()
         loss = self.model.loss(inputs, labels, reduction="sum") / labelled.clamp_min(1)
-        self.log_loss(split, loss, weight=labelled, batch_size=labels.numel())
+        self.split_metric(split, "loss").update(loss.detach(), weight=labelled)  # the split's token-weighted mean
+        self.log_epoch_metric(split, "loss", loss.detach())
         return loss
 
     def labelled_logits(self, inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -75,15 +77,6 @@ class LanguageModelingTask(TaskModule):
         only the features it is scored on (N = 0 gives empty tensors, whose loss sum is 0 with zero gradients)."""
         keep = labels != IGNORE
         return self.model.lm_head(self.model.hidden_states(inputs)[keep]), labels[keep]
-
-    def log_loss(self, split: str, loss: Tensor, weight: Tensor, batch_size: int) -> None:
-        """Accumulate this split's loss weighted by the labelled tokens and log it: per step while training, and
-        per epoch (the token-weighted mean) from the metric object."""
-        mean_loss = self.split_metric(split, "loss")
-        mean_loss(loss.detach(), weight=weight)
-        self.log(
-            f"{split}/loss", mean_loss, on_step=split == "train", on_epoch=True, prog_bar=True, batch_size=batch_size
-        )
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/ppl", self.val_loss.compute().exp())

@@ -1,0 +1,80 @@
+"""What a training step costs the host for its bookkeeping: each split's metric objects go to Lightning once per
+epoch (the epoch means still cover every batch), and the throughput monitor waits for the GPU only where its
+windows close, not after every step."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import lightning as L
+import pytest
+import torch
+from torchmetrics import Metric
+
+from hgrn.training.base import TaskModule
+from hgrn.training.callbacks import ThroughputMonitor
+from hgrn.training.run import train
+from tests.training.test_run_record import BATCHES, tiny
+
+
+class StepLosses(L.Callback):
+    """Each epoch's training losses, and how many validations ran (the sanity check's included). Made by Hydra from
+    the config; the test finds it in `made`."""
+
+    made: ClassVar[list[StepLosses]] = []
+
+    def __init__(self) -> None:
+        self.losses: dict[int, list[float]] = {}
+        self.validations = 0
+        StepLosses.made.append(self)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any) -> None:
+        self.losses.setdefault(trainer.current_epoch, []).append(float(outputs["loss"]))
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.validations += 1
+
+
+def test_metric_objects_are_logged_once_per_epoch_and_average_every_batch(listops_dir, make_config, monkeypatch):
+    metric_logs: list[str] = []
+    log = TaskModule.log
+
+    def counting_log(self: TaskModule, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(value, Metric):
+            metric_logs.append(name)
+        log(self, name, value, *args, **kwargs)
+
+    monkeypatch.setattr(TaskModule, "log", counting_log)
+    monkeypatch.setattr(StepLosses, "made", [])
+    callback = "+callbacks.steps={_target_: tests.training.test_metric_logging.StepLosses}"
+    record = train(make_config(*tiny(listops_dir, "trainer.max_epochs=2"), callback))
+    (steps,) = StepLosses.made
+
+    assert [len(steps.losses[epoch]) for epoch in (0, 1)] == [BATCHES, BATCHES]
+    train_logs = [name for name in metric_logs if name.startswith("train/")]
+    assert sorted(train_logs) == sorted(["train/acc_epoch", "train/loss_epoch"] * 2)  # per epoch, not per step
+    val_logs = [name for name in metric_logs if name.startswith("val/")]
+    assert sorted(val_logs) == sorted(["val/acc", "val/loss"] * steps.validations)
+    epoch_means = {int(row["epoch"]): row["train/loss"] for row in record.history if "train/loss" in row}
+    for epoch, losses in steps.losses.items():  # one label per sequence: every batch weighs the same
+        assert epoch_means[epoch] == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+
+
+def test_the_throughput_monitor_waits_for_the_gpu_only_where_a_window_closes(monkeypatch):
+    syncs = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: syncs.append(1))
+    monitor = ThroughputMonitor()
+    masks = [torch.ones(4, 10, dtype=torch.bool).tril() for _ in range(5)]
+    for batch_idx, mask in enumerate(masks):
+        monitor.on_train_batch_start(None, None, {}, batch_idx)
+        monitor.on_train_batch_end(None, None, None, {"inputs": torch.zeros(4, 10), "mask": mask}, batch_idx)
+    assert (len(syncs), monitor.tokens, monitor.samples) == (0, 0, 20)  # the tokens are still counted on the device
+    monitor.on_validation_start(None, None)
+    assert (len(syncs), monitor.tokens) == (1, sum(int(m.sum()) for m in masks))
+    assert monitor.step_seconds > 0
+    monitor.on_train_epoch_end(None, None)  # no window open: nothing to wait for
+    assert len(syncs) == 1
+    monitor.on_train_batch_start(None, None, {}, 5)
+    monitor.on_train_batch_end(None, None, None, {"inputs": torch.zeros(3, 7)}, 5)
+    assert monitor.state_dict()["tokens"] == 50 + 21 and len(syncs) == 2  # a checkpoint closes the window
