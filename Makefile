@@ -14,7 +14,8 @@ export HF_DATASETS_OFFLINE ?= 1
 .PHONY: help venv demo demo-lm test test-gpu lint format clean data-listops data-lra data-lra-verify lra tables \
 	data-ptb data-wikitext data-pile data-lm-eval wikitext pile eval-lm \
 	ablation ablation-ratios ablation-switches ablation-baselines mqar notebooks \
-	data-imagenet data-imagenet-verify data-fashion-mnist data-mnist-5k imagenet bench-vit bench-lm bench-ddp
+	data-imagenet data-imagenet-verify data-fashion-mnist data-mnist-5k imagenet bench-vit bench-lm bench-ddp \
+	bench-mqar
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -193,6 +194,9 @@ bench-vit: $(STAMP)  ## ImageNet training step (B 256, bf16, Mixup, AdamW) of th
 
 bench-lm: $(STAMP)  ## LM training step at the 341M anchor (B 8 x T 2048, bf16, AdamW) on the GPU: ours against transformers' Llama (SDPA) and fla's HGRN2 in one run: tokens/s, MFU, peak memory, first step; CACHE=dir keeps each row's kernels and fla's autotuning there -> results/bench/
 	$(PY) -m hgrn.bench.lm_step $(if $(CACHE),--cache-root $(CACHE))
+
+bench-mqar: $(STAMP)  ## what the MQAR study costs on this GPU: HGRN2 and attention runs at (256, 16) and (512, 64), eager and compiled, 1 and 6 side by side: steps/s and the study's GPU hours -> results/bench/
+	$(PY) -m hgrn.bench.mqar_study --models hgrn2 attention --pairs 256:16 512:64 --compile false graphs --concurrent 1 6
 
 bench-ddp: $(STAMP)  ## DDP scaling on GPUS=2 (or more) GPUs against one: ListOps HGRN2 and the WikiText-103 HGRN2 recipe on Penn Treebank's text (needs make data-listops data-ptb) -> results/bench/
 	$(PY) -m hgrn.bench.ddp_scaling --experiment lra/hgrn2/listops --devices $(SCALE_GPUS) --steps 400

@@ -84,9 +84,10 @@ def train_command(
 
 
 def run_training(command: list[str], run_dir: Path) -> None:
-    """Run one training, its output in run_dir/console.log; a failure raises naming that log and its last line."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    console = run_dir / "console.log"
+    """Run one training, its output in <run_dir>.log beside the run (a run that fails before its first checkpoint
+    removes its directory); a failure raises naming that log and its last line."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    console = run_dir.with_name(f"{run_dir.name}.log")
     print(" ".join(command[2:]), flush=True)
     with console.open("w") as out:
         code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)

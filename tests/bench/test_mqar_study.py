@@ -1,0 +1,42 @@
+"""The MQAR study's cost benchmark runs real trainings side by side (here two tiny ones on the CPU) and turns their
+steps/s into the study's hours."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from hgrn.bench import mqar_study
+
+
+def test_two_runs_side_by_side_give_the_study_hours(tmp_path):
+    argv = ["--trainer", "cpu", "--models", "hgrn2", "--pairs", "64:4", "--d-model", "16", "--steps", "6",
+            "--warmup", "2", "--concurrent", "2", "--lrs", "2", "--cells", "5", "--work", str(tmp_path / "runs"),
+            "--out", str(tmp_path), "--", "data.batch_size=16", "data.train_examples=320", "data.test_examples=32",
+            "data.vocab_size=128"]  # fmt: skip
+    mqar_study.main(argv)
+    (written,) = tmp_path.glob("mqar-study-*.json")
+    (row,) = json.loads(written.read_text())["rows"]
+    assert "error" not in row, row
+    assert row["overrides"][-1] == "model.mixer_options.expand_ratio=16"  # Zoology's min(d_model, 128)
+    assert row["steps_per_run"] == 64 * math.ceil(320 / 16)  # the recipe's 64 epochs
+    assert len(row["per_run_steps_per_s"]) == 2 and row["steps_per_s"] == pytest.approx(sum(row["per_run_steps_per_s"]))
+    assert row["study_gpu_hours"] == pytest.approx(row["steps_per_run"] * 2 * 5 / row["steps_per_s"] / 3600)
+    assert "| hgrn2 | 64:4 | 16 | false | 2 |" in written.with_suffix(".md").read_text()
+
+
+def test_a_failed_run_is_reported_with_its_log(tmp_path):
+    work = ["--work", str(tmp_path / "runs"), "--out", str(tmp_path)]
+    argv = ["--trainer", "cpu", "--models", "attention", "--pairs", "64:4", "--d-model", "16", "--steps", "4",
+            "--warmup", "1", *work, "--", "data.vocab_size=64"]  # fmt: skip
+    mqar_study.main(argv)
+    (row,) = json.loads(next(tmp_path.glob("mqar-study-*.json")).read_text())["rows"]
+    assert "vocab_size must exceed seq_len=64" in row["error"] and ".log)" in row["error"]
+
+
+def test_a_malformed_pair_is_one_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        mqar_study.parse_args(["--pairs", "256-16"])
+    assert "--pairs 256-16: write each as seq_len:num_kv_pairs" in capsys.readouterr().err
