@@ -48,6 +48,19 @@ def test_two_processes_train_as_one_at_the_same_global_batch(listops_dir, tmp_pa
     assert two["peak_memory_bytes"] == max(two["peak_memory_bytes_per_process"])
 
 
+def test_one_device_alone_gives_the_baseline_row(listops_dir, tmp_path):
+    """Where N devices are not to be had: the one-device run of the same command, recorded for a later comparison."""
+    tiny = [o for o in TINY if not o.startswith("experiment=")]
+    bench = ["--experiment", "demo", "--devices", "1", "--baseline-trainer", "cpu", "--steps", "4", "--warmup", "1"]
+    bench += ["--work", str(tmp_path / "runs"), "--out", str(tmp_path / "bench")]
+    ddp_scaling.main([*bench, "--", *tiny, f"data.data_dir={listops_dir}"])
+    (report,) = (tmp_path / "bench").glob("ddp-scaling-*.json")
+    (row,) = json.loads(report.read_text())["rows"]
+    assert "many" not in row and "comparison" not in row and len(row["one"]["losses"]) == 4
+    text = report.with_suffix(".md").read_text()
+    assert "| demo | cpu | 1 |" in text and "(cpu, one device only)" in text
+
+
 @pytest.mark.parametrize("trainer", ["ddp_cpu", "ddp", "fsdp"])
 def test_the_multi_device_trainers_compose(make_config, trainer):
     cfg = make_config("experiment=demo", f"trainer={trainer}", "trainer.devices=4")

@@ -8,6 +8,7 @@ test metrics are apart (each example is counted once over all ranks, so they dif
     python -m hgrn.bench.ddp_scaling --experiment lm/pile/hgrn2-1b --trainer fsdp --devices 2 --steps 10 --no-baseline
     python -m hgrn.bench.ddp_scaling --experiment demo --trainer ddp_cpu --baseline-trainer cpu --global-batch 16 \
         --steps 20 --warmup 5                          # two gloo processes on the CPU
+    python -m hgrn.bench.ddp_scaling --experiment lra/hgrn2/listops --devices 1 --steps 400   # the one-GPU row only
 
 Each run is `python -m hgrn.train` (Lightning starts the other ranks) with trainer.max_steps, no logger, and the
 StepLog callback, which records every optimiser step's loss over the global batch (the mean of the ranks' means) and
@@ -173,12 +174,12 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Loss over the global batch, first steps (one device / N devices):", ""]
     for entry in result["rows"]:
-        one, many = entry.get("one"), entry["many"]
-        shown = range(min(len(many["losses"]), entry["comparison"]["first"] if one else 10))
-        values = [
-            f"{one['losses'][i]:.5f} / {many['losses'][i]:.5f}" if one else f"{many['losses'][i]:.5f}" for i in shown
-        ]
-        lines.append(f"- {entry['experiment']} ({entry['trainer']}): " + ", ".join(values))
+        one, many = entry.get("one"), entry.get("many")
+        runs = [run for run in (one, many) if run is not None]
+        shown = range(min(10, *(len(run["losses"]) for run in runs)))
+        values = [" / ".join(f"{run['losses'][i]:.5f}" for run in runs) for i in shown]
+        trainer = entry["trainer"] if many else f"{entry['baseline_trainer']}, one device only"
+        lines.append(f"- {entry['experiment']} ({trainer}): " + ", ".join(values))
     lines += ["", "Commands:", ""] + [f"- `{entry['command']}`" for entry in result["rows"]]
     return "\n".join(lines) + "\n"
 
@@ -203,13 +204,14 @@ def measure(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
         "baseline_trainer": args.baseline_trainer,
         "overrides": extra,
     }
-    runs = [(args.trainer, args.devices)] + ([(args.baseline_trainer, 1)] if args.baseline else [])
-    for (trainer, devices), which in zip(runs, ("many", "one"), strict=False):
+    runs = [(args.trainer, args.devices, "many")] if args.devices > 1 else []
+    runs += [(args.baseline_trainer, 1, "one")] if args.baseline else []
+    for trainer, devices, which in runs:
         run_dir = work / f"{devices}-device"
         batch = [] if args.global_batch is None else [f"data.batch_size={args.global_batch // devices}"]
         run_training(train_command(args.experiment, trainer, devices, args.steps, run_dir, extra + batch), run_dir)
         entry[which] = summarise(run_dir, args.warmup)
-    if args.baseline:
+    if "one" in entry and "many" in entry:
         entry["comparison"] = compare(entry["one"], entry["many"])
     return entry
 
@@ -229,7 +231,13 @@ def main(argv: list[str] | None = None) -> None:
     own = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", required=True, help="e.g. lra/hgrn2/listops, lm/ptb/hgrn2")
-    parser.add_argument("--devices", type=int, default=2)
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=2,
+        help="1: only the one-device baseline, the row a later "
+        "N-device run is compared with (where N devices are not to be had)",
+    )
     parser.add_argument("--trainer", default="ddp", help="the N-device trainer config: ddp, fsdp or ddp_cpu")
     parser.add_argument("--baseline-trainer", default="gpu", help="the one-device trainer config (cpu for ddp_cpu)")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false", help="N devices only (FSDP at 1B)")
@@ -244,8 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path("outputs/ddp-scaling"), help="where the runs go")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(own)
-    if args.devices < 2:
-        parser.error(f"--devices {args.devices}: scaling needs at least 2 devices")
+    if args.devices < 1 or (args.devices == 1 and not args.baseline):
+        parser.error(f"--devices {args.devices}: give 2 or more devices, or 1 for the baseline alone")
     if args.global_batch is not None and args.global_batch % args.devices:
         parser.error(f"--global-batch {args.global_batch} does not divide over {args.devices} devices")
     if args.steps <= args.warmup + 1:
