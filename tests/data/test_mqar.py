@@ -128,7 +128,9 @@ def test_datamodule_batches() -> None:
         dm.train_dataloader()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"inputs", "labels"}
+    assert set(batch) == {"inputs", "labels", "label_positions"}
+    labelled = (batch["labels"] != IGNORE_INDEX).nonzero()[:, 1].view(32, 8)
+    assert torch.equal(batch["label_positions"], labelled)  # each row's labelled positions, in order
     assert batch["inputs"].shape == batch["labels"].shape == (32, 128)
     assert batch["inputs"].dtype == batch["labels"].dtype == torch.long
     assert torch.all((batch["labels"] != IGNORE_INDEX).sum(1) == 8)

@@ -321,6 +321,21 @@ def test_mqar_batches_have_zero_fillers_and_a_fixed_order(make_config):
     assert torch.equal(served, datamodule.datasets["train"].columns["inputs"])  # in the generated order
 
 
+def test_mqar_scores_the_labelled_positions_by_index_as_a_boolean_index_would(make_config):
+    """MQAR's batches carry each row's labelled positions, so the head's inputs are gathered without a device read;
+    the logits and labels are the boolean index's, row by row."""
+    _, datamodule, task = build(make_config, "mqar/attention", *TINY_MQAR, "model.d_model=32")
+    datamodule.setup()
+    batch = next(iter(datamodule.train_dataloader()))
+    task.eval()
+    with torch.no_grad():
+        logits, labels = task.labelled_logits(batch["inputs"], batch["labels"], batch["label_positions"])
+        masked_logits, masked_labels = task.labelled_logits(batch["inputs"], batch["labels"])
+    assert labels.shape == (256 * 16,) and torch.all(labels != IGNORE_INDEX)
+    assert torch.equal(labels, masked_labels)
+    torch.testing.assert_close(logits, masked_logits)
+
+
 def test_mqar_model_is_zoologys(make_config):
     """Dropout 0.1 on the embeddings only, the identity state mixer's LN2 path, out_proj ~ N(0, 0.02 / sqrt(4))."""
     _, _, task = build(make_config, "mqar/hgrn2")

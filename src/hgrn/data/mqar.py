@@ -145,7 +145,9 @@ class MQARDataModule(L.LightningDataModule):
         return self.hparams.vocab_size
 
     def _generate(self, num_examples: int, stream: int) -> ColumnDataset:
-        """Examples `{"inputs": LongTensor[T], "labels": LongTensor[T]}` from the given seed stream."""
+        """Examples `{"inputs": LongTensor[T], "labels": LongTensor[T], "label_positions": LongTensor[num_kv_pairs]}`
+        from the given seed stream; label_positions lists where the labels are, in order, so that a batch's scored
+        features are read by index (a boolean index would read its count back from the device in every step)."""
         hp = self.hparams
         inputs, labels = multiquery_ar(
             num_examples,
@@ -156,7 +158,8 @@ class MQARDataModule(L.LightningDataModule):
             random_non_queries=hp.random_non_queries,
             seed=(hp.seed, stream),
         )
-        return ColumnDataset(inputs=inputs, labels=labels)
+        positions = (labels != IGNORE_INDEX).nonzero()[:, 1].view(num_examples, hp.num_kv_pairs)
+        return ColumnDataset(inputs=inputs, labels=labels, label_positions=positions)
 
     def setup(self, stage: str | None = None) -> None:
         if "train" not in self.datasets:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -61,7 +62,7 @@ class LanguageModelingTask(TaskModule):
         """The batch's mean loss over its labelled positions (0 when it has none, with zero gradients)."""
         inputs, labels = batch["inputs"], batch["labels"]
         if self.token_accuracy:
-            logits, flat_labels = self.labelled_logits(inputs, labels)
+            logits, flat_labels = self.labelled_logits(inputs, labels, batch.get("label_positions"))
             labelled = len(flat_labels)
             loss = F.cross_entropy(logits.float(), flat_labels, reduction="sum") / max(labelled, 1)
             self.log_loss_and_accuracy(split, loss, logits, flat_labels, weight=labelled)
@@ -72,11 +73,18 @@ class LanguageModelingTask(TaskModule):
         self.log_epoch_metric(split, "loss", loss.detach())
         return loss
 
-    def labelled_logits(self, inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """(logits [N, vocab], labels [N]) at the N labelled positions of inputs / labels [B, T]: the head reads
-        only the features it is scored on (N = 0 gives empty tensors, whose loss sum is 0 with zero gradients)."""
-        keep = labels != IGNORE
-        return self.model.lm_head(self.model.hidden_states(inputs)[keep]), labels[keep]
+    def labelled_logits(self, inputs: Tensor, labels: Tensor, positions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(logits [N, vocab], labels [N]) at the N labelled positions of inputs / labels [B, T], in row order: the
+        head reads only the features it is scored on (N = 0 gives empty tensors, whose loss sum is 0 with zero
+        gradients). positions [B, P]: where each row's labels are, in order (MQAR's batches carry them), read by
+        index; without them a boolean index finds them, whose size is a device read that stops the host until the
+        forward pass is done."""
+        hidden = self.model.hidden_states(inputs)
+        if positions is None:
+            keep = labels != IGNORE
+            return self.model.lm_head(hidden[keep]), labels[keep]
+        rows = torch.arange(len(positions), device=positions.device)[:, None]
+        return self.model.lm_head(hidden[rows, positions].flatten(0, 1)), labels[rows, positions].flatten()
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/ppl", self.val_loss.compute().exp())
