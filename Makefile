@@ -196,7 +196,7 @@ bench-lm: $(STAMP)  ## LM training step at the 341M anchor (B 8 x T 2048, bf16, 
 	$(PY) -m hgrn.bench.lm_step $(if $(CACHE),--cache-root $(CACHE))
 
 bench-mqar: $(STAMP)  ## what the MQAR study costs on this GPU: HGRN2 and attention runs at (256, 16) and (512, 64), eager and compiled, 1 and 6 side by side: steps/s and the study's GPU hours -> results/bench/
-	$(PY) -m hgrn.bench.mqar_study --models hgrn2 attention --pairs 256:16 512:64 --compile false graphs --concurrent 1 6
+	$(PY) -m hgrn.bench.mqar_study --models hgrn2 attention --pairs 256:16 512:64 --compile false graphs --concurrent 1 6 --profile
 
 bench-ddp: $(STAMP)  ## DDP scaling on GPUS=2 (or more) GPUs against one: ListOps HGRN2 and the WikiText-103 HGRN2 recipe on Penn Treebank's text (needs make data-listops data-ptb) -> results/bench/
 	$(PY) -m hgrn.bench.ddp_scaling --experiment lra/hgrn2/listops --devices $(SCALE_GPUS) --steps 400

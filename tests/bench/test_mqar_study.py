@@ -13,9 +13,9 @@ from hgrn.bench import mqar_study
 
 def test_two_runs_side_by_side_give_the_study_hours(tmp_path):
     argv = ["--trainer", "cpu", "--models", "hgrn2", "--pairs", "64:4", "--d-model", "16", "--steps", "6",
-            "--warmup", "2", "--concurrent", "2", "--lrs", "2", "--cells", "5", "--work", str(tmp_path / "runs"),
-            "--out", str(tmp_path), "--", "data.batch_size=16", "data.train_examples=320", "data.test_examples=32",
-            "data.vocab_size=128"]  # fmt: skip
+            "--warmup", "2", "--concurrent", "2", "--lrs", "2", "--cells", "5", "--profile",
+            "--work", str(tmp_path / "runs"), "--out", str(tmp_path), "--", "data.batch_size=16",
+            "data.train_examples=320", "data.test_examples=32", "data.vocab_size=128"]  # fmt: skip
     mqar_study.main(argv)
     (written,) = tmp_path.glob("mqar-study-*.json")
     (row,) = json.loads(written.read_text())["rows"]
@@ -24,7 +24,8 @@ def test_two_runs_side_by_side_give_the_study_hours(tmp_path):
     assert row["steps_per_run"] == 64 * math.ceil(320 / 16)  # the recipe's 64 epochs
     assert len(row["per_run_steps_per_s"]) == 2 and row["steps_per_s"] == pytest.approx(sum(row["per_run_steps_per_s"]))
     assert row["study_gpu_hours"] == pytest.approx(row["steps_per_run"] * 2 * 5 / row["steps_per_s"] / 3600)
-    assert "| hgrn2 | 64:4 | 16 | false | 2 |" in written.with_suffix(".md").read_text()
+    text = written.with_suffix(".md").read_text()
+    assert "| hgrn2 | 64:4 | 16 | false | 2 |" in text and "## hgrn2 64:4 d 16 compile=false: bare step" in text
 
 
 def test_a_failed_run_is_reported_with_its_log(tmp_path):

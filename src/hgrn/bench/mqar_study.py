@@ -4,29 +4,36 @@ per second after the warm-up, and the GPU hours of the study at that rate -> res
 {json,md}.
 
     python -m hgrn.bench.mqar_study --models hgrn2 attention --pairs 256:16 512:64 --d-model 128 \\
-        --compile false blocks graphs --concurrent 1 6
+        --compile false blocks graphs --concurrent 1 6 --profile
     python -m hgrn.bench.mqar_study --trainer cpu --models attention --pairs 64:4 --d-model 16 --steps 12 \\
         --warmup 2 -- data.train_examples=512 data.test_examples=64     # a smoke run on the CPU
 
 Each run is `python -m hgrn.train experiment=mqar/<model>` with trainer.max_steps (hgrn.bench.ddp_scaling's
 command and StepLog). A run of the study is 64 epochs of 100,000 examples at Zoology's batch for its length, unless
 validation accuracy passes 0.99 first (then the hours here are an upper bound); the study is every cell times
-`--lrs` learning rates. HGRN2 takes `--expand-ratio` (Zoology's: min(d_model, 128)).
+`--lrs` learning rates. HGRN2 takes `--expand-ratio` (Zoology's: min(d_model, 128)). `--profile` adds, per cell and
+compile mode, the bare step outside Lightning (one batch of the recipe's data, forward + backward + optimiser,
+synchronised median) and where its GPU time goes (torch.profiler): the difference to a run's step is the host's.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hgrn.bench.ddp_scaling import run_training, summarise, train_command
 from hgrn.bench.report import dated_record, write_dated
+from hgrn.bench.step_profile import profile_steps
 from hgrn.config import compose
+from hgrn.training.build import build_datamodule, build_task
 
 MODELS = ("hgrn1", "hgrn2", "gla", "attention")
 
@@ -54,8 +61,38 @@ def measure_cell(args: argparse.Namespace, model: str, overrides: list[str], com
     return {"per_run_steps_per_s": rates, "steps_per_s": sum(rates)}
 
 
-def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    rows = []
+def profile_cell(model: str, overrides: list[str], compile: str, extra: list[str], steps: int = 20) -> dict:
+    """The bare training step of a cell (its recipe's model, optimiser and a batch of its data; bf16 autocast on a
+    GPU): synchronised median ms over `steps`, and where its GPU time goes."""
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    cfg = compose(f"experiment=mqar/{model}", *overrides, f"task.compile={compile}", "logger=none", *extra)
+    cfg.data.train_examples = cfg.data.test_examples = cfg.data.batch_size  # generate one batch's worth
+    datamodule = build_datamodule(cfg)
+    datamodule.setup()
+    batch = {k: v.to(device) for k, v in next(iter(datamodule.train_dataloader())).items()}
+    task = build_task(cfg, datamodule).to(device).train()
+    optimizer = task.build_optimizer()
+
+    def step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):
+            loss = task.shared_step(batch, "train")
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    times = []
+    for _ in range(steps + 3):  # 3 warm-up steps (compilation)
+        started = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return {"bare_step_ms": 1e3 * statistics.median(times[3:]), "profile": profile_steps(step, cuda)}
+
+
+def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rows, profiles = [], []
     for model in args.models:
         for pair in args.pairs:
             seq_len, kv_pairs = (int(x) for x in pair.split(":"))
@@ -63,6 +100,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 overrides = cell_overrides(model, seq_len, kv_pairs, d_model, args.expand_ratio)
                 steps = steps_per_run(model, [*overrides, *args.extra])
                 for compile in args.compile:
+                    if args.profile:
+                        cell = {"model": model, "pair": pair, "d_model": d_model, "compile": compile}
+                        profiles.append(cell | profile_cell(model, overrides, compile, args.extra))
+                        print(f"{cell}: bare step {profiles[-1]['bare_step_ms']:.2f} ms", flush=True)
                     for concurrent in args.concurrent:
                         row = {"model": model, "pair": pair, "d_model": d_model, "overrides": overrides,
                                "compile": compile, "concurrent": concurrent, "steps_per_run": steps}  # fmt: skip
@@ -73,7 +114,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                             row["error"] = str(error)
                         rows.append(row)
                         print(summary_line(row), flush=True)
-    return rows
+    return rows, profiles
 
 
 def summary_line(row: dict) -> str:
@@ -104,6 +145,9 @@ def markdown(result: dict) -> str:
             continue
         each = ", ".join(f"{x:.1f}" for x in r["per_run_steps_per_s"])
         lines.append(f"{head} {each} | {r['steps_per_s']:.1f} | {r['steps_per_run']:,} | {r['study_gpu_hours']:.1f} |")
+    for p in result.get("profiles", []):
+        cell = f"{p['model']} {p['pair']} d {p['d_model']} compile={p['compile']}"
+        lines += ["", f"## {cell}: bare step {p['bare_step_ms']:.2f} ms", "", p["profile"]]
     return "\n".join(lines) + "\n"
 
 
@@ -121,6 +165,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lrs", type=int, default=3, help="learning rates per cell in the study")
     parser.add_argument("--cells", type=int, default=17, help="cells of the study at this (T, kv) (issue 18: 17)")
     parser.add_argument("--trainer", default="gpu")
+    parser.add_argument("--profile", action="store_true", help="also each cell's bare step and its GPU kernels")
     parser.add_argument("--work", type=Path, default=Path("outputs/mqar-study"), help="where the runs go")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(own)
@@ -136,10 +181,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    rows = run(args)
+    rows, profiles = run(args)
     arguments = {k: v for k, v in vars(args).items() if k not in ("work", "out")}
     result = dated_record("mqar-study", "python -m hgrn.bench.mqar_study " + " ".join(argv), rows=rows,
-                          arguments=arguments)  # fmt: skip
+                          profiles=profiles, arguments=arguments)  # fmt: skip
     text = markdown(result)
     print(text)
     write_dated(result, text, args.out, "mqar-study")
