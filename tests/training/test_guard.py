@@ -16,10 +16,12 @@ from torch import nn
 
 from hgrn.config import ConfigError, exit_on_user_error
 from hgrn.training.classification import ClassificationTask
-from hgrn.training.guard import DivergenceGuard, newest_checkpoint, step_problem, stepped_parameters
+from hgrn.training.guard import DivergenceGuard, newest_checkpoint, read_problem, step_values, stepped_parameters
 from hgrn.training.run import train
 
 SHORT = ["experiment=demo", "data.num_workers=0", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2"]
+# the optimiser that skips a bad step on the device, the host judging it a step later (a GPU's default; here on the CPU)
+ON_DEVICE = ["+optim.fused=true"]
 
 
 def nan_loss_at(steps: Callable[[int], bool]) -> Callable:
@@ -36,10 +38,11 @@ def nan_loss_at(steps: Callable[[int], bool]) -> Callable:
 # ------------------------------------------------------------------------------------------------ whole runs
 
 
-def test_stop_names_the_step_and_the_newest_checkpoint(make_config, listops_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("optimiser", [[], ON_DEVICE], ids=["read-at-the-step", "skipped-on-device"])
+def test_stop_names_the_step_and_the_newest_checkpoint(make_config, listops_dir, tmp_path, monkeypatch, optimiser):
     monkeypatch.setattr(ClassificationTask, "shared_step", nan_loss_at(lambda step: step == 5))
     with pytest.raises(FloatingPointError) as error:
-        train(make_config(*SHORT, f"data.data_dir={listops_dir}", "trainer.max_epochs=2"))
+        train(make_config(*SHORT, f"data.data_dir={listops_dir}", "trainer.max_epochs=2", *optimiser))
     message = str(error.value)
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert re.fullmatch(
@@ -66,7 +69,8 @@ def test_stop_before_any_checkpoint_says_the_run_must_restart(make_config, listo
     assert not list((tmp_path / "checkpoints").glob("*.ckpt")) and not (tmp_path / "results.json").exists()
 
 
-def test_a_nan_gradient_names_its_parameter(make_config, listops_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("optimiser", [[], ON_DEVICE], ids=["read-at-the-step", "skipped-on-device"])
+def test_a_nan_gradient_names_its_parameter(make_config, listops_dir, tmp_path, monkeypatch, optimiser):
     victim = {}
 
     def poison_one_gradient(self):
@@ -77,7 +81,7 @@ def test_a_nan_gradient_names_its_parameter(make_config, listops_dir, tmp_path, 
 
     monkeypatch.setattr(ClassificationTask, "on_after_backward", poison_one_gradient, raising=False)
     with pytest.raises(FloatingPointError) as error:
-        train(make_config(*SHORT, f"data.data_dir={listops_dir}", "trainer.max_epochs=1"))
+        train(make_config(*SHORT, f"data.data_dir={listops_dir}", "trainer.max_epochs=1", *optimiser))
     assert re.match(
         rf"training gradient is nan at step 2 \(epoch 0, batch 2\), first in parameter {re.escape(victim['name'])}; "
         r".*no checkpoint of this run exists yet",
@@ -123,10 +127,10 @@ def test_skip_stops_once_more_than_max_skips_were_skipped(make_config, listops_d
 class Toy(L.LightningModule):
     """A linear regression whose loss is NaN at the global steps in `nan_steps`, recording its weights per step."""
 
-    def __init__(self, nan_steps: set[int]) -> None:
+    def __init__(self, nan_steps: set[int], fused: bool = False) -> None:
         super().__init__()
         self.layer = nn.Linear(4, 1)
-        self.nan_steps = nan_steps
+        self.nan_steps, self.fused = nan_steps, fused
         self.weights: list[torch.Tensor] = []
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
@@ -135,14 +139,14 @@ class Toy(L.LightningModule):
         return loss * float("nan") if self.global_step in self.nan_steps else loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=0.1, weight_decay=0.1)
+        return torch.optim.AdamW(self.parameters(), lr=0.1, weight_decay=0.1, fused=self.fused)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(torch.randn(16, 4), batch_size=4)
 
 
-def fit_toy(guard: DivergenceGuard, nan_steps: set[int], steps: int) -> Toy:
-    toy = Toy(nan_steps)
+def fit_toy(guard: DivergenceGuard, nan_steps: set[int], steps: int, fused: bool = False) -> Toy:
+    toy = Toy(nan_steps, fused)
     trainer = L.Trainer(
         max_steps=steps,
         callbacks=[guard],
@@ -156,12 +160,38 @@ def fit_toy(guard: DivergenceGuard, nan_steps: set[int], steps: int) -> Toy:
     return toy
 
 
-def test_a_skipped_step_leaves_the_weights_alone():
+@pytest.mark.parametrize("fused", [False, True], ids=["read-at-the-step", "skipped-on-device"])
+def test_a_skipped_step_leaves_the_weights_alone(fused):
     guard = DivergenceGuard(mode="skip", max_skips=1)
-    toy = fit_toy(guard, {1}, steps=3)
+    toy = fit_toy(guard, {1}, steps=3, fused=fused)
     before_skip, after_skip, after_good_step = toy.weights[1], toy.weights[2], toy.layer.weight.detach()
     assert torch.equal(before_skip, after_skip)  # no update, not even AdamW's weight decay
     assert not torch.equal(after_skip, after_good_step) and torch.isfinite(after_good_step).all()
+    assert guard.skipped == 1
+
+
+def step_problem(model, stepped, losses, check_gradients=True):
+    """The guard's verdict on the step about to be applied, read at once."""
+    values, names = step_values(stepped, losses, check_gradients)
+    return None if values is None else read_problem(values.tolist(), len(losses), names, model)
+
+
+def test_a_stop_on_the_device_path_comes_a_step_later_from_the_same_weights():
+    """The fused optimiser skipped the bad step; the host raises before the next step is applied."""
+    guard = DivergenceGuard(mode="stop")
+    toy = Toy({1}, fused=True)
+    trainer = L.Trainer(max_steps=5, callbacks=[guard], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")  # fmt: skip
+    with pytest.raises(FloatingPointError, match=r"training loss is nan at step 1 \(epoch 0, batch 1\)"):
+        trainer.fit(toy)
+    assert len(toy.weights) == 3  # step 2's forward and backward ran, its optimiser step did not
+    assert torch.equal(toy.layer.weight.detach(), toy.weights[1])  # the weights before the bad step
+    assert torch.equal(toy.weights[2], toy.weights[1])
+
+
+def test_the_last_step_is_judged_when_training_ends():
+    guard = DivergenceGuard(mode="skip", max_skips=5)
+    fit_toy(guard, {2}, steps=3, fused=True)
     assert guard.skipped == 1
 
 

@@ -22,7 +22,6 @@ from hgrn import ops
 from hgrn.config import compose
 from hgrn.data.spec import data_spec
 from hgrn.training.build import build_datamodule, build_task
-from hgrn.training.optim import param_groups
 
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 TRAIN_EXAMPLES = {  # training-set sizes of the LRA release (CIFAR-10: 45k after the validation split)
@@ -57,7 +56,7 @@ def time_recipe(experiment: str, steps: int = 10, device: str = "cuda", override
     datamodule = build_datamodule(cfg)
     spec = data_spec(datamodule)
     task = build_task(cfg, datamodule).to(device)
-    optimizer = task.optim_factory(param_groups(task.model))
+    optimizer = task.build_optimizer()  # as training builds it (fused on a GPU)
     micro_batches = cfg.trainer.get("accumulate_grad_batches", 1)
     batch_size = cfg.data.batch_size * micro_batches
     batch = random_batch(spec, cfg.data.batch_size, device)

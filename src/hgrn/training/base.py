@@ -74,8 +74,13 @@ class TaskModule(L.LightningModule):
         return torch.autocast(self.device.type, enabled=False) if self.fp32_evaluation else nullcontext()
 
     def build_optimizer(self) -> Optimizer:
-        """The optimiser over the model's parameter groups (hgrn.training.optim.param_groups)."""
-        return self.optim_factory(param_groups(self.model))
+        """The optimiser over the model's parameter groups (hgrn.training.optim.param_groups); on a GPU its fused
+        implementation where it has one and the config does not choose (one kernel per step instead of several per
+        parameter group, and a step it can skip on the device: hgrn.training.guard)."""
+        factory = self.optim_factory
+        chosen = "fused" in getattr(factory, "keywords", {})
+        fused = self.device.type == "cuda" and not chosen and "fused" in inspect.signature(factory).parameters
+        return factory(param_groups(self.model), **({"fused": True} if fused else {}))
 
     def configure_optimizers(self) -> Any:
         optimizer = self.build_optimizer()

@@ -34,13 +34,14 @@ def adamw(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     decay_every_parameter: bool = False,
+    fused: bool | None = None,
 ) -> AdamW:
     """torch AdamW over the task's parameter groups (param_groups: norms, biases and lower bounds exempt from weight
     decay), or with decay_every_parameter over one group that decays them all, as the official LRA and Zoology
-    optimisers do (`AdamW(model.parameters(), lr, weight_decay=wd)`)."""
+    optimisers do (`AdamW(model.parameters(), lr, weight_decay=wd)`); fused: torch's fused implementation."""
     if decay_every_parameter:
         groups = [{"params": [param for group in groups for param in group["params"]]}]
-    return AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+    return AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=fused)
 
 
 def cosine_warmup(
