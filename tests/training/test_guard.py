@@ -145,18 +145,22 @@ class Toy(L.LightningModule):
         return torch.utils.data.DataLoader(torch.randn(16, 4), batch_size=4)
 
 
-def fit_toy(guard: DivergenceGuard, nan_steps: set[int], steps: int, fused: bool = False) -> Toy:
-    toy = Toy(nan_steps, fused)
-    trainer = L.Trainer(
+def toy_trainer(guard: DivergenceGuard, steps: int, accelerator: str = "cpu") -> L.Trainer:
+    return L.Trainer(
         max_steps=steps,
         callbacks=[guard],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        accelerator="cpu",
+        accelerator=accelerator,
+        devices=1,
     )
-    trainer.fit(toy)
+
+
+def fit_toy(guard: DivergenceGuard, nan_steps: set[int], steps: int, fused: bool = False) -> Toy:
+    toy = Toy(nan_steps, fused)
+    toy_trainer(guard, steps).fit(toy)
     return toy
 
 
@@ -176,14 +180,12 @@ def step_problem(model, stepped, losses, check_gradients=True):
     return None if values is None else read_problem(values.tolist(), len(losses), names, model)
 
 
-def test_a_stop_on_the_device_path_comes_a_step_later_from_the_same_weights():
+@pytest.mark.parametrize("accelerator", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def test_a_stop_on_the_device_path_comes_a_step_later_from_the_same_weights(accelerator):
     """The fused optimiser skipped the bad step; the host raises before the next step is applied."""
-    guard = DivergenceGuard(mode="stop")
     toy = Toy({1}, fused=True)
-    trainer = L.Trainer(max_steps=5, callbacks=[guard], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")  # fmt: skip
     with pytest.raises(FloatingPointError, match=r"training loss is nan at step 1 \(epoch 0, batch 1\)"):
-        trainer.fit(toy)
+        toy_trainer(DivergenceGuard(mode="stop"), 5, accelerator).fit(toy)
     assert len(toy.weights) == 3  # step 2's forward and backward ran, its optimiser step did not
     assert torch.equal(toy.layer.weight.detach(), toy.weights[1])  # the weights before the bad step
     assert torch.equal(toy.weights[2], toy.weights[1])
