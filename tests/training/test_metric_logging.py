@@ -1,6 +1,6 @@
 """What a training step costs the host for its bookkeeping: each split's metric objects go to Lightning once per
-epoch (the epoch means still cover every batch), and the throughput monitor waits for the GPU only where its
-windows close, not after every step."""
+epoch (the epoch means still cover every batch), the throughput monitor waits for the GPU only where its windows
+close, and the progress bar reads the logged values every N steps, not after every step."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from typing import Any, ClassVar
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from torchmetrics import Metric
 
 from hgrn.training.base import TaskModule
-from hgrn.training.callbacks import ThroughputMonitor
+from hgrn.training.callbacks import ProgressBar, ThroughputMonitor
 from hgrn.training.run import train
+from tests.training.test_guard import Toy
 from tests.training.test_run_record import BATCHES, tiny
 
 
@@ -78,3 +80,22 @@ def test_the_throughput_monitor_waits_for_the_gpu_only_where_a_window_closes(mon
     monitor.on_train_batch_start(None, None, {}, 5)
     monitor.on_train_batch_end(None, None, None, {"inputs": torch.zeros(3, 7)}, 5)
     assert monitor.state_dict()["tokens"] == 50 + 21 and len(syncs) == 2  # a checkpoint closes the window
+
+
+def test_the_progress_bar_reads_the_logged_values_every_n_steps(monkeypatch):
+    reads: list[int] = []
+
+    def get_metrics(self: RichProgressBar, trainer: L.Trainer, module: L.LightningModule) -> dict[str, Any]:
+        reads.append(trainer.global_step)
+        return {}
+
+    monkeypatch.setattr(RichProgressBar, "get_metrics", get_metrics)
+    counts = {}
+    for every in (1, 4):
+        reads.clear()
+        trainer = L.Trainer(max_steps=8, callbacks=[ProgressBar(metrics_every_n_steps=every)], logger=False,
+                            enable_checkpointing=False, enable_model_summary=False, accelerator="cpu")  # fmt: skip
+        trainer.fit(Toy(set()))  # two epochs of 4 batches
+        counts[every] = list(reads)
+    assert len(counts[1]) >= 8 and set(range(1, 9)) <= set(counts[1])  # Lightning's bar: after every batch
+    assert set(counts[4]) & {1, 2, 3, 5, 6, 7} <= {1} and {4, 8} <= set(counts[4])  # the first, then each 4th

@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from hgrn.training.resume import StepCheckpoint
@@ -100,6 +101,30 @@ class ThroughputMonitor(L.Callback):
             "train_step_seconds": self.step_seconds,
             "fit_wall_seconds": self.fit_seconds,
         }
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, reading the logged values for display every `metrics_every_n_steps` training
+    batches instead of after each: each read turns the logged tensors into numbers, which waits for the GPU to finish
+    the step. The bar itself advances every batch."""
+
+    def __init__(self, metrics_every_n_steps: int = 10, **options: Any) -> None:
+        super().__init__(**options)
+        self.metrics_every_n_steps = metrics_every_n_steps
+        self._stale = False
+        self._shown: dict[str, Any] | None = None
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._stale = (batch_idx + 1) % self.metrics_every_n_steps != 0
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self._stale = False
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        if not self._stale or self._shown is None:
+            self._shown = super().get_metrics(trainer, pl_module)
+        return self._shown
 
 
 class ValidationHistory(L.Callback):
