@@ -41,3 +41,9 @@ def test_a_malformed_pair_is_one_clear_error(capsys):
     with pytest.raises(SystemExit):
         mqar_study.parse_args(["--pairs", "256-16"])
     assert "--pairs 256-16: write each as seq_len:num_kv_pairs" in capsys.readouterr().err
+
+
+def test_no_runs_side_by_side_is_one_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        mqar_study.parse_args(["--concurrent", "0", "2"])
+    assert "--concurrent 0 2: each must be at least 1" in capsys.readouterr().err

@@ -171,6 +171,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(own)
     if args.steps <= args.warmup + 1:
         parser.error(f"--steps {args.steps} must exceed --warmup {args.warmup} + 1")
+    if min(args.concurrent) < 1:
+        parser.error(f"--concurrent {' '.join(map(str, args.concurrent))}: each must be at least 1")
     bad = [p for p in args.pairs if len(p.split(":")) != 2 or not all(x.isdigit() for x in p.split(":"))]
     if bad:
         parser.error(f"--pairs {' '.join(bad)}: write each as seq_len:num_kv_pairs, e.g. 256:16")
