@@ -17,6 +17,7 @@ from torch import nn
 from hgrn.config import ConfigError, exit_on_user_error
 from hgrn.training.classification import ClassificationTask
 from hgrn.training.guard import DivergenceGuard, newest_checkpoint, read_problem, step_values, stepped_parameters
+from hgrn.training.optim import adamw, fused_by_default
 from hgrn.training.run import train
 
 SHORT = ["experiment=demo", "data.num_workers=0", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2"]
@@ -270,3 +271,17 @@ def test_the_default_config_stops():
 
     guard = compose("paths.output_dir=RUN").callbacks.guard
     assert (guard.mode, guard.max_skips) == ("stop", 10)
+
+
+def test_a_gpu_run_gets_the_fused_optimiser_unless_it_clips_or_its_config_chooses():
+    """Fused (the guard's skip on the device) on a GPU; not where Lightning's mixed precision would refuse to clip
+    gradients for it, nor where the config says, nor for an optimiser without a fused implementation."""
+    from functools import partial
+
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    for factory in (partial(torch.optim.AdamW, lr=1e-3), partial(adamw, lr=1e-3)):
+        assert fused_by_default(factory, gpu, clips_gradients=False)
+        assert not fused_by_default(factory, gpu, clips_gradients=True)
+        assert not fused_by_default(factory, cpu, clips_gradients=False)
+    assert not fused_by_default(partial(torch.optim.AdamW, lr=1e-3, fused=False), gpu, clips_gradients=False)
+    assert not fused_by_default(partial(torch.optim.RMSprop, lr=1e-3), gpu, clips_gradients=False)

@@ -16,7 +16,7 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from hgrn import ops
-from hgrn.training.optim import param_groups
+from hgrn.training.optim import fused_by_default, param_groups
 
 SPLITS = ("train", "val", "test")
 OptimizerFactory = Callable[[list[dict]], Optimizer]
@@ -74,13 +74,12 @@ class TaskModule(L.LightningModule):
         return torch.autocast(self.device.type, enabled=False) if self.fp32_evaluation else nullcontext()
 
     def build_optimizer(self) -> Optimizer:
-        """The optimiser over the model's parameter groups (hgrn.training.optim.param_groups); on a GPU its fused
-        implementation where it has one and the config does not choose (one kernel per step instead of several per
-        parameter group, and a step it can skip on the device: hgrn.training.guard)."""
-        factory = self.optim_factory
-        chosen = "fused" in getattr(factory, "keywords", {})
-        fused = self.device.type == "cuda" and not chosen and "fused" in inspect.signature(factory).parameters
-        return factory(param_groups(self.model), **({"fused": True} if fused else {}))
+        """The optimiser over the model's parameter groups (hgrn.training.optim.param_groups); fused where
+        `fused_by_default` says (one kernel per step instead of several per parameter group, and a step it can skip
+        on the device: hgrn.training.guard)."""
+        clips = self._trainer is not None and bool(self._trainer.gradient_clip_val)  # no trainer: the benchmarks
+        fused = fused_by_default(self.optim_factory, self.device, clips)
+        return self.optim_factory(param_groups(self.model), **({"fused": True} if fused else {}))
 
     def configure_optimizers(self) -> Any:
         optimizer = self.build_optimizer()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.optim import AdamW, Optimizer
@@ -25,6 +28,15 @@ def param_groups(model: nn.Module) -> list[dict]:
         exempt = param.ndim < 2 or "lower_bounds" in name.split(".") or name in skip
         (no_decay if exempt else decay).append(param)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def fused_by_default(factory: Callable[..., Optimizer], device: torch.device, clips_gradients: bool) -> bool:
+    """Whether a task builds `factory`'s optimiser fused: on a GPU, where the optimiser has a fused implementation and
+    the config does not choose, and where the run does not clip gradients (Lightning's mixed precision refuses to
+    clip for an optimiser that unscales gradients itself, as fused ones declare, even under bf16)."""
+    chosen = "fused" in getattr(factory, "keywords", {})
+    has_fused = "fused" in inspect.signature(factory).parameters
+    return device.type == "cuda" and has_fused and not chosen and not clips_gradients
 
 
 def adamw(
