@@ -9,12 +9,12 @@ once they are complete (after accumulation and, under DDP, after the all-reduce,
 - mode=skip: drop the step's gradients so the optimiser leaves the weights alone, count the skip (logged as
   train/skipped_steps), and stop as above once more than max_skips steps were skipped in the run.
 
-With an optimiser that can skip a step on the device (torch's fused Adam / AdamW, which the tasks build on a GPU:
-`TaskModule.build_optimizer`), the check never stops the host: the step's verdict goes to the optimiser as
-`found_inf` (as a gradient scaler hands it over: a bad step leaves weights, moments and step count alone), and the
-host reads it one step later, before the next optimiser step, so the GPU always has the next step queued. A stop
-then comes one step later but from the same weights; a skip is counted one step later. Otherwise the check is read
-at the step itself (one host read per step).
+With an optimiser that can skip a step on the device (torch's fused Adam / AdamW, which the tasks build on a GPU
+where the run does not clip gradients: `hgrn.training.optim.fused_by_default`), the check never stops the host: the
+step's verdict goes to the optimiser as `found_inf` (as a gradient scaler hands it over: a bad step leaves weights,
+moments and step count alone), and the host reads it one step later, before the next optimiser step, so the GPU
+always has the next step queued. A stop then comes one step later but from the same weights; a skip is counted one
+step later. Otherwise the check is read at the step itself (one host read per step).
 
 Under fp16 mixed precision the gradient scaler already skips steps with overflowing gradients and lowers its scale,
 so only the loss is checked there, at the step itself.
