@@ -3,7 +3,8 @@
     python -m hgrn.bench.lra_steps [--model hgrn2] [--tasks listops text ...] [--out results/bench]
 
 Random inputs at the recipe's full length and batch (an upper bound: real batches are padded only to their
-longest example), bf16 autocast, forward + backward + optimiser step, median time (synchronised) of 10 steps.
+longest example), the recipe's precision (bf16 autocast, or fp32 where the recipe trains in it, as HGRN1's), forward +
+backward + optimiser step, median time (synchronised) of 10 steps.
 A recipe that accumulates micro-batches (Path-X on one GPU) is timed per optimiser step: all its micro-batches.
 """
 
@@ -53,10 +54,11 @@ def time_recipe(experiment: str, steps: int = 10, device: str = "cuda", override
     base = [f"experiment={experiment}", "paths.output_dir=/tmp/lra_steps", "logger=none", *overrides]
     cfg = compose(*base)
     cuda = device == "cuda"
+    bf16 = str(cfg.trainer.precision).startswith("bf16")  # HGRN1's LRA recipes train in fp32
     datamodule = build_datamodule(cfg)
     spec = data_spec(datamodule)
     task = build_task(cfg, datamodule).to(device)
-    optimizer = task.build_optimizer()  # as training builds it (fused on a GPU)
+    optimizer = task.build_optimizer(bool(cfg.trainer.gradient_clip_val))  # as training builds it
     micro_batches = cfg.trainer.get("accumulate_grad_batches", 1)
     batch_size = cfg.data.batch_size * micro_batches
     batch = random_batch(spec, cfg.data.batch_size, device)
@@ -65,7 +67,7 @@ def time_recipe(experiment: str, steps: int = 10, device: str = "cuda", override
 
     def step() -> None:
         for _ in range(micro_batches):
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda and bf16):
                 loss = task.shared_step(batch, "train")
             (loss / micro_batches).backward()
         optimizer.step()
@@ -116,8 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     record = {"gpu": gpu, "torch": torch.__version__, "ops": backend, "rows": rows}
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2))
     lines = [
-        f"LRA recipes, {args.model}, on {gpu} (one GPU, bf16 autocast, random inputs at full length and batch,",
-        f"recurrence ops: {backend})",
+        f"LRA recipes, {args.model}, on {gpu} (one GPU, each recipe's precision, random inputs at full length and",
+        f"batch, recurrence ops: {backend})",
         "",
         "| experiment | batch | length | s/step | steps | GPU hours | peak GiB |",
         "|---|---|---|---|---|---|---|",

@@ -72,7 +72,7 @@ def profile_cell(model: str, overrides: list[str], compile: str, extra: list[str
     datamodule.setup()
     batch = {k: v.to(device) for k, v in next(iter(datamodule.train_dataloader())).items()}
     task = build_task(cfg, datamodule).to(device).train()
-    optimizer = task.build_optimizer()
+    optimizer = task.build_optimizer(bool(cfg.trainer.gradient_clip_val))  # as training builds it
 
     def step() -> None:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):

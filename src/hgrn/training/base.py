@@ -73,12 +73,14 @@ class TaskModule(L.LightningModule):
         """Inside the trainer's autocast: switch it off for fp32_evaluation, else leave it as it is."""
         return torch.autocast(self.device.type, enabled=False) if self.fp32_evaluation else nullcontext()
 
-    def build_optimizer(self) -> Optimizer:
+    def build_optimizer(self, clips_gradients: bool | None = None) -> Optimizer:
         """The optimiser over the model's parameter groups (hgrn.training.optim.param_groups); fused where
         `fused_by_default` says (one kernel per step instead of several per parameter group, and a step it can skip
-        on the device: hgrn.training.guard)."""
-        clips = self._trainer is not None and bool(self._trainer.gradient_clip_val)  # no trainer: the benchmarks
-        fused = fused_by_default(self.optim_factory, self.device, clips)
+        on the device: hgrn.training.guard). clips_gradients: whether the run clips (default: its trainer's
+        gradient_clip_val; a benchmark without a trainer passes its config's)."""
+        if clips_gradients is None:
+            clips_gradients = self._trainer is not None and bool(self._trainer.gradient_clip_val)
+        fused = fused_by_default(self.optim_factory, self.device, clips_gradients)
         return self.optim_factory(param_groups(self.model), **({"fused": True} if fused else {}))
 
     def configure_optimizers(self) -> Any:

@@ -195,9 +195,9 @@ class ImageClassificationTask(TaskModule):
         per_device = trainer.datamodule.batch_size
         return per_device * trainer.num_devices * trainer.num_nodes * trainer.accumulate_grad_batches
 
-    def build_optimizer(self) -> Optimizer:
+    def build_optimizer(self, clips_gradients: bool | None = None) -> Optimizer:
         """The configured optimiser at optim.lr scaled by the batch (DeiT's rule), before any schedule reads it."""
-        optimizer = super().build_optimizer()
+        optimizer = super().build_optimizer(clips_gradients)
         for group in optimizer.param_groups:
             group["lr"] = scaled_lr(group["lr"], self.images_per_step(), self.lr_reference_batch)
         return optimizer
