@@ -137,24 +137,29 @@ MQAR_D ?= 64,128,256,512
 MQAR_LRS ?= 1e-5,5e-5,1e-4,5e-4,1e-3,5e-3,1e-2
 MQAR_RATIOS ?= 16 64 128
 MQAR_ARGS ?=
+MQAR_WORK ?= outputs/mqar-study
+MQAR_CONCURRENT ?= 1
+MQAR_MAX_TIME ?=
 
-mqar: $(addprefix mqar-,$(MQAR_MODELS))  ## the Zoology MQAR study (MQAR_MODELS MQAR_PAIRS="seq:kv ..." MQAR_D=64,... MQAR_LRS=... MQAR_RATIOS="16 64 128"), then the tables
+mqar: $(addprefix mqar-,$(MQAR_MODELS))  ## the Zoology MQAR study (MQAR_MODELS MQAR_PAIRS="seq:kv ..." MQAR_D=64,... MQAR_LRS=... MQAR_RATIOS="16 64 128"), then the tables; run it again to continue it
 	$(MAKE) --no-print-directory tables
 
-mqar-%: $(STAMP)  ## one model of the MQAR study: every (seq_len, kv pairs) x d_model x lr (HGRN2: each expand ratio dividing d)
-	@for pair in $(MQAR_PAIRS); do seq=$${pair%:*}; kv=$${pair#*:}; \
+mqar-%: $(STAMP)  ## one model of the MQAR study: every (seq_len, kv pairs) x d_model x lr (HGRN2: each expand ratio dividing d), as jobs under MQAR_WORK (MQAR_CONCURRENT side by side, MQAR_MAX_TIME each): finished runs are kept, stopped ones resume
+	@mkdir -p $(MQAR_WORK); jobs=$(MQAR_WORK)/$*.jobs; : > $$jobs; \
+	for pair in $(MQAR_PAIRS); do seq=$${pair%:*}; kv=$${pair#*:}; \
 		if [ "$*" = hgrn2 ]; then \
 			for ratio in $(MQAR_RATIOS); do \
 				ds=$$(echo $(MQAR_D) | tr , '\n' | awk -v r=$$ratio '$$1 % r == 0' | paste -sd, -); \
 				[ -z "$$ds" ] && continue; \
-				$(call SWEEP,$$seq-$$kv-e$$ratio) experiment=mqar/hgrn2 data.seq_len=$$seq data.num_kv_pairs=$$kv \
-					model.d_model=$$ds model.mixer_options.expand_ratio=$$ratio optim.lr=$(MQAR_LRS) $(MQAR_ARGS) || exit 1; \
+				echo "experiment=mqar/hgrn2 data.seq_len=$$seq data.num_kv_pairs=$$kv model.d_model=$$ds" \
+					"model.mixer_options.expand_ratio=$$ratio optim.lr=$(MQAR_LRS) $(DEVICES) $(MQAR_ARGS)" >> $$jobs; \
 			done; \
 		else \
-			$(call SWEEP,$$seq-$$kv) experiment=mqar/$* data.seq_len=$$seq data.num_kv_pairs=$$kv \
-				model.d_model=$(MQAR_D) optim.lr=$(MQAR_LRS) $(MQAR_ARGS) || exit 1; \
+			echo "experiment=mqar/$* data.seq_len=$$seq data.num_kv_pairs=$$kv model.d_model=$(MQAR_D)" \
+				"optim.lr=$(MQAR_LRS) $(DEVICES) $(MQAR_ARGS)" >> $$jobs; \
 		fi; \
-	done
+	done; \
+	$(PY) -m hgrn.jobs $$jobs --work $(MQAR_WORK) --concurrent $(MQAR_CONCURRENT) $(if $(MQAR_MAX_TIME),--max-time $(MQAR_MAX_TIME))
 
 notebooks: $(STAMP)  ## execute notebooks/*.ipynb headless: results/plots/*.png (ablation curve, MQAR vs d_model, kernel time, LRA bars)
 	$(PY) -m hgrn.results.notebooks

@@ -1,0 +1,117 @@
+"""Run a list of trainings N at a time, each in a directory of its own, so that a list too long for one sitting
+continues where it stopped (a GPU lent in slices, a job queue's time limit):
+
+    python -m hgrn.jobs JOBS --concurrent 8 --max-time 00:00:09:00 --work outputs/mqar-study
+
+JOBS is a file of `python -m hgrn.train` command lines without the program, one per line (`#` starts a comment),
+with Hydra's sweep syntax: `experiment=mqar/hgrn2 data.seq_len=256 optim.lr=1e-4,1e-3` is two jobs. A job's
+directory is named by its overrides. A job whose results.json says it finished is done; one with a step checkpoint
+resumes from it (`resume=<its directory>`); the others start. `--max-time` is each process's time for fitting
+(`trainer.max_time`: the run then checkpoints, tests and writes results.json unfinished, and the next call resumes
+it); no job starts later than `--deadline` seconds after the call began. Each job's console output is appended to
+<directory>.log beside it. The runs are ordinary runs: `make tables` reads their results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from hgrn.results import load_record
+
+
+def expand(line: str) -> list[list[str]]:
+    """The jobs of one line: the Cartesian product of its sweep overrides (Hydra's `key=a,b` and range syntax)."""
+    overrides = OverridesParser.create().parse_overrides(line.split())
+    choices = [
+        [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()]
+        if o.is_sweep_override()
+        else [o.input_line]
+        for o in overrides
+    ]
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def read_jobs(path: Path) -> list[list[str]]:
+    """Every job of the file, in order, each once."""
+    jobs: list[list[str]] = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        jobs += [job for job in expand(line) if job not in jobs] if line else []
+    return jobs
+
+
+def job_dir(work: Path, job: list[str]) -> Path:
+    """work/<the overrides, made a file name>; past 120 characters its first and last 50 and a digest of the whole."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(job)).strip("-")
+    if len(name) > 120:
+        name = f"{name[:50]}--{name[-50:]}-{hashlib.sha1(' '.join(job).encode()).hexdigest()[:10]}"
+    return work / name
+
+
+def state(run_dir: Path) -> str:
+    """'done' (results.json says finished), 'resume' (a step checkpoint exists) or 'start'."""
+    results = run_dir / "results.json"
+    if results.is_file() and load_record(results).finished:
+        return "done"
+    return "resume" if any(run_dir.glob("checkpoints/*.ckpt")) else "start"
+
+
+def command(job: list[str], run_dir: Path, max_time: str | None) -> list[str]:
+    resume = [f"resume={run_dir}"] if state(run_dir) == "resume" else []
+    limit = [f"trainer.max_time={max_time}"] if max_time else []
+    return [sys.executable, "-m", "hgrn.train", *job, f"hydra.run.dir={run_dir}", *resume, *limit]
+
+
+def run(job: list[str], run_dir: Path, max_time: str | None) -> str:
+    """Run the job's next stretch; its state afterwards, or 'failed (exit status N)'."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with run_dir.with_name(f"{run_dir.name}.log").open("a") as log:
+        code = subprocess.call(command(job, run_dir, max_time), stdout=log, stderr=subprocess.STDOUT)
+    return state(run_dir) if code == 0 else f"failed (exit status {code})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("jobs", type=Path, help="a file of python -m hgrn.train override lines")
+    parser.add_argument("--work", type=Path, required=True, help="where each job's directory goes")
+    parser.add_argument("--concurrent", type=int, default=1, help="jobs side by side")
+    parser.add_argument("--max-time", help="each process's fitting time, DD:HH:MM:SS (trainer.max_time)")
+    parser.add_argument("--deadline", type=float, default=float("inf"), help="seconds after which no job starts")
+    args = parser.parse_args(argv)
+    if not args.jobs.is_file():
+        parser.error(f"{args.jobs}: no such file; write one line of python -m hgrn.train overrides per job")
+    if args.concurrent < 1:
+        parser.error(f"--concurrent {args.concurrent}: at least 1")
+    jobs = read_jobs(args.jobs)
+    todo = [(job, job_dir(args.work, job)) for job in jobs if state(job_dir(args.work, job)) != "done"]
+    print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} done, {len(todo)} to run ({args.concurrent} at a time)")
+    started = time.monotonic()
+
+    def next_stretch(item: tuple[list[str], Path]) -> str:
+        job, run_dir = item
+        if time.monotonic() - started > args.deadline:
+            return "not started (deadline)"
+        outcome = run(job, run_dir, args.max_time)
+        print(f"{run_dir.name}: {outcome}", flush=True)
+        return outcome
+
+    with ThreadPoolExecutor(args.concurrent) as pool:
+        outcomes = list(pool.map(next_stretch, todo))
+    counts = {outcome: outcomes.count(outcome) for outcome in dict.fromkeys(outcomes)}
+    print("; ".join(f"{n} {outcome}" for outcome, n in counts.items()) or "nothing to run")
+    if any(outcome.startswith("failed") for outcome in outcomes):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""python -m hgrn.jobs: a list of trainings in sweep syntax, run N at a time in directories of their own; a call that
+stops them by their time limit leaves them to be resumed by the next call, and finished ones are not run again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hgrn import jobs
+
+
+def test_a_line_is_the_product_of_its_sweeps_and_a_file_lists_each_job_once(tmp_path):
+    assert jobs.expand("experiment=demo optim.lr=1e-3,1e-2 seed=1,2 ~callbacks.progress") == [
+        ["experiment=demo", f"optim.lr={lr}", f"seed={seed}", "~callbacks.progress"]
+        for lr in ("0.001", "0.01")
+        for seed in (1, 2)
+    ]
+    listed = tmp_path / "jobs.txt"
+    listed.write_text("# the study\nexperiment=demo seed=1,2\n\nexperiment=demo seed=2  # again\n")
+    assert jobs.read_jobs(listed) == [["experiment=demo", "seed=1"], ["experiment=demo", "seed=2"]]
+    assert jobs.job_dir(tmp_path, ["experiment=mqar/hgrn2", "optim.lr=0.001"]).name == (
+        "experiment-mqar-hgrn2_optim.lr-0.001"
+    )
+    long = [f"data.data_dir={tmp_path}", *(f"model.option_{i}=1" for i in range(20))]
+    names = {jobs.job_dir(tmp_path, [*long, f"seed={seed}"]).name for seed in (1, 2)}
+    assert len(names) == 2 and all(len(name) <= 120 and name.startswith("data.data_dir") for name in names)
+
+
+def test_jobs_stopped_by_their_time_limit_are_resumed_by_the_next_call_and_then_left_alone(listops_dir, tmp_path):
+    line = (
+        f"experiment=demo data.data_dir={listops_dir} data.num_workers=0 model.d_model=16 model.n_layers=1 "
+        "trainer.limit_train_batches=6 trainer.limit_val_batches=1 +trainer.limit_test_batches=1 "
+        "trainer.max_epochs=20 logger=none ~callbacks.progress seed=1,2"
+    )
+    (tmp_path / "jobs.txt").write_text(line + "\n")
+    call = [str(tmp_path / "jobs.txt"), "--work", str(tmp_path / "runs"), "--concurrent", "2"]
+
+    jobs.main([*call, "--max-time", "00:00:00:01"])  # 120 steps each: a second of fitting stops them
+    dirs = sorted(path for path in (tmp_path / "runs").iterdir() if path.is_dir())
+    assert [f"seed-{seed}" in d.name for d, seed in zip(dirs, (1, 2), strict=True)] == [True, True]
+    first = [json.loads((d / "results.json").read_text()) for d in dirs]
+    assert [record["finished"] for record in first] == [False, False]
+    assert all(jobs.state(d) == "resume" for d in dirs)
+
+    jobs.main(call)
+    second = [json.loads((d / "results.json").read_text()) for d in dirs]
+    assert [(record["finished"], record["steps"]) for record in second] == [(True, 120), (True, 120)]
+    assert all(f"resume={d}" in (d / ".hydra" / "overrides.yaml").read_text() for d in dirs)  # resumed in place
+    assert all(jobs.state(d) == "done" for d in dirs)
+
+    jobs.main(call)  # nothing left to run: the runs are not touched
+    assert [json.loads((d / "results.json").read_text()) for d in dirs] == second
+
+
+def test_a_missing_job_file_is_one_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        jobs.main([str(tmp_path / "nope.txt"), "--work", str(tmp_path)])
+    assert "nope.txt: no such file; write one line of python -m hgrn.train overrides per job" in capsys.readouterr().err
