@@ -3,13 +3,13 @@ continues where it stopped (a GPU lent in slices, a job queue's time limit):
 
     python -m hgrn.jobs JOBS --concurrent 8 --max-time 00:00:09:00 --work outputs/mqar-study
 
-JOBS is a file of `python -m hgrn.train` command lines without the program, one per line (`#` starts a comment),
-with Hydra's sweep syntax: `experiment=mqar/hgrn2 data.seq_len=256 optim.lr=1e-4,1e-3` is two jobs. A job's
-directory is named by its overrides. A job whose results.json says it finished is done; one with a step checkpoint
-resumes from it (`resume=<its directory>`); the others start. `--max-time` is each process's time for fitting
-(`trainer.max_time`: the run then checkpoints, tests and writes results.json unfinished, and the next call resumes
-it); no job starts later than `--deadline` seconds after the call began. Each job's console output is appended to
-<directory>.log beside it. The runs are ordinary runs: `make tables` reads their results.json.
+JOBS is a file of `python -m hgrn.train` command lines without the program, one per line (`#` starts a comment,
+quotes group as in a shell), with Hydra's sweep syntax: `experiment=mqar/hgrn2 data.seq_len=256 optim.lr=1e-4,1e-3`
+is two jobs. A job's directory is named by its overrides. A job whose results.json says it finished is done; one
+with a step checkpoint resumes from it (`resume=<its directory>`); the others start. `--max-time` is each process's
+time for fitting (`trainer.max_time`: the run then checkpoints, tests and writes results.json unfinished, and the
+next call resumes it); no job starts later than `--deadline` seconds after the call began. Each job's console output
+is appended to <directory>.log beside it. The runs are ordinary runs: `make tables` reads their results.json.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import itertools
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -31,7 +32,7 @@ from hgrn.results import load_record
 
 def expand(line: str) -> list[list[str]]:
     """The jobs of one line: the Cartesian product of its sweep overrides (Hydra's `key=a,b` and range syntax)."""
-    overrides = OverridesParser.create().parse_overrides(line.split())
+    overrides = OverridesParser.create().parse_overrides(shlex.split(line))
     choices = [
         [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()]
         if o.is_sweep_override()
@@ -67,6 +68,7 @@ def state(run_dir: Path) -> str:
 
 
 def command(job: list[str], run_dir: Path, max_time: str | None) -> list[str]:
+    """The job's next `python -m hgrn.train`: in its directory, resuming it where it has a checkpoint."""
     resume = [f"resume={run_dir}"] if state(run_dir) == "resume" else []
     limit = [f"trainer.max_time={max_time}"] if max_time else []
     return [sys.executable, "-m", "hgrn.train", *job, f"hydra.run.dir={run_dir}", *resume, *limit]

@@ -16,6 +16,9 @@ def test_a_line_is_the_product_of_its_sweeps_and_a_file_lists_each_job_once(tmp_
         for lr in ("0.001", "0.01")
         for seed in (1, 2)
     ]
+    assert jobs.expand("experiment=demo '+callbacks.x={_target_: a.B, p: 1}' seed=1,2")[1] == [
+        "experiment=demo", "+callbacks.x={_target_: a.B, p: 1}", "seed=2"
+    ]  # fmt: skip
     listed = tmp_path / "jobs.txt"
     listed.write_text("# the study\nexperiment=demo seed=1,2\n\nexperiment=demo seed=2  # again\n")
     assert jobs.read_jobs(listed) == [["experiment=demo", "seed=1"], ["experiment=demo", "seed=2"]]
