@@ -8,8 +8,9 @@ quotes group as in a shell), with Hydra's sweep syntax: `experiment=mqar/hgrn2 d
 is two jobs. A job's directory is named by its overrides. A job whose results.json says it finished is done; one
 with a step checkpoint resumes from it (`resume=<its directory>`); the others start. `--max-time` is each process's
 time for fitting (`trainer.max_time`: the run then checkpoints, tests and writes results.json unfinished, and the
-next call resumes it); no job starts later than `--deadline` seconds after the call began. Each job's console output
-is appended to <directory>.log beside it. The runs are ordinary runs: `make tables` reads their results.json.
+next call resumes it); a job that failed is left until `--retry-failed` (<directory>.failed says why); no job starts
+later than `--deadline` seconds after the call began. Each job's console output is appended to <directory>.log
+beside it. The runs are ordinary runs: `make tables` reads their results.json.
 """
 
 from __future__ import annotations
@@ -59,11 +60,19 @@ def job_dir(work: Path, job: list[str]) -> Path:
     return work / name
 
 
+def failure_note(run_dir: Path) -> Path:
+    """<directory>.failed: why the job's last stretch failed (it is not run again until --retry-failed)."""
+    return run_dir.with_name(f"{run_dir.name}.failed")
+
+
 def state(run_dir: Path) -> str:
-    """'done' (results.json says finished), 'resume' (a step checkpoint exists) or 'start'."""
+    """'done' (results.json says finished), 'failed' (failure_note), 'resume' (a step checkpoint exists) or
+    'start'."""
     results = run_dir / "results.json"
     if results.is_file() and load_record(results).finished:
         return "done"
+    if failure_note(run_dir).is_file():
+        return "failed"
     return "resume" if any(run_dir.glob("checkpoints/*.ckpt")) else "start"
 
 
@@ -77,9 +86,13 @@ def command(job: list[str], run_dir: Path, max_time: str | None) -> list[str]:
 def run(job: list[str], run_dir: Path, max_time: str | None) -> str:
     """Run the job's next stretch; its state afterwards, or 'failed (exit status N)'."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with run_dir.with_name(f"{run_dir.name}.log").open("a") as log:
-        code = subprocess.call(command(job, run_dir, max_time), stdout=log, stderr=subprocess.STDOUT)
-    return state(run_dir) if code == 0 else f"failed (exit status {code})"
+    log = run_dir.with_name(f"{run_dir.name}.log")
+    with log.open("a") as out:
+        code = subprocess.call(command(job, run_dir, max_time), stdout=out, stderr=subprocess.STDOUT)
+    if code != 0:
+        failure_note(run_dir).write_text(f"exit status {code}; its output is in {log}\n")
+        return f"failed (exit status {code})"
+    return state(run_dir)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,14 +102,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrent", type=int, default=1, help="jobs side by side")
     parser.add_argument("--max-time", help="each process's fitting time, DD:HH:MM:SS (trainer.max_time)")
     parser.add_argument("--deadline", type=float, default=float("inf"), help="seconds after which no job starts")
+    parser.add_argument("--retry-failed", action="store_true", help="run the jobs whose last stretch failed again")
     args = parser.parse_args(argv)
     if not args.jobs.is_file():
         parser.error(f"{args.jobs}: no such file; write one line of python -m hgrn.train overrides per job")
     if args.concurrent < 1:
         parser.error(f"--concurrent {args.concurrent}: at least 1")
-    jobs = read_jobs(args.jobs)
-    todo = [(job, job_dir(args.work, job)) for job in jobs if state(job_dir(args.work, job)) != "done"]
-    print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} done, {len(todo)} to run ({args.concurrent} at a time)")
+    jobs = [(job, job_dir(args.work, job)) for job in read_jobs(args.jobs)]
+    if args.retry_failed:
+        for _, run_dir in jobs:
+            failure_note(run_dir).unlink(missing_ok=True)
+    states = [state(run_dir) for _, run_dir in jobs]
+    todo = [item for item, now in zip(jobs, states, strict=True) if now in ("start", "resume")]
+    failed = f", {states.count('failed')} failed before (--retry-failed runs them again)" if "failed" in states else ""
+    print(f"{len(jobs)} jobs: {states.count('done')} done{failed}, {len(todo)} to run ({args.concurrent} at a time)")
     started = time.monotonic()
 
     def next_stretch(item: tuple[list[str], Path]) -> str:

@@ -56,6 +56,21 @@ def test_jobs_stopped_by_their_time_limit_are_resumed_by_the_next_call_and_then_
     assert [json.loads((d / "results.json").read_text()) for d in dirs] == second
 
 
+def test_a_failed_job_is_left_until_asked_to_retry(tmp_path, capsys):
+    (tmp_path / "jobs.txt").write_text("experiment=demo data.batch_size=0\n")  # a config error: exit status 2
+    call = [str(tmp_path / "jobs.txt"), "--work", str(tmp_path / "runs")]
+    with pytest.raises(SystemExit):
+        jobs.main(call)
+    (note,) = (tmp_path / "runs").glob("*.failed")
+    assert note.read_text().startswith("exit status 2; its output is in ")
+    assert "data.batch_size" in note.with_suffix(".log").read_text()
+    jobs.main(call)  # not run again
+    assert "1 jobs: 0 done, 1 failed before (--retry-failed runs them again), 0 to run" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        jobs.main([*call, "--retry-failed"])
+    assert "1 failed (exit status 2)" in capsys.readouterr().out
+
+
 def test_a_missing_job_file_is_one_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         jobs.main([str(tmp_path / "nope.txt"), "--work", str(tmp_path)])
