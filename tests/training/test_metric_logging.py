@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from torchmetrics import Metric
 
+from hgrn.config import ConfigError
 from hgrn.training.base import TaskModule
 from hgrn.training.callbacks import ProgressBar, ThroughputMonitor
 from hgrn.training.run import train
@@ -99,3 +100,8 @@ def test_the_progress_bar_reads_the_logged_values_every_n_steps(monkeypatch):
         counts[every] = list(reads)
     assert len(counts[1]) >= 8 and set(range(1, 9)) <= set(counts[1])  # Lightning's bar: after every batch
     assert set(counts[4]) & {1, 2, 3, 5, 6, 7} <= {1} and {4, 8} <= set(counts[4])  # the first, then each 4th
+
+
+def test_a_progress_bar_that_never_reads_is_one_clear_error(make_config):
+    with pytest.raises(ConfigError, match=r"callbacks.progress.metrics_every_n_steps=0 must be at least 1"):
+        train(make_config("experiment=demo", "callbacks.progress.metrics_every_n_steps=0"))

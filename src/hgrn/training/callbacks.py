@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from hgrn.config import ConfigError
 from hgrn.training.resume import StepCheckpoint
 
 
@@ -109,6 +110,8 @@ class ProgressBar(RichProgressBar):
     the step. The bar itself advances every batch."""
 
     def __init__(self, metrics_every_n_steps: int = 10, **options: Any) -> None:
+        if metrics_every_n_steps < 1:
+            raise ConfigError(f"callbacks.progress.metrics_every_n_steps={metrics_every_n_steps} must be at least 1")
         super().__init__(**options)
         self.metrics_every_n_steps = metrics_every_n_steps
         self._stale = False
