@@ -76,21 +76,30 @@ def state(run_dir: Path) -> str:
     return "resume" if any(run_dir.glob("checkpoints/*.ckpt")) else "start"
 
 
-def command(job: list[str], run_dir: Path, max_time: str | None) -> list[str]:
-    """The job's next `python -m hgrn.train`: in its directory, resuming it where it has a checkpoint."""
-    resume = [f"resume={run_dir}"] if state(run_dir) == "resume" else []
-    limit = [f"trainer.max_time={max_time}"] if max_time else []
-    return [sys.executable, "-m", "hgrn.train", *job, f"hydra.run.dir={run_dir}", *resume, *limit]
+def console_log(run_dir: Path) -> Path:
+    """<directory>.log, beside the run: a run that fails before its first checkpoint removes its own directory."""
+    return run_dir.with_name(f"{run_dir.name}.log")
 
 
-def run(job: list[str], run_dir: Path, max_time: str | None) -> str:
-    """Run the job's next stretch; its state afterwards, or 'failed (exit status N)'."""
+def train_process(command: list[str], run_dir: Path) -> int:
+    """Run a `python -m hgrn.train` command line for `run_dir`, its output appended to console_log; the exit status."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    log = run_dir.with_name(f"{run_dir.name}.log")
-    with log.open("a") as out:
-        code = subprocess.call(command(job, run_dir, max_time), stdout=out, stderr=subprocess.STDOUT)
+    with console_log(run_dir).open("a") as out:
+        return subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
+
+
+def command(job: list[str], run_dir: Path, max_time: str | None, resume: bool) -> list[str]:
+    """The job's next `python -m hgrn.train`: in its directory, resuming it from its checkpoints (resume)."""
+    resumed = [f"resume={run_dir}"] if resume else []
+    limit = [f"trainer.max_time={max_time}"] if max_time else []
+    return [sys.executable, "-m", "hgrn.train", *job, f"hydra.run.dir={run_dir}", *resumed, *limit]
+
+
+def run(job: list[str], run_dir: Path, max_time: str | None, resume: bool) -> str:
+    """Run the job's next stretch; its state afterwards, or 'failed (exit status N)'."""
+    code = train_process(command(job, run_dir, max_time, resume), run_dir)
     if code != 0:
-        failure_note(run_dir).write_text(f"exit status {code}; its output is in {log}\n")
+        failure_note(run_dir).write_text(f"exit status {code}; its output is in {console_log(run_dir)}\n")
         return f"failed (exit status {code})"
     return state(run_dir)
 
@@ -113,16 +122,17 @@ def main(argv: list[str] | None = None) -> None:
         for _, run_dir in jobs:
             failure_note(run_dir).unlink(missing_ok=True)
     states = [state(run_dir) for _, run_dir in jobs]
-    todo = [item for item, now in zip(jobs, states, strict=True) if now in ("start", "resume")]
+    todo = [(job, run_dir, now == "resume") for (job, run_dir), now in zip(jobs, states, strict=True)
+            if now in ("start", "resume")]  # fmt: skip
     failed = f", {states.count('failed')} failed before (--retry-failed runs them again)" if "failed" in states else ""
     print(f"{len(jobs)} jobs: {states.count('done')} done{failed}, {len(todo)} to run ({args.concurrent} at a time)")
     started = time.monotonic()
 
-    def next_stretch(item: tuple[list[str], Path]) -> str:
-        job, run_dir = item
+    def next_stretch(item: tuple[list[str], Path, bool]) -> str:
+        job, run_dir, resume = item
         if time.monotonic() - started > args.deadline:
             return "not started (deadline)"
-        outcome = run(job, run_dir, args.max_time)
+        outcome = run(job, run_dir, args.max_time, resume)
         print(f"{run_dir.name}: {outcome}", flush=True)
         return outcome
 

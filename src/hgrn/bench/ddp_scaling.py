@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import lightning as L
 import torch
 
 from hgrn.bench.report import dated_base, dated_record, write_dated
+from hgrn.jobs import console_log, train_process
 from hgrn.results import load_record
 
 
@@ -85,14 +85,12 @@ def train_command(
 
 
 def run_training(command: list[str], run_dir: Path) -> None:
-    """Run one training, its output in <run_dir>.log beside the run (a run that fails before its first checkpoint
-    removes its directory); a failure raises naming that log and its last line."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    console = run_dir.with_name(f"{run_dir.name}.log")
+    """Run one training, its output in hgrn.jobs.console_log (beside the run); a failure raises naming that log and
+    its last line."""
     print(" ".join(command[2:]), flush=True)
-    with console.open("w") as out:
-        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
+    code = train_process(command, run_dir)
     if code != 0:
+        console = console_log(run_dir)
         lines = console.read_text(errors="replace").strip().splitlines() or ["(no output)"]
         raise RuntimeError(f"training exited with {code} ({console}): {lines[-1]}")
 
