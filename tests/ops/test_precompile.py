@@ -169,7 +169,7 @@ def test_fake_calls_compile_the_kernels_the_real_calls_launch():
     options = (1.0, GATE_HGRN2, False, False, None, None)
     with FakeTensorMode(allow_non_fake_inputs=True):
         q, kz, v = (torch.empty_like(t) for t in real)
-        o, _, starts, qi, ks, A, gl = chunk_forward(q, kz, None, None, v, None, None, *options)
+        o, _, starts, qi, ks, A, gl = chunk_forward(q, kz, None, None, v, None, None, *options, True)
         chunk_backward(torch.empty_like(o), None, q, kz, None, None, v, None, starts, qi, ks, A, gl, None,
                        *options[:3], *options[4:])  # fmt: skip
     precompile.wait_all()
@@ -178,7 +178,7 @@ def test_fake_calls_compile_the_kernels_the_real_calls_launch():
     knobs.compilation.listener = lambda *, src, **_: compiled.append(getattr(src, "name", "?"))
     try:
         q, kz, v = real
-        o, _, starts, qi, ks, A, gl = chunk_forward(q, kz, None, None, v, None, None, *options)
+        o, _, starts, qi, ks, A, gl = chunk_forward(q, kz, None, None, v, None, None, *options, True)
         chunk_backward(torch.randn_like(o), None, q, kz, None, None, v, None, starts, qi, ks, A, gl, None,
                        *options[:3], *options[4:])  # fmt: skip
         torch.cuda.synchronize()

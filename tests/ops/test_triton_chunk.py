@@ -216,6 +216,89 @@ def test_interpreted_split_tiles(kind, monkeypatch):
 
 
 @cpu_only
+@pytest.mark.parametrize("inline_da", [0, 1], ids=["pairs-kernel", "inline"])
+def test_interpreted_both_ways_to_da(inline_da, monkeypatch):
+    """da = do v^T from _pairs_kernel through memory, or formed inside the intra-chunk backward (the default where K
+    is one tile): the same gradients, steep chunks included."""
+    monkeypatch.setenv("HGRN_CHUNK_TILES", f"INLINE_DA={inline_da}")
+    launched = _count_launches(monkeypatch, "_pairs_kernel")
+    inputs = make_inputs("hgrn2_lb", 2, 37, 2, 16, 24, gates="mixed", seed=17)
+    check("hgrn2_lb", inputs, interpreted("hgrn2_lb"), torch.float32, 2e-5, gate_tol=1e-4, reverse=True)
+    assert launched == ([] if inline_da else [True])
+
+
+def _count_launches(monkeypatch, name: str) -> list[bool]:
+    """Record each launch of chunk.<name> (its kernel still runs)."""
+    launched, kernel = [], getattr(chunk, name)
+
+    class Spy:
+        def __getitem__(self, grid):
+            launched.append(True)
+            return kernel[grid]
+
+    monkeypatch.setattr(chunk, name, Spy())
+    return launched
+
+
+def infer(fn, kind, inputs, dtype, exact=False, **kwargs):
+    """(output, final state) of a call without autograd: inputs rounded to dtype (exact: then run in float64)."""
+    rounded = {n: t.to(torch.float32 if n == "lower_bound" else dtype) for n, t in inputs.items()}
+    rounded = {n: t.double() if exact else t for n, t in rounded.items()}
+    args = [rounded[n] for n in (("q", "k", "v", "log_f") if kind == "gla" else ("q", "v", "f_logits"))]
+    args += [rounded["lower_bound"]] if kind == "hgrn2_lb" else []
+    with torch.no_grad():
+        return fn(*args, initial_state=rounded.get("initial_state"), output_final_state=True, **kwargs)
+
+
+@cpu_only
+@pytest.mark.parametrize(
+    ("kind", "gates", "shape", "options"),
+    [
+        ("hgrn2_lb", "normal", (2, 45, 2, 16, 16), {"reverse": True}),
+        ("hgrn2", "forget", (1, 40, 2, 12, 12), {}),  # every chunk blocked; odd head size
+        ("hgrn2", "abyss", (1, 40, 2, 16, 16), {}),  # the exact path in every chunk
+        ("gla", "ramp", (2, 37, 3, 5, 20), {"scale": 0.3}),
+        ("gla", "normal", (1, 53, 2, 16, 16), {"cu_seqlens": torch.tensor([0, 9, 9, 40, 53])}),
+        ("hgrn2_lb", "mixed", (2, 70, 1, 16, 16), {"chunk_size": 32}),  # the GPU's chunk
+    ],
+    ids=["hgrn2-lb-rev", "hgrn2-forget-odd", "hgrn2-abyss", "gla-ramp-scale", "gla-packed", "hgrn2-lb-chunk32"],
+)
+def test_interpreted_inference_is_one_fused_kernel(kind, gates, shape, options, monkeypatch):
+    """A forward that nothing will differentiate runs _infer_kernel alone (no prep kernel, nothing saved): the float64
+    reference's output and final state on every gate path, and exactly the saving path's output."""
+    chunk_size = options.pop("chunk_size", 16)
+    n_seqs = options["cu_seqlens"].numel() - 1 if "cu_seqlens" in options else None
+    inputs = make_inputs(kind, *shape, gates=gates, n_seqs=n_seqs, seed=43)
+    fused, prep = (_count_launches(monkeypatch, name) for name in ("_infer_kernel", "_prep_kernel"))
+    o, s = infer(interpreted(kind, chunk_size), kind, inputs, torch.float32, **options)
+    assert (len(fused), len(prep)) == (1, 0)
+    o_ref, s_ref = infer(reference_fn(kind), kind, inputs, torch.float32, exact=True, **options)
+    assert_close("o", o, o_ref, 2e-5)
+    assert_close("final_state", s, s_ref, 2e-5)
+    o_saving, s_saving, _ = run(interpreted(kind, chunk_size), kind, inputs, torch.float32, **options)
+    assert torch.equal(o, o_saving.detach()) and torch.equal(s, s_saving.detach())
+
+
+@cpu_only
+def test_interpreted_inference_half_precision_and_unfused_plans(monkeypatch):
+    """fp16 through the fused kernel; FUSE=0 and a segmented row take prep + walk without saving, as before."""
+    inputs = make_inputs("hgrn2_lb", 2, 45, 2, 16, 16, seed=47)
+    o_ref, s_ref = infer(reference_fn("hgrn2_lb"), "hgrn2_lb", inputs, torch.float16, exact=True)
+    o, s = infer(interpreted("hgrn2_lb", chunk_size=None), "hgrn2_lb", inputs, torch.float16)
+    assert_close("o", o, o_ref, 1e-2)
+    assert_close("final_state", s, s_ref, 1e-2)
+    inputs = make_inputs("hgrn2_lb", 2, 70, 1, 16, 16, seed=47)  # long enough for two segments of 16-row chunks
+    for tiles, segments in (("FUSE=0", None), ("", 2)):
+        monkeypatch.setenv("HGRN_CHUNK_TILES", tiles)
+        fused = _count_launches(monkeypatch, "_infer_kernel")
+        o, s = infer(interpreted("hgrn2_lb", segments=segments), "hgrn2_lb", inputs, torch.float32)
+        o_ref, s_ref = infer(reference_fn("hgrn2_lb"), "hgrn2_lb", inputs, torch.float32, exact=True)
+        assert fused == []
+        assert_close("o", o, o_ref, 2e-5)
+        assert_close("final_state", s, s_ref, 2e-5)
+
+
+@cpu_only
 def test_interpreted_half_precision_and_default_plan():
     """fp16 inputs (tf32 dots, exact in the interpreter) with the plan the GPU would use (chunk 32)."""
     inputs = make_inputs("hgrn2_lb", 1, 45, 2, 16, 16, h0=False, seed=11)
@@ -225,21 +308,27 @@ def test_interpreted_half_precision_and_default_plan():
 @cpu_only
 @pytest.mark.parametrize(
     ("gate", "options"),
-    [(GATE_GLA, {"reverse": True}), (GATE_HGRN2_LB, {"h0": True, "want_final": True, "segments": 2})],
-    ids=["gla-reverse", "hgrn2-lb-state-segments"],
+    [
+        (GATE_GLA, {"reverse": True}),
+        (GATE_HGRN2_LB, {"h0": True, "want_final": True, "segments": 2}),
+        (GATE_HGRN2_LB, {"h0": True, "want_final": True, "save": False}),
+    ],
+    ids=["gla-reverse", "hgrn2-lb-state-segments", "hgrn2-lb-fused-inference"],
 )
 def test_interpreted_custom_ops_pass_opcheck(gate, options):
     """torch.library.opcheck on hgrn::chunk_forward (and through its autograd formula, hgrn::chunk_backward): the
     schema, the fake implementation's shapes and dtypes against the real outputs, the autograd registration, and
-    AOT dispatch with static and dynamic shapes (what torch.compile does with them)."""
+    AOT dispatch with static and dynamic shapes (what torch.compile does with them). save=False: the fused forward,
+    whose saved outputs are empty (no input requires grad there, as when chunk_recurrence passes it)."""
     g = torch.Generator().manual_seed(0)
     B, T, H, K, V = 1, 40, 2, 16, 16
-    q, kz, v = (torch.randn(B, T, H, n, generator=g).requires_grad_() for n in (K, K, V))
-    lg = -torch.rand(B, T, H, K, generator=g).requires_grad_() if gate == GATE_GLA else None
-    lb = torch.rand(H, K, generator=g).mul(0.9).requires_grad_() if gate == GATE_HGRN2_LB else None
-    h0 = torch.randn(B, H, K, V, generator=g).requires_grad_() if options.get("h0") else None
+    save = options.get("save", True)
+    q, kz, v = (torch.randn(B, T, H, n, generator=g).requires_grad_(save) for n in (K, K, V))
+    lg = -torch.rand(B, T, H, K, generator=g).requires_grad_(save) if gate == GATE_GLA else None
+    lb = torch.rand(H, K, generator=g).mul(0.9).requires_grad_(save) if gate == GATE_HGRN2_LB else None
+    h0 = torch.randn(B, H, K, V, generator=g).requires_grad_(save) if options.get("h0") else None
     args = (q, kz, lg, lb, v, h0, None, 0.25, gate, options.get("reverse", False), options.get("want_final", False),
-            16, options.get("segments"))  # fmt: skip
+            16, options.get("segments"), save)  # fmt: skip
     torch.library.opcheck(torch.ops.hgrn.chunk_forward.default, args)
 
 
@@ -274,6 +363,19 @@ def test_gpu_chunk_sizes_bf16(chunk_size, K):
     """Every chunk size at the K tiles the rule picks (bf16 at C 64, BK 32 was miscompiled on 4 warps)."""
     inputs = make_inputs("hgrn2", 2, 300, 2, K, 32, device="cuda", seed=K + chunk_size)
     check("hgrn2", inputs, interpreted("hgrn2", chunk_size), torch.bfloat16, BF16_TOL, BF16_GATE_TOL)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("gates", ["normal", "forget", "abyss"])
+@pytest.mark.parametrize(("H", "K", "chunk_size"), [(128, 16, None), (64, 32, None), (32, 64, None), (32, 64, 64)])
+def test_gpu_inference_bf16(H, K, chunk_size, gates):
+    """The fused forward (no autograd) at the expand-ratio benchmark's heads (16, 32, 64 channels; the plan's chunk,
+    and 64 rows at K 64), every gate path: the float64 reference's output and final state."""
+    inputs = make_inputs("hgrn2_lb", 2, 1000, H, K, K, gates=gates, device="cuda", seed=H + K)
+    o, s = infer(interpreted("hgrn2_lb", chunk_size), "hgrn2_lb", inputs, torch.bfloat16, reverse=True)
+    o_ref, s_ref = infer(reference_fn("hgrn2_lb"), "hgrn2_lb", inputs, torch.bfloat16, exact=True, reverse=True)
+    assert_close("o", o, o_ref, BF16_TOL)
+    assert_close("final_state", s, s_ref, BF16_TOL)
 
 
 @pytest.mark.gpu

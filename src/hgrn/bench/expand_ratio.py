@@ -3,7 +3,9 @@
 
 At B 8, T 2048, d 2048 (bf16, so the op's inputs and output are the same bytes at every ratio): the dispatched op
 (hgrn.ops.hgrn2_recurrence) at expand ratio 1 .. 256, the chunked kernels forced at the ratios the small-head path
-takes (what ran there before it), and the HGRN1 real scan at [B, T, d] (the element-wise floor of ratio 1). Then the
+takes (what ran there before it), the chunked kernels without their two fusions at the ratios where the plan fuses
+(HGRN_CHUNK_TILES=FUSE=0,INLINE_DA=0: the forward without autograd as prep + walk, da through memory; an A/B in the
+same run), and the HGRN1 real scan at [B, T, d] (the element-wise floor of ratio 1). Then the
 steep-gate sweep at the main shape (expand ratio 128): gate logits shifted so that the mean log f per step runs from
 -2 to -24, against random gates. Forward and forward + backward, median ms (triton.testing.do_bench).
 """
@@ -11,7 +13,9 @@ steep-gate sweep at the main shape (expand ratio 128): gate logits shifted so th
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -22,6 +26,8 @@ from hgrn.bench.report import dated_record, write_dated
 
 B, T, D = 8, 2048, 2048
 RATIOS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+UNFUSED_RATIOS = (16, 32, 64)  # where the chunk plan fuses the inference forward and forms da in the backward
+UNFUSED = "FUSE=0,INLINE_DA=0"
 STEEP_LOG_F = (-2, -4, -8, -12, -16, -20, -24)
 
 
@@ -61,6 +67,20 @@ def _hgrn2(ratio: int, shift: float = 0.0, chunked: bool = False) -> tuple[float
     return (*_time(forward, [q, v, z, lb]), mean_log_f)
 
 
+@contextlib.contextmanager
+def _chunk_tiles(tiles: str) -> Iterator[None]:
+    """HGRN_CHUNK_TILES set to `tiles` inside (the chunk plan reads it at every call)."""
+    previous = os.environ.get("HGRN_CHUNK_TILES")
+    os.environ["HGRN_CHUNK_TILES"] = tiles
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["HGRN_CHUNK_TILES"]
+        else:
+            os.environ["HGRN_CHUNK_TILES"] = previous
+
+
 def _hgrn1() -> tuple[float, float]:
     x = torch.randn(B, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     g = F.logsigmoid(torch.randn(B, T, D, device="cuda") + 2).bfloat16().requires_grad_()
@@ -79,6 +99,10 @@ def run() -> dict:
         if ratio <= SMALL_HEAD_MAX:
             fwd, both, _ = _hgrn2(ratio, chunked=True)
             rows.append({"case": "chunk kernels forced", "ratio": ratio, "fwd_ms": fwd, "fwd_bwd_ms": both})
+        if ratio in UNFUSED_RATIOS:
+            with _chunk_tiles(UNFUSED):
+                fwd, both, _ = _hgrn2(ratio)
+            rows.append({"case": f"unfused ({UNFUSED})", "ratio": ratio, "fwd_ms": fwd, "fwd_bwd_ms": both})
         print(f"ratio {ratio} done", flush=True)
     steep = []
     for target in (None, *STEEP_LOG_F):

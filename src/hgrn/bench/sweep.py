@@ -5,11 +5,10 @@ hgrn2-2d is `hgrn.ops.hgrn2_directions` along the rows and columns of a square g
 Each CONFIG overrides the tile rule through HGRN_CHUNK_TILES (hgrn2, e.g. "C=64,BV=128,maxnreg=128"),
 HGRN_SMALL_TILES (hgrn2 at head sizes of at most 8, e.g. "BH=16,BT=8,NS=4") or HGRN_SCAN_TILES (hgrn1, and hgrn2
 at head size 1, e.g. "BT=128,BD=32"); "" is the rule itself. The configs compile in parallel subprocesses first
-(warming the shared Triton cache), then one process times each: the op's forward and forward + backward, and the
-CUDA time of every kernel in one forward + backward (torch.profiler) with their sum, which ranks configurations
-where the timed loop is bound by the host (small shapes: the forward and forward + backward then time the launches,
-not the kernels).
-"""
+(warming the shared Triton cache), then one process times each: the op's forward (without autograd) and forward +
+backward, and the CUDA time of every kernel in one forward + backward (torch.profiler) with their sum, and that sum
+for the forward alone (fwd_kernels_total_ms); the sums rank configurations where the timed loop is bound by the host
+(small shapes: the forward and forward + backward then time the launches, not the kernels)."""
 
 from __future__ import annotations
 
@@ -72,20 +71,26 @@ def _time(op: str, shape: tuple[int, ...], config: str) -> dict:
     def fwd_bwd():
         return torch.autograd.grad(fn(*inputs), inputs, grad)
 
-    fwd_bwd()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
-            fwd_bwd()
-        torch.cuda.synchronize()
-    events = [e for e in prof.key_averages() if e.device_time_total]
-    kernels = {e.key[:40]: round(e.device_time_total / 5 / 1e3, 4) for e in events}
+    fwd(), fwd_bwd()
+    fwd_kernels, kernels = _kernel_times(fwd), _kernel_times(fwd_bwd)
     return {
         "config": config,
         "fwd_ms": do_bench(fwd, warmup=25, rep=100, return_mode="median"),
         "fwd_bwd_ms": do_bench(fwd_bwd, warmup=25, rep=100, return_mode="median"),
-        "kernels_total_ms": round(sum(e.device_time_total for e in events) / 5 / 1e3, 4),
+        "fwd_kernels_total_ms": round(sum(fwd_kernels.values()), 4),
+        "kernels_total_ms": round(sum(kernels.values()), 4),
         "kernels_ms": kernels,
     }
+
+
+def _kernel_times(fn, repeats: int = 5) -> dict[str, float]:
+    """CUDA ms per call of each kernel `fn` launches (torch.profiler, mean over `repeats` calls)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            fn()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_time_total]
+    return {e.key[:40]: round(e.device_time_total / repeats / 1e3, 4) for e in events}
 
 
 def main() -> None:

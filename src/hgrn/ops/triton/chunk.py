@@ -9,9 +9,12 @@ The chunk-local work runs chunk-parallel; only the state recurrence walks the ch
             _walk_fwd_kernel  o = scale (tril(A) v + (q e^g) S);  S <- e^{g_C} S + (k e^{g_C - g})^T v
   backward  _walk_rev_kernel  dS <- e^{g_C} dS + scale (q e^g)^T do; dv; xk = v dS^T; dS at each chunk start
             _walk_fwd_kernel  yq = do S^T, and dlog f at each chunk start = sum_v dS * S
-            _pairs_kernel     per chunk: da = do v^T
+            _pairs_kernel     per chunk: da = do v^T (only where K takes several tiles or V is wide: otherwise the
+                              next kernel forms da itself, and it never exists in memory)
             _intra_bwd_kernel per chunk: dq, dk and the gate gradient (GLA: dlog f; HGRN2: dz, and the lower bound's
                               per-chunk partial sums) from da, xk, yq, the chunk-start dlog f and the intra-chunk pairs
+  inference _infer_kernel     a forward nothing will differentiate: prep and forward walk in one program, nothing
+                              saved (where one V tile covers V, one segment, K at most 64)
 Long sequences with few heads are cut into segments walked in parallel, joined by _segment_combine_kernel.
 g is the chunk-local cumulative log gate. Intra-chunk pairs need exp(g_i - g_j), i >= j. When a chunk's log-decay
 range is at most 128 in every channel (the fast path, the usual case) it factorises around the range's midpoint,
@@ -45,6 +48,7 @@ from hgrn.ops.triton._common import (
     load_tile,
     lower_bounded_gate,
     mm,
+    needs_grad,
     or_empty,
     pow2,
     present_grads,
@@ -374,6 +378,40 @@ def _walk_fwd_kernel(qi, ks, a, v, do, gl, out, h0, ht, dstates, starts, cu, T, 
 
 
 @entry(**SPECIALIZE)
+def _infer_kernel(q, kz, lg, lb, v, out, h0, ht, cu, T, NS, L, scale,
+                  H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, BVW: tl.constexpr,
+                  C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
+                  IS_VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
+                  DOT: tl.constexpr):  # fmt: skip
+    """The forward without a backward to feed: the prep kernel's work and the forward walk's in one program per
+    (V tile, head, sequence), so q e^g, k e^{g_C - g}, tril(A) and the chunk decays live only in registers (at head
+    size 16 and 64-row chunks, A alone is 4x q's size in memory). The same helpers as prep + walk, so the same path
+    (fast, blocked or exact) per chunk and the same rounding; the gate work runs once per V tile."""
+    iv, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    ck = tl.multiple_of(tl.arange(0, KP), 1)  # whole columns per thread: the cumsum stays in registers (prep)
+    cv = iv * BVW + tl.arange(0, BVW)
+    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
+    s_off = (p * H + h).to(tl.int64) * K * V + ck[:, None] * V + cv[None, :]
+    s_mask = (ck < K)[:, None] & (cv < V)[None, :]
+    if HAS_H0:  # noqa: SIM108 (Triton: constexpr branch)
+        S = tl.load(h0 + s_off, mask=s_mask, other=0.0).to(tl.float32)
+    else:
+        S = tl.zeros([KP, BVW], tl.float32)
+    for c in range(0, tl.cdiv(n, C)):
+        tok, valid = block_rows(c, n, bos, C, REVERSE)
+        k, logf = _gate_tile(kz + h * K, lg + h * K, lb + h * K, tok, valid, H * K, ck, K, GATE)
+        glv = tl.sum(logf, 0)
+        qt = load_tile(q + h * K, tok, valid, H * K, ck, K)
+        A, qit, kst = _scores(qt, k, tl.cumsum(logf, 0), logf, glv, C, BLK, GATE, DOT)
+        vt = _op(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
+        o = scale * (mm(_op(A, DOT), vt, DOT) + mm(qit, _op(S, DOT), DOT))
+        store_tile(out + h * V, o, tok, valid, H * V, cv, V)
+        S = S * tl.exp(glv)[:, None] + mm(tl.trans(kst), vt, DOT)
+    if STORE_HT:
+        tl.store(ht + s_off, S, mask=s_mask)
+
+
+@entry(**SPECIALIZE)
 def _walk_rev_kernel(qi, ks, a, v, do, gl, dv, xk, dstates, dht, dh0, cu, T, NS, L, NCH, scale,
                      H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, BVW: tl.constexpr,
                      C: tl.constexpr, MODE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
@@ -437,13 +475,14 @@ def _pairs_kernel(v, do, da, cu, T, NS, L, H: tl.constexpr, V: tl.constexpr, VP:
 
 
 @entry(**SPECIALIZE)
-def _intra_bwd_kernel(q, kz, lg, lb, gl, da, xk, yq, starts, dq, dkz, dlg, plb, cu, T, NS, L, NCH, scale,
-                      H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr,
-                      GATE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
-                      DOT: tl.constexpr):  # fmt: skip
+def _intra_bwd_kernel(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, cu, T, NS, L, NCH, scale,
+                      H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, V: tl.constexpr, VP: tl.constexpr,
+                      C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
+                      IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
     """Chunk-parallel gradients for BK columns: dq, dk (GLA) and the gate gradient.
 
-    With da = do v^T, xk = v dS_C^T, yq = do S_0^T from the walks: dq = scale (intra + e^g yq), dk = scale intra +
+    With da = do v^T (from _pairs_kernel, or formed here from v and do: INLINE_DA), xk = v dS_C^T, yq = do S_0^T
+    from the walks: dq = scale (intra + e^g yq), dk = scale intra +
     e^{g_C - g} xk. The gate gradient obeys dlog f_{t+1} = dlog f_t + k_t dk_t - q_t dq_t; within the chunk it is
     the exclusive sum of w = k dk - q dq (the i = j pair, equal in both terms, left out so that f ~ 0 sums small
     terms), plus the exact value at the chunk start from the states (`starts`, from the yq walk). Summing only
@@ -459,7 +498,12 @@ def _intra_bwd_kernel(q, kz, lg, lb, gl, da, xk, yq, starts, dq, dkz, dlg, plb, 
         inside = valid[:, None] & (ck < K)[None, :]
         q, kz, lg, lb = q + h * K, kz + h * K, lg + h * K, lb + h * K
         cc = tl.arange(0, C)
-        dA = load_tile(da + h * C, tok, valid, H * C, cc, C)
+        if INLINE_DA:
+            cv = tl.arange(0, VP)
+            vt = _op(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
+            dA = mm(_op(load_block(do + h * V, tok, valid, H * V, cv, V), DOT), tl.trans(vt), DOT)
+        else:
+            dA = load_tile(da + h * C, tok, valid, H * C, cc, C)
         diag = scale * tl.sum(tl.where(cc[:, None] == cc[None, :], dA, 0.0), 1)[:, None]
         dA = tl.where(cc[:, None] > cc[None, :], dA, 0.0)
         zt = load_tile(kz, tok, valid, H * K, ck, K)
@@ -555,6 +599,8 @@ class Plan:
     maxnreg: int | None  # register cap of the walks (None: the compiler's choice)
     pwarps: int  # of the chunk-parallel kernels
     pmaxnreg: int | None  # of the prep kernel (168: 0.36 -> 0.29 ms at B8 T2048 H16 D128 on an H200)
+    fuse_infer: bool  # a forward that saves nothing runs prep and walk as one kernel (_infer_kernel)
+    inline_da: bool  # the intra-chunk backward forms do v^T itself (one K tile), no _pairs_kernel and no da in memory
 
     @property
     def P(self) -> int:
@@ -570,7 +616,7 @@ def make_plan(
     segments: int | None = None,
 ) -> Plan:
     """The rule. HGRN_CHUNK_TILES="C=64,BV=128,maxnreg=128" overrides its choices (tile experiments,
-    python -m hgrn.bench.sweep)."""
+    python -m hgrn.bench.sweep; FUSE=0/1 and INLINE_DA=0/1 switch the two fusions)."""
     T, H, K = q.shape[1:]
     V = v.shape[-1]
     tiles = {k: int(x) for k, x in (i.split("=") for i in os.environ.get("HGRN_CHUNK_TILES", "").split(",") if i)}
@@ -596,8 +642,14 @@ def make_plan(
     pwarps = tiles.get("pwarps", 8 if (C, BK) == (64, 32) else 4)
     warps, rwarps, pwarps = (4, 4, 4) if INTERPRET else (tiles.get("warps", 4), tiles.get("rwarps", 8), pwarps)
     maxnreg, pmaxnreg = tiles.get("maxnreg") or None, None if INTERPRET else tiles.get("pmaxnreg", 168) or None
+    # Memory traffic, not yet timed (see the Plan fields): fuse a forward without autograd where one V tile holds V
+    # (the gate work would repeat per tile) and the segments need no separate state pass; form do v^T in the
+    # intra-chunk backward where K is one tile (it would repeat per K tile) and V is small. At head size 16 these
+    # keep tril(A) (bf16, 4x q) and da (fp32, 8x q) out of memory.
+    fuse_infer = bool(tiles.get("FUSE", NS == 1 and VP == BV and KP <= 64))
+    inline_da = bool(tiles.get("INLINE_DA", KP == BK and VP <= 64))
     return Plan(n_seqs, NS, L, max(triton.cdiv(longest, C), 1), KP, VP, C, BLK, BK, BV, BV_REV, warps, rwarps,
-                maxnreg, pwarps, pmaxnreg)  # fmt: skip
+                maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da)  # fmt: skip
 
 
 def _cap(plan: Plan) -> dict:
@@ -639,7 +691,7 @@ def segment_combine(
 # one-segment walk is h0 itself, taken again in the backward.
 FORWARD_SCHEMA = (
     "(Tensor q, Tensor kz, Tensor? lg, Tensor? lb, Tensor v, Tensor? h0, Tensor? cu, float scale, int gate, "
-    "bool reverse, bool want_final, int? chunk_size, int? segments) "
+    "bool reverse, bool want_final, int? chunk_size, int? segments, bool save) "
     "-> (Tensor o, Tensor final, Tensor starts, Tensor qi, Tensor ks, Tensor A, Tensor gl)"
 )
 BACKWARD_SCHEMA = (
@@ -650,15 +702,26 @@ BACKWARD_SCHEMA = (
 
 
 @torch.library.custom_op("hgrn::chunk_forward", mutates_args=(), schema=FORWARD_SCHEMA)
-def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments):
+def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments, save):
     """GLA (gate=GATE_GLA: kz = k, lg = log f) or HGRN2 (kz = gate logits, lb = lower bound or None); tensors
     contiguous. Returns o, the final state (empty unless want_final), the state before each segment (empty for one
-    segment) and what the backward reads: q e^g, k e^{g_C - g}, tril(A), the chunks' log decays gl."""
-    together(chunk_forward, (q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments))
+    segment) and what the backward reads: q e^g, k e^{g_C - g}, tril(A), the chunks' log decays gl (empty tensors,
+    all four, for a forward that saves nothing (save False) where the plan fuses it)."""
+    args = (q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments, save)
+    together(chunk_forward, args)
     plan = make_plan(q, v, cu, chunk_size=chunk_size, segments=segments)
     T, H, K = q.shape[1:]
     V = v.shape[-1]
     flags = _flags(q, plan, reverse, cu)
+    if _fused(plan, save):
+        o, final = torch.empty_like(v), _final_state(q, v, plan, want_final)
+        _infer_kernel[(plan.VP // plan.BV, H, plan.P)](
+            q, kz, q if lg is None else lg, q if lb is None else lb, v, o, q if h0 is None else h0,
+            final if want_final else q, q if cu is None else cu, T, plan.NS, plan.L, float(scale), H=H, K=K, V=V,
+            KP=plan.KP, BVW=plan.BV, BLK=plan.BLK, GATE=gate, HAS_H0=h0 is not None, STORE_HT=want_final, **flags,
+            **_cap(plan),
+        )  # fmt: skip
+        return o, final, *(q.new_empty(0) for _ in range(5))
     seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
     o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final and plan.NS == 1)  # segments: combined
     even = cu is None and T % plan.C == 0  # every chunk full
@@ -683,23 +746,34 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
 
 
 @chunk_forward.register_fake
-def _(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments):
+def _(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments, save):
     if cu is not None:
         raise NotImplementedError("cu_seqlens under torch.compile: the chunk count is read from it; run it eagerly")
-    ahead(chunk_forward, (q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments))
+    ahead(chunk_forward, (q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments, save))
     plan = make_plan(q, v, cu, chunk_size=chunk_size, segments=segments)
+    if _fused(plan, save):
+        return torch.empty_like(v), _final_state(q, v, plan, want_final), *(q.new_empty(0) for _ in range(5))
     o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final)
     starts = q.new_empty(plan.P, *q.shape[2:], v.shape[-1], dtype=torch.float32) if plan.NS > 1 else q.new_empty(0)
     return o, final, starts, qi, ks, A, gl
 
 
+def _fused(plan: Plan, save: bool) -> bool:
+    """Whether this forward runs as the one _infer_kernel (nothing saved, one segment, the plan allows)."""
+    return not save and plan.NS == 1 and plan.fuse_infer
+
+
+def _final_state(q: Tensor, v: Tensor, plan: Plan, want_final: bool) -> Tensor:
+    """The final state [N, H, K, V] in fp32, allocated; empty unless want_final."""
+    return q.new_empty(plan.n_seqs, *q.shape[2:], v.shape[-1], dtype=torch.float32) if want_final else q.new_empty(0)
+
+
 def _forward_outputs(q: Tensor, v: Tensor, plan: Plan, cu: Tensor | None, want_final: bool) -> tuple[Tensor, ...]:
     """o, the final state (empty unless want_final), qi, ks, A and gl, allocated."""
     store = torch.bfloat16 if dot_mode(q.dtype) == 0 else torch.float32
-    final = q.new_empty(plan.n_seqs, *q.shape[2:], v.shape[-1], dtype=torch.float32) if want_final else q.new_empty(0)
     A = q.new_empty(*q.shape[:3], plan.C, dtype=store)
     qi, ks = torch.empty_like(q, dtype=store), torch.empty_like(q, dtype=store)
-    return torch.empty_like(v), final, qi, ks, A, _per_chunk(q, plan, cu)
+    return torch.empty_like(v), _final_state(q, v, plan, want_final), qi, ks, A, _per_chunk(q, plan, cu)
 
 
 def _flags(q: Tensor, plan: Plan, reverse: bool, cu: Tensor | None) -> dict:
@@ -748,16 +822,17 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
         BKW=plan.BK, BVW=plan.VP,
         MODE=1, HAS_H0=starts is not None, STORE_HT=False, **flags, **_cap(plan),
     )  # fmt: skip
-    da = q.new_empty(*q.shape[:3], plan.C, dtype=torch.float32)
-    _pairs_kernel[(plan.NCH, H, plan.P)](v, do, da, *seq[:-1], H=H, V=V, VP=plan.VP, **_parallel(plan, flags))
+    da = q if plan.inline_da else q.new_empty(*q.shape[:3], plan.C, dtype=torch.float32)
+    if not plan.inline_da:
+        _pairs_kernel[(plan.NCH, H, plan.P)](v, do, da, *seq[:-1], H=H, V=V, VP=plan.VP, **_parallel(plan, flags))
     dq, dkz = torch.empty_like(q), torch.empty_like(kz)
     dlg = None if lg is None else torch.empty_like(lg)
     plb = _per_chunk(q, plan, cu) if lb is not None else None
     grid_chunks = (plan.NCH * (plan.KP // plan.BK), H, plan.P)
-    _intra_bwd_kernel[grid_chunks](q, kz, q if lg is None else lg, q if lb is None else lb, gl, da, xk, yq,
+    _intra_bwd_kernel[grid_chunks](q, kz, q if lg is None else lg, q if lb is None else lb, gl, da, v, do, xk, yq,
                                    chunk_starts, dq, dkz, q if dlg is None else dlg, q if plb is None else plb,
-                                   *seq, scale, H=H, K=K, BK=plan.BK, BLK=plan.BLK, GATE=gate,
-                                   **_parallel(plan, flags))  # fmt: skip
+                                   *seq, scale, H=H, K=K, BK=plan.BK, V=V, VP=plan.VP, BLK=plan.BLK, GATE=gate,
+                                   INLINE_DA=plan.inline_da, **_parallel(plan, flags))  # fmt: skip
     dlb = None if lb is None else plb.sum((0, 1)).to(lb.dtype)
     dh0 = None if h0 is None else dh0.to(h0.dtype)
     return or_empty((dq, dkz, dlg, dlb, dv, dh0), q)
@@ -771,7 +846,7 @@ def _(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, scale, gate, rev
 
 
 def _save_for_backward(ctx, inputs: tuple, output: tuple) -> None:
-    q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments = inputs
+    q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, segments, _save = inputs
     _, _, starts, qi, ks, A, gl = output
     ctx.save_for_backward(q, kz, lg, lb, v, h0, cu, starts, qi, ks, A, gl)
     ctx.options = (scale, gate, reverse, want_final, chunk_size, segments)
@@ -785,7 +860,7 @@ def _backward(ctx, do: Tensor, dfinal: Tensor | None, *_: Tensor | None) -> tupl
     dht = dfinal.contiguous() if want_final and dfinal is not None else None
     grads = torch.ops.hgrn.chunk_backward(do.contiguous(), dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu,
                                           scale, gate, reverse, chunk_size, segments)  # fmt: skip
-    return *present_grads((q, kz, lg, lb, v, h0), grads), None, None, None, None, None, None, None
+    return *present_grads((q, kz, lg, lb, v, h0), grads), None, None, None, None, None, None, None, None
 
 
 chunk_forward.register_autograd(_backward, setup_context=_save_for_backward)
@@ -809,6 +884,7 @@ def chunk_recurrence(
 ) -> tuple[Tensor, Tensor | None]:
     """Run the chunked kernels (arguments already checked); chunk_size / segments override the plan (tests)."""
     q, kz, lg, lb, v, h0 = (None if t is None else t.contiguous() for t in (q, kz, lg, lb, v, initial_state))
+    save = needs_grad((q, kz, lg, lb, v, h0))
     o, final, *_ = torch.ops.hgrn.chunk_forward(q, kz, lg, lb, v, h0, cu_seqlens, float(scale), gate, reverse,
-                                                output_final_state, chunk_size, segments)  # fmt: skip
+                                                output_final_state, chunk_size, segments, save)  # fmt: skip
     return o, final if output_final_state else None
