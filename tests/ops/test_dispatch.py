@@ -275,7 +275,8 @@ COMPILED_MIXERS = pytest.mark.parametrize(
 @COMPILED_MIXERS
 def test_torch_compile_keeps_the_recurrences_in_one_graph(mixer, options, width, length):
     """A compiled mixer traces as one graph (fullgraph: every recurrence kernel is a custom op, an opaque node) and
-    gives the eager outputs and gradients (the kernels: here the Triton interpreter). Traced into instead, autograd
+    gives the eager outputs and gradients, and the eager outputs without autograd (the kernels' forward that saves
+    nothing; the kernels: here the Triton interpreter). Traced into instead, autograd
     Functions around Triton launches make the compile fail."""
     compiled_against_eager(mixer, options, width, length, "cpu")
 
@@ -304,3 +305,5 @@ def compiled_against_eager(mixer: str, options: dict, width: int, length: int, d
         results.append([out, inputs.grad, *(p.grad for p in layer.parameters())])
     for compiled, eager in zip(results[1], results[0], strict=True):
         torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-4)  # Inductor reorders fp32 sums
+    with torch.no_grad(), ops.use_backend("triton"):  # the kernels' forward without autograd (it saves nothing)
+        torch.testing.assert_close(torch.compile(layer, fullgraph=True)(x), layer(x), rtol=1e-3, atol=1e-4)
