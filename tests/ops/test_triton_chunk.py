@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from hgrn import ops
-from hgrn.ops.triton import chunk
+from hgrn.ops.triton import chunk, chunk_pairs
 from hgrn.ops.triton.chunk import GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB, chunk_recurrence
 from tests.helpers import assert_close, on_backend
 
@@ -132,6 +132,12 @@ def _poison(W, a, k, g, C: tl.constexpr, MODE: tl.constexpr):
         return tl.full(g.shape, float("nan"), tl.float32)
 
 
+def _poison_exact_path(monkeypatch) -> None:
+    """The exact path returns NaN wherever it is called: from the scores (chunk_pairs) and the intra-chunk backward."""
+    monkeypatch.setattr(chunk_pairs, "pairwise", _poison)
+    monkeypatch.setattr(chunk, "pairwise", _poison)
+
+
 @cpu_only
 @pytest.mark.parametrize(
     ("kind", "gates", "blk"),
@@ -151,7 +157,7 @@ def test_interpreted_steep_chunks_take_the_blocked_path(kind, gates, blk, monkey
     """Chunks too steep for one midpoint are exact through blocks of rows: with the log-space path poisoned they
     still match the float64 reference (outputs, states, every gradient), at several block sizes (at 2 rows even
     log f ~ -60 per step; at 1 row every pair is a cross-block pair, four levels of halving)."""
-    monkeypatch.setattr(chunk, "_pairwise", _poison)
+    _poison_exact_path(monkeypatch)
     monkeypatch.setenv("HGRN_CHUNK_TILES", f"BLK={blk}")
     inputs = make_inputs(kind, 2, 45, 2, 16, 16, gates=gates, seed=29)
     check(kind, inputs, interpreted(kind), torch.float32, 2e-5, gate_tol=1e-4)
@@ -160,7 +166,7 @@ def test_interpreted_steep_chunks_take_the_blocked_path(kind, gates, blk, monkey
 @cpu_only
 def test_interpreted_chunk_of_32_in_blocks(monkeypatch):
     """The GPU's plan: chunks of 32 in 8 blocks of 4 (three levels of halving), reverse, lower bound."""
-    monkeypatch.setattr(chunk, "_pairwise", _poison)
+    _poison_exact_path(monkeypatch)
     inputs = make_inputs("hgrn2_lb", 1, 70, 2, 16, 16, gates="ramp", seed=31)
     check("hgrn2_lb", inputs, interpreted("hgrn2_lb", chunk_size=32), torch.float32, 2e-5, gate_tol=1e-4, reverse=True)
 
@@ -174,7 +180,7 @@ def test_interpreted_exact_path_where_blocks_cannot(kind, gates, monkeypatch):
     if gates == "rising":  # log f ~ -20 with one step of +1 per chunk: g is not monotone
         inputs["log_f"][:, 5::16] = 1.0
     check(kind, inputs, interpreted(kind), torch.float32, 2e-5, gate_tol=1e-4)
-    monkeypatch.setattr(chunk, "_pairwise", _poison)
+    _poison_exact_path(monkeypatch)
     with pytest.raises(AssertionError, match="non-finite"):
         check(kind, inputs, interpreted(kind), torch.float32, 2e-5, gate_tol=1e-4)
 

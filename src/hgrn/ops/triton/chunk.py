@@ -16,16 +16,8 @@ The chunk-local work runs chunk-parallel; only the state recurrence walks the ch
   inference _infer_kernel     a forward nothing will differentiate: prep and forward walk in one program, nothing
                               saved (where one V tile covers V, one segment, K at most 64)
 Long sequences with few heads are cut into segments walked in parallel, joined by _segment_combine_kernel.
-g is the chunk-local cumulative log gate. Intra-chunk pairs need exp(g_i - g_j), i >= j. When a chunk's log-decay
-range is at most 128 in every channel (the fast path, the usual case) it factorises around the range's midpoint,
-e^{g_i - m} e^{m - g_j}, each factor within e^{+-64}, and the pairs are a tensor-core product. A steeper chunk (gates
-near 0, e.g. log f = -20 per step) whose g falls (HGRN2 always; GLA when no log f > 0) takes the blocked path: rows in
-blocks of BLK; the pairs inside a block factorise around the block's midpoint (a block's range, BLK - 1 steps, at most
-128), one product; the pairs of two blocks are split by halving the chunk, then each half, down to blocks, one product
-per level (log2(C / BLK) of them), each pair's weight the product of factors <= 1 around the middle row of the span
-it straddles, so a factor underflows only where the pair itself is below it. Only a block whose own range exceeds 128
-(at BLK 4, log f below about -42 per step; never for HGRN2 at BLK 2, since its log f >= -104) or a rising g sends its
-chunk to the exact log-space path, the pairs masked before the exponential (slow path).
+The intra-chunk pairs e^{g_i - g_j} (g: the chunk-local cumulative log gate) take one of three paths per chunk
+(fast, blocked, exact; hgrn.ops.triton.chunk_pairs), so no gate is clamped.
 """
 
 from __future__ import annotations
@@ -40,7 +32,6 @@ from torch import Tensor
 
 from hgrn.ops.triton._common import (
     INTERPRET,
-    LOG2E,
     block_rows,
     dot_mode,
     empty_grads,
@@ -55,6 +46,15 @@ from hgrn.ops.triton._common import (
     seq_span,
     store_tile,
     target_programs,
+)
+from hgrn.ops.triton.chunk_pairs import (
+    block_ends,
+    blocked_grads,
+    chunk_sum,
+    midpoint,
+    operand,
+    pairwise,
+    scores,
 )
 from hgrn.ops.triton.precompile import ahead, entry, together
 
@@ -87,203 +87,6 @@ def _lower_bound(lb, cols, K, GATE: tl.constexpr):
 
 
 @triton.jit
-def _chunk_sum(x, C: tl.constexpr, STRICT: tl.constexpr):
-    """sum_{s <= t} x_s (STRICT: s < t) down the chunk axis as one tensor-core product with a 0/1 triangle in
-    3xTF32, i.e. fp32 accuracy: far fewer instructions than a scan across threads and warps. The strict form sums
-    only earlier steps, so a small sum next to a large x_t (the last step, carrying the final-state gradient) is not
-    lost to cancellation."""
-    r = tl.arange(0, C)
-    if STRICT:  # noqa: SIM108 (Triton: constexpr branch)
-        keep = r[:, None] > r[None, :]
-    else:
-        keep = r[:, None] >= r[None, :]
-    return tl.dot(tl.where(keep, 1.0, 0.0), x, input_precision="tf32x3")
-
-
-@triton.jit
-def _midpoint(g, glv, GATE: tl.constexpr):
-    """(fast, m): the chunk factorises around m = the middle of each channel's log-decay range when every range is
-    at most 128 (so e^{+-(g - m)} stay within e^{+-64}) and m itself is moderate. HGRN2's log f <= 0, so g falls
-    from at most 0 to g_C and m = g_C / 2 needs no reductions along the chunk; GLA's log gate may have any sign."""
-    if GATE == 0:
-        gmin = tl.min(g, 0)
-        gmax = tl.max(g, 0)
-        mid = 0.5 * (gmin + gmax)
-        fast = (tl.max(gmax - gmin, 0) <= 128.0) & (tl.max(tl.abs(mid), 0) <= 80.0)
-    else:
-        mid = 0.5 * glv
-        fast = tl.min(glv, 0) >= -128.0
-    return fast, mid
-
-
-@triton.jit
-def _op(x, DOT: tl.constexpr):
-    """x as a dot operand: bf16 for bf16 inputs, fp32 otherwise."""
-    if DOT == 0:
-        return x.to(tl.bfloat16)
-    else:
-        return x.to(tl.float32)
-
-
-@triton.jit
-def _per_row(x, C: tl.constexpr, BLK: tl.constexpr):
-    """Per-block values x [C // BLK, W] repeated for each row of their block: [C, W]."""
-    W: tl.constexpr = x.shape[1]
-    return tl.reshape(tl.broadcast_to(x[:, None, :], (C // BLK, BLK, W)), (C, W))
-
-
-@triton.jit
-def _block_ends(g, logf, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr):
-    """(g at each block's first row, g at its last row), [C // BLK, W] each, and whether the blocked path applies:
-    g falls (HGRN2's log f <= 0 always; GLA's when no log f is positive) and every block's range is at most 128, so
-    that its midpoint factorisation stays within e^{+-64}."""
-    W: tl.constexpr = g.shape[1]
-    g3 = tl.reshape(g, (C // BLK, BLK, W))
-    row = tl.arange(0, BLK)[None, :, None]
-    first = tl.sum(tl.where(row == 0, g3, 0.0), 1)
-    last = tl.sum(tl.where(row == BLK - 1, g3, 0.0), 1)
-    ok = tl.min(tl.min(last - first, 1), 0) >= -128.0
-    if GATE == 0:
-        ok = ok & (tl.max(tl.max(logf, 1), 0) <= 0.0)
-    return first, last, ok
-
-
-@triton.jit
-def _halves(first, last, C: tl.constexpr, BLK: tl.constexpr, SPAN: tl.constexpr):
-    """One level of the blocked path: spans of SPAN rows, each cut in halves at its middle row p. For the pairs with
-    the row in a span's second half and the column in its first half, e^{g_i - g_j} = e^{g_i - g_s(I)}
-    e^{g_s(I) - g_p} e^{g_p - g_e(J)} e^{g_e(J) - g_j} (I, J: the rows' blocks, s / e: a block's first / last row).
-    Returns the middle factors per row, [C, W] each: e^{g_s(I) - g_p} on second-half rows, e^{g_p - g_e(J)} on
-    first-half rows, 0 elsewhere; g falls, so each is <= 1."""
-    NB: tl.constexpr = C // BLK
-    PER: tl.constexpr = SPAN // BLK  # blocks per span
-    W: tl.constexpr = first.shape[1]
-    spans = tl.reshape(first, (NB // PER, PER, W))
-    g_p = tl.sum(tl.where(tl.arange(0, PER)[None, :, None] == PER // 2, spans, 0.0), 1)
-    g_p = _per_row(g_p, NB, PER)
-    second = (tl.arange(0, NB) % PER >= PER // 2)[:, None]
-    to_p = tl.exp(tl.where(second, first - g_p, float("-inf")))
-    from_p = tl.exp(tl.where(second, float("-inf"), g_p - last))
-    return _per_row(to_p, C, BLK), _per_row(from_p, C, BLK)
-
-
-@triton.jit
-def _cross_blocks(W, aa, kb, first, last, C: tl.constexpr, BLK: tl.constexpr, MODE: tl.constexpr, DOT: tl.constexpr):
-    """The pairs of two blocks of the blocked path, with aa = a e^{g - g_s(I)} and kb = k e^{g_e(J) - g} (each row's
-    block I, J; s / e: a block's first / last row). Split by halving: the chunk's halves, then each half's halves,
-    down to blocks (log2(C / BLK) levels); at each level the pairs that straddle a span's middle row p take the
-    middle factors of _halves, so every factor is <= 1 and underflows only where the pair itself is below it: one
-    product per level. MODE 0: [C, C] scores; MODE 1 / 2: dk / dq before their row's e^{g_e - g} / e^{g - g_s}."""
-    rows = tl.arange(0, C)
-    if MODE == 0:  # noqa: SIM108 (Triton: constexpr branch)
-        cross = tl.zeros([C, C], tl.float32)
-    else:
-        cross = tl.zeros_like(aa)
-    for level in tl.static_range(8):  # spans C, C / 2, ..., 2 BLK
-        if (C >> level) > BLK:
-            to_p, from_p = _halves(first, last, C, BLK, C >> level)
-            span = (rows[:, None] // (C >> level)) == (rows[None, :] // (C >> level))
-            if MODE == 0:
-                cross += tl.where(span, mm(_op(aa * to_p, DOT), tl.trans(_op(kb * from_p, DOT)), DOT), 0.0)
-            else:
-                Ws = tl.where(span, W, 0.0).to(W.dtype)
-                if MODE == 1:
-                    cross += from_p * mm(tl.trans(Ws), _op(aa * to_p, DOT), DOT)
-                else:
-                    cross += to_p * mm(Ws, _op(kb * from_p, DOT), DOT)
-    return cross
-
-
-@triton.jit
-def _blocked_scores(a, k, g, gl, first, last, C: tl.constexpr, BLK: tl.constexpr, DOT: tl.constexpr):
-    """_scores on the blocked path (a falling g, blocks of BLK rows, each block's range at most 128; first, last:
-    _block_ends): A's pairs inside a block factorise around the block's midpoint m, e^{g_i - m} e^{m - g_j} (within
-    e^{+-64}), one product; those of two blocks come from _cross_blocks. q e^g and k e^{g_C - g} are formed from the
-    same per-block factors, so a, k and g are not needed after them (fewer live registers)."""
-    blk = tl.arange(0, C) // BLK
-    s_row, e_row = _per_row(first, C, BLK), _per_row(last, C, BLK)
-    mid = 0.5 * (s_row + e_row)
-    aa, kb = a * tl.exp(g - s_row), k * tl.exp(e_row - g)
-    inside = mm(_op(a * tl.exp(g - mid), DOT), tl.trans(_op(k * tl.exp(mid - g), DOT)), DOT)
-    A = tl.where(blk[:, None] == blk[None, :], inside, 0.0) + _cross_blocks(0.0, aa, kb, first, last, C, BLK, 0, DOT)
-    qi = _op(aa * _per_row(tl.exp(first), C, BLK), DOT)
-    ks = _op(kb * _per_row(tl.exp(gl[None, :] - last), C, BLK), DOT)
-    return A, qi, ks
-
-
-@triton.jit
-def _blocked_grads(W, a, k, g, first, last, C: tl.constexpr, BLK: tl.constexpr, MODE: tl.constexpr,
-                   DOT: tl.constexpr):  # fmt: skip
-    """_pairwise's MODE 1 (dk) and 2 (dq) sums on the blocked path (W strictly lower triangular; as
-    _blocked_scores)."""
-    blk = tl.arange(0, C) // BLK
-    s_row, e_row = _per_row(first, C, BLK), _per_row(last, C, BLK)
-    mid = 0.5 * (s_row + e_row)
-    ea, eb = tl.exp(g - s_row), tl.exp(e_row - g)
-    Wo = _op(W, DOT)
-    Wd = tl.where(blk[:, None] == blk[None, :], Wo, 0.0).to(Wo.dtype)
-    cross = _cross_blocks(Wo, a * ea, k * eb, first, last, C, BLK, MODE, DOT)
-    if MODE == 1:
-        return tl.exp(mid - g) * mm(tl.trans(Wd), _op(a * tl.exp(g - mid), DOT), DOT) + eb * cross
-    else:
-        return tl.exp(g - mid) * mm(Wd, _op(k * tl.exp(mid - g), DOT), DOT) + ea * cross
-
-
-@triton.jit
-def _scores(qt, k, g, logf, gl, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, DOT: tl.constexpr):
-    """(tril(A), q e^g, k e^{g_C - g}) with A_ij = sum_c q_ic k_jc e^{g_ic - g_jc}; the last two as dot operands."""
-    fast, mid = _midpoint(g, gl, GATE)
-    if fast:
-        g2, mid2 = g * LOG2E, (mid * LOG2E)[None, :]
-        qa = qt * tl.exp2(g2 - mid2)
-        ka = k * tl.exp2(mid2 - g2)
-        A = mm(_op(qa, DOT), tl.trans(_op(ka, DOT)), DOT)
-        qi = _op(qa * tl.exp(mid)[None, :], DOT)
-        ks = _op(ka * tl.exp(gl - mid)[None, :], DOT)
-    else:
-        first, last, blocked = _block_ends(g, logf, C, BLK, GATE)
-        if blocked:
-            A, qi, ks = _blocked_scores(qt, k, g, gl, first, last, C, BLK, DOT)
-        else:
-            A = _pairwise(0.0, qt, k, g, C, 0)
-            qi = _op(qt * tl.exp(g), DOT)
-            ks = _op(k * tl.exp(gl[None, :] - g), DOT)
-    causal = tl.arange(0, C)[:, None] >= tl.arange(0, C)[None, :]
-    return tl.where(causal, A, 0.0), qi, ks
-
-
-@triton.jit
-def _pairwise(W, a, k, g, C: tl.constexpr, MODE: tl.constexpr):
-    """Exact log-space intra-chunk sums (the slow path), one source row j at a time, all in registers:
-
-    MODE 0: scores[i, j] = sum_c a_ic k_jc e^{g_ic - g_jc}       (i >= j; W unused)
-    MODE 1: dk[j, c]     = sum_{i >= j} W_ij a_ic e^{g_ic - g_jc}
-    MODE 2: dq[i, c]     = sum_{j <= i} W_ij k_jc e^{g_ic - g_jc}
-    The exponent is masked to -inf for i < j before the exponential, so no pair can overflow.
-    """
-    rows = tl.arange(0, C)
-    if MODE == 0:  # noqa: SIM108 (Triton: constexpr branch)
-        out = tl.zeros([C, C], tl.float32)
-    else:
-        out = tl.zeros_like(g)
-    for j in range(0, C):
-        pick = (rows == j)[:, None]
-        g_j = tl.sum(tl.where(pick, g, 0.0), 0)
-        decay = tl.exp(tl.where((rows >= j)[:, None], g - g_j[None, :], float("-inf")))
-        if MODE == 0:
-            k_j = tl.sum(tl.where(pick, k, 0.0), 0)
-            column = tl.sum(a * k_j[None, :] * decay, 1)
-            out += tl.where((rows == j)[None, :], column[:, None], 0.0)
-        else:
-            w_j = tl.sum(tl.where((rows == j)[None, :], W, 0.0), 1)  # W[:, j]
-            if MODE == 1:
-                out += tl.where(pick, tl.sum(w_j[:, None] * a * decay, 0)[None, :], 0.0)
-            else:
-                out += w_j[:, None] * tl.sum(tl.where(pick, k, 0.0), 0)[None, :] * decay
-    return out
-
-
-@triton.jit
 def _chunk_index(p, c, h, NCH, H: tl.constexpr, K: tl.constexpr):
     """Offset of chunk c of pseudo-sequence p, head h in a per-chunk [P, NCH, H, K] buffer."""
     return ((p * NCH + c) * H + h).to(tl.int64) * K
@@ -296,7 +99,7 @@ def _prep_kernel(q, kz, lg, lb, qi, ks, a, gl, cu, T, NS, L, NCH,
                  EVEN: tl.constexpr):  # fmt: skip
     """Chunk-parallel: the gate, the chunk's cumulative log decay g, and the walks' operands
     q e^g, k e^{g_C - g} and tril(A), A_ij = sum_c q_ic k_jc e^{g_ic - g_jc} (exact on the slow path).
-    (g by a scan here: at all of K, the 3xTF32 product of _chunk_sum measured slower, 0.23 -> 0.37 ms.)
+    (g by a scan here: at all of K, the 3xTF32 product of chunk_sum measured slower, 0.23 -> 0.37 ms.)
     EVEN: every chunk is full (dense batch, T a multiple of C), so the kernel holds one chunk body, not also the
     masked one: its compilation, the longest of the recurrence's, takes about half as long."""
     c, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -328,11 +131,24 @@ def _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH,
     g = tl.cumsum(logf, 0)
     glv = tl.sum(logf, 0)
     qt = load_tile(q + row, rel, valid, H * K, ck, K)
-    A, qit, kst = _scores(qt, k, g, logf, glv, C, BLK, GATE, DOT)
+    A, qit, kst = scores(qt, k, g, logf, glv, C, BLK, GATE, DOT)
     store_tile(qi + row, qit, rel, valid, H * K, ck, K)
     store_tile(ks + row, kst, rel, valid, H * K, ck, K)
     store_tile(a + row_a, A, rel, valid, H * C, r, C)
     tl.store(gl + _chunk_index(p, c, h, NCH, H, K) + ck, glv, mask=ck < K)
+
+
+@triton.jit
+def _state_tile(ptr, p, h, ck, cv, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, PRESENT: tl.constexpr):
+    """The [ck, cv] tile of head h's state of sequence p in a [P, H, K, V] tensor, fp32 (zeros when not PRESENT),
+    with its offsets and mask."""
+    s_off = (p * H + h).to(tl.int64) * K * V + ck[:, None] * V + cv[None, :]
+    s_mask = (ck < K)[:, None] & (cv < V)[None, :]
+    if PRESENT:
+        S = tl.load(ptr + s_off, mask=s_mask, other=0.0).to(tl.float32)
+    else:
+        S = tl.zeros([ck.shape[0], cv.shape[0]], tl.float32)
+    return S, s_off, s_mask
 
 
 @entry(**SPECIALIZE)
@@ -350,25 +166,20 @@ def _walk_fwd_kernel(qi, ks, a, v, do, gl, out, h0, ht, dstates, starts, cu, T, 
     ck = (it // n_v) * BKW + tl.arange(0, BKW)
     cv = (it % n_v) * BVW + tl.arange(0, BVW)
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-    s_off = (p * H + h).to(tl.int64) * K * V + ck[:, None] * V + cv[None, :]
-    s_mask = (ck < K)[:, None] & (cv < V)[None, :]
-    if HAS_H0:  # noqa: SIM108 (Triton: constexpr branch)
-        S = tl.load(h0 + s_off, mask=s_mask, other=0.0).to(tl.float32)
-    else:
-        S = tl.zeros([BKW, BVW], tl.float32)
+    S, s_off, s_mask = _state_tile(h0, p, h, ck, cv, H, K, V, HAS_H0)
     for c in range(0, tl.cdiv(n, C)):
         tok, valid = block_rows(c, n, bos, C, REVERSE)
-        kst = _op(load_block(ks + h * K, tok, valid, H * K, ck, K), DOT)
-        vt = _op(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
+        kst = operand(load_block(ks + h * K, tok, valid, H * K, ck, K), DOT)
+        vt = operand(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
         decay = tl.exp(tl.load(gl + _chunk_index(p, c, h, NCH, H, K) + ck, mask=ck < K, other=0.0))
         if MODE == 0:
-            qit = _op(load_block(qi + h * K, tok, valid, H * K, ck, K), DOT)
-            At = _op(load_block(a + h * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
-            o = scale * (mm(At, vt, DOT) + mm(qit, _op(S, DOT), DOT))
+            qit = operand(load_block(qi + h * K, tok, valid, H * K, ck, K), DOT)
+            At = operand(load_block(a + h * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
+            o = scale * (mm(At, vt, DOT) + mm(qit, operand(S, DOT), DOT))
             store_tile(out + h * V, o, tok, valid, H * V, cv, V)
         elif MODE == 1:
-            dot = _op(load_block(do + h * V, tok, valid, H * V, cv, V), DOT)
-            store_tile(out + h * K, mm(dot, tl.trans(_op(S, DOT)), DOT), tok, valid, H * K, ck, K)
+            dot = operand(load_block(do + h * V, tok, valid, H * V, cv, V), DOT)
+            store_tile(out + h * K, mm(dot, tl.trans(operand(S, DOT)), DOT), tok, valid, H * K, ck, K)
             ci = _chunk_index(p, c, h, NCH, H, K)
             dS = tl.load(dstates + ci * V + ck[:, None] * V + cv[None, :], mask=s_mask, other=0.0).to(tl.float32)
             tl.store(starts + ci + ck, tl.sum(dS * S, 1), mask=ck < K)
@@ -391,20 +202,15 @@ def _infer_kernel(q, kz, lg, lb, v, out, h0, ht, cu, T, NS, L, scale,
     ck = tl.multiple_of(tl.arange(0, KP), 1)  # whole columns per thread: the cumsum stays in registers (prep)
     cv = iv * BVW + tl.arange(0, BVW)
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-    s_off = (p * H + h).to(tl.int64) * K * V + ck[:, None] * V + cv[None, :]
-    s_mask = (ck < K)[:, None] & (cv < V)[None, :]
-    if HAS_H0:  # noqa: SIM108 (Triton: constexpr branch)
-        S = tl.load(h0 + s_off, mask=s_mask, other=0.0).to(tl.float32)
-    else:
-        S = tl.zeros([KP, BVW], tl.float32)
+    S, s_off, s_mask = _state_tile(h0, p, h, ck, cv, H, K, V, HAS_H0)
     for c in range(0, tl.cdiv(n, C)):
         tok, valid = block_rows(c, n, bos, C, REVERSE)
         k, logf = _gate_tile(kz + h * K, lg + h * K, lb + h * K, tok, valid, H * K, ck, K, GATE)
         glv = tl.sum(logf, 0)
         qt = load_tile(q + h * K, tok, valid, H * K, ck, K)
-        A, qit, kst = _scores(qt, k, tl.cumsum(logf, 0), logf, glv, C, BLK, GATE, DOT)
-        vt = _op(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
-        o = scale * (mm(_op(A, DOT), vt, DOT) + mm(qit, _op(S, DOT), DOT))
+        A, qit, kst = scores(qt, k, tl.cumsum(logf, 0), logf, glv, C, BLK, GATE, DOT)
+        vt = operand(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
+        o = scale * (mm(operand(A, DOT), vt, DOT) + mm(qit, operand(S, DOT), DOT))
         store_tile(out + h * V, o, tok, valid, H * V, cv, V)
         S = S * tl.exp(glv)[:, None] + mm(tl.trans(kst), vt, DOT)
     if STORE_HT:
@@ -425,24 +231,19 @@ def _walk_rev_kernel(qi, ks, a, v, do, gl, dv, xk, dstates, dht, dh0, cu, T, NS,
     ck = tl.arange(0, KP)
     cv = iv * BVW + tl.arange(0, BVW)
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-    s_off = (p * H + h).to(tl.int64) * K * V + ck[:, None] * V + cv[None, :]
-    s_mask = (ck < K)[:, None] & (cv < V)[None, :]
-    if HAS_DHT:  # noqa: SIM108 (Triton: constexpr branch)
-        dS = tl.load(dht + s_off, mask=s_mask, other=0.0).to(tl.float32)
-    else:
-        dS = tl.zeros([KP, BVW], tl.float32)
+    dS, s_off, s_mask = _state_tile(dht, p, h, ck, cv, H, K, V, HAS_DHT)
     n_chunks = tl.cdiv(n, C)
     for cc in range(0, n_chunks):
         c = n_chunks - 1 - cc
         tok, valid = block_rows(c, n, bos, C, REVERSE)
-        qit = _op(load_block(qi + h * K, tok, valid, H * K, ck, K), DOT)
-        dot = _op(load_block(do + h * V, tok, valid, H * V, cv, V), DOT)
+        qit = operand(load_block(qi + h * K, tok, valid, H * K, ck, K), DOT)
+        dot = operand(load_block(do + h * V, tok, valid, H * V, cv, V), DOT)
         decay = tl.exp(tl.load(gl + _chunk_index(p, c, h, NCH, H, K) + ck, mask=ck < K, other=0.0))
         if MODE == 0:
-            kst = _op(load_block(ks + h * K, tok, valid, H * K, ck, K), DOT)
-            At = _op(load_block(a + h * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
-            vt = _op(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
-            dS_op = _op(dS, DOT)
+            kst = operand(load_block(ks + h * K, tok, valid, H * K, ck, K), DOT)
+            At = operand(load_block(a + h * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
+            vt = operand(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
+            dS_op = operand(dS, DOT)
             store_tile(dv + h * V, scale * mm(tl.trans(At), dot, DOT) + mm(kst, dS_op, DOT), tok, valid, H * V, cv, V)
             part = mm(vt, tl.trans(dS_op), DOT)
             ptrs = xk + h * K + tok[:, None] * (H * K) + ck[None, :]
@@ -469,8 +270,8 @@ def _pairs_kernel(v, do, da, cu, T, NS, L, H: tl.constexpr, V: tl.constexpr, VP:
     if c * C < n:
         tok, valid = block_rows(c, n, bos, C, REVERSE)
         cv = tl.arange(0, VP)
-        vt = _op(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
-        dot = _op(load_block(do + h * V, tok, valid, H * V, cv, V), DOT)
+        vt = operand(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
+        dot = operand(load_block(do + h * V, tok, valid, H * V, cv, V), DOT)
         store_tile(da + h * C, mm(dot, tl.trans(vt), DOT), tok, valid, H * C, tl.arange(0, C), C)
 
 
@@ -500,8 +301,8 @@ def _intra_bwd_kernel(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg
         cc = tl.arange(0, C)
         if INLINE_DA:
             cv = tl.arange(0, VP)
-            vt = _op(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
-            dA = mm(_op(load_block(do + h * V, tok, valid, H * V, cv, V), DOT), tl.trans(vt), DOT)
+            vt = operand(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
+            dA = mm(operand(load_block(do + h * V, tok, valid, H * V, cv, V), DOT), tl.trans(vt), DOT)
         else:
             dA = load_tile(da + h * C, tok, valid, H * C, cc, C)
         diag = scale * tl.sum(tl.where(cc[:, None] == cc[None, :], dA, 0.0), 1)[:, None]
@@ -514,31 +315,31 @@ def _intra_bwd_kernel(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg
             k, logf, s, ns, f = lower_bounded_gate(zt, _lower_bound(lb, ck, K, GATE))
             k = tl.where(inside, k, 0.0)
             logf = tl.where(inside, logf, 0.0)
-        g = _chunk_sum(logf, C, False)
+        g = chunk_sum(logf, C, False)
         ci = _chunk_index(p, c, h, NCH, H, K) + ck
         glv = tl.load(gl + ci, mask=ck < K, other=0.0)  # the chunk's total log decay, from the prep kernel
         qt = load_tile(q, tok, valid, H * K, ck, K)
-        fast, mid = _midpoint(g, glv, GATE)
+        fast, mid = midpoint(g, glv, GATE)
         if fast:
             e1 = tl.exp(g - mid[None, :])
             e2 = tl.exp(mid[None, :] - g)
-            intra_q = e1 * mm(_op(dA, DOT), _op(k * e2, DOT), DOT)
-            intra_k = e2 * mm(tl.trans(_op(dA, DOT)), _op(qt * e1, DOT), DOT)
+            intra_q = e1 * mm(operand(dA, DOT), operand(k * e2, DOT), DOT)
+            intra_k = e2 * mm(tl.trans(operand(dA, DOT)), operand(qt * e1, DOT), DOT)
             e_in = e1 * tl.exp(mid)[None, :]
             e_out = e2 * tl.exp(glv - mid)[None, :]
         else:
-            first, last, blocked = _block_ends(g, logf, C, BLK, GATE)
+            first, last, blocked = block_ends(g, logf, C, BLK, GATE)
             if blocked:
-                intra_q = _blocked_grads(dA, qt, k, g, first, last, C, BLK, 2, DOT)
-                intra_k = _blocked_grads(dA, qt, k, g, first, last, C, BLK, 1, DOT)
+                intra_q = blocked_grads(dA, qt, k, g, first, last, C, BLK, 2, DOT)
+                intra_k = blocked_grads(dA, qt, k, g, first, last, C, BLK, 1, DOT)
             else:
-                intra_q = _pairwise(dA, qt, k, g, C, 2)
-                intra_k = _pairwise(dA, qt, k, g, C, 1)
+                intra_q = pairwise(dA, qt, k, g, C, 2)
+                intra_k = pairwise(dA, qt, k, g, C, 1)
             e_in = tl.exp(g)
             e_out = tl.exp(glv[None, :] - g)
         dqt = scale * (intra_q + e_in * load_tile(yq + h * K, tok, valid, H * K, ck, K))
         dkt = scale * intra_k + e_out * load_tile(xk + h * K, tok, valid, H * K, ck, K)
-        dlogf = _chunk_sum(k * dkt - qt * dqt, C, True) + tl.load(starts + ci, mask=ck < K, other=0.0)[None, :]
+        dlogf = chunk_sum(k * dkt - qt * dqt, C, True) + tl.load(starts + ci, mask=ck < K, other=0.0)[None, :]
         store_tile(dq + h * K, dqt + diag * k, tok, valid, H * K, ck, K)
         dkt += diag * qt
         if GATE == 0:
