@@ -90,6 +90,15 @@ def mm(a, b, DOT: tl.constexpr):
 
 
 @triton.jit
+def operand(x, DOT: tl.constexpr):
+    """x as a dot operand: bf16 for bf16 inputs, fp32 otherwise."""
+    if DOT == 0:
+        return x.to(tl.bfloat16)
+    else:
+        return x.to(tl.float32)
+
+
+@triton.jit
 def seq_span(p, cu, T, NS, L, IS_VARLEN: tl.constexpr):
     """(first token, length) of pseudo-sequence p."""
     if IS_VARLEN:

@@ -40,6 +40,7 @@ from hgrn.ops.triton._common import (
     lower_bounded_gate,
     mm,
     needs_grad,
+    operand,
     or_empty,
     pow2,
     present_grads,
@@ -52,7 +53,6 @@ from hgrn.ops.triton.chunk_pairs import (
     blocked_grads,
     chunk_sum,
     midpoint,
-    operand,
     pairwise,
     scores,
 )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from hgrn.ops.triton._common import LOG2E, mm
+from hgrn.ops.triton._common import LOG2E, mm, operand
 
 
 @triton.jit
@@ -51,15 +51,6 @@ def midpoint(g, glv, GATE: tl.constexpr):
         mid = 0.5 * glv
         fast = tl.min(glv, 0) >= -128.0
     return fast, mid
-
-
-@triton.jit
-def operand(x, DOT: tl.constexpr):
-    """x as a dot operand: bf16 for bf16 inputs, fp32 otherwise."""
-    if DOT == 0:
-        return x.to(tl.bfloat16)
-    else:
-        return x.to(tl.float32)
 
 
 @triton.jit
@@ -133,8 +124,8 @@ def _cross_blocks(W, aa, kb, first, last, C: tl.constexpr, BLK: tl.constexpr, MO
 
 @triton.jit
 def _blocked_scores(a, k, g, gl, first, last, C: tl.constexpr, BLK: tl.constexpr, DOT: tl.constexpr):
-    """scores on the blocked path (a falling g, blocks of BLK rows, each block's range at most 128; first, last:
-    block_ends): A's pairs inside a block factorise around the block's midpoint m, e^{g_i - m} e^{m - g_j} (within
+    """`scores` on the blocked path (a falling g, blocks of BLK rows, each block's range at most 128; first, last:
+    `block_ends`): A's pairs inside a block factorise around the block's midpoint m, e^{g_i - m} e^{m - g_j} (within
     e^{+-64}), one product; those of two blocks come from _cross_blocks. q e^g and k e^{g_C - g} are formed from the
     same per-block factors, so a, k and g are not needed after them (fewer live registers)."""
     blk = tl.arange(0, C) // BLK
@@ -150,8 +141,8 @@ def _blocked_scores(a, k, g, gl, first, last, C: tl.constexpr, BLK: tl.constexpr
 
 @triton.jit
 def blocked_grads(W, a, k, g, first, last, C: tl.constexpr, BLK: tl.constexpr, MODE: tl.constexpr,
-                   DOT: tl.constexpr):  # fmt: skip
-    """pairwise's MODE 1 (dk) and 2 (dq) sums on the blocked path (W strictly lower triangular; as
+                  DOT: tl.constexpr):  # fmt: skip
+    """`pairwise`'s MODE 1 (dk) and 2 (dq) sums on the blocked path (W strictly lower triangular; as
     _blocked_scores)."""
     blk = tl.arange(0, C) // BLK
     s_row, e_row = _per_row(first, C, BLK), _per_row(last, C, BLK)
