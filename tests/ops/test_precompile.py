@@ -157,30 +157,32 @@ def test_eager_calls_compile_their_kernels_together_first_and_compute_the_same(o
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not precompile.ENABLED, reason="this Triton has no asynchronous compilation")
-def test_fake_calls_compile_the_kernels_the_real_calls_launch():
-    """The chunked HGRN2 forward and backward at a shape no other test uses: after their fakes (as torch.compile
-    traces them) the real calls find every kernel compiled."""
+@pytest.mark.parametrize("save", [True, False], ids=["training", "inference"])
+def test_fake_calls_compile_the_kernels_the_real_calls_launch(save):
+    """The chunked HGRN2 forward and backward at a shape no other test uses (inference: the fused forward alone):
+    after their fakes (as torch.compile traces them) the real calls find every kernel compiled."""
     from triton import knobs
 
     from hgrn.ops.triton.chunk import GATE_HGRN2, chunk_backward, chunk_forward
 
-    B, T, H, K, V = 2, 333, 3, 80, 48
+    B, T, H, K, V = 2, 333, 3, 80 if save else 48, 48
+
+    def calls(q, kz, v, do):
+        options = (1.0, GATE_HGRN2, False, False, None, None)
+        o, _, starts, qi, ks, A, gl = chunk_forward(q, kz, None, None, v, None, None, *options, save)
+        if save:
+            chunk_backward(do(o), None, q, kz, None, None, v, None, starts, qi, ks, A, gl, None, *options[:3],
+                           *options[4:])  # fmt: skip
+
     real = [torch.randn(B, T, H, n, device="cuda", dtype=torch.bfloat16) for n in (K, K, V)]
-    options = (1.0, GATE_HGRN2, False, False, None, None)
     with FakeTensorMode(allow_non_fake_inputs=True):
-        q, kz, v = (torch.empty_like(t) for t in real)
-        o, _, starts, qi, ks, A, gl = chunk_forward(q, kz, None, None, v, None, None, *options, True)
-        chunk_backward(torch.empty_like(o), None, q, kz, None, None, v, None, starts, qi, ks, A, gl, None,
-                       *options[:3], *options[4:])  # fmt: skip
+        calls(*(torch.empty_like(t) for t in real), torch.empty_like)
     precompile.wait_all()
     compiled = []
     previous = knobs.compilation.listener
     knobs.compilation.listener = lambda *, src, **_: compiled.append(getattr(src, "name", "?"))
     try:
-        q, kz, v = real
-        o, _, starts, qi, ks, A, gl = chunk_forward(q, kz, None, None, v, None, None, *options, True)
-        chunk_backward(torch.randn_like(o), None, q, kz, None, None, v, None, starts, qi, ks, A, gl, None,
-                       *options[:3], *options[4:])  # fmt: skip
+        calls(*real, torch.randn_like)
         torch.cuda.synchronize()
     finally:
         knobs.compilation.listener = previous
