@@ -13,10 +13,10 @@ steep-gate sweep at the main shape (expand ratio 128): gate logits shifted so th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -67,20 +67,6 @@ def _hgrn2(ratio: int, shift: float = 0.0, chunked: bool = False) -> tuple[float
     return (*_time(forward, [q, v, z, lb]), mean_log_f)
 
 
-@contextlib.contextmanager
-def _chunk_tiles(tiles: str) -> Iterator[None]:
-    """HGRN_CHUNK_TILES set to `tiles` inside (the chunk plan reads it at every call)."""
-    previous = os.environ.get("HGRN_CHUNK_TILES")
-    os.environ["HGRN_CHUNK_TILES"] = tiles
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ["HGRN_CHUNK_TILES"]
-        else:
-            os.environ["HGRN_CHUNK_TILES"] = previous
-
-
 def _hgrn1() -> tuple[float, float]:
     x = torch.randn(B, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     g = F.logsigmoid(torch.randn(B, T, D, device="cuda") + 2).bfloat16().requires_grad_()
@@ -100,7 +86,7 @@ def run() -> dict:
             fwd, both, _ = _hgrn2(ratio, chunked=True)
             rows.append({"case": "chunk kernels forced", "ratio": ratio, "fwd_ms": fwd, "fwd_bwd_ms": both})
         if ratio in UNFUSED_RATIOS:
-            with _chunk_tiles(UNFUSED):
+            with mock.patch.dict(os.environ, {"HGRN_CHUNK_TILES": UNFUSED}):  # the plan reads it at every call
                 fwd, both, _ = _hgrn2(ratio)
             rows.append({"case": f"unfused ({UNFUSED})", "ratio": ratio, "fwd_ms": fwd, "fwd_bwd_ms": both})
         print(f"ratio {ratio} done", flush=True)
