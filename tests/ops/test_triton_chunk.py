@@ -261,9 +261,9 @@ def infer(fn, kind, inputs, dtype, exact=False, **kwargs):
     ("kind", "gates", "shape", "options"),
     [
         ("hgrn2_lb", "normal", (2, 45, 2, 16, 16), {"reverse": True}),
-        ("hgrn2", "forget", (1, 40, 2, 12, 12), {}),  # every chunk blocked; odd head size
+        ("hgrn2", "forget", (1, 40, 2, 12, 12), {}),  # every chunk blocked; a head size that is no power of 2
         ("hgrn2", "abyss", (1, 40, 2, 16, 16), {}),  # the exact path in every chunk
-        ("gla", "ramp", (2, 37, 3, 5, 20), {"scale": 0.3}),
+        ("gla", "ramp", (2, 37, 3, 5, 20), {"scale": 0.3}),  # odd K, V wider than K
         ("gla", "normal", (1, 53, 2, 16, 16), {"cu_seqlens": torch.tensor([0, 9, 9, 40, 53])}),
         ("hgrn2_lb", "mixed", (2, 70, 1, 16, 16), {"chunk_size": 32}),  # the GPU's chunk
     ],
@@ -272,6 +272,7 @@ def infer(fn, kind, inputs, dtype, exact=False, **kwargs):
 def test_interpreted_inference_is_one_fused_kernel(kind, gates, shape, options, monkeypatch):
     """A forward that nothing will differentiate runs _infer_kernel alone (no prep kernel, nothing saved): the float64
     reference's output and final state on every gate path, and exactly the saving path's output."""
+    options = dict(options)  # the parameter's dict is shared; chunk_size is the plan's, not the op's
     chunk_size = options.pop("chunk_size", 16)
     n_seqs = options["cu_seqlens"].numel() - 1 if "cu_seqlens" in options else None
     inputs = make_inputs(kind, *shape, gates=gates, n_seqs=n_seqs, seed=43)
@@ -287,7 +288,7 @@ def test_interpreted_inference_is_one_fused_kernel(kind, gates, shape, options, 
 
 @cpu_only
 def test_interpreted_inference_half_precision_and_unfused_plans(monkeypatch):
-    """fp16 through the fused kernel; FUSE=0 and a segmented row take prep + walk without saving, as before."""
+    """fp16 through the fused kernel; FUSE=0 and a segmented row take prep + walk, as before the fusion."""
     inputs = make_inputs("hgrn2_lb", 2, 45, 2, 16, 16, seed=47)
     o_ref, s_ref = infer(reference_fn("hgrn2_lb"), "hgrn2_lb", inputs, torch.float16, exact=True)
     o, s = infer(interpreted("hgrn2_lb", chunk_size=None), "hgrn2_lb", inputs, torch.float16)
