@@ -1,6 +1,7 @@
 """What a training step costs the host for its bookkeeping: each split's metric objects go to Lightning once per
-epoch (the epoch means still cover every batch), the throughput monitor waits for the GPU only where its windows
-close, and the progress bar reads the logged values every N steps, not after every step."""
+epoch (the epoch means still cover every batch), a step's own values are logged only on the steps whose logs are
+written or shown, the throughput monitor waits for the GPU only where its windows close, and the progress bar reads
+the logged values every N steps, not after every step."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from torchmetrics import Metric
 
-from hgrn.config import ConfigError
+from hgrn.config import ConfigError, compose
 from hgrn.training.base import TaskModule
 from hgrn.training.callbacks import ProgressBar, ThroughputMonitor
 from hgrn.training.run import train
@@ -61,6 +62,41 @@ def test_metric_objects_are_logged_once_per_epoch_and_average_every_batch(listop
     epoch_means = {int(row["epoch"]): row["train/loss"] for row in record.history if "train/loss" in row}
     for epoch, losses in steps.losses.items():  # one label per sequence: every batch weighs the same
         assert epoch_means[epoch] == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("progress", "expected"),
+    [
+        (["callbacks.progress.metrics_every_n_steps=3"], {2, 3, 5, 7, 8, 11}),  # ours: each 3rd batch of an epoch
+        (["~callbacks.progress"], set(range(12))),  # Lightning's default bar shows them after every batch
+        (["~callbacks.progress", "+trainer.enable_progress_bar=false"], {3, 7, 11}),  # the CSV's steps alone
+    ],
+    ids=["our-bar", "lightning-bar", "no-bar"],
+)
+def test_step_values_are_logged_on_the_steps_that_read_them(listops_dir, tmp_path, monkeypatch, progress, expected):
+    """`train/loss_step` reaches `self.log` on the steps whose logs Lightning writes (every 4th optimiser step here)
+    or whose values a progress bar shows, and nowhere else; the CSV is the same as with every step logged."""
+    logged: list[int] = []
+    log = TaskModule.log
+
+    def recording_log(self: TaskModule, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        if name == "train/loss_step":
+            logged.append(self.global_step)
+        log(self, name, value, *args, **kwargs)
+
+    monkeypatch.setattr(TaskModule, "log", recording_log)
+    overrides = [
+        o
+        for o in tiny(listops_dir, "trainer.max_epochs=2", "trainer.log_every_n_steps=4")
+        if o != "~callbacks.progress"
+    ]
+    train(compose(f"paths.output_dir={tmp_path / 'read'}", "logger=csv", *overrides, *progress))
+    assert set(logged) == expected and len(logged) == len(expected)
+
+    monkeypatch.setattr(TaskModule, "step_values_read", lambda self, batch_idx: True)
+    train(compose(f"paths.output_dir={tmp_path / 'every'}", "logger=csv", *overrides, *progress))
+    csv = [(tmp_path / run / "csv" / "version_0" / "metrics.csv").read_text() for run in ("read", "every")]
+    assert csv[0] == csv[1] and "train/loss_step" in csv[0]
 
 
 def test_the_throughput_monitor_waits_for_the_gpu_only_where_a_window_closes(monkeypatch):

@@ -52,6 +52,7 @@ class TaskModule(L.LightningModule):
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.fp32_evaluation = fp32_evaluation
         self._logged_metrics: dict[str, set[str]] = {split: set() for split in SPLITS}  # this epoch's, per split
+        self._step_values_read = True  # whether this training step's values are logged (step_values_read)
 
     def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         raise NotImplementedError
@@ -59,7 +60,21 @@ class TaskModule(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         # A non-finite loss is caught before the optimiser step by hgrn.training.guard.DivergenceGuard
         # (callbacks.guard), which also sees non-finite gradients and knows the run's checkpoints.
+        self._step_values_read = self.step_values_read(batch_idx)
         return self.shared_step(batch, "train")
+
+    def step_values_read(self, batch_idx: int) -> bool:
+        """Whether anything reads this training step's own logged values: the loggers, which Lightning writes every
+        `log_every_n_steps` optimiser steps (its LearningRateMonitor asks the logger connector the same question), or
+        a progress bar that shows them (after every batch; every `metrics_every_n_steps` for
+        hgrn.training.callbacks.ProgressBar). Other steps neither compute nor log them: each `self.log` call costs
+        host time (two of them: ~10% of a tiny MQAR model's training step on a CPU, measured), and a small model's
+        GPU step waits on the host."""
+        trainer = self.trainer
+        if trainer.fast_dev_run or trainer._logger_connector.should_update_logs:
+            return True
+        bar = trainer.progress_bar_callback
+        return bar is not None and bar.is_enabled and (batch_idx + 1) % getattr(bar, "metrics_every_n_steps", 1) == 0
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         with self.evaluation_precision():
@@ -108,12 +123,13 @@ class TaskModule(L.LightningModule):
         self, split: str, loss: Tensor, logits: Tensor, labels: Tensor, weight: Tensor | float = 1.0
     ) -> None:
         """Accumulate this split's loss (weighted mean) and accuracy over the epoch, and log them: per step while
-        training, and per epoch from the metric objects. A batch without labels (only a token task's can be) leaves
-        the accuracy."""
+        training (on the steps that read them), and per epoch from the metric objects. A batch without labels (only a
+        token task's can be) leaves the accuracy."""
         predictions = logits.argmax(-1)
         if len(labels):
             self.split_metric(split, "acc").update(predictions, labels)
-        step_accuracy = (predictions == labels).float().mean() if split == "train" and len(labels) else None
+        step_values = split == "train" and self._step_values_read
+        step_accuracy = (predictions == labels).float().mean() if step_values and len(labels) else None
         self.split_metric(split, "loss").update(loss.detach(), weight=weight)
         self.log_epoch_metric(split, "loss", loss.detach())
         self.log_epoch_metric(split, "acc", step_accuracy)
@@ -121,11 +137,12 @@ class TaskModule(L.LightningModule):
     def log_epoch_metric(self, split: str, name: str, step_value: Tensor | None = None, prog_bar: bool = True) -> None:
         """Log the split's metric object `name` (updated by the caller), which Lightning computes, syncs across
         processes and resets at the epoch's end: `<split>/<name>`, or `train/<name>_epoch` while training, where the
-        batch's own `step_value` is logged per step as `train/<name>_step` (the keys of Lightning's on_step +
-        on_epoch logging). The object is handed to Lightning once per epoch, not per step: each `self.log` call walks
-        the logged object's attributes to move it to the device, and an on_step metric object runs its forward, which
-        recomputes the metric on the batch alone (py-spy on the CPU: 1 ms per step for a loss and an accuracy)."""
-        if split == "train" and step_value is not None:
+        batch's own `step_value` is logged as `train/<name>_step` on the steps that read it (`step_values_read`; the
+        keys of Lightning's on_step + on_epoch logging). The object is handed to Lightning once per epoch, not per
+        step: each `self.log` call walks the logged object's attributes to move it to the device, and an on_step
+        metric object runs its forward, which recomputes the metric on the batch alone (py-spy on the CPU: 1 ms per
+        step for a loss and an accuracy)."""
+        if split == "train" and step_value is not None and self._step_values_read:
             self.log(f"train/{name}_step", step_value, on_step=True, on_epoch=False, prog_bar=prog_bar)
         if name not in self._logged_metrics[split]:
             self._logged_metrics[split].add(name)
