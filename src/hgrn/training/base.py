@@ -52,7 +52,9 @@ class TaskModule(L.LightningModule):
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.fp32_evaluation = fp32_evaluation
         self._logged_metrics: dict[str, set[str]] = {split: set() for split in SPLITS}  # this epoch's, per split
-        self._step_values_read = True  # whether this training step's values are logged (step_values_read)
+        # whether this training step's own values are logged: training_step asks step_values_read; a step called
+        # outside a trainer (a benchmark's bare step) logs nothing, as Lightning's self.log there would not either
+        self._step_values_read = False
 
     def shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         raise NotImplementedError
