@@ -224,8 +224,8 @@ def test_interpreted_split_tiles(kind, monkeypatch):
 @cpu_only
 @pytest.mark.parametrize("inline_da", [0, 1], ids=["pairs-kernel", "inline"])
 def test_interpreted_both_ways_to_da(inline_da, monkeypatch):
-    """da = do v^T from _pairs_kernel through memory, or formed inside the intra-chunk backward (the default where K
-    is one tile): the same gradients, steep chunks included."""
+    """da = do v^T from _pairs_kernel through memory, or formed inside the intra-chunk backward (where K is one tile;
+    the default at K 64): the same gradients, steep chunks included."""
     monkeypatch.setenv("HGRN_CHUNK_TILES", f"INLINE_DA={inline_da}")
     launched = _count_launches(monkeypatch, "_pairs_kernel")
     inputs = make_inputs("hgrn2_lb", 2, 37, 2, 16, 24, gates="mixed", seed=17)
@@ -271,7 +271,9 @@ def infer(fn, kind, inputs, dtype, exact=False, **kwargs):
 )
 def test_interpreted_inference_is_one_fused_kernel(kind, gates, shape, options, monkeypatch):
     """A forward that nothing will differentiate runs _infer_kernel alone (no prep kernel, nothing saved): the float64
-    reference's output and final state on every gate path, and exactly the saving path's output."""
+    reference's output and final state on every gate path, and exactly the saving path's output (FUSE=1: the plan
+    fuses by default only at K 32)."""
+    monkeypatch.setenv("HGRN_CHUNK_TILES", "FUSE=1")
     options = dict(options)  # the parameter's dict is shared; chunk_size is the plan's, not the op's
     chunk_size = options.pop("chunk_size", 16)
     n_seqs = options["cu_seqlens"].numel() - 1 if "cu_seqlens" in options else None
@@ -288,14 +290,16 @@ def test_interpreted_inference_is_one_fused_kernel(kind, gates, shape, options, 
 
 @cpu_only
 def test_interpreted_inference_half_precision_and_unfused_plans(monkeypatch):
-    """fp16 through the fused kernel; FUSE=0 and a segmented row take prep + walk, as before the fusion."""
+    """fp16 through the fused kernel; FUSE=0, a segmented row even with FUSE=1, and the default plan at K 16 take
+    prep + walk, as before the fusion."""
+    monkeypatch.setenv("HGRN_CHUNK_TILES", "FUSE=1")
     inputs = make_inputs("hgrn2_lb", 2, 45, 2, 16, 16, seed=47)
     o_ref, s_ref = infer(reference_fn("hgrn2_lb"), "hgrn2_lb", inputs, torch.float16, exact=True)
     o, s = infer(interpreted("hgrn2_lb", chunk_size=None), "hgrn2_lb", inputs, torch.float16)
     assert_close("o", o, o_ref, 1e-2)
     assert_close("final_state", s, s_ref, 1e-2)
     inputs = make_inputs("hgrn2_lb", 2, 70, 1, 16, 16, seed=47)  # long enough for two segments of 16-row chunks
-    for tiles, segments in (("FUSE=0", None), ("", 2)):
+    for tiles, segments in (("FUSE=0", None), ("FUSE=1", 2), ("", None)):
         monkeypatch.setenv("HGRN_CHUNK_TILES", tiles)
         fused = _count_launches(monkeypatch, "_infer_kernel")
         o, s = infer(interpreted("hgrn2_lb", segments=segments), "hgrn2_lb", inputs, torch.float32)
@@ -375,9 +379,11 @@ def test_gpu_chunk_sizes_bf16(chunk_size, K):
 @pytest.mark.gpu
 @pytest.mark.parametrize("gates", ["normal", "forget", "abyss"])
 @pytest.mark.parametrize(("H", "K", "chunk_size"), [(128, 16, None), (64, 32, None), (32, 64, None), (32, 64, 64)])
-def test_gpu_inference_bf16(H, K, chunk_size, gates):
-    """The fused forward (no autograd) at the expand-ratio benchmark's heads (16, 32, 64 channels; the plan's chunk,
-    and 64 rows at K 64), every gate path: the float64 reference's output and final state."""
+def test_gpu_inference_bf16(H, K, chunk_size, gates, monkeypatch):
+    """The fused forward (no autograd; FUSE=1 wherever it applies) at the expand-ratio benchmark's heads (16, 32, 64
+    channels; the plan's chunk, and 64 rows at K 64), every gate path: the float64 reference's output and final
+    state."""
+    monkeypatch.setenv("HGRN_CHUNK_TILES", "FUSE=1")
     inputs = make_inputs("hgrn2_lb", 2, 1000, H, K, K, gates=gates, device="cuda", seed=H + K)
     o, s = infer(interpreted("hgrn2_lb", chunk_size), "hgrn2_lb", inputs, torch.bfloat16, reverse=True)
     o_ref, s_ref = infer(reference_fn("hgrn2_lb"), "hgrn2_lb", inputs, torch.bfloat16, exact=True, reverse=True)

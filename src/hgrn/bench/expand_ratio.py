@@ -3,9 +3,9 @@
 
 At B 8, T 2048, d 2048 (bf16, so the op's inputs and output are the same bytes at every ratio): the dispatched op
 (hgrn.ops.hgrn2_recurrence) at expand ratio 1 .. 256, the chunked kernels forced at the ratios the small-head path
-takes (what ran there before it), the chunked kernels without their two fusions at the ratios where the plan fuses
-(HGRN_CHUNK_TILES=FUSE=0,INLINE_DA=0: the forward without autograd as prep + walk, da through memory; an A/B in the
-same run), and the HGRN1 real scan at [B, T, d] (the element-wise floor of ratio 1). Then the
+takes (what ran there before it), the chunked kernels with both fusions and with neither at the ratios where they
+apply (HGRN_CHUNK_TILES=FUSE=1,INLINE_DA=1: the forward without autograd in one kernel, da formed in the backward;
+FUSE=0,INLINE_DA=0: prep + walk, da through memory; the A/B that sets the plan's defaults), and the HGRN1 real scan at [B, T, d] (the element-wise floor of ratio 1). Then the
 steep-gate sweep at the main shape (expand ratio 128): gate logits shifted so that the mean log f per step runs from
 -2 to -24, against random gates. Forward and forward + backward, median ms (triton.testing.do_bench).
 """
@@ -26,8 +26,8 @@ from hgrn.bench.report import dated_record, write_dated
 
 B, T, D = 8, 2048, 2048
 RATIOS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-UNFUSED_RATIOS = (16, 32, 64)  # where the chunk plan fuses the inference forward and forms da in the backward
-UNFUSED = "FUSE=0,INLINE_DA=0"
+FUSION_RATIOS = (16, 32, 64)  # where the chunk plan can fuse the inference forward and form da in the backward
+FUSIONS = {"fused": "FUSE=1,INLINE_DA=1", "unfused": "FUSE=0,INLINE_DA=0"}
 STEEP_LOG_F = (-2, -4, -8, -12, -16, -20, -24)
 
 
@@ -85,10 +85,10 @@ def run() -> dict:
         if ratio <= SMALL_HEAD_MAX:
             fwd, both, _ = _hgrn2(ratio, chunked=True)
             rows.append({"case": "chunk kernels forced", "ratio": ratio, "fwd_ms": fwd, "fwd_bwd_ms": both})
-        if ratio in UNFUSED_RATIOS:
-            with mock.patch.dict(os.environ, {"HGRN_CHUNK_TILES": UNFUSED}):  # the plan reads it at every call
+        for name, tiles in FUSIONS.items() if ratio in FUSION_RATIOS else ():
+            with mock.patch.dict(os.environ, {"HGRN_CHUNK_TILES": tiles}):  # the plan reads it at every call
                 fwd, both, _ = _hgrn2(ratio)
-            rows.append({"case": f"unfused ({UNFUSED})", "ratio": ratio, "fwd_ms": fwd, "fwd_bwd_ms": both})
+            rows.append({"case": f"{name} ({tiles})", "ratio": ratio, "fwd_ms": fwd, "fwd_bwd_ms": both})
         print(f"ratio {ratio} done", flush=True)
     steep = []
     for target in (None, *STEEP_LOG_F):

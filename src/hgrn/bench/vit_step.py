@@ -202,7 +202,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     result = run(args)
-    write_dated(result, markdown(result), args.out, "vit-step")
+    sizes = "-".join(dict.fromkeys(model.rsplit("-", 1)[-1] for model in args.models))  # one file per model size
+    write_dated(result, markdown(result), args.out, f"vit-step-{sizes}")
 
 
 if __name__ == "__main__":
