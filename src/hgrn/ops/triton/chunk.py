@@ -196,7 +196,7 @@ def _infer_kernel(q, kz, lg, lb, v, out, h0, ht, cu, T, NS, L, scale,
                   DOT: tl.constexpr):  # fmt: skip
     """The forward without a backward to feed: the prep kernel's work and the forward walk's in one program per
     (V tile, head, sequence), so q e^g, k e^{g_C - g}, tril(A) and the chunk decays live only in registers (at head
-    size 16 and 64-row chunks, A alone is 4x q's size in memory). The same helpers as prep + walk, so the same path
+    size 16 and 32-row chunks, A alone is 2x q's size in memory). The same helpers as prep + walk, so the same path
     (fast, blocked or exact) per chunk and the same rounding; the gate work runs once per V tile."""
     iv, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     ck = tl.multiple_of(tl.arange(0, KP), 1)  # whole columns per thread: the cumsum stays in registers (prep)
