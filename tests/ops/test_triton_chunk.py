@@ -299,7 +299,7 @@ def test_interpreted_inference_half_precision_and_unfused_plans(monkeypatch):
     assert_close("o", o, o_ref, 1e-2)
     assert_close("final_state", s, s_ref, 1e-2)
     inputs = make_inputs("hgrn2_lb", 2, 70, 1, 16, 16, seed=47)  # long enough for two segments of 16-row chunks
-    for tiles, segments in (("FUSE=0", None), ("FUSE=1", 2), ("", None)):
+    for tiles, segments in (("FUSE=0", 1), ("FUSE=1", 2), ("", 1)):
         monkeypatch.setenv("HGRN_CHUNK_TILES", tiles)
         fused = _count_launches(monkeypatch, "_infer_kernel")
         o, s = infer(interpreted("hgrn2_lb", segments=segments), "hgrn2_lb", inputs, torch.float32)
@@ -307,6 +307,23 @@ def test_interpreted_inference_half_precision_and_unfused_plans(monkeypatch):
         assert fused == []
         assert_close("o", o, o_ref, 2e-5)
         assert_close("final_state", s, s_ref, 2e-5)
+
+
+def test_plan_takes_each_fusion_where_it_was_measured_faster(monkeypatch):
+    """By default the inference forward is one kernel at K 32 only and do v^T is formed inside at K 64 only (H200
+    timings in make_plan); FUSE=1 / INLINE_DA=1 force them only where they apply (one segment, one K tile)."""
+    monkeypatch.setenv("HGRN_CHUNK_TILES", "")
+
+    def plan(K: int, segments: int = 1):
+        q = torch.zeros(1, 256, 2, K)
+        p = chunk.make_plan(q, q, None, segments=segments)
+        return p.C, p.fuse_infer, p.inline_da
+
+    assert [plan(K) for K in (16, 32, 64, 128)] == [(32, False, False), (32, True, False), (32, False, True),
+                                                    (32, False, False)]  # fmt: skip
+    monkeypatch.setenv("HGRN_CHUNK_TILES", "FUSE=1,INLINE_DA=1")
+    assert [plan(K) for K in (16, 64, 128)] == [(32, True, True), (32, True, True), (32, False, False)]
+    assert plan(16, segments=2)[1:] == (False, True)
 
 
 @cpu_only

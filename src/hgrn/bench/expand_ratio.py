@@ -5,9 +5,10 @@ At B 8, T 2048, d 2048 (bf16, so the op's inputs and output are the same bytes a
 (hgrn.ops.hgrn2_recurrence) at expand ratio 1 .. 256, the chunked kernels forced at the ratios the small-head path
 takes (what ran there before it), the chunked kernels with both fusions and with neither at the ratios where they
 apply (HGRN_CHUNK_TILES=FUSE=1,INLINE_DA=1: the forward without autograd in one kernel, da formed in the backward;
-FUSE=0,INLINE_DA=0: prep + walk, da through memory; the A/B that sets the plan's defaults), and the HGRN1 real scan at [B, T, d] (the element-wise floor of ratio 1). Then the
-steep-gate sweep at the main shape (expand ratio 128): gate logits shifted so that the mean log f per step runs from
--2 to -24, against random gates. Forward and forward + backward, median ms (triton.testing.do_bench).
+FUSE=0,INLINE_DA=0: prep + walk, da through memory; the A/B that sets the plan's defaults), and the HGRN1 real scan
+at [B, T, d] (the element-wise floor of ratio 1). Then the steep-gate sweep at the main shape (expand ratio 128):
+gate logits shifted so that the mean log f per step runs from -2 to -24, against random gates. Forward and forward +
+backward, median ms (triton.testing.do_bench).
 """
 
 from __future__ import annotations
