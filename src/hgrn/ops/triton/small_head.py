@@ -382,8 +382,8 @@ def _bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb
 
 @dataclass(frozen=True)
 class Plan:
-    """Lines and tiles for one launch, chosen by rule (HGRN_SMALL_TILES="BH=4,BT=16,warps=4,NS=2" for tile
-    experiments). The kernels walk P = n_seqs * NS lines: the segments of length L of each sequence of T tokens, or
+    """Lines and tiles for one launch, chosen by rule (HGRN_SMALL_TILES="BH=4,BT=16,warps=4,NS=2,maxnreg=128" for
+    tile experiments). The kernels walk P = n_seqs * NS lines: the segments of length L of each sequence of T tokens, or
     (strided) its NS interleaved lines of L tokens, the columns of a grid of L rows of NS tokens."""
 
     n_seqs: int
@@ -396,6 +396,8 @@ class Plan:
     BH: int  # heads per program
     BT: int  # time steps per tile
     warps: int
+    maxnreg: int | None  # register cap (None: the compiler's choice; offline sm_90, the ViT's 2-D backward at head
+    # size 8 takes 168 registers uncapped, 128 with 24 bytes of stack when capped: 16 one-warp programs per SM, not 12)
     strided: bool = False
 
     @property
@@ -403,7 +405,7 @@ class Plan:
         return self.n_seqs * self.NS
 
 
-def _tiles(H: int, K: int, V: int, bt: int = 16) -> dict[str, int]:
+def _tiles(H: int, K: int, V: int, bt: int = 16) -> dict[str, int | None]:
     """One warp per program holding about 32 state channels (BH heads, one channel per thread, a tile's 16 steps in
     its registers, so the scan down the tile stays in-thread). Chosen by tile sweeps on an H200 (B8 T2048 d2048
     bf16, fwd+bwd ms, 2026-12-02). Before the loads were issued a tile ahead: head size 8 2.55 at (BH 1, BT 16,
@@ -417,7 +419,8 @@ def _tiles(H: int, K: int, V: int, bt: int = 16) -> dict[str, int]:
     tiles = {k: int(x) for k, x in (i.split("=") for i in os.environ.get("HGRN_SMALL_TILES", "").split(",") if i)}
     KP, VP = pow2(K), pow2(V)
     return dict(KP=KP, VP=VP, BH=tiles.get("BH", min(pow2(H), max(32 // (KP * VP), 1))), BT=tiles.get("BT", bt),
-                warps=4 if INTERPRET else tiles.get("warps", 1), NS=tiles.get("NS", 0))  # fmt: skip
+                warps=4 if INTERPRET else tiles.get("warps", 1), maxnreg=None if INTERPRET else tiles.get("maxnreg"),
+                NS=tiles.get("NS", 0))  # fmt: skip
 
 
 def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | None = None, save: bool = True) -> Plan:
@@ -696,7 +699,7 @@ def _launch(
     seq = (q if cu is None else cu, plan.T, plan.NS, plan.L, plan.NTS, q.stride(-3), v.stride(-3), scale)
     shape = dict(H=H, K=K, V=v.shape[-1], KP=plan.KP, VP=plan.VP, BH=plan.BH, BT=plan.BT, GATE=gate,
                  REVERSE=reverse, IS_VARLEN=cu is not None, STRIDED=plan.strided, BOTH=both, ACC=acc,
-                 num_warps=plan.warps)  # fmt: skip
+                 num_warps=plan.warps, **({} if plan.maxnreg is None else {"maxnreg": plan.maxnreg}))  # fmt: skip
     return inputs, seq, shape, (triton.cdiv(H, plan.BH), plan.P)
 
 
