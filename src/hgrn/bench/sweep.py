@@ -1,6 +1,7 @@
-"""Tile sweep: python -m hgrn.bench.sweep [--op hgrn2|hgrn2-2d|hgrn1] [--shape BxTxHxD | BxTxD] CONFIG ...
+"""Tile sweep: python -m hgrn.bench.sweep [--op hgrn2|hgrn2-2d|hgrn1|hgrn1-complex] [--shape BxTxHxD | BxTxD] CONFIG ...
 
-hgrn2-2d is `hgrn.ops.hgrn2_directions` along the rows and columns of a square grid of T tokens (the ViTs' scan).
+hgrn2-2d is `hgrn.ops.hgrn2_directions` along the rows and columns of a square grid of T tokens (the ViTs' scan);
+hgrn1-complex the complex-valued HGRN1 scan (the ViTs' and LMs' HGRN1, x [B, T, D, 2] and theta [D]).
 
 Each CONFIG overrides the tile rule through HGRN_CHUNK_TILES (hgrn2, e.g. "C=64,BV=128,maxnreg=128"),
 HGRN_SMALL_TILES (hgrn2 at head sizes of at most 8, e.g. "BH=16,BT=8,NS=4") or HGRN_SCAN_TILES (hgrn1, and hgrn2
@@ -26,7 +27,12 @@ from triton.testing import do_bench
 from hgrn import ops
 from hgrn.ops.triton.small_head import SMALL_HEAD_MAX
 
-ENV = {"hgrn2": "HGRN_CHUNK_TILES", "hgrn2-2d": "HGRN_CHUNK_TILES", "hgrn1": "HGRN_SCAN_TILES"}
+ENV = {
+    "hgrn2": "HGRN_CHUNK_TILES",
+    "hgrn2-2d": "HGRN_CHUNK_TILES",
+    "hgrn1": "HGRN_SCAN_TILES",
+    "hgrn1-complex": "HGRN_SCAN_TILES",
+}
 
 
 def _env(op: str, shape: tuple[int, ...]) -> str:
@@ -34,7 +40,7 @@ def _env(op: str, shape: tuple[int, ...]) -> str:
     of one channel runs the HGRN1 scan's)."""
     if op == "hgrn2" and shape[-1] == 1:
         return "HGRN_SCAN_TILES"
-    return "HGRN_SMALL_TILES" if op != "hgrn1" and shape[-1] <= SMALL_HEAD_MAX else ENV[op]
+    return "HGRN_SMALL_TILES" if op.startswith("hgrn2") and shape[-1] <= SMALL_HEAD_MAX else ENV[op]
 
 
 def _op(op: str, shape: tuple[int, ...]):
@@ -46,6 +52,9 @@ def _op(op: str, shape: tuple[int, ...]):
     if op == "hgrn1":
         x, g = leaf(*shape), torch.nn.functional.logsigmoid(leaf(*shape) + 2).detach().requires_grad_()
         return (lambda x, g: ops.hgrn1_recurrence(x, g)[0]), (x, g)
+    if op == "hgrn1-complex":
+        x, g = leaf(*shape, 2), torch.nn.functional.logsigmoid(leaf(*shape) + 2).detach().requires_grad_()
+        return (lambda x, g, theta: ops.hgrn1_recurrence(x, g, theta)[0]), (x, g, leaf(shape[-1], dtype=torch.float32))
     B, T, H, D = shape
     lb = torch.zeros(H, D, device="cuda", requires_grad=True)
     inputs = (*(leaf(B, T, H, D) for _ in range(3)), lb)
