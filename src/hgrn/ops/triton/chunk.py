@@ -259,6 +259,14 @@ def _walk_rev_kernel(qi, ks, a, v, do, gl, dv, xk, dstates, dht, dh0, cu, T, NS,
         tl.store(dh0 + s_off, dS, mask=s_mask)
 
 
+@triton.jit
+def _do_vt(v, do, tok, valid, H: tl.constexpr, V: tl.constexpr, VP: tl.constexpr, DOT: tl.constexpr):
+    """da = do v^T [C, C] over one chunk's rows (v and do at one head's columns): the intra-chunk pairs' weights."""
+    cv = tl.arange(0, VP)
+    vt = operand(load_block(v, tok, valid, H * V, cv, V), DOT)
+    return mm(operand(load_block(do, tok, valid, H * V, cv, V), DOT), tl.trans(vt), DOT)
+
+
 @entry(**SPECIALIZE)
 def _pairs_kernel(v, do, da, cu, T, NS, L, H: tl.constexpr, V: tl.constexpr, VP: tl.constexpr, C: tl.constexpr,
                   REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
@@ -269,10 +277,8 @@ def _pairs_kernel(v, do, da, cu, T, NS, L, H: tl.constexpr, V: tl.constexpr, VP:
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
     if c * C < n:
         tok, valid = block_rows(c, n, bos, C, REVERSE)
-        cv = tl.arange(0, VP)
-        vt = operand(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
-        dot = operand(load_block(do + h * V, tok, valid, H * V, cv, V), DOT)
-        store_tile(da + h * C, mm(dot, tl.trans(vt), DOT), tok, valid, H * C, tl.arange(0, C), C)
+        store_tile(da + h * C, _do_vt(v + h * V, do + h * V, tok, valid, H, V, VP, DOT), tok, valid, H * C,
+                   tl.arange(0, C), C)  # fmt: skip
 
 
 @entry(**SPECIALIZE)
@@ -300,9 +306,7 @@ def _intra_bwd_kernel(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg
         q, kz, lg, lb = q + h * K, kz + h * K, lg + h * K, lb + h * K
         cc = tl.arange(0, C)
         if INLINE_DA:
-            cv = tl.arange(0, VP)
-            vt = operand(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
-            dA = mm(operand(load_block(do + h * V, tok, valid, H * V, cv, V), DOT), tl.trans(vt), DOT)
+            dA = _do_vt(v + h * V, do + h * V, tok, valid, H, V, VP, DOT)
         else:
             dA = load_tile(da + h * C, tok, valid, H * C, cc, C)
         diag = scale * tl.sum(tl.where(cc[:, None] == cc[None, :], dA, 0.0), 1)[:, None]
