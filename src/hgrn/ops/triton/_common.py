@@ -68,6 +68,12 @@ def needs_grad(tensors: Iterable[torch.Tensor | None]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def register_cap(maxnreg: int | None) -> dict[str, int]:
+    """The launch option that caps a kernel's registers per thread (more programs resident per multiprocessor), or
+    none (None: the compiler's choice)."""
+    return {} if maxnreg is None else {"maxnreg": maxnreg}
+
+
 def pow2(n: int) -> int:
     return triton.next_power_of_2(max(int(n), 1))
 

@@ -44,6 +44,7 @@ from hgrn.ops.triton._common import (
     or_empty,
     pow2,
     present_grads,
+    register_cap,
     seq_span,
     store_tile,
     target_programs,
@@ -461,13 +462,9 @@ def make_plan(
                 maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da)  # fmt: skip
 
 
-def _cap(plan: Plan) -> dict:
-    return {} if plan.maxnreg is None else {"maxnreg": plan.maxnreg}
-
-
 def _parallel(plan: Plan, flags: dict, cap: bool = False) -> dict:
     """Launch options of the chunk-parallel kernels (cap: the prep kernel's register cap, more programs resident)."""
-    return {**flags, "num_warps": plan.pwarps, **({"maxnreg": plan.pmaxnreg} if cap and plan.pmaxnreg else {})}
+    return {**flags, "num_warps": plan.pwarps, **register_cap(plan.pmaxnreg if cap else None)}
 
 
 def _per_chunk(q: Tensor, plan: Plan, cu: Tensor | None) -> Tensor:
@@ -528,7 +525,7 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
             q, kz, q if lg is None else lg, q if lb is None else lb, v, o, q if h0 is None else h0,
             final if want_final else q, q if cu is None else cu, T, plan.NS, plan.L, float(scale), H=H, K=K, V=V,
             KP=plan.KP, BVW=plan.BV, BLK=plan.BLK, GATE=gate, HAS_H0=h0 is not None, STORE_HT=want_final, **flags,
-            **_cap(plan),
+            **register_cap(plan.maxnreg),
         )  # fmt: skip
         return o, final, *(q.new_empty(0) for _ in range(5))
     seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
@@ -539,7 +536,7 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
                                         **_parallel(plan, flags, cap=True))  # fmt: skip
     walk = (qi, ks, A, v, v, gl)
     grid = (plan.VP // plan.BV, H, plan.P)
-    shape = dict(H=H, K=K, V=V, BKW=plan.KP, BVW=plan.BV, **flags, **_cap(plan))
+    shape = dict(H=H, K=K, V=V, BKW=plan.KP, BVW=plan.BV, **flags, **register_cap(plan.maxnreg))
     if plan.NS > 1:
         local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
         _walk_fwd_kernel[grid](*walk, o, q, local, q, q, *seq, scale, MODE=2, HAS_H0=False, STORE_HT=True, **shape)
@@ -603,7 +600,8 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
     starts = starts if plan.NS > 1 else h0
     seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
     walk = (qi, ks, A, v, do, gl)
-    rev = dict(H=H, K=K, V=V, KP=plan.KP, BVW=plan.BV_REV, **{**flags, "num_warps": plan.rwarps}, **_cap(plan))
+    rev = dict(H=H, K=K, V=V, KP=plan.KP, BVW=plan.BV_REV, **{**flags, "num_warps": plan.rwarps},
+               **register_cap(plan.maxnreg))  # fmt: skip
     grid_rev = (plan.VP // plan.BV_REV, H, plan.P)
     dh0 = None
     if plan.NS > 1:  # the gradient reaching each segment's end from the later segments
@@ -629,7 +627,7 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
     _walk_fwd_kernel[(plan.KP // plan.BK, H, plan.P)](
         *walk, yq, q if starts is None else starts, q, dstates, chunk_starts, *seq, scale, H=H, K=K, V=V,
         BKW=plan.BK, BVW=plan.VP,
-        MODE=1, HAS_H0=starts is not None, STORE_HT=False, **flags, **_cap(plan),
+        MODE=1, HAS_H0=starts is not None, STORE_HT=False, **flags, **register_cap(plan.maxnreg),
     )  # fmt: skip
     da = q if plan.inline_da else q.new_empty(*q.shape[:3], plan.C, dtype=torch.float32)
     if not plan.inline_da:

@@ -42,6 +42,7 @@ from hgrn.ops.triton._common import (
     or_empty,
     pow2,
     present_grads,
+    register_cap,
     seq_span,
     target_programs,
     tokens,
@@ -419,8 +420,8 @@ def _tiles(H: int, K: int, V: int, bt: int = 16) -> dict[str, int | None]:
     tiles = {k: int(x) for k, x in (i.split("=") for i in os.environ.get("HGRN_SMALL_TILES", "").split(",") if i)}
     KP, VP = pow2(K), pow2(V)
     return dict(KP=KP, VP=VP, BH=tiles.get("BH", min(pow2(H), max(32 // (KP * VP), 1))), BT=tiles.get("BT", bt),
-                warps=4 if INTERPRET else tiles.get("warps", 1), maxnreg=None if INTERPRET else tiles.get("maxnreg"),
-                NS=tiles.get("NS", 0))  # fmt: skip
+                warps=4 if INTERPRET else tiles.get("warps", 1),
+                maxnreg=None if INTERPRET else tiles.get("maxnreg") or None, NS=tiles.get("NS", 0))  # fmt: skip
 
 
 def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | None = None, save: bool = True) -> Plan:
@@ -699,7 +700,7 @@ def _launch(
     seq = (q if cu is None else cu, plan.T, plan.NS, plan.L, plan.NTS, q.stride(-3), v.stride(-3), scale)
     shape = dict(H=H, K=K, V=v.shape[-1], KP=plan.KP, VP=plan.VP, BH=plan.BH, BT=plan.BT, GATE=gate,
                  REVERSE=reverse, IS_VARLEN=cu is not None, STRIDED=plan.strided, BOTH=both, ACC=acc,
-                 num_warps=plan.warps, **({} if plan.maxnreg is None else {"maxnreg": plan.maxnreg}))  # fmt: skip
+                 num_warps=plan.warps, **register_cap(plan.maxnreg))  # fmt: skip
     return inputs, seq, shape, (triton.cdiv(H, plan.BH), plan.P)
 
 
