@@ -62,3 +62,20 @@ def grads(output: Tensor, state: Tensor | None, inputs: list[Tensor], seed: int 
         loss = loss + (state * torch.randn(state.shape, generator=g, dtype=state.dtype)).sum()
     result = torch.autograd.grad(loss, inputs, allow_unused=True)
     return [torch.zeros_like(x) if r is None else r for x, r in zip(inputs, result, strict=True)]
+
+
+def record_launches(monkeypatch, module, names) -> list[str]:
+    """A log to which each launch of module.<name> (name in names) appends that name; the kernels still run."""
+    log: list[str] = []
+
+    class Recorded:
+        def __init__(self, kernel, name: str) -> None:
+            self.kernel, self.name = kernel, name
+
+        def __getitem__(self, grid):
+            log.append(self.name)
+            return self.kernel[grid]
+
+    for name in names:
+        monkeypatch.setattr(module, name, Recorded(getattr(module, name), name))
+    return log

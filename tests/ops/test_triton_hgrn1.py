@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from hgrn import ops
 from hgrn.ops.triton import hgrn1_scan, small_head
-from tests.helpers import assert_close, on_backend, rel_err
+from tests.helpers import assert_close, on_backend, record_launches, rel_err
 from tests.ops import test_triton_chunk as chunk_tests
 
 reference = on_backend("reference")
@@ -77,17 +77,6 @@ def poisoned_workspace(monkeypatch):
     monkeypatch.setattr(hgrn1_scan, "_workspace", lambda n, device: torch.full((n,), float("nan"), device=device))
 
 
-class Spy:
-    """Records which forward kernel a launch used."""
-
-    def __init__(self, kernel, name, log):
-        self.kernel, self.name, self.log = kernel, name, log
-
-    def __getitem__(self, grid):
-        self.log.append(self.name)
-        return self.kernel[grid]
-
-
 @cpu_only
 @pytest.mark.usefixtures("poisoned_workspace")
 @pytest.mark.parametrize("complex_valued", [False, True], ids=["real", "complex"])
@@ -133,9 +122,7 @@ def test_interpreted_chained_aggregates_only(monkeypatch, complex_valued, revers
 
 @cpu_only
 def test_dense_batches_take_the_chained_forward(monkeypatch):
-    log = []
-    for name in ("_fwd_kernel", "_fwd_chained_kernel"):
-        monkeypatch.setattr(hgrn1_scan, name, Spy(getattr(hgrn1_scan, name), name, log))
+    log = record_launches(monkeypatch, hgrn1_scan, ("_fwd_kernel", "_fwd_chained_kernel"))
     inputs = make_inputs(1, 12, 8, complex_valued=False, h0=False, seed=19)
     scan(inputs["x"].float(), inputs["log_f"].float(), None, output_final_state=False)
     scan(inputs["x"].float(), inputs["log_f"].float(), None, output_final_state=False, cu_seqlens=torch.tensor([0, 12]))
