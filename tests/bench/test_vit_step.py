@@ -22,6 +22,6 @@ def test_vit_step_smoke_writes_the_table(tmp_path, capsys):
 
 
 def test_the_gpu_run_measures_the_recipes_compile_unless_told():
-    """Without --compile a model is built as its experiment trains it (the ImageNet recipe compiles blocks)."""
-    assert vit_step.build("hgrn2-tiny", smoke=False).hparams["compile"] == "blocks"
+    """Without --compile a model is built as its experiment trains it (the ImageNet recipe: blocks as CUDA graphs)."""
+    assert vit_step.build("hgrn2-tiny", smoke=False).hparams["compile"] == "graphs"
     assert vit_step.build("hgrn2-tiny", smoke=False, compile="false").hparams["compile"] is False

@@ -178,6 +178,32 @@ def test_compile_wraps_parts_or_blocks_or_a_timm_model_whole(model, tmp_path):
         build_task(cfg, build_datamodule(cfg))
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("model", sorted(TINY_MODELS))
+def test_the_recipe_trains_under_cuda_graphs_on_a_gpu(model, tmp_path):
+    """The recipe's compile ('graphs': CUDA graphs replayed through training, validation and test, where a batch of
+    another size records anew: 20 validation images in batches of 8) trains two epochs and evaluates, finitely."""
+    images = write_random_folder(tmp_path / "images", {"train": 9, "val": 5})
+    cfg = compose(
+        f"experiment=imagenet/fashion_mnist/{model}",
+        f"paths.output_dir={tmp_path / 'run'}",
+        f"data.data_dir={images}",
+        "trainer.max_epochs=2",
+        "data.num_workers=0",
+        "logger=none",
+        "data.num_classes=4",
+        "data.image_size=40",
+        "task.patch_size=8",
+        "data.batch_size=8",
+        "data.repeat_on_one_process=true",
+        *TINY_MODELS[model],
+    )
+    assert cfg.task.compile == "graphs" and cfg.trainer.accelerator == "gpu"
+    record = train(cfg, overrides=[])
+    assert record.steps >= 8
+    assert math.isfinite(record.metrics["test/loss"]) and 0.0 <= record.metrics["test/acc"] <= 1.0
+
+
 def test_timm_builds_every_registered_hgrn_model():
     names = sorted(name.replace("-", "_") for name, (kind, _) in NAMED_BACKBONES.items() if kind == "vit")
     assert hgrn.models is not None and names == sorted(timm.list_models("hgrn*"))

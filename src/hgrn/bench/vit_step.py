@@ -1,5 +1,5 @@
 """ImageNet training step of each image model as its experiment builds it: images/s and peak memory at B 256 in bf16,
-and the GPU hours of the 300-epoch recipe -> results/bench/vit-step-<gpu>-<date>.{json,md}.
+and the GPU hours of the 300-epoch recipe -> results/bench/vit-step-<sizes>[-<compile>]-<gpu>-<date>.{json,md}.
 
     python -m hgrn.bench.vit_step [--models hgrn2-tiny hgrn1-tiny deit-tiny ...] [--batch 256] [--out results/bench]
     python -m hgrn.bench.vit_step --smoke --out <dir>     # CPU, tiny models on 28-pixel images (tests)
@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     result = run(args)
     sizes = "-".join(dict.fromkeys(model.rsplit("-", 1)[-1] for model in args.models))  # one file per model size
-    write_dated(result, markdown(result), args.out, f"vit-step-{sizes}")
+    compiled = f"-{args.compile}" if args.compile else ""  # and per --compile (none: the recipe's)
+    write_dated(result, markdown(result), args.out, f"vit-step-{sizes}{compiled}")
 
 
 if __name__ == "__main__":

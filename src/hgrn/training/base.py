@@ -202,7 +202,8 @@ def compile_model(model: nn.Module, compile: bool | str) -> None:
     blocks and MQAR: each new shape records anew), through model.compile_blocks (CausalLM, Backbone); a model
     without it (timm's) is compiled whole. Measured on an H200 (results/bench/NOTES.md): ListOps HGRN1 gains from
     'blocks', ListOps HGRN2 and MQAR ran fastest eager (before the recurrences were custom ops), the ViTs gain from
-    'blocks' (the ImageNet recipe's choice), the LM anchor runs fastest with 'graphs'."""
+    'blocks' and more from 'graphs' (the ImageNet recipe's choice: their steps are bound by the host's launches), the
+    LM anchor runs fastest with 'graphs'."""
     if compile not in COMPILE_CHOICES:
         raise ValueError(f"compile={compile!r}: choose false, parts, blocks or graphs")
     mode = "reduce-overhead" if compile == "graphs" else None
