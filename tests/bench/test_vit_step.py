@@ -8,8 +8,8 @@ from hgrn.bench import vit_step
 
 
 def test_vit_step_smoke_writes_the_table(tmp_path, capsys):
-    vit_step.main(["--smoke", "--profile", "--out", str(tmp_path)])
-    [written] = list(tmp_path.glob("vit-step-tiny-*.json"))  # named by model size: tiny and small runs both kept
+    vit_step.main(["--smoke", "--profile", "--compile", "false", "--out", str(tmp_path)])
+    [written] = list(tmp_path.glob("vit-step-tiny-false-*.json"))  # named by model size and --compile: runs all kept
     result = json.loads(written.read_text())
     assert [row["model"] for row in result["rows"]] == ["hgrn2-tiny", "hgrn1-tiny", "deit-tiny"]
     assert all(row["images_per_s"] > 0 and row["image_size"] == 28 for row in result["rows"])
