@@ -451,9 +451,10 @@ def make_plan(
     warps, rwarps, pwarps = (4, 4, 4) if INTERPRET else (tiles.get("warps", 4), tiles.get("rwarps", 8), pwarps)
     maxnreg, pmaxnreg = tiles.get("maxnreg") or None, None if INTERPRET else tiles.get("pmaxnreg", 168) or None
     # Two fusions that save memory traffic (see the Plan fields), kept by default only where an H200 measured them
-    # faster (8 x 2048, d 2048, bf16, 2026-12-05): the inference forward in one kernel at K 32 (0.49 against 0.64 ms;
-    # at K 16 0.65 against 0.51, at K 64 0.35 against 0.30); do v^T inside the intra-chunk backward at K 64 (fwd+bwd
-    # 1.40 against 1.61 ms; at K 16 kernel sums 2.66 against 2.62, at K 32 2.15 against 2.07). FUSE=1 / INLINE_DA=1
+    # faster (8 x 2048, d 2048, bf16, 2026-12-05, two runs): the inference forward in one kernel at K 32 (0.49 against
+    # 0.64 ms, then 0.49 against 0.47: even; at K 16 0.65 against 0.51 twice, at K 64 0.35 against 0.30 and 0.33);
+    # do v^T inside the intra-chunk backward at K 64 (fwd+bwd 1.40 against 1.61, then 1.40 against 1.49 ms; at K 16
+    # kernel sums 2.66 against 2.62, at K 32 2.15 against 2.07 twice). FUSE=1 / INLINE_DA=1
     # take them wherever they apply: one segment, one V tile (V <= 64) and K <= 64 for the first, one K tile and
     # V <= 64 for the second.
     fuse_infer = NS == 1 and VP == BV and KP <= 64 and bool(tiles.get("FUSE", KP == 32))

@@ -398,7 +398,8 @@ class Plan:
     BT: int  # time steps per tile
     warps: int
     maxnreg: int | None  # register cap (None: the compiler's choice; offline sm_90, the ViT's 2-D backward at head
-    # size 8 takes 168 registers uncapped, 128 with 24 bytes of stack when capped: 16 one-warp programs per SM, not 12)
+    # size 8 takes 168 registers uncapped, 128 with 24 bytes of stack when capped: 16 one-warp programs per SM, not 12;
+    # timed on an H200, 2026-12-05, at 256 x 256 x 48 x 8: 3.71 ms fwd+bwd kernels capped at 128 against 3.66 uncapped)
     strided: bool = False
 
     @property
