@@ -11,7 +11,7 @@ import torch
 from hgrn import ops
 from hgrn.ops import triton as kernels
 from hgrn.ops.triton import small_head
-from hgrn.ops.triton.chunk import GATE_HGRN2_LB
+from hgrn.ops.triton.chunk import GATE_HGRN2, GATE_HGRN2_LB
 from tests.helpers import assert_close, on_backend
 from tests.ops.test_triton_chunk import BF16_GATE_TOL, BF16_TOL, GATES, cpu_only
 
@@ -75,6 +75,37 @@ def test_interpreted_directions_extreme_gates():
     check(x, lb, 2, torch.float32, 2e-5, 1e-4, direction="2d", grid=(4, 5))
 
 
+@cpu_only
+@pytest.mark.parametrize(
+    "grid, head, heads_per_program, bound",
+    [((3, 5), 8, 1, True), ((4, 4), 2, 2, False), ((5, 3), 3, 2, True)],
+)
+def test_interpreted_parallel_form(grid, head, heads_per_program, bound, monkeypatch):
+    """Grid lines of at most 16 tokens in the parallel form (HGRN_SMALL_TILES PAR=1): decay-weighted scores, both
+    ways in one program, the backward recomputing them; head sizes 8, 2 and 3 (padded), a head group with a masked
+    head (3 heads in groups of 2), non-square grids."""
+    monkeypatch.setenv("HGRN_SMALL_TILES", f"PAR=1,BH={heads_per_program}")
+    x, lb = projection(1, grid[0] * grid[1], 3, head, bound=bound, seed=head)
+    check(x, lb, 3, torch.float32, 2e-5, scale=0.7, direction="2d", grid=grid)
+
+
+@cpu_only
+def test_parallel_form_leaves_steep_lines_to_the_scan(monkeypatch):
+    """Lines whose decays span more than e^{+-STEEP} about their middle token (a factor would overflow fp32) are
+    listed by the parallel form and walked by the scan: some programs of each launch are listed, not all, and the
+    result is exact; without the second launch the steep lines' o would be NaN (the factors overflow)."""
+    monkeypatch.setenv("HGRN_SMALL_TILES", "PAR=1")
+    grid, heads, K = (16, 6), 2, 2
+    x, lb = projection(1, grid[0] * grid[1], heads, K, bound=False, seed=3)
+    x[..., heads * K + K : 2 * heads * K] -= 20.0  # head 1's gate logits (x: q, z, v): log f ~ -20 per step
+    q, z, v = (t.view(1, -1, heads, K) for t in x.float().chunk(3, -1))
+    _, slots = small_head.directions_forward(q, z, None, None, v, 0.7, GATE_HGRN2, list(grid), True)
+    listed = [int(s[0]) for s in slots]
+    programs = [(s.numel() - 1) // 2 for s in slots]
+    assert all(0 < n < total for n, total in zip(listed, programs, strict=True)), (listed, programs)
+    check(x, lb, heads, torch.float32, 2e-5, scale=0.7, direction="2d", grid=grid)
+
+
 def test_fused_path_choice(monkeypatch):
     """Small heads take the fused kernels unless the lines are too few to fill the GPU unsegmented (then, as wide
     heads, one one-way scan per pass)."""
@@ -88,10 +119,14 @@ def test_fused_path_choice(monkeypatch):
 
 
 @cpu_only
-@pytest.mark.parametrize("grid", [None, [4, 6]], ids=["both-ways", "2d"])
-def test_custom_ops_pass_opcheck(grid):
+@pytest.mark.parametrize(
+    "grid, tiles", [(None, ""), ([4, 6], ""), ([4, 6], "PAR=1")], ids=["both-ways", "2d", "2d-par"]
+)
+def test_custom_ops_pass_opcheck(grid, tiles, monkeypatch):
     """torch.library.opcheck on hgrn::small_head_directions_forward (through its autograd formula the backward op):
-    schema, fake shapes against the real outputs, autograd registration, AOT dispatch, static and dynamic shapes."""
+    schema, fake shapes against the real outputs, autograd registration, AOT dispatch, static and dynamic shapes;
+    also in the parallel form (its saved slots in place of tile states)."""
+    monkeypatch.setenv("HGRN_SMALL_TILES", tiles)
     g = torch.Generator().manual_seed(0)
     B, T, H, E = 2, 24, 3, 2
     q, kz, v = (torch.randn(B, T, H, E, generator=g).requires_grad_() for _ in range(3))
@@ -108,6 +143,16 @@ def test_bad_direction_arguments():
         ops.hgrn2_directions(x, x, x, direction="2d")
     with pytest.raises(ValueError, match="does not match grid"):
         ops.hgrn2_directions(x, x, x, direction="2d", grid=(2, 2))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tiles", ["PAR=1", "PAR=1,BH=2"])
+@pytest.mark.parametrize("grid, gates", [((14, 14), "mixed"), ((16, 16), "normal")], ids=["grid14-mixed", "grid16"])
+def test_gpu_parallel_form(grid, gates, tiles, monkeypatch):
+    """The ViT's 2-D scan in the parallel form at head size 8, bf16 (tensor-core scores), steep lines included."""
+    monkeypatch.setenv("HGRN_SMALL_TILES", tiles)
+    x, lb = projection(8, grid[0] * grid[1], 24, 8, gates=gates, device="cuda", seed=8)
+    check(x, lb, 24, torch.bfloat16, BF16_TOL, BF16_GATE_TOL, scale=8**-0.5, direction="2d", grid=grid)
 
 
 @pytest.mark.gpu

@@ -19,7 +19,9 @@ reaching its start), the combine chains them, the second walk starts each segmen
 Both ways (`directions`, hgrn.ops.hgrn2_directions): a line's program walks it forward, then backward, adding into
 the outputs (backward: the gradients) it has just written; a grid's rows are segments of the grid's width, its
 columns lines read in place with the width as token step (STRIDED), added to the rows'. Inputs are read through
-their token strides, so the views chunk(3, -1) makes of a projection are never copied.
+their token strides, so the views chunk(3, -1) makes of a projection are never copied. Grid lines of at most 16
+tokens (a ViT's) can instead take the parallel form (HGRN_SMALL_TILES="PAR=1"; not yet the rule: untimed): both
+ways as one decay-weighted 16 x 16 score matrix per line and head on the tensor cores, steep lines left to the scan.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from hgrn.ops.triton._common import (
     INTERPRET,
     LOG2E,
     affine,
+    dot_mode,
     empty_grads,
     lower_bounded_gate,
+    mm,
     needs_grad,
     or_empty,
     pow2,
@@ -45,7 +49,6 @@ from hgrn.ops.triton._common import (
     register_cap,
     seq_span,
     target_programs,
-    tokens,
 )
 from hgrn.ops.triton.chunk import segment_combine
 from hgrn.ops.triton.precompile import ahead, entry, together
@@ -60,23 +63,26 @@ def fits(k: Tensor, v: Tensor) -> bool:
 
 
 @triton.jit
-def _where(tok, valid, heads, hm, cols, stride, E: tl.constexpr):
-    """(offsets, mask) of a [BT, BH, EP] tile of a [.., H, E] tensor whose tokens lie `stride` elements apart."""
-    offs = tok[:, None, None] * stride + heads[None, :, None] * E + cols[None, None, :]
+def _where(rel, valid, heads, hm, cols, stride, E: tl.constexpr):
+    """(int32 offsets from the tile's first token, mask) of a [BT, BH, EP] tile of a [.., H, E] tensor whose tokens
+    lie `stride` elements apart; rel: the rows' tokens counted from the first's."""
+    offs = rel[:, None, None] * stride + heads[None, :, None] * E + cols[None, None, :]
     return offs, valid[:, None, None] & hm[None, :, None] & (cols < E)[None, None, :]
 
 
 @triton.jit
-def _tile(ptr, tok, valid, heads, hm, cols, stride, E: tl.constexpr):
-    """[BT, BH, EP] fp32 tile; zeros outside."""
-    offs, m = _where(tok, valid, heads, hm, cols, stride, E)
-    return tl.load(ptr + offs, mask=m, other=0.0).to(tl.float32)
+def _tile(ptr, t0, rel, valid, heads, hm, cols, stride, E: tl.constexpr):
+    """[BT, BH, EP] fp32 tile whose first row is token t0; zeros outside."""
+    offs, m = _where(rel, valid, heads, hm, cols, stride, E)
+    return tl.load(ptr + t0 * stride + offs, mask=m, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _store(ptr, x, tok, valid, heads, hm, cols, E: tl.constexpr, H: tl.constexpr, ACC: tl.constexpr):
-    """x into a [BT, BH, EP] tile of a contiguous [.., H, E] tensor, added to what is there (ACC)."""
-    offs, m = _where(tok, valid, heads, hm, cols, H * E, E)
+def _store(ptr, x, t0, rel, valid, heads, hm, cols, E: tl.constexpr, H: tl.constexpr, ACC: tl.constexpr):
+    """x into a [BT, BH, EP] tile (first row: token t0) of a contiguous [.., H, E] tensor, added to what is there
+    (ACC)."""
+    offs, m = _where(rel, valid, heads, hm, cols, H * E, E)
+    ptr += t0 * (H * E)
     if ACC:
         x += tl.load(ptr + offs, mask=m, other=0.0).to(tl.float32)
     tl.store(ptr + offs, x.to(ptr.dtype.element_ty), mask=m)
@@ -94,11 +100,11 @@ def _lower_bound(lb, heads, hm, ck, K: tl.constexpr, GATE: tl.constexpr):
 
 
 @triton.jit
-def _gate_load(kz, lg, tok, valid, heads, hm, ck, SK, K: tl.constexpr, GATE: tl.constexpr):
+def _gate_load(kz, lg, t0, rel, valid, heads, hm, ck, SK, K: tl.constexpr, GATE: tl.constexpr):
     """The raw gate tiles: (k, log f) for GLA, (z, z) for HGRN2 (loads issued apart from their use: prefetch)."""
-    zt = _tile(kz, tok, valid, heads, hm, ck, SK, K)
+    zt = _tile(kz, t0, rel, valid, heads, hm, ck, SK, K)
     if GATE == 0:  # noqa: SIM108 (Triton: constexpr branch)
-        lt = _tile(lg, tok, valid, heads, hm, ck, SK, K)
+        lt = _tile(lg, t0, rel, valid, heads, hm, ck, SK, K)
     else:
         lt = zt
     return zt, lt
@@ -119,12 +125,23 @@ def _gate(zt, lt, lbv, valid, hm, ck, K: tl.constexpr, GATE: tl.constexpr):
 
 
 @triton.jit
-def _suffix_scan(a, b):
-    """tl.associative_scan((a, b), 0, affine, reverse=True) as a forward scan between two flips. The scanned axis
-    (time) lies within each thread, so the flips are register renaming; Triton's reverse scan instead cost 640 warp
-    shuffles per tile of the head-size-8 backward (offline sm_90 SASS, triton 3.6: 2,624 -> 1,976 instructions)."""
-    A, B = tl.associative_scan((tl.flip(a, 0), tl.flip(b, 0)), 0, affine)
-    return tl.flip(A, 0), tl.flip(B, 0)
+def _scan_from(f, x, S, BT: tl.constexpr):
+    """The states S_t = f_t S_{t-1} + x_t of a [BT, ...] tile entered with S [...]. S is folded into the first row,
+    so the scan's products of f go unused and are dropped: one FFMA per step and channel instead of three (the time
+    axis lies within each thread). Offline sm_90 SASS, head size 8, 2-D, per line and head: backward 3,750 -> 3,614
+    instructions and 168 -> 140 registers, forward 1,324 -> 1,229."""
+    first = (tl.arange(0, BT) == 0)[:, None, None, None]
+    _, B = tl.associative_scan((f, tl.where(first, x + f * S[None], x)), 0, affine)
+    return B
+
+
+@triton.jit
+def _suffix_scan_from(f_next, g, U, BT: tl.constexpr):
+    """dS_t = f_{t+1} dS_{t+1} + g_t down a [BT, ...] tile from the last row, U = dS at the row after the tile
+    (f_next: the rows' f_{t+1}): _scan_from between two flips. The flips are register renaming; Triton's reverse
+    scan instead cost 640 warp shuffles per tile of the head-size-8 backward (offline sm_90 SASS, triton 3.6: 2,624
+    -> 1,976 instructions)."""
+    return tl.flip(_scan_from(tl.flip(f_next, 0), tl.flip(g, 0), U, BT), 0)
 
 
 @triton.jit
@@ -147,20 +164,26 @@ def _decays(logf, BT: tl.constexpr, BH: tl.constexpr, KP: tl.constexpr, VP: tl.c
 
 
 @triton.jit
-def _tokens(r, n, bos, ts, REVERSE: tl.constexpr):
-    """Token indices (int64) of processing-order rows r of a line of n tokens `ts` apart from token bos."""
-    pos, valid = tokens(r, n, 0, REVERSE)
-    return bos + pos.to(tl.int64) * ts, valid
+def _tokens(r0, n, bos, ts, BT: tl.constexpr, REVERSE: tl.constexpr):
+    """Processing-order rows r0 .. r0 + BT - 1 of a line of n tokens `ts` apart from token bos: (the first row's
+    token (int64), each row's token counted from it (int32), which rows exist). Offsets within a tile fit in 32 bits
+    where a long sequence's do not (offline sm_90 SASS, head size 8, 2-D backward: 3,898 -> 3,750 instructions per
+    line and head against 64-bit offsets per element)."""
+    r = r0 + tl.arange(0, BT)
+    valid = (r >= 0) & (r < n)
+    if REVERSE:
+        return bos + (n - 1 - r0) * ts, -tl.arange(0, BT) * ts, valid
+    return bos + r0 * ts, tl.arange(0, BT) * ts, valid
 
 
 @triton.jit
-def _program(cu, T, NS, L, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
-             BH: tl.constexpr, IS_VARLEN: tl.constexpr, STRIDED: tl.constexpr, VK: tl.constexpr):  # fmt: skip
-    """This program's line p (first token, length, token step), its heads (and which exist), the K and V columns,
+def _program(ih, p, cu, T, NS, L, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr,
+             VP: tl.constexpr, BH: tl.constexpr, IS_VARLEN: tl.constexpr, STRIDED: tl.constexpr,
+             VK: tl.constexpr):  # fmt: skip
+    """Line p (first token, length, token step) and head group ih: its heads (and which exist), the K and V columns,
     and the offsets of its [BH, KP, VP] states (VK: [BH, VP, KP]) within one [H, K, V] state and within a
     [P, H, K, V] one (and the mask). A line is a pseudo-sequence, or (STRIDED) one of the NS interleaved lines of L
     tokens of a sequence of T = NS * L: the columns of a row-major grid of L rows of NS tokens, read in place."""
-    ih, p = tl.program_id(0), tl.program_id(1)
     if STRIDED:
         b = p // NS
         bos = b.to(tl.int64) * T + (p - b * NS)
@@ -179,7 +202,7 @@ def _program(cu, T, NS, L, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP
         h_off = (heads[:, None, None] * K + ck[None, :, None]) * V + cv[None, None, :]
         s_mask = hm[:, None, None] & (ck < K)[None, :, None] & (cv < V)[None, None, :]
     s_off = p.to(tl.int64) * H * K * V + h_off
-    return p, bos, n, ts, heads, hm, ck, cv, h_off, s_off, s_mask
+    return bos, n, ts, heads, hm, ck, cv, h_off, s_off, s_mask
 
 
 @triton.jit
@@ -210,28 +233,26 @@ def _fwd_walk(q, kz, lg, v, o, saved, S, lbv, p, bos, n, ts, heads, hm, ck, cv, 
     MODE 0 stores (ACC: adds) o and saves the state entering each tile but the first (SAVE)."""
     total = tl.zeros([BH, KP], tl.float32)
     # each tile's loads are issued one tile ahead (software pipelining by hand: one warp walks the sequence)
-    tok, valid = _tokens(tl.arange(0, BT), n, bos, ts, REVERSE)
-    zt, lt = _gate_load(kz, lg, tok, valid, heads, hm, ck, SK, K, GATE)
-    vt = _tile(v, tok, valid, heads, hm, cv, SV, V)
-    qt = _tile(q, tok, valid, heads, hm, ck, SK, K) if MODE == 0 else zt
+    t0, rel, valid = _tokens(0, n, bos, ts, BT, REVERSE)
+    zt, lt = _gate_load(kz, lg, t0, rel, valid, heads, hm, ck, SK, K, GATE)
+    vt = _tile(v, t0, rel, valid, heads, hm, cv, SV, V)
+    qt = _tile(q, t0, rel, valid, heads, hm, ck, SK, K) if MODE == 0 else zt
     for c in range(0, tl.cdiv(n, BT)):
-        tok_n, valid_n = _tokens((c + 1) * BT + tl.arange(0, BT), n, bos, ts, REVERSE)
-        zt_n, lt_n = _gate_load(kz, lg, tok_n, valid_n, heads, hm, ck, SK, K, GATE)
-        vt_n = _tile(v, tok_n, valid_n, heads, hm, cv, SV, V)
-        qt_n = _tile(q, tok_n, valid_n, heads, hm, ck, SK, K) if MODE == 0 else zt_n
+        t0_n, rel, valid_n = _tokens((c + 1) * BT, n, bos, ts, BT, REVERSE)
+        zt_n, lt_n = _gate_load(kz, lg, t0_n, rel, valid_n, heads, hm, ck, SK, K, GATE)
+        vt_n = _tile(v, t0_n, rel, valid_n, heads, hm, cv, SV, V)
+        qt_n = _tile(q, t0_n, rel, valid_n, heads, hm, ck, SK, K) if MODE == 0 else zt_n
         k, logf, _s, _ns, _f = _gate(zt, lt, lbv, valid, hm, ck, K, GATE)
         if SAVE and c > 0:
             tl.store(saved + (p * (NTS - 1) + c - 1).to(tl.int64) * H * K * V + h_off, S, mask=s_mask)
         x = k[:, :, :, None] * vt[:, :, None, :]
-        A, B = tl.associative_scan((_decays(logf, BT, BH, KP, VP, False), x), 0, affine)
+        states = _scan_from(_decays(logf, BT, BH, KP, VP, False), x, S, BT)
         if MODE == 0:
-            states = A * S[None] + B
-            _store(o, scale * tl.sum(qt[:, :, :, None] * states, 2), tok, valid, heads, hm, cv, V, H, ACC)
-            S = _row(states, BT - 1, BT)
+            _store(o, scale * tl.sum(qt[:, :, :, None] * states, 2), t0, rel, valid, heads, hm, cv, V, H, ACC)
         else:
-            S = _row(A, BT - 1, BT) * S + _row(B, BT - 1, BT)
             total += tl.sum(logf, 0)
-        tok, valid, zt, lt, vt, qt = tok_n, valid_n, zt_n, lt_n, vt_n, qt_n
+        S = _row(states, BT - 1, BT)
+        t0, valid, zt, lt, vt, qt = t0_n, valid_n, zt_n, lt_n, vt_n, qt_n
     return S, total
 
 
@@ -247,8 +268,9 @@ def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, S
     H, K, V] (SAVE), the final state into ht (STORE_HT). BOTH: then the line walked the other way from S = 0 and
     its o added (no states in or out; its saved states follow the first walk's).
     MODE 1: the segment's own final state (from S = 0) into ht and its total log decay into logdec [P, H, K]."""
-    p, bos, n, ts, heads, hm, ck, cv, h_off, s_off, s_mask = _program(
-        cu, T, NS, L, H, K, V, KP, VP, BH, IS_VARLEN, STRIDED, False
+    p = tl.program_id(1)
+    bos, n, ts, heads, hm, ck, cv, h_off, s_off, s_mask = _program(
+        tl.program_id(0), p, cu, T, NS, L, H, K, V, KP, VP, BH, IS_VARLEN, STRIDED, False
     )
     lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
     S = _state(h0, s_off, s_mask, HAS_H0, BH, KP, VP, False)
@@ -267,18 +289,37 @@ def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, S
 
 
 @triton.jit
-def _bwd_loads(q, kz, lg, v, do, r, n, bos, ts, heads, hm, ck, cv, SK, SV, H: tl.constexpr, K: tl.constexpr,
-               V: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr):  # fmt: skip
-    """The backward's tiles of processing-order rows r: (tokens, which exist, which of the rows one step later exist,
-    the raw gate tiles of those later rows, the raw gate tiles, q, do, v)."""
-    tok, valid = _tokens(r, n, bos, ts, REVERSE)
-    tok_x, valid_x = _tokens(r + 1, n, bos, ts, REVERSE)
-    zx, lx = _gate_load(kz, lg, tok_x, valid_x, heads, hm, ck, SK, K, GATE)
-    zt, lt = _gate_load(kz, lg, tok, valid, heads, hm, ck, SK, K, GATE)
-    qt = _tile(q, tok, valid, heads, hm, ck, SK, K)
-    dot = _tile(do, tok, valid, heads, hm, cv, H * V, V)
-    vt = _tile(v, tok, valid, heads, hm, cv, SV, V)
-    return tok, valid, valid_x, zx, lx, zt, lt, qt, dot, vt
+def _bwd_loads(q, kz, lg, v, do, r0, n, bos, ts, heads, hm, ck, cv, SK, SV, H: tl.constexpr, K: tl.constexpr,
+               V: tl.constexpr, BT: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr):  # fmt: skip
+    """The backward's tiles of processing-order rows r0 .. r0 + BT - 1: (the first row's token, the rows' tokens
+    from it, which rows exist, which of the rows one step later exist, the raw gate tiles of those later rows, the raw
+    gate tiles, q, do, v)."""
+    t0, rel, valid = _tokens(r0, n, bos, ts, BT, REVERSE)
+    t0_x, rel, valid_x = _tokens(r0 + 1, n, bos, ts, BT, REVERSE)
+    zx, lx = _gate_load(kz, lg, t0_x, rel, valid_x, heads, hm, ck, SK, K, GATE)
+    zt, lt = _gate_load(kz, lg, t0, rel, valid, heads, hm, ck, SK, K, GATE)
+    qt = _tile(q, t0, rel, valid, heads, hm, ck, SK, K)
+    dot = _tile(do, t0, rel, valid, heads, hm, cv, H * V, V)
+    vt = _tile(v, t0, rel, valid, heads, hm, cv, SV, V)
+    return t0, rel, valid, valid_x, zx, lx, zt, lt, qt, dot, vt
+
+
+@triton.jit
+def _gate_grads(dkz, dlg, dk, dlogf, k, s, ns, f, lb_sum, t0, rel, valid, heads, hm, ck, K: tl.constexpr,
+                H: tl.constexpr, GATE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """Stores (ACC: adds) the gate inputs' gradients of a [BT, BH, KP] tile from dk and dlog f: those two for GLA, dz
+    for HGRN2 (_gate's k, s, ns, f); returns lb_sum plus the tile's lower-bound gradient sums [BH, KP] (GATE 2)."""
+    if GATE == 0:
+        _store(dkz, dk, t0, rel, valid, heads, hm, ck, K, H, ACC)
+        _store(dlg, dlogf, t0, rel, valid, heads, hm, ck, K, H, ACC)
+    else:
+        inside = valid[:, None, None] & hm[None, :, None] & (ck < K)[None, None, :]
+        inv_f = tl.where(inside & (f > 0), tl.fdiv(1.0, f), 0.0)
+        ratio = tl.where(f > 0, s * inv_f, 1.0)  # s / f -> 1 as f -> 0 without a bound
+        _store(dkz, k * (ratio * dlogf - s * dk), t0, rel, valid, heads, hm, ck, K, H, ACC)
+        if GATE == 2:
+            lb_sum += tl.sum(tl.where(inside, ns * (inv_f * dlogf - dk), 0.0), 0)
+    return lb_sum
 
 
 @triton.jit
@@ -295,10 +336,9 @@ def _bwd_walk(q, kz, lg, v, do, saved, S0_first, dq, dkz, dlg, dv, U, lb_sum, lb
     n_tiles = tl.cdiv(n, BT)
     # each tile's loads are issued one tile ahead, as in the forward; "next": the rows one step later (their f
     # multiplies dS; 1 past the end, where dS_t = scale q_t do_t^T + dht)
-    tok, valid, valid_x, zx, lx, zt, lt, qt, dot, vt = _bwd_loads(
-        q, kz, lg, v, do, (n_tiles - 1) * BT + tl.arange(0, BT), n, bos, ts, heads, hm, ck, cv, SK, SV, H, K, V, GATE,
-        REVERSE,
-    )  # fmt: skip
+    t0, rel, valid, valid_x, zx, lx, zt, lt, qt, dot, vt = _bwd_loads(
+        q, kz, lg, v, do, (n_tiles - 1) * BT, n, bos, ts, heads, hm, ck, cv, SK, SV, H, K, V, BT, GATE, REVERSE
+    )
     for cc in range(0, n_tiles):
         c = n_tiles - 1 - cc
         if MODE == 0:
@@ -307,35 +347,24 @@ def _bwd_walk(q, kz, lg, v, do, saved, S0_first, dq, dkz, dlg, dv, U, lb_sum, lb
                 S0 = S0.to(tl.float32)  # (a dummy pointer of the inputs' dtype where no line has two tiles)
             else:
                 S0 = S0_first
-        tok_n, valid_n, valid_x_n, zx_n, lx_n, zt_n, lt_n, qt_n, dot_n, vt_n = _bwd_loads(
-            q, kz, lg, v, do, (c - 1) * BT + tl.arange(0, BT), n, bos, ts, heads, hm, ck, cv, SK, SV, H, K, V, GATE,
-            REVERSE,
-        )  # fmt: skip
+        t0_n, rel, valid_n, valid_x_n, zx_n, lx_n, zt_n, lt_n, qt_n, dot_n, vt_n = _bwd_loads(
+            q, kz, lg, v, do, (c - 1) * BT, n, bos, ts, heads, hm, ck, cv, SK, SV, H, K, V, BT, GATE, REVERSE
+        )
         _k, logf_next, _s, _ns, _f = _gate(zx, lx, lbv, valid_x, hm, ck, K, GATE)
         grads = scale * qt[:, :, None, :] * dot[:, :, :, None]
-        Cr, Dr = _suffix_scan(_decays(logf_next, BT, BH, KP, VP, True), grads)
-        dS = Cr * U[None] + Dr
+        dS = _suffix_scan_from(_decays(logf_next, BT, BH, KP, VP, True), grads, U, BT)
         if MODE == 0:
             k, logf, s, ns, f = _gate(zt, lt, lbv, valid, hm, ck, K, GATE)
             x = k[:, :, None, :] * vt[:, :, :, None]
-            A, B = tl.associative_scan((_decays(logf, BT, BH, KP, VP, True), x), 0, affine)
-            states = A * S0[None] + B
+            states = _scan_from(_decays(logf, BT, BH, KP, VP, True), x, S0, BT)
             dkt = tl.sum(dS * vt[:, :, :, None], 2)
             dlogf = tl.sum(dS * states, 2) - k * dkt  # sum_v dS (S - k v^T) = sum_v dS f S_{t-1}
-            _store(dq, scale * tl.sum(states * dot[:, :, :, None], 2), tok, valid, heads, hm, ck, K, H, ACC)
-            _store(dv, tl.sum(dS * k[:, :, None, :], 3), tok, valid, heads, hm, cv, V, H, ACC)
-            if GATE == 0:
-                _store(dkz, dkt, tok, valid, heads, hm, ck, K, H, ACC)
-                _store(dlg, dlogf, tok, valid, heads, hm, ck, K, H, ACC)
-            else:
-                inside = valid[:, None, None] & hm[None, :, None] & (ck < K)[None, None, :]
-                inv_f = tl.where(inside & (f > 0), tl.fdiv(1.0, f), 0.0)
-                ratio = tl.where(f > 0, s * inv_f, 1.0)  # s / f -> 1 as f -> 0 without a bound
-                _store(dkz, k * (ratio * dlogf - s * dkt), tok, valid, heads, hm, ck, K, H, ACC)
-                if GATE == 2:
-                    lb_sum += tl.sum(tl.where(inside, ns * (inv_f * dlogf - dkt), 0.0), 0)
+            _store(dq, scale * tl.sum(states * dot[:, :, :, None], 2), t0, rel, valid, heads, hm, ck, K, H, ACC)
+            _store(dv, tl.sum(dS * k[:, :, None, :], 3), t0, rel, valid, heads, hm, cv, V, H, ACC)
+            lb_sum = _gate_grads(dkz, dlg, dkt, dlogf, k, s, ns, f, lb_sum, t0, rel, valid, heads, hm, ck, K, H, GATE,
+                                 ACC)  # fmt: skip
         U = _row(dS, 0, BT)
-        tok, valid, valid_x, zx, lx, zt, lt = tok_n, valid_n, valid_x_n, zx_n, lx_n, zt_n, lt_n
+        t0, valid, valid_x, zx, lx, zt, lt = t0_n, valid_n, valid_x_n, zx_n, lx_n, zt_n, lt_n
         qt, dot, vt = qt_n, dot_n, vt_n
     return U, lb_sum
 
@@ -352,8 +381,9 @@ def _bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb
     [P, H, K]; BOTH: then the walk for the line's reversed scan, its gradients added. MODE 1: only the gradient
     reaching the state that enters the segment (from dht = 0). STORE_DH0 stores it.
     Tile states: the first tile's from s0 [P, H, K, V] (HAS_S0; else zeros), the later ones' from `saved`."""
-    p, bos, n, ts, heads, hm, ck, cv, h_off, s_off, s_mask = _program(
-        cu, T, NS, L, H, K, V, KP, VP, BH, IS_VARLEN, STRIDED, True
+    p = tl.program_id(1)
+    bos, n, ts, heads, hm, ck, cv, h_off, s_off, s_mask = _program(
+        tl.program_id(0), p, cu, T, NS, L, H, K, V, KP, VP, BH, IS_VARLEN, STRIDED, True
     )
     lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
     U = _state(dht, s_off, s_mask, HAS_DHT, BH, KP, VP, True)
@@ -368,8 +398,8 @@ def _bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb
                                lb_sum, lbv, p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, NTS, SK, SV, scale, H, K,
                                V, KP, VP, BH, BT, MODE, GATE, True, True)  # fmt: skip
     if STORE_DH0:  # dL/dS_{-1} = f_0 dS_0 (an empty sequence passes dht through)
-        tok0, valid0 = _tokens(tl.arange(0, BT), n, bos, ts, REVERSE)
-        z0, l0 = _gate_load(kz, lg, tok0, valid0, heads, hm, ck, SK, K, GATE)
+        t00, rel0, valid0 = _tokens(0, n, bos, ts, BT, REVERSE)
+        z0, l0 = _gate_load(kz, lg, t00, rel0, valid0, heads, hm, ck, SK, K, GATE)
         _k, logf0, _s, _ns, _f = _gate(z0, l0, lbv, valid0, hm, ck, K, GATE)
         f0 = tl.sum(tl.where((tl.arange(0, BT) == 0)[:, None, None], tl.exp(logf0), 0.0), 0)
         tl.store(dh0 + s_off, f0[:, None, :] * U, mask=s_mask)
@@ -378,14 +408,198 @@ def _bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb
         tl.store(plb + k_off, lb_sum, mask=hm[:, None] & (ck < K)[None, :])
 
 
+# --- grid lines of at most 16 tokens: the parallel form --------------------------------------------------------------
+# A ViT's lines are 16 tokens: each program takes BH heads of one line and both ways at once, as decay-weighted
+# scores on the tensor cores: o_t = scale sum_s M_ts v_s, M_ts = sum_k q_tk k_sk e^{C_tk - C_sk} (s <= t, forward)
+# + sum_k q_tk k_sk e^{D_tk - D_sk} (s >= t, reverse; the diagonal in both), C_t = sum_{r <= t} log f_r and
+# D_t = sum_{r >= t} log f_r, each factored as (q_t e^{C_t - C_m}) . (k_s e^{C_m - C_s}) about the middle token m.
+# Nothing is saved for the backward, which recomputes M. Where some |C_t - C_m| or |D_t - D_m| exceeds STEEP the
+# factors would leave fp32's range (e^88): the program marks itself in `slots` and appends itself to their list, and
+# a second launch walks the listed lines by the scan, one 16-step tile per way (in the same kernel, the scan's
+# registers would bound the parallel form's: offline sm_90, 255 registers and spills against 188 without).
+# slots [1 + 2 G P] int32: the list's length, each program's mark [P, G], the list (p G + g).
+
+LINE = 16  # the parallel form's line length and channel width (padded): the tensor cores' smallest tile
+STEEP = tl.constexpr(60.0)  # e^{+-60} factors: their unmasked products stay below e^60 |q| |k|
+FALLBACK_PROGRAMS = 1024  # the second launch's programs, each walking every so-many listed lines
+
+
+@triton.jit
+def _line_exponents(logf, n, LP: tl.constexpr):
+    """(C - C_m, D - D_m) of a line's [LP, BH, KD] log f (0 outside), m its middle token, and whether any exceeds
+    STEEP in size."""
+    C = tl.cumsum(logf, 0)
+    D = tl.sum(logf, 0)[None] - C + logf
+    mid = (tl.arange(0, LP) == (n - 1) // 2)[:, None, None]
+    C -= tl.sum(tl.where(mid, C, 0.0), 0)[None]
+    D -= tl.sum(tl.where(mid, D, 0.0), 0)[None]
+    return C, D, tl.max(tl.max(tl.max(tl.maximum(tl.abs(C), tl.abs(D)), 0), 0), 0) > STEEP
+
+
+@triton.jit
+def _line_factors(C, D):
+    """(e^C, e^-C, e^D, e^-D) of _line_exponents' (the factors of q and k for either way)."""
+    return tl.exp2(C * LOG2E), tl.exp2(C * -LOG2E), tl.exp2(D * LOG2E), tl.exp2(D * -LOG2E)
+
+
+@triton.jit
+def _heads_first(x):
+    """[LP, BH, W] -> [BH, LP, W] (and back): the dots batch over heads."""
+    return tl.permute(x, (1, 0, 2))
+
+
+@triton.jit
+def _dot_t(a, b, DOT: tl.constexpr):
+    """a b^T per head: [LP, BH, W] x [LP, BH, W] -> [BH, LP, LP]."""
+    return mm(_heads_first(a), tl.permute(b, (1, 2, 0)), DOT)
+
+
+@triton.jit
+def _line_scores(qf, kf, qr, kr, LP: tl.constexpr, DOT: tl.constexpr):
+    """M [BH, LP(t), LP(s)] from the factored operands [LP, BH, KD]: forward scores where s <= t, reverse where
+    s >= t (masked scores may overflow; they are dropped, never multiplied)."""
+    t = tl.arange(0, LP)[None, :, None]
+    s = tl.arange(0, LP)[None, None, :]
+    return tl.where(s <= t, _dot_t(qf, kf, DOT), 0.0) + tl.where(s >= t, _dot_t(qr, kr, DOT), 0.0)
+
+
+@triton.jit
+def _line_program(cu, T, NS, L, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BH: tl.constexpr,
+                  LP: tl.constexpr, STRIDED: tl.constexpr):  # fmt: skip
+    """(this program's line p, its mark's place in `slots` (1 + p G + g for head group g), the line's length, first
+    token, tokens from it, which exist, heads, which exist, the LP-wide columns)."""
+    g, p = tl.program_id(0), tl.program_id(1)
+    bos, n, ts, heads, hm, _ck, _cv, _h, _s, _m = _program(g, p, cu, T, NS, L, H, K, V, LP, LP, BH, False, STRIDED,
+                                                           False)  # fmt: skip
+    t0, rel, valid = _tokens(0, n, bos, ts, LP, False)
+    return p, 1 + p * tl.num_programs(0) + g, n, t0, rel, valid, heads, hm, tl.arange(0, LP)
+
+
+@entry(**SPECIALIZE)
+def _line_fwd_kernel(q, kz, lg, lb, v, o, slots, cu, T, NS, L, NTS, SK, SV, scale, H: tl.constexpr, K: tl.constexpr,
+                     V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr, BH: tl.constexpr, BT: tl.constexpr,
+                     GATE: tl.constexpr, STRIDED: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+    """o of BH heads of line p (at most BT = LINE tokens), both ways summed (ACC: added to o), or the program's
+    mark and place in the list of steep ones."""
+    _p, mark, n, t0, rel, valid, heads, hm, cw = _line_program(cu, T, NS, L, H, K, V, BH, BT, STRIDED)
+    zt, lt = _gate_load(kz, lg, t0, rel, valid, heads, hm, cw, SK, K, GATE)
+    k, logf, _s, _ns, _f = _gate(zt, lt, _lower_bound(lb, heads, hm, cw, K, GATE), valid, hm, cw, K, GATE)
+    C, D, steep = _line_exponents(logf, n, BT)
+    tl.store(slots + mark, steep.to(tl.int32))
+    if steep:
+        programs = tl.num_programs(0) * tl.num_programs(1)
+        tl.store(slots + 1 + programs + tl.atomic_add(slots, 1), mark - 1)
+    else:
+        qt = _tile(q, t0, rel, valid, heads, hm, cw, SK, K)
+        vt = _tile(v, t0, rel, valid, heads, hm, cw, SV, V)
+        a, b, c, d = _line_factors(C, D)
+        M = _line_scores(qt * a, k * b, qt * c, k * d, BT, DOT)
+        _store(o, _heads_first(scale * mm(M, _heads_first(vt), DOT)), t0, rel, valid, heads, hm, cw, V, H, ACC)
+
+
+@entry(**SPECIALIZE)
+def _line_bwd_kernel(q, kz, lg, lb, v, do, dq, dkz, dlg, dv, plb, slots, cu, T, NS, L, NTS, SK, SV, scale,
+                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
+                     BH: tl.constexpr, BT: tl.constexpr, GATE: tl.constexpr, STRIDED: tl.constexpr,
+                     ACC: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+    """The gradients of _line_fwd_kernel (ACC: added), the lower bound's per-program sums into plb [P, H, K]; the
+    programs the forward marked steep are left to the second launch. With dM_ts = scale do_t . v_s split by way
+    (dMf where s <= t, dMr where s >= t), the factors a, b = e^{+-(C - C_m)}, c, d = e^{+-(D - D_m)} and the operands
+    qf = q a, kf = k b, qr = q c, kr = k d: dv = scale M^T do, dq = a dMf kf + c dMr kr, dk = b dMf^T qf + d dMr^T qr,
+    and dlog f_r = sum_{t >= r} dC_t + sum_{t <= r} dD_t with dC = qf (dMf kf) - kf (dMf^T qf), dD alike (the
+    reference token's share cancels: M does not depend on it)."""
+    p, mark, n, t0, rel, valid, heads, hm, cw = _line_program(cu, T, NS, L, H, K, V, BH, BT, STRIDED)
+    if tl.load(slots + mark) == 0:
+        zt, lt = _gate_load(kz, lg, t0, rel, valid, heads, hm, cw, SK, K, GATE)
+        k, logf, s, ns, f = _gate(zt, lt, _lower_bound(lb, heads, hm, cw, K, GATE), valid, hm, cw, K, GATE)
+        C, D, _steep = _line_exponents(logf, n, BT)
+        qt = _tile(q, t0, rel, valid, heads, hm, cw, SK, K)
+        vt = _tile(v, t0, rel, valid, heads, hm, cw, SV, V)
+        dot = _tile(do, t0, rel, valid, heads, hm, cw, H * V, V)
+        a, b, c, d = _line_factors(C, D)
+        qf, kf, qr, kr = qt * a, k * b, qt * c, k * d
+        tt = tl.arange(0, BT)[None, :, None]
+        ss = tl.arange(0, BT)[None, None, :]
+        dM = scale * _dot_t(dot, vt, DOT)
+        dMf = tl.where(ss <= tt, dM, 0.0)
+        dMr = tl.where(ss >= tt, dM, 0.0)
+        Af = _heads_first(mm(dMf, _heads_first(kf), DOT))
+        Ar = _heads_first(mm(dMr, _heads_first(kr), DOT))
+        Bf = _heads_first(mm(tl.permute(dMf, (0, 2, 1)), _heads_first(qf), DOT))
+        Br = _heads_first(mm(tl.permute(dMr, (0, 2, 1)), _heads_first(qr), DOT))
+        dC = qf * Af - kf * Bf
+        dD = qr * Ar - kr * Br
+        dlogf = tl.sum(dC, 0)[None] - tl.cumsum(dC, 0) + dC + tl.cumsum(dD, 0)
+        _store(dq, a * Af + c * Ar, t0, rel, valid, heads, hm, cw, K, H, ACC)
+        M = _line_scores(qf, kf, qr, kr, BT, DOT)
+        dvt = _heads_first(scale * mm(tl.permute(M, (0, 2, 1)), _heads_first(dot), DOT))
+        _store(dv, dvt, t0, rel, valid, heads, hm, cw, V, H, ACC)
+        lb_sum = _gate_grads(dkz, dlg, b * Bf + d * Br, dlogf, k, s, ns, f, tl.zeros([BH, BT], tl.float32), t0, rel,
+                             valid, heads, hm, cw, K, H, GATE, ACC)  # fmt: skip
+        if GATE == 2:
+            k_off = (p * H + heads).to(tl.int64)[:, None] * K + cw[None, :]
+            tl.store(plb + k_off, lb_sum, mask=hm[:, None] & (cw < K)[None, :])
+
+
+@triton.jit
+def _listed(slots, i, NP, H: tl.constexpr, BH: tl.constexpr):
+    """(line, head group) of the i-th listed steep program of a launch of NP lines."""
+    G: tl.constexpr = (H + BH - 1) // BH
+    e = tl.load(slots + 1 + NP * G + i)
+    return e // G, e % G
+
+
+@entry(**SPECIALIZE)
+def _line_fallback_fwd_kernel(q, kz, lg, lb, v, o, slots, cu, T, NS, L, NTS, SK, SV, scale, NP,
+                              H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr,
+                              VP: tl.constexpr, BH: tl.constexpr, BT: tl.constexpr, GATE: tl.constexpr,
+                              STRIDED: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """_line_fwd_kernel's steep programs (NP lines), each walked both ways by the scan in [BT, BH, KP, VP] tiles."""
+    for i in range(tl.program_id(0), tl.load(slots), tl.num_programs(0)):
+        p, g = _listed(slots, i, NP, H, BH)
+        bos, n, ts, heads, hm, ck, cv, h_off, _s_off, s_mask = _program(g, p, cu, T, NS, L, H, K, V, KP, VP, BH, False,
+                                                                        STRIDED, False)  # fmt: skip
+        lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
+        S = tl.zeros([BH, KP, VP], tl.float32)
+        _fwd_walk(q, kz, lg, v, o, q, S, lbv, p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, 1, SK, SV, scale, H, K,
+                  V, KP, VP, BH, BT, 0, GATE, False, False, ACC)  # fmt: skip
+        tl.debug_barrier()  # this program's stores of o are visible to its loads
+        _fwd_walk(q, kz, lg, v, o, q, S, lbv, p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, 1, SK, SV, scale, H, K,
+                  V, KP, VP, BH, BT, 0, GATE, True, False, True)  # fmt: skip
+
+
+@entry(**SPECIALIZE)
+def _line_fallback_bwd_kernel(q, kz, lg, lb, v, do, dq, dkz, dlg, dv, plb, slots, cu, T, NS, L, NTS, SK, SV, scale, NP,
+                              H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr,
+                              VP: tl.constexpr, BH: tl.constexpr, BT: tl.constexpr, GATE: tl.constexpr,
+                              STRIDED: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """The gradients of _line_fallback_fwd_kernel (ACC: added), the lower bound's sums into plb [P, H, K]."""
+    for i in range(tl.program_id(0), tl.load(slots), tl.num_programs(0)):
+        p, g = _listed(slots, i, NP, H, BH)
+        bos, n, ts, heads, hm, ck, cv, h_off, _s_off, s_mask = _program(g, p, cu, T, NS, L, H, K, V, KP, VP, BH, False,
+                                                                        STRIDED, True)  # fmt: skip
+        lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
+        zeros = tl.zeros([BH, VP, KP], tl.float32)
+        _u, lb_sum = _bwd_walk(q, kz, lg, v, do, q, zeros, dq, dkz, dlg, dv, zeros, tl.zeros([BH, KP], tl.float32),
+                               lbv, p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, 1, SK, SV, scale, H, K, V, KP, VP,
+                               BH, BT, 0, GATE, False, ACC)  # fmt: skip
+        tl.debug_barrier()  # this program's stores of the gradients are visible to its loads
+        _u, lb_sum = _bwd_walk(q, kz, lg, v, do, q, zeros, dq, dkz, dlg, dv, zeros, lb_sum, lbv, p, bos, n, ts, heads,
+                               hm, ck, cv, h_off, s_mask, 1, SK, SV, scale, H, K, V, KP, VP, BH, BT, 0, GATE, True,
+                               True)  # fmt: skip
+        if GATE == 2:
+            k_off = (p * H + heads).to(tl.int64)[:, None] * K + ck[None, :]
+            tl.store(plb + k_off, lb_sum, mask=hm[:, None] & (ck < K)[None, :])
+
+
 # --- launch plan and autograd ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Lines and tiles for one launch, chosen by rule (HGRN_SMALL_TILES="BH=4,BT=16,warps=4,NS=2,maxnreg=128" for
-    tile experiments). The kernels walk P = n_seqs * NS lines: the segments of length L of each sequence of T tokens, or
-    (strided) its NS interleaved lines of L tokens, the columns of a grid of L rows of NS tokens."""
+    """Lines and tiles for one launch, chosen by rule (HGRN_SMALL_TILES="BH=4,BT=16,warps=4,NS=2,maxnreg=128,PAR=1"
+    for tile experiments). The kernels walk P = n_seqs * NS lines: the segments of length L of each sequence of T
+    tokens, or (strided) its NS interleaved lines of L tokens, the columns of a grid of L rows of NS tokens."""
 
     n_seqs: int
     T: int  # tokens per sequence (unpacked)
@@ -401,6 +615,7 @@ class Plan:
     # size 8 takes 168 registers uncapped, 128 with 24 bytes of stack when capped: 16 one-warp programs per SM, not 12;
     # timed on an H200, 2026-12-05, at 256 x 256 x 48 x 8: 3.71 ms fwd+bwd kernels capped at 128 against 3.66 uncapped)
     strided: bool = False
+    parallel: bool = False  # grid lines of at most LINE tokens in the parallel form (_line_fwd_kernel)
 
     @property
     def P(self) -> int:
@@ -418,11 +633,16 @@ def _tiles(H: int, K: int, V: int, bt: int = 16) -> dict[str, int | None]:
     lines take BT 8 (bt): with the V-major backward (2026-12-04, head size 8, 256 images of 16 x 16 tokens, 24 / 48
     heads, fwd+bwd) 2.37 / 4.69 ms at BT 16 against 1.86 / 3.66 at BT 8, while one-way at head size 4 / 8 it was
     1.28 / 1.41 against 1.32 / 1.37."""
-    tiles = {k: int(x) for k, x in (i.split("=") for i in os.environ.get("HGRN_SMALL_TILES", "").split(",") if i)}
+    tiles = _overrides()
     KP, VP = pow2(K), pow2(V)
     return dict(KP=KP, VP=VP, BH=tiles.get("BH", min(pow2(H), max(32 // (KP * VP), 1))), BT=tiles.get("BT", bt),
                 warps=4 if INTERPRET else tiles.get("warps", 1),
                 maxnreg=None if INTERPRET else tiles.get("maxnreg") or None, NS=tiles.get("NS", 0))  # fmt: skip
+
+
+def _overrides() -> dict[str, int]:
+    """The tile experiment's overrides, HGRN_SMALL_TILES="BH=2,BT=8,..." as a dict."""
+    return {k: int(x) for k, x in (i.split("=") for i in os.environ.get("HGRN_SMALL_TILES", "").split(",") if i)}
 
 
 def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | None = None, save: bool = True) -> Plan:
@@ -449,17 +669,25 @@ def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | N
 def line_plans(q: Tensor, v: Tensor, grid: tuple[int, int] | None) -> list[Plan] | None:
     """The launches of a scan both ways along each line: the sequences (grid None), or the rows (segments of the
     grid's width) and then the columns (strided) of a (height, width) grid. None where a one-way plan would cut
-    the sequences into segments (too few lines to fill the GPU: each direction then runs on its own)."""
+    the sequences into segments (too few lines to fill the GPU: each direction then runs on its own). PAR=1 in
+    HGRN_SMALL_TILES: grids of lines of at most LINE tokens in the parallel form (BH heads per program, one warp
+    each; offline sm_90 SASS at 256 x 256 x 48 x 8, per line and head both ways: forward 1,104 instructions and 78
+    registers, backward 1,960 and 160, against the scan's 1,229 / 96 and 3,614 / 140; untimed)."""
     if grid is None:
         plan = make_plan(q, v, None)
         return [plan] if plan.NS == 1 else None
     B, T, H, K = q.shape
     tiles = _tiles(H, K, v.shape[-1], bt=8)
     tiles.pop("NS")
-    BT = tiles["BT"]
     height, width = grid
-    rows = Plan(B, T, height, width, triton.cdiv(width, BT), **tiles)
-    return [rows, Plan(B, T, width, height, triton.cdiv(height, BT), **tiles, strided=True)]
+    overrides = _overrides()
+    parallel = bool(overrides.get("PAR")) and max(grid) <= LINE
+    if parallel:  # one warp per head (a dot's batch is split across warps)
+        BH = overrides.get("BH", 1)
+        tiles.update(BH=BH, BT=LINE, warps=tiles["warps"] if INTERPRET else overrides.get("warps", BH))
+    BT = tiles["BT"]
+    rows = Plan(B, T, height, width, triton.cdiv(width, BT), **tiles, parallel=parallel)
+    return [rows, Plan(B, T, width, height, triton.cdiv(height, BT), **tiles, strided=True, parallel=parallel)]
 
 
 def _forward(
@@ -622,9 +850,14 @@ def directions_backward(do, q, kz, lg, lb, v, saved, scale, gate, grid):
     for i, (plan, tiles) in enumerate(zip(line_plans(q, v, _grid(grid)), saved, strict=True)):
         inputs, seq, shape, launch = _launch(q, kz, lg, lb, v, scale, gate, False, None, plan, both=True, acc=i > 0)
         plb = _bound_sums(q, lb, plan)
-        _bwd_kernel[launch](*inputs, do, q if plan.NTS == 1 else tiles, q, q, dq, dkz, q if dlg is None else dlg, dv,
-                            q, q if plb is None else plb, *seq, MODE=0, HAS_S0=False, HAS_DHT=False,
-                            STORE_DH0=False, **shape)  # fmt: skip
+        if plan.parallel:
+            grads = (do, dq, dkz, q if dlg is None else dlg, dv, q if plb is None else plb, tiles)
+            _line_bwd_kernel[launch](*inputs, *grads, *seq, **shape)
+            _line_fallback_bwd_kernel[_fallback_grid(plan)](*inputs, *grads, *seq, plan.P, **_fallback(shape))
+        else:
+            _bwd_kernel[launch](*inputs, do, q if plan.NTS == 1 else tiles, q, q, dq, dkz, q if dlg is None else dlg,
+                                dv, q, q if plb is None else plb, *seq, MODE=0, HAS_S0=False, HAS_DHT=False,
+                                STORE_DH0=False, **shape)  # fmt: skip
         if plb is not None:
             dlb = plb.sum(0) if dlb is None else dlb + plb.sum(0)
     dlb = None if dlb is None else dlb.to(lb.dtype)
@@ -660,23 +893,43 @@ directions_forward.register_autograd(_directions_backward, setup_context=_save_d
 
 
 def _both_ways(q, kz, lg, lb, v, scale: float, gate: int, plans: list[Plan], save: bool) -> tuple[Tensor, list]:
-    """(o, the tile states each plan's launch saved (save) or Nones)."""
+    """(o, what each plan's launch saved for the backward (save) or Nones: the tile states, or for the parallel
+    form the steep programs' slots)."""
     o = v.new_empty(v.shape)
     saved = []
     for i, plan in enumerate(plans):
         inputs, seq, shape, grid = _launch(q, kz, lg, lb, v, scale, gate, False, None, plan, both=True, acc=i > 0)
-        tiles = _both_ways_saved(q, v, plan) if save else None
-        _fwd_kernel[grid](*inputs, o, q, q, q if tiles is None else tiles, q, *seq, MODE=0, HAS_H0=False,
-                          STORE_HT=False, SAVE=tiles is not None, **shape)  # fmt: skip
+        tiles = _both_ways_saved(q, v, plan) if save or plan.parallel else None
+        if plan.parallel:
+            tiles.zero_()  # the count; the whole, so that the list's unused slots are defined too
+            _line_fwd_kernel[grid](*inputs, o, tiles, *seq, **shape)
+            _line_fallback_fwd_kernel[_fallback_grid(plan)](*inputs, o, tiles, *seq, plan.P, **_fallback(shape))
+            tiles = tiles if save else None
+        else:
+            _fwd_kernel[grid](*inputs, o, q, q, q if tiles is None else tiles, q, *seq, MODE=0, HAS_H0=False,
+                              STORE_HT=False, SAVE=tiles is not None, **shape)  # fmt: skip
         saved.append(tiles)
     return o, saved
 
 
 def _both_ways_saved(q: Tensor, v: Tensor, plan: Plan) -> Tensor | None:
-    """The tile states a scan both ways saves, [2, P, NTS - 1, H, K, V]; None for lines of one tile."""
+    """What a launch both ways saves: the tile states [2, P, NTS - 1, H, K, V] (None for lines of one tile), or for
+    the parallel form its slots [1 + 2 G P] int32 (G head groups; _line_fwd_kernel)."""
+    if plan.parallel:
+        return q.new_empty(1 + 2 * triton.cdiv(q.shape[2], plan.BH) * plan.P, dtype=torch.int32)
     if plan.NTS == 1:
         return None
     return q.new_empty(2, plan.P, plan.NTS - 1, *q.shape[2:], v.shape[-1], dtype=torch.float32)
+
+
+def _fallback_grid(plan: Plan) -> tuple[int]:
+    """The programs of the parallel form's second launch (the scan of the steep lines it lists)."""
+    return (min(FALLBACK_PROGRAMS, plan.P),)
+
+
+def _fallback(shape: dict) -> dict:
+    """The second launch's constexprs and options: the parallel form's, but its dot precision."""
+    return {k: x for k, x in shape.items() if k != "DOT"}
 
 
 def _gradients(q, kz, lg, v) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
@@ -700,8 +953,11 @@ def _launch(
     inputs = (q, kz, q if lg is None else lg, q if lb is None else lb, v)
     seq = (q if cu is None else cu, plan.T, plan.NS, plan.L, plan.NTS, q.stride(-3), v.stride(-3), scale)
     shape = dict(H=H, K=K, V=v.shape[-1], KP=plan.KP, VP=plan.VP, BH=plan.BH, BT=plan.BT, GATE=gate,
-                 REVERSE=reverse, IS_VARLEN=cu is not None, STRIDED=plan.strided, BOTH=both, ACC=acc,
-                 num_warps=plan.warps, **register_cap(plan.maxnreg))  # fmt: skip
+                 STRIDED=plan.strided, ACC=acc, num_warps=plan.warps, **register_cap(plan.maxnreg))  # fmt: skip
+    if plan.parallel:
+        shape.update(DOT=dot_mode(q.dtype))
+    else:
+        shape.update(REVERSE=reverse, IS_VARLEN=cu is not None, BOTH=both)
     return inputs, seq, shape, (triton.cdiv(H, plan.BH), plan.P)
 
 
