@@ -77,16 +77,18 @@ def test_interpreted_directions_extreme_gates():
 
 @cpu_only
 @pytest.mark.parametrize(
-    "grid, head, heads_per_program, bound",
-    [((3, 5), 8, 1, True), ((4, 4), 2, 2, False), ((5, 3), 3, 2, True)],
+    "grid, heads, head, slabs, bound",
+    [((3, 5), 2, 8, 1, True), ((4, 4), 4, 4, 2, False), ((5, 3), 8, 2, 1, True), ((2, 7), 6, 8, 2, True)],
 )
-def test_interpreted_parallel_form(grid, head, heads_per_program, bound, monkeypatch):
+def test_interpreted_parallel_form(grid, heads, head, slabs, bound, monkeypatch):
     """Grid lines of at most 16 tokens in the parallel form (HGRN_SMALL_TILES PAR=1): decay-weighted scores, both
-    ways in one program, the backward recomputing them; head sizes 8, 2 and 3 (padded), a head group with a masked
-    head (3 heads in groups of 2), non-square grids."""
-    monkeypatch.setenv("HGRN_SMALL_TILES", f"PAR=1,BH={heads_per_program}")
-    x, lb = projection(1, grid[0] * grid[1], 3, head, bound=bound, seed=head)
-    check(x, lb, 3, torch.float32, 2e-5, scale=0.7, direction="2d", grid=grid)
+    ways in one program, the backward recomputing them; slabs of 16 channels holding 2, 4 or 8 heads, programs of
+    two slabs with the second masked (1 slab; 3 slabs), non-square grids."""
+    monkeypatch.setenv("HGRN_SMALL_TILES", f"PAR=1,BH={slabs}")
+    x, lb = projection(1, grid[0] * grid[1], heads, head, bound=bound, seed=head)
+    q = x[..., : heads * head].view(1, -1, heads, head)
+    assert all(plan.parallel for plan in small_head.line_plans(q, q, grid))
+    check(x, lb, heads, torch.float32, 2e-5, scale=0.7, direction="2d", grid=grid)
 
 
 @cpu_only
@@ -95,9 +97,9 @@ def test_parallel_form_leaves_steep_lines_to_the_scan(monkeypatch):
     listed by the parallel form and walked by the scan: some programs of each launch are listed, not all, and the
     result is exact; without the second launch the steep lines' o would be NaN (the factors overflow)."""
     monkeypatch.setenv("HGRN_SMALL_TILES", "PAR=1")
-    grid, heads, K = (16, 6), 2, 2
+    grid, heads, K = (16, 6), 4, 8
     x, lb = projection(1, grid[0] * grid[1], heads, K, bound=False, seed=3)
-    x[..., heads * K + K : 2 * heads * K] -= 20.0  # head 1's gate logits (x: q, z, v): log f ~ -20 per step
+    x[..., heads * K + 16 : 2 * heads * K] -= 20.0  # the second slab's gate logits (x: q, z, v): log f ~ -20
     q, z, v = (t.view(1, -1, heads, K) for t in x.float().chunk(3, -1))
     _, slots = small_head.directions_forward(q, z, None, None, v, 0.7, GATE_HGRN2, list(grid), True)
     listed = [int(s[0]) for s in slots]
@@ -120,16 +122,17 @@ def test_fused_path_choice(monkeypatch):
 
 @cpu_only
 @pytest.mark.parametrize(
-    "grid, tiles", [(None, ""), ([4, 6], ""), ([4, 6], "PAR=1")], ids=["both-ways", "2d", "2d-par"]
+    "grid, heads, tiles", [(None, 3, ""), ([4, 6], 3, ""), ([4, 6], 8, "PAR=1")], ids=["both-ways", "2d", "2d-par"]
 )
-def test_custom_ops_pass_opcheck(grid, tiles, monkeypatch):
+def test_custom_ops_pass_opcheck(grid, heads, tiles, monkeypatch):
     """torch.library.opcheck on hgrn::small_head_directions_forward (through its autograd formula the backward op):
     schema, fake shapes against the real outputs, autograd registration, AOT dispatch, static and dynamic shapes;
     also in the parallel form (its saved slots in place of tile states)."""
     monkeypatch.setenv("HGRN_SMALL_TILES", tiles)
     g = torch.Generator().manual_seed(0)
-    B, T, H, E = 2, 24, 3, 2
+    B, T, H, E = 2, 24, heads, 2
     q, kz, v = (torch.randn(B, T, H, E, generator=g).requires_grad_() for _ in range(3))
+    assert all(plan.parallel == bool(tiles) for plan in small_head.line_plans(q, v, grid) or [])
     lb = torch.rand(H, E, generator=g).mul(0.9).requires_grad_()
     args = (q, kz, None, lb, v, 0.7, GATE_HGRN2_LB, grid, True)
     torch.library.opcheck(torch.ops.hgrn.small_head_directions_forward.default, args)

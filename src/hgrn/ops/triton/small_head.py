@@ -409,24 +409,26 @@ def _bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb
 
 
 # --- grid lines of at most 16 tokens: the parallel form --------------------------------------------------------------
-# A ViT's lines are 16 tokens: each program takes BH heads of one line and both ways at once, as decay-weighted
-# scores on the tensor cores: o_t = scale sum_s M_ts v_s, M_ts = sum_k q_tk k_sk e^{C_tk - C_sk} (s <= t, forward)
-# + sum_k q_tk k_sk e^{D_tk - D_sk} (s >= t, reverse; the diagonal in both), C_t = sum_{r <= t} log f_r and
-# D_t = sum_{r >= t} log f_r, each factored as (q_t e^{C_t - C_m}) . (k_s e^{C_m - C_s}) about the middle token m.
-# Nothing is saved for the backward, which recomputes M. Where some |C_t - C_m| or |D_t - D_m| exceeds STEEP the
-# factors would leave fp32's range (e^88): the program marks itself in `slots` and appends itself to their list, and
-# a second launch walks the listed lines by the scan, one 16-step tile per way (in the same kernel, the scan's
-# registers would bound the parallel form's: offline sm_90, 255 registers and spills against 188 without).
+# A ViT's lines are 16 tokens. Each program takes BH slabs of LINE channels (LINE / K heads each) of one line, both
+# ways at once, as decay-weighted scores on the tensor cores: o_t = scale sum_s M_ts v_s with, per head,
+# M_ts = sum_k q_tk k_sk e^{C_tk - C_sk} (s <= t, forward) + sum_k q_tk k_sk e^{D_tk - D_sk} (s >= t, reverse; the
+# diagonal in both), C_t = sum_{r <= t} log f_r, D_t = sum_{r >= t} log f_r, each factored as
+# (q_t e^{C_t - C_m}) . (k_s e^{C_m - C_s}) about the middle token m. Loads, gates and factors run on whole slabs (no
+# padding of 8-channel heads to the dots' 16); each head's dots mask the slab's other heads out of k and v. Nothing
+# is saved for the backward, which recomputes M. Where some |C_t - C_m| or |D_t - D_m| exceeds STEEP the factors
+# would leave fp32's range (e^88): the program marks itself in `slots` and appends itself to their list, and a
+# second launch walks the listed lines by the scan, one 16-step tile per way (in the same kernel the scan's
+# registers would bound the parallel form's: offline sm_90, 255 registers with spills against 160 for one head).
 # slots [1 + 2 G P] int32: the list's length, each program's mark [P, G], the list (p G + g).
 
-LINE = 16  # the parallel form's line length and channel width (padded): the tensor cores' smallest tile
+LINE = 16  # the parallel form's line length and slab width: the tensor cores' smallest tile
 STEEP = tl.constexpr(60.0)  # e^{+-60} factors: their unmasked products stay below e^60 |q| |k|
 FALLBACK_PROGRAMS = 1024  # the second launch's programs, each walking every so-many listed lines
 
 
 @triton.jit
 def _line_exponents(logf, n, LP: tl.constexpr):
-    """(C - C_m, D - D_m) of a line's [LP, BH, KD] log f (0 outside), m its middle token, and whether any exceeds
+    """(C - C_m, D - D_m) of a line's [LP, BH, LINE] log f (0 outside), m its middle token, and whether any exceeds
     STEEP in size."""
     C = tl.cumsum(logf, 0)
     D = tl.sum(logf, 0)[None] - C + logf
@@ -456,7 +458,7 @@ def _dot_t(a, b, DOT: tl.constexpr):
 
 @triton.jit
 def _line_scores(qf, kf, qr, kr, LP: tl.constexpr, DOT: tl.constexpr):
-    """M [BH, LP(t), LP(s)] from the factored operands [LP, BH, KD]: forward scores where s <= t, reverse where
+    """M [BH, LP(t), LP(s)] from the factored operands [LP, BH, LINE]: forward scores where s <= t, reverse where
     s >= t (masked scores may overflow; they are dropped, never multiplied)."""
     t = tl.arange(0, LP)[None, :, None]
     s = tl.arange(0, LP)[None, None, :]
@@ -466,8 +468,8 @@ def _line_scores(qf, kf, qr, kr, LP: tl.constexpr, DOT: tl.constexpr):
 @triton.jit
 def _line_program(cu, T, NS, L, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BH: tl.constexpr,
                   LP: tl.constexpr, STRIDED: tl.constexpr):  # fmt: skip
-    """(this program's line p, its mark's place in `slots` (1 + p G + g for head group g), the line's length, first
-    token, tokens from it, which exist, heads, which exist, the LP-wide columns)."""
+    """(this program's line p, its mark's place in `slots` (1 + p G + g for slab group g), the line's length, first
+    token, tokens from it, which exist, its slabs (H, K, V count slabs here), which exist, the LP-wide columns)."""
     g, p = tl.program_id(0), tl.program_id(1)
     bos, n, ts, heads, hm, _ck, _cv, _h, _s, _m = _program(g, p, cu, T, NS, L, H, K, V, LP, LP, BH, False, STRIDED,
                                                            False)  # fmt: skip
@@ -477,10 +479,11 @@ def _line_program(cu, T, NS, L, H: tl.constexpr, K: tl.constexpr, V: tl.constexp
 
 @entry(**SPECIALIZE)
 def _line_fwd_kernel(q, kz, lg, lb, v, o, slots, cu, T, NS, L, NTS, SK, SV, scale, H: tl.constexpr, K: tl.constexpr,
-                     V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr, BH: tl.constexpr, BT: tl.constexpr,
-                     GATE: tl.constexpr, STRIDED: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
-    """o of BH heads of line p (at most BT = LINE tokens), both ways summed (ACC: added to o), or the program's
-    mark and place in the list of steep ones."""
+                     V: tl.constexpr, HK: tl.constexpr, BH: tl.constexpr, BT: tl.constexpr, GATE: tl.constexpr,
+                     STRIDED: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+    """o of BH slabs of line p (at most BT = LINE tokens), both ways summed (ACC: added to o), or the program's mark
+    and place in the list of steep ones. A slab is K = V = LINE channels, LINE / HK heads of size HK: loads, gates
+    and factors run on whole slabs, each head's scores mask the other heads' channels out of k (and of v)."""
     _p, mark, n, t0, rel, valid, heads, hm, cw = _line_program(cu, T, NS, L, H, K, V, BH, BT, STRIDED)
     zt, lt = _gate_load(kz, lg, t0, rel, valid, heads, hm, cw, SK, K, GATE)
     k, logf, _s, _ns, _f = _gate(zt, lt, _lower_bound(lb, heads, hm, cw, K, GATE), valid, hm, cw, K, GATE)
@@ -493,21 +496,26 @@ def _line_fwd_kernel(q, kz, lg, lb, v, o, slots, cu, T, NS, L, NTS, SK, SV, scal
         qt = _tile(q, t0, rel, valid, heads, hm, cw, SK, K)
         vt = _tile(v, t0, rel, valid, heads, hm, cw, SV, V)
         a, b, c, d = _line_factors(C, D)
-        M = _line_scores(qt * a, k * b, qt * c, k * d, BT, DOT)
-        _store(o, _heads_first(scale * mm(M, _heads_first(vt), DOT)), t0, rel, valid, heads, hm, cw, V, H, ACC)
+        qf, kf, qr, kr = qt * a, k * b, qt * c, k * d
+        out = tl.zeros([BH, BT, V], tl.float32)
+        for j in tl.static_range(K // HK):
+            mine = (cw // HK == j)[None, None, :]
+            M = _line_scores(qf, tl.where(mine, kf, 0.0), qr, tl.where(mine, kr, 0.0), BT, DOT)
+            out += mm(M, _heads_first(tl.where(mine, vt, 0.0)), DOT)
+        _store(o, _heads_first(scale * out), t0, rel, valid, heads, hm, cw, V, H, ACC)
 
 
 @entry(**SPECIALIZE)
 def _line_bwd_kernel(q, kz, lg, lb, v, do, dq, dkz, dlg, dv, plb, slots, cu, T, NS, L, NTS, SK, SV, scale,
-                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
-                     BH: tl.constexpr, BT: tl.constexpr, GATE: tl.constexpr, STRIDED: tl.constexpr,
-                     ACC: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, HK: tl.constexpr, BH: tl.constexpr,
+                     BT: tl.constexpr, GATE: tl.constexpr, STRIDED: tl.constexpr, ACC: tl.constexpr,
+                     DOT: tl.constexpr):  # fmt: skip
     """The gradients of _line_fwd_kernel (ACC: added), the lower bound's per-program sums into plb [P, H, K]; the
-    programs the forward marked steep are left to the second launch. With dM_ts = scale do_t . v_s split by way
-    (dMf where s <= t, dMr where s >= t), the factors a, b = e^{+-(C - C_m)}, c, d = e^{+-(D - D_m)} and the operands
-    qf = q a, kf = k b, qr = q c, kr = k d: dv = scale M^T do, dq = a dMf kf + c dMr kr, dk = b dMf^T qf + d dMr^T qr,
-    and dlog f_r = sum_{t >= r} dC_t + sum_{t <= r} dD_t with dC = qf (dMf kf) - kf (dMf^T qf), dD alike (the
-    reference token's share cancels: M does not depend on it)."""
+    programs the forward marked steep are left to the second launch. Per head, with dM_ts = scale do_t . v_s split by
+    way (dMf where s <= t, dMr where s >= t), the factors a, b = e^{+-(C - C_m)}, c, d = e^{+-(D - D_m)} and the
+    operands qf = q a, kf = k b, qr = q c, kr = k d: dv = scale M^T do, dq = a dMf kf + c dMr kr,
+    dk = b dMf^T qf + d dMr^T qr, and dlog f_r = sum_{t >= r} dC_t + sum_{t <= r} dD_t with
+    dC = qf (dMf kf) - kf (dMf^T qf), dD alike (the reference token's share cancels: M does not depend on it)."""
     p, mark, n, t0, rel, valid, heads, hm, cw = _line_program(cu, T, NS, L, H, K, V, BH, BT, STRIDED)
     if tl.load(slots + mark) == 0:
         zt, lt = _gate_load(kz, lg, t0, rel, valid, heads, hm, cw, SK, K, GATE)
@@ -520,21 +528,27 @@ def _line_bwd_kernel(q, kz, lg, lb, v, do, dq, dkz, dlg, dv, plb, slots, cu, T, 
         qf, kf, qr, kr = qt * a, k * b, qt * c, k * d
         tt = tl.arange(0, BT)[None, :, None]
         ss = tl.arange(0, BT)[None, None, :]
-        dM = scale * _dot_t(dot, vt, DOT)
-        dMf = tl.where(ss <= tt, dM, 0.0)
-        dMr = tl.where(ss >= tt, dM, 0.0)
-        Af = _heads_first(mm(dMf, _heads_first(kf), DOT))
-        Ar = _heads_first(mm(dMr, _heads_first(kr), DOT))
-        Bf = _heads_first(mm(tl.permute(dMf, (0, 2, 1)), _heads_first(qf), DOT))
-        Br = _heads_first(mm(tl.permute(dMr, (0, 2, 1)), _heads_first(qr), DOT))
+        Af = tl.zeros([BH, BT, K], tl.float32)
+        Ar, Bf, Br, dvt = Af, Af, Af, tl.zeros([BH, BT, V], tl.float32)
+        for j in tl.static_range(K // HK):
+            mine = (cw // HK == j)[None, None, :]
+            kfj, krj, doj = tl.where(mine, kf, 0.0), tl.where(mine, kr, 0.0), tl.where(mine, dot, 0.0)
+            dM = scale * _dot_t(doj, vt, DOT)
+            dMf = tl.where(ss <= tt, dM, 0.0)
+            dMr = tl.where(ss >= tt, dM, 0.0)
+            Af += mm(dMf, _heads_first(kfj), DOT)
+            Ar += mm(dMr, _heads_first(krj), DOT)
+            Bf += mm(tl.permute(dMf, (0, 2, 1)), _heads_first(tl.where(mine, qf, 0.0)), DOT)
+            Br += mm(tl.permute(dMr, (0, 2, 1)), _heads_first(tl.where(mine, qr, 0.0)), DOT)
+            M = _line_scores(qf, kfj, qr, krj, BT, DOT)
+            dvt += mm(tl.permute(M, (0, 2, 1)), _heads_first(doj), DOT)
+        Af, Ar, Bf, Br = _heads_first(Af), _heads_first(Ar), _heads_first(Bf), _heads_first(Br)
         dC = qf * Af - kf * Bf
         dD = qr * Ar - kr * Br
         dlogf = tl.sum(dC, 0)[None] - tl.cumsum(dC, 0) + dC + tl.cumsum(dD, 0)
         _store(dq, a * Af + c * Ar, t0, rel, valid, heads, hm, cw, K, H, ACC)
-        M = _line_scores(qf, kf, qr, kr, BT, DOT)
-        dvt = _heads_first(scale * mm(tl.permute(M, (0, 2, 1)), _heads_first(dot), DOT))
-        _store(dv, dvt, t0, rel, valid, heads, hm, cw, V, H, ACC)
-        lb_sum = _gate_grads(dkz, dlg, b * Bf + d * Br, dlogf, k, s, ns, f, tl.zeros([BH, BT], tl.float32), t0, rel,
+        _store(dv, _heads_first(scale * dvt), t0, rel, valid, heads, hm, cw, V, H, ACC)
+        lb_sum = _gate_grads(dkz, dlg, b * Bf + d * Br, dlogf, k, s, ns, f, tl.zeros([BH, K], tl.float32), t0, rel,
                              valid, heads, hm, cw, K, H, GATE, ACC)  # fmt: skip
         if GATE == 2:
             k_off = (p * H + heads).to(tl.int64)[:, None] * K + cw[None, :]
@@ -670,9 +684,11 @@ def line_plans(q: Tensor, v: Tensor, grid: tuple[int, int] | None) -> list[Plan]
     """The launches of a scan both ways along each line: the sequences (grid None), or the rows (segments of the
     grid's width) and then the columns (strided) of a (height, width) grid. None where a one-way plan would cut
     the sequences into segments (too few lines to fill the GPU: each direction then runs on its own). PAR=1 in
-    HGRN_SMALL_TILES: grids of lines of at most LINE tokens in the parallel form (BH heads per program, one warp
-    each; offline sm_90 SASS at 256 x 256 x 48 x 8, per line and head both ways: forward 1,104 instructions and 78
-    registers, backward 1,960 and 160, against the scan's 1,229 / 96 and 3,614 / 140; untimed)."""
+    HGRN_SMALL_TILES: grids of lines of at most LINE tokens in the parallel form where K = V divides LINE and H K is
+    a multiple of LINE (BH slabs of LINE channels per program, one warp each). Offline sm_90 SASS (Triton 3.6) at
+    256 x 256 x 48 x 8, warp-instructions per line and head, both ways: forward 620 (86 registers), backward 1,168
+    (196), against the scan's 1,229 (96) and 3,614 (140); one head per program padded to 16 channels: 1,104 / 1,960.
+    Untimed."""
     if grid is None:
         plan = make_plan(q, v, None)
         return [plan] if plan.NS == 1 else None
@@ -681,10 +697,12 @@ def line_plans(q: Tensor, v: Tensor, grid: tuple[int, int] | None) -> list[Plan]
     tiles.pop("NS")
     height, width = grid
     overrides = _overrides()
-    parallel = bool(overrides.get("PAR")) and max(grid) <= LINE
-    if parallel:  # one warp per head (a dot's batch is split across warps)
-        BH = overrides.get("BH", 1)
-        tiles.update(BH=BH, BT=LINE, warps=tiles["warps"] if INTERPRET else overrides.get("warps", BH))
+    V = v.shape[-1]
+    parallel = bool(overrides.get("PAR")) and max(grid) <= LINE and K == V and LINE % K == 0 and H * K % LINE == 0
+    if parallel:  # BH slabs of LINE channels per program (the plan counts heads), one warp each
+        slabs = overrides.get("BH", 1)
+        warps = tiles["warps"] if INTERPRET else overrides.get("warps", slabs)
+        tiles.update(BH=slabs * LINE // K, BT=LINE, warps=warps)
     BT = tiles["BT"]
     rows = Plan(B, T, height, width, triton.cdiv(width, BT), **tiles, parallel=parallel)
     return [rows, Plan(B, T, width, height, triton.cdiv(height, BT), **tiles, strided=True, parallel=parallel)]
@@ -852,7 +870,7 @@ def directions_backward(do, q, kz, lg, lb, v, saved, scale, gate, grid):
         plb = _bound_sums(q, lb, plan)
         if plan.parallel:
             grads = (do, dq, dkz, q if dlg is None else dlg, dv, q if plb is None else plb, tiles)
-            _line_bwd_kernel[launch](*inputs, *grads, *seq, **shape)
+            _line_bwd_kernel[launch](*inputs, *grads, *seq, **_slabs(shape, q.dtype))
             _line_fallback_bwd_kernel[_fallback_grid(plan)](*inputs, *grads, *seq, plan.P, **_fallback(shape))
         else:
             _bwd_kernel[launch](*inputs, do, q if plan.NTS == 1 else tiles, q, q, dq, dkz, q if dlg is None else dlg,
@@ -902,7 +920,7 @@ def _both_ways(q, kz, lg, lb, v, scale: float, gate: int, plans: list[Plan], sav
         tiles = _both_ways_saved(q, v, plan) if save or plan.parallel else None
         if plan.parallel:
             tiles.zero_()  # the count; the whole, so that the list's unused slots are defined too
-            _line_fwd_kernel[grid](*inputs, o, tiles, *seq, **shape)
+            _line_fwd_kernel[grid](*inputs, o, tiles, *seq, **_slabs(shape, q.dtype))
             _line_fallback_fwd_kernel[_fallback_grid(plan)](*inputs, o, tiles, *seq, plan.P, **_fallback(shape))
             tiles = tiles if save else None
         else:
@@ -927,9 +945,18 @@ def _fallback_grid(plan: Plan) -> tuple[int]:
     return (min(FALLBACK_PROGRAMS, plan.P),)
 
 
+def _slabs(shape: dict, dtype: torch.dtype) -> dict:
+    """The parallel form's constexprs and options from its plan's (heads of K channels): slabs of LINE channels,
+    LINE // K heads each (H K a multiple of LINE), one warp per slab unless the plan says otherwise; and the dot
+    precision."""
+    per = LINE // shape["K"]
+    line = {k: x for k, x in shape.items() if k not in ("KP", "VP")}
+    return line | dict(H=shape["H"] // per, K=LINE, V=LINE, HK=shape["K"], BH=shape["BH"] // per, DOT=dot_mode(dtype))
+
+
 def _fallback(shape: dict) -> dict:
-    """The second launch's constexprs and options: the parallel form's, but its dot precision."""
-    return {k: x for k, x in shape.items() if k != "DOT"}
+    """The second launch's (the scan of the steep lines): the plan's, one warp per head."""
+    return shape if INTERPRET else dict(shape, num_warps=shape["BH"])
 
 
 def _gradients(q, kz, lg, v) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
@@ -954,9 +981,7 @@ def _launch(
     seq = (q if cu is None else cu, plan.T, plan.NS, plan.L, plan.NTS, q.stride(-3), v.stride(-3), scale)
     shape = dict(H=H, K=K, V=v.shape[-1], KP=plan.KP, VP=plan.VP, BH=plan.BH, BT=plan.BT, GATE=gate,
                  STRIDED=plan.strided, ACC=acc, num_warps=plan.warps, **register_cap(plan.maxnreg))  # fmt: skip
-    if plan.parallel:
-        shape.update(DOT=dot_mode(q.dtype))
-    else:
+    if not plan.parallel:  # (the parallel form's: _slabs)
         shape.update(REVERSE=reverse, IS_VARLEN=cu is not None, BOTH=both)
     return inputs, seq, shape, (triton.cdiv(H, plan.BH), plan.P)
 
