@@ -446,13 +446,13 @@ def _line_factors(C, D):
 
 @triton.jit
 def _heads_first(x):
-    """[LP, BH, W] -> [BH, LP, W] (and back): the dots batch over heads."""
+    """[LP, BH, W] -> [BH, LP, W] (and back): the dots batch over the program's slabs."""
     return tl.permute(x, (1, 0, 2))
 
 
 @triton.jit
 def _dot_t(a, b, DOT: tl.constexpr):
-    """a b^T per head: [LP, BH, W] x [LP, BH, W] -> [BH, LP, LP]."""
+    """a b^T per slab: [LP, BH, W] x [LP, BH, W] -> [BH, LP, LP]."""
     return mm(_heads_first(a), tl.permute(b, (1, 2, 0)), DOT)
 
 
