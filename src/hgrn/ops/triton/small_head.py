@@ -1,27 +1,18 @@
 """Small heads: GLA / HGRN2 with K, V <= SMALL_HEAD_MAX, each head's K x V state as element-wise channels.
 
-Below the tensor cores' 16-wide tiles the chunked kernels pad K and V to 16 and spend (16 / K)^2 of their work on
-zeros. Here S_t[k, v] = f_t[k] S_{t-1}[k, v] + k_t[k] v_t[v] is an element-wise linear recurrence over the
-H * K * V state channels, scanned in registers: one program owns BH heads of one (pseudo-)sequence, walks it in
-[BT, BH, K, V] tiles (k v^T formed on the fly, the affine maps (f, x) scanned down the tile, o_t = scale q_t S_t
-reduced over K), and carries the state between tiles. Inputs are read once and outputs written once; the states
-exist only in registers, except the state entering each tile after a sequence's first, saved for the backward
-(the first tile's is the initial or the segment's start state: a ViT's 16-token grid lines save none).
-
-Backward, tiles from the last: dS_t = scale q_t do_t^T + f_{t+1} dS_{t+1} by the reversed scan, the tile's states
-recomputed from the saved one, and dq = scale S do, dk = dS v, dv = dS^T k, dlog f = sum_v dS (S - k v^T), the
-HGRN2 gate gradient from s = sigmoid(z) and sigmoid(-z) kept apart (no cancellation at saturated gates).
+The kernels: small_head_scan (each head's state scanned in registers, tile by tile) and, for grid lines of at most
+16 tokens, small_head_lines (both ways as decay-weighted score matrices on the tensor cores; HGRN_SMALL_TILES="PAR=1",
+not yet the rule: untimed). Here: the launch plans (tiles by rule, segments, lines), the launches, and the torch
+custom ops with their autograd formulas.
 
 Long sequences with few state channels are cut into segments walked in parallel and joined as the chunked
 kernels' are (`segment_combine`): a first walk finds each segment's own final state (backward: the gradient
 reaching its start), the combine chains them, the second walk starts each segment from its true state.
 
-Both ways (`directions`, hgrn.ops.hgrn2_directions): a line's program walks it forward, then backward, adding into
-the outputs (backward: the gradients) it has just written; a grid's rows are segments of the grid's width, its
-columns lines read in place with the width as token step (STRIDED), added to the rows'. Inputs are read through
-their token strides, so the views chunk(3, -1) makes of a projection are never copied. Grid lines of at most 16
-tokens (a ViT's) can instead take the parallel form (HGRN_SMALL_TILES="PAR=1"; not yet the rule: untimed): both
-ways as one decay-weighted 16 x 16 score matrix per line and head on the tensor cores, steep lines left to the scan.
+Both ways (`directions`, hgrn.ops.hgrn2_directions): a line's program walks it forward, then backward; a grid's
+rows are segments of the grid's width, its columns lines read in place with the width as token step (STRIDED),
+added to the rows'. Inputs are read through their token strides, so the views chunk(3, -1) makes of a projection
+are never copied.
 """
 
 from __future__ import annotations
@@ -31,579 +22,37 @@ from dataclasses import dataclass
 
 import torch
 import triton
-import triton.language as tl
 from torch import Tensor
 
 from hgrn.ops.triton._common import (
     INTERPRET,
-    LOG2E,
-    affine,
     dot_mode,
     empty_grads,
-    lower_bounded_gate,
-    mm,
     needs_grad,
     or_empty,
     pow2,
     present_grads,
     register_cap,
-    seq_span,
     target_programs,
 )
 from hgrn.ops.triton.chunk import segment_combine
-from hgrn.ops.triton.precompile import ahead, entry, together
+from hgrn.ops.triton.precompile import ahead, together
+from hgrn.ops.triton.small_head_lines import (
+    FALLBACK_PROGRAMS,
+    LINE,
+    line_bwd_kernel,
+    line_fallback_bwd_kernel,
+    line_fallback_fwd_kernel,
+    line_fwd_kernel,
+)
+from hgrn.ops.triton.small_head_scan import bwd_kernel, fwd_kernel
 
 SMALL_HEAD_MAX = 8  # the largest K (and V) taken here; from 16 the chunked kernels are faster (results/bench/)
-SPECIALIZE = dict(do_not_specialize=["T", "NS", "L", "NTS", "SK", "SV"])
 
 
 def fits(k: Tensor, v: Tensor) -> bool:
     """Whether heads of these sizes (k [.., K], v [.., V]) take the small-head path."""
     return k.shape[-1] <= SMALL_HEAD_MAX and v.shape[-1] <= SMALL_HEAD_MAX
-
-
-@triton.jit
-def _where(rel, valid, heads, hm, cols, stride, E: tl.constexpr):
-    """(int32 offsets from the tile's first token, mask) of a [BT, BH, EP] tile of a [.., H, E] tensor whose tokens
-    lie `stride` elements apart; rel: the rows' tokens counted from the first's."""
-    offs = rel[:, None, None] * stride + heads[None, :, None] * E + cols[None, None, :]
-    return offs, valid[:, None, None] & hm[None, :, None] & (cols < E)[None, None, :]
-
-
-@triton.jit
-def _tile(ptr, t0, rel, valid, heads, hm, cols, stride, E: tl.constexpr):
-    """[BT, BH, EP] fp32 tile whose first row is token t0; zeros outside."""
-    offs, m = _where(rel, valid, heads, hm, cols, stride, E)
-    return tl.load(ptr + t0 * stride + offs, mask=m, other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _store(ptr, x, t0, rel, valid, heads, hm, cols, E: tl.constexpr, H: tl.constexpr, ACC: tl.constexpr):
-    """x into a [BT, BH, EP] tile (first row: token t0) of a contiguous [.., H, E] tensor, added to what is there
-    (ACC)."""
-    offs, m = _where(rel, valid, heads, hm, cols, H * E, E)
-    ptr += t0 * (H * E)
-    if ACC:
-        x += tl.load(ptr + offs, mask=m, other=0.0).to(tl.float32)
-    tl.store(ptr + offs, x.to(ptr.dtype.element_ty), mask=m)
-
-
-@triton.jit
-def _lower_bound(lb, heads, hm, ck, K: tl.constexpr, GATE: tl.constexpr):
-    """The lower bound [1, BH, KP] (GATE 2), else 0."""
-    if GATE == 2:
-        lbv = tl.load(lb + heads[:, None] * K + ck[None, :], mask=hm[:, None] & (ck < K)[None, :], other=0.0)
-        lbv = lbv.to(tl.float32)[None, :, :]
-    else:
-        lbv = 0.0
-    return lbv
-
-
-@triton.jit
-def _gate_load(kz, lg, t0, rel, valid, heads, hm, ck, SK, K: tl.constexpr, GATE: tl.constexpr):
-    """The raw gate tiles: (k, log f) for GLA, (z, z) for HGRN2 (loads issued apart from their use: prefetch)."""
-    zt = _tile(kz, t0, rel, valid, heads, hm, ck, SK, K)
-    if GATE == 0:  # noqa: SIM108 (Triton: constexpr branch)
-        lt = _tile(lg, t0, rel, valid, heads, hm, ck, SK, K)
-    else:
-        lt = zt
-    return zt, lt
-
-
-@triton.jit
-def _gate(zt, lt, lbv, valid, hm, ck, K: tl.constexpr, GATE: tl.constexpr):
-    """(k, log f, s, ns, f) of a [BT, BH, KP] tile from _gate_load's, k = log f = 0 outside (the identity step). GLA
-    has k and log f (s, ns, f are then unused); HGRN2 forms them from the gate logits z and the lower bound."""
-    if GATE == 0:
-        k, logf, s, ns, f = zt, lt, zt, zt, zt
-    else:
-        k, logf, s, ns, f = lower_bounded_gate(zt, lbv)
-        inside = valid[:, None, None] & hm[None, :, None] & (ck < K)[None, None, :]
-        k = tl.where(inside, k, 0.0)
-        logf = tl.where(inside, logf, 0.0)
-    return k, logf, s, ns, f
-
-
-@triton.jit
-def _scan_from(f, x, S, BT: tl.constexpr):
-    """The states S_t = f_t S_{t-1} + x_t of a [BT, ...] tile entered with S [...]. S is folded into the first row,
-    so the scan's products of f go unused and are dropped: one FFMA per step and channel instead of three (the time
-    axis lies within each thread). Offline sm_90 SASS, head size 8, 2-D, per line and head: backward 3,750 -> 3,614
-    instructions and 168 -> 140 registers, forward 1,324 -> 1,229."""
-    first = (tl.arange(0, BT) == 0)[:, None, None, None]
-    _, B = tl.associative_scan((f, tl.where(first, x + f * S[None], x)), 0, affine)
-    return B
-
-
-@triton.jit
-def _suffix_scan_from(f_next, g, U, BT: tl.constexpr):
-    """dS_t = f_{t+1} dS_{t+1} + g_t down a [BT, ...] tile from the last row, U = dS at the row after the tile
-    (f_next: the rows' f_{t+1}): _scan_from between two flips. The flips are register renaming; Triton's reverse
-    scan instead cost 640 warp shuffles per tile of the head-size-8 backward (offline sm_90 SASS, triton 3.6: 2,624
-    -> 1,976 instructions)."""
-    return tl.flip(_scan_from(tl.flip(f_next, 0), tl.flip(g, 0), U, BT), 0)
-
-
-@triton.jit
-def _row(x, i, BT: tl.constexpr):
-    """Row i of a [BT, ...] register tile (a masked sum: register tiles cannot be indexed)."""
-    pick = tl.arange(0, BT) == i
-    return tl.sum(tl.where(pick[:, None, None, None], x, 0.0), 0)
-
-
-@triton.jit
-def _decays(logf, BT: tl.constexpr, BH: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr, VK: tl.constexpr):
-    """f = e^{log f} [BT, BH, KP] broadcast over V, to [BT, BH, KP, VP] (VK: [BT, BH, VP, KP]): the scan's inputs
-    must share one shape."""
-    f = tl.exp2(logf * LOG2E)
-    if VK:
-        f = tl.broadcast_to(f[:, :, None, :], [BT, BH, VP, KP])
-    else:
-        f = tl.broadcast_to(f[:, :, :, None], [BT, BH, KP, VP])
-    return f
-
-
-@triton.jit
-def _tokens(r0, n, bos, ts, BT: tl.constexpr, REVERSE: tl.constexpr):
-    """Processing-order rows r0 .. r0 + BT - 1 of a line of n tokens `ts` apart from token bos: (the first row's
-    token (int64), each row's token counted from it (int32), which rows exist). Offsets within a tile fit in 32 bits
-    where a long sequence's do not (offline sm_90 SASS, head size 8, 2-D backward: 3,898 -> 3,750 instructions per
-    line and head against 64-bit offsets per element)."""
-    r = r0 + tl.arange(0, BT)
-    valid = (r >= 0) & (r < n)
-    if REVERSE:
-        return bos + (n - 1 - r0) * ts, -tl.arange(0, BT) * ts, valid
-    return bos + r0 * ts, tl.arange(0, BT) * ts, valid
-
-
-@triton.jit
-def _program(ih, p, cu, T, NS, L, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr,
-             VP: tl.constexpr, BH: tl.constexpr, IS_VARLEN: tl.constexpr, STRIDED: tl.constexpr,
-             VK: tl.constexpr):  # fmt: skip
-    """Line p (first token, length, token step) and head group ih: its heads (and which exist), the K and V columns,
-    and the offsets of its [BH, KP, VP] states (VK: [BH, VP, KP]) within one [H, K, V] state and within a
-    [P, H, K, V] one (and the mask). A line is a pseudo-sequence, or (STRIDED) one of the NS interleaved lines of L
-    tokens of a sequence of T = NS * L: the columns of a row-major grid of L rows of NS tokens, read in place."""
-    if STRIDED:
-        b = p // NS
-        bos = b.to(tl.int64) * T + (p - b * NS)
-        n = L
-        ts = NS
-    else:
-        bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-        ts = 1
-    heads = ih * BH + tl.arange(0, BH)
-    hm = heads < H
-    ck, cv = tl.arange(0, KP), tl.arange(0, VP)
-    if VK:
-        h_off = (heads[:, None, None] * K + ck[None, None, :]) * V + cv[None, :, None]
-        s_mask = hm[:, None, None] & (ck < K)[None, None, :] & (cv < V)[None, :, None]
-    else:
-        h_off = (heads[:, None, None] * K + ck[None, :, None]) * V + cv[None, None, :]
-        s_mask = hm[:, None, None] & (ck < K)[None, :, None] & (cv < V)[None, None, :]
-    s_off = p.to(tl.int64) * H * K * V + h_off
-    return bos, n, ts, heads, hm, ck, cv, h_off, s_off, s_mask
-
-
-@triton.jit
-def _state(ptr, s_off, s_mask, PRESENT: tl.constexpr, BH: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
-           VK: tl.constexpr):  # fmt: skip
-    """A [BH, KP, VP] state (VK: [BH, VP, KP]) in fp32 from a [P, H, K, V] tensor, or zeros when there is none."""
-    if PRESENT:
-        x = tl.load(ptr + s_off, mask=s_mask, other=0.0).to(tl.float32)
-    elif VK:
-        x = tl.zeros([BH, VP, KP], tl.float32)
-    else:
-        x = tl.zeros([BH, KP, VP], tl.float32)
-    return x
-
-
-@triton.jit
-def _other_way(saved, NTS, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr):
-    """Where the reversed scan's saved tile states start (BOTH): after the [P, NTS - 1, H, K, V] of the forward's."""
-    return saved + (tl.num_programs(1) * (NTS - 1)).to(tl.int64) * (H * K * V)
-
-
-@triton.jit
-def _fwd_walk(q, kz, lg, v, o, saved, S, lbv, p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, NTS, SK, SV, scale,
-              H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
-              BH: tl.constexpr, BT: tl.constexpr, MODE: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-              SAVE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
-    """One walk along line p from state S; returns (the final state, the line's total log decay [BH, KP] (MODE 1)).
-    MODE 0 stores (ACC: adds) o and saves the state entering each tile but the first (SAVE)."""
-    total = tl.zeros([BH, KP], tl.float32)
-    # each tile's loads are issued one tile ahead (software pipelining by hand: one warp walks the sequence)
-    t0, rel, valid = _tokens(0, n, bos, ts, BT, REVERSE)
-    zt, lt = _gate_load(kz, lg, t0, rel, valid, heads, hm, ck, SK, K, GATE)
-    vt = _tile(v, t0, rel, valid, heads, hm, cv, SV, V)
-    qt = _tile(q, t0, rel, valid, heads, hm, ck, SK, K) if MODE == 0 else zt
-    for c in range(0, tl.cdiv(n, BT)):
-        t0_n, rel, valid_n = _tokens((c + 1) * BT, n, bos, ts, BT, REVERSE)
-        zt_n, lt_n = _gate_load(kz, lg, t0_n, rel, valid_n, heads, hm, ck, SK, K, GATE)
-        vt_n = _tile(v, t0_n, rel, valid_n, heads, hm, cv, SV, V)
-        qt_n = _tile(q, t0_n, rel, valid_n, heads, hm, ck, SK, K) if MODE == 0 else zt_n
-        k, logf, _s, _ns, _f = _gate(zt, lt, lbv, valid, hm, ck, K, GATE)
-        if SAVE and c > 0:
-            tl.store(saved + (p * (NTS - 1) + c - 1).to(tl.int64) * H * K * V + h_off, S, mask=s_mask)
-        x = k[:, :, :, None] * vt[:, :, None, :]
-        states = _scan_from(_decays(logf, BT, BH, KP, VP, False), x, S, BT)
-        if MODE == 0:
-            _store(o, scale * tl.sum(qt[:, :, :, None] * states, 2), t0, rel, valid, heads, hm, cv, V, H, ACC)
-        else:
-            total += tl.sum(logf, 0)
-        S = _row(states, BT - 1, BT)
-        t0, valid, zt, lt, vt, qt = t0_n, valid_n, zt_n, lt_n, vt_n, qt_n
-    return S, total
-
-
-@entry(**SPECIALIZE)
-def _fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, SK, SV, scale,
-                H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
-                BH: tl.constexpr, BT: tl.constexpr, MODE: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                IS_VARLEN: tl.constexpr, STRIDED: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
-                SAVE: tl.constexpr, BOTH: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
-    """Forward walk of BH heads of line p with the [BH, KP, VP] state S in registers.
-
-    MODE 0: o = scale q S (ACC: added to o), the state entering each tile but the first into `saved` [P, NTS - 1,
-    H, K, V] (SAVE), the final state into ht (STORE_HT). BOTH: then the line walked the other way from S = 0 and
-    its o added (no states in or out; its saved states follow the first walk's).
-    MODE 1: the segment's own final state (from S = 0) into ht and its total log decay into logdec [P, H, K]."""
-    p = tl.program_id(1)
-    bos, n, ts, heads, hm, ck, cv, h_off, s_off, s_mask = _program(
-        tl.program_id(0), p, cu, T, NS, L, H, K, V, KP, VP, BH, IS_VARLEN, STRIDED, False
-    )
-    lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
-    S = _state(h0, s_off, s_mask, HAS_H0, BH, KP, VP, False)
-    S, total = _fwd_walk(q, kz, lg, v, o, saved, S, lbv, p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, NTS, SK, SV,
-                         scale, H, K, V, KP, VP, BH, BT, MODE, GATE, REVERSE, SAVE, ACC)  # fmt: skip
-    if BOTH:
-        tl.debug_barrier()  # this program's stores of o are visible to its loads
-        _fwd_walk(q, kz, lg, v, o, _other_way(saved, NTS, H, K, V), tl.zeros([BH, KP, VP], tl.float32), lbv, p, bos,
-                  n, ts, heads, hm, ck, cv, h_off, s_mask, NTS, SK, SV, scale, H, K, V, KP, VP, BH, BT, MODE, GATE,
-                  True, SAVE, True)  # fmt: skip
-    if STORE_HT:
-        tl.store(ht + s_off, S, mask=s_mask)
-    if MODE == 1:
-        k_off = (p * H + heads).to(tl.int64)[:, None] * K + ck[None, :]
-        tl.store(logdec + k_off, total, mask=hm[:, None] & (ck < K)[None, :])
-
-
-@triton.jit
-def _bwd_loads(q, kz, lg, v, do, r0, n, bos, ts, heads, hm, ck, cv, SK, SV, H: tl.constexpr, K: tl.constexpr,
-               V: tl.constexpr, BT: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr):  # fmt: skip
-    """The backward's tiles of processing-order rows r0 .. r0 + BT - 1: (the first row's token, the rows' tokens
-    from it, which rows exist, which of the rows one step later exist, the raw gate tiles of those later rows, the raw
-    gate tiles, q, do, v)."""
-    t0, rel, valid = _tokens(r0, n, bos, ts, BT, REVERSE)
-    t0_x, rel, valid_x = _tokens(r0 + 1, n, bos, ts, BT, REVERSE)
-    zx, lx = _gate_load(kz, lg, t0_x, rel, valid_x, heads, hm, ck, SK, K, GATE)
-    zt, lt = _gate_load(kz, lg, t0, rel, valid, heads, hm, ck, SK, K, GATE)
-    qt = _tile(q, t0, rel, valid, heads, hm, ck, SK, K)
-    dot = _tile(do, t0, rel, valid, heads, hm, cv, H * V, V)
-    vt = _tile(v, t0, rel, valid, heads, hm, cv, SV, V)
-    return t0, rel, valid, valid_x, zx, lx, zt, lt, qt, dot, vt
-
-
-@triton.jit
-def _gate_grads(dkz, dlg, dk, dlogf, k, s, ns, f, lb_sum, t0, rel, valid, heads, hm, ck, K: tl.constexpr,
-                H: tl.constexpr, GATE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
-    """Stores (ACC: adds) the gate inputs' gradients of a [BT, BH, KP] tile from dk and dlog f: those two for GLA, dz
-    for HGRN2 (_gate's k, s, ns, f); returns lb_sum plus the tile's lower-bound gradient sums [BH, KP] (GATE 2)."""
-    if GATE == 0:
-        _store(dkz, dk, t0, rel, valid, heads, hm, ck, K, H, ACC)
-        _store(dlg, dlogf, t0, rel, valid, heads, hm, ck, K, H, ACC)
-    else:
-        inside = valid[:, None, None] & hm[None, :, None] & (ck < K)[None, None, :]
-        inv_f = tl.where(inside & (f > 0), tl.fdiv(1.0, f), 0.0)
-        ratio = tl.where(f > 0, s * inv_f, 1.0)  # s / f -> 1 as f -> 0 without a bound
-        _store(dkz, k * (ratio * dlogf - s * dk), t0, rel, valid, heads, hm, ck, K, H, ACC)
-        if GATE == 2:
-            lb_sum += tl.sum(tl.where(inside, ns * (inv_f * dlogf - dk), 0.0), 0)
-    return lb_sum
-
-
-@triton.jit
-def _bwd_walk(q, kz, lg, v, do, saved, S0_first, dq, dkz, dlg, dv, U, lb_sum, lbv, p, bos, n, ts, heads, hm, ck, cv,
-              h_off, s_mask, NTS, SK, SV, scale, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr,
-              VP: tl.constexpr, BH: tl.constexpr, BT: tl.constexpr, MODE: tl.constexpr, GATE: tl.constexpr,
-              REVERSE: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
-    """One reverse walk along line p, U = dL/dS at the first step of the tile after the current one (the terminal
-    gradient at the start); returns (U at the line's first step, lb_sum plus this walk's lower-bound sums).
-    MODE 0 stores (ACC: adds) dq, dk or dz, dlog f, dv; the tile states come from S0_first (the first tile's) and
-    `saved` (the later ones'). States and their gradients are [BT, BH, VP, KP] tiles here, V before K (the forward's
-    are [.., KP, VP]): Triton spreads the last axis over the most lanes, and three of the four sums per tile run over
-    V (offline sm_90 SASS at head size 8: 1,976 -> 1,664 instructions, 338 -> 210 shuffles)."""
-    n_tiles = tl.cdiv(n, BT)
-    # each tile's loads are issued one tile ahead, as in the forward; "next": the rows one step later (their f
-    # multiplies dS; 1 past the end, where dS_t = scale q_t do_t^T + dht)
-    t0, rel, valid, valid_x, zx, lx, zt, lt, qt, dot, vt = _bwd_loads(
-        q, kz, lg, v, do, (n_tiles - 1) * BT, n, bos, ts, heads, hm, ck, cv, SK, SV, H, K, V, BT, GATE, REVERSE
-    )
-    for cc in range(0, n_tiles):
-        c = n_tiles - 1 - cc
-        if MODE == 0:
-            if c > 0:
-                S0 = tl.load(saved + (p * (NTS - 1) + c - 1).to(tl.int64) * H * K * V + h_off, mask=s_mask, other=0.0)
-                S0 = S0.to(tl.float32)  # (a dummy pointer of the inputs' dtype where no line has two tiles)
-            else:
-                S0 = S0_first
-        t0_n, rel, valid_n, valid_x_n, zx_n, lx_n, zt_n, lt_n, qt_n, dot_n, vt_n = _bwd_loads(
-            q, kz, lg, v, do, (c - 1) * BT, n, bos, ts, heads, hm, ck, cv, SK, SV, H, K, V, BT, GATE, REVERSE
-        )
-        _k, logf_next, _s, _ns, _f = _gate(zx, lx, lbv, valid_x, hm, ck, K, GATE)
-        grads = scale * qt[:, :, None, :] * dot[:, :, :, None]
-        dS = _suffix_scan_from(_decays(logf_next, BT, BH, KP, VP, True), grads, U, BT)
-        if MODE == 0:
-            k, logf, s, ns, f = _gate(zt, lt, lbv, valid, hm, ck, K, GATE)
-            x = k[:, :, None, :] * vt[:, :, :, None]
-            states = _scan_from(_decays(logf, BT, BH, KP, VP, True), x, S0, BT)
-            dkt = tl.sum(dS * vt[:, :, :, None], 2)
-            dlogf = tl.sum(dS * states, 2) - k * dkt  # sum_v dS (S - k v^T) = sum_v dS f S_{t-1}
-            _store(dq, scale * tl.sum(states * dot[:, :, :, None], 2), t0, rel, valid, heads, hm, ck, K, H, ACC)
-            _store(dv, tl.sum(dS * k[:, :, None, :], 3), t0, rel, valid, heads, hm, cv, V, H, ACC)
-            lb_sum = _gate_grads(dkz, dlg, dkt, dlogf, k, s, ns, f, lb_sum, t0, rel, valid, heads, hm, ck, K, H, GATE,
-                                 ACC)  # fmt: skip
-        U = _row(dS, 0, BT)
-        t0, valid, valid_x, zx, lx, zt, lt = t0_n, valid_n, valid_x_n, zx_n, lx_n, zt_n, lt_n
-        qt, dot, vt = qt_n, dot_n, vt_n
-    return U, lb_sum
-
-
-@entry(**SPECIALIZE)
-def _bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb, cu, T, NS, L, NTS, SK, SV, scale,
-                H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
-                BH: tl.constexpr, BT: tl.constexpr, MODE: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                IS_VARLEN: tl.constexpr, STRIDED: tl.constexpr, HAS_S0: tl.constexpr, HAS_DHT: tl.constexpr,
-                STORE_DH0: tl.constexpr, BOTH: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
-    """Reverse walk from the gradient dht reaching the line's final state.
-
-    MODE 0: dq, dk (GLA) or dz (HGRN2), dlog f (GLA), dv (ACC: added), the lower bound's per-program sums into plb
-    [P, H, K]; BOTH: then the walk for the line's reversed scan, its gradients added. MODE 1: only the gradient
-    reaching the state that enters the segment (from dht = 0). STORE_DH0 stores it.
-    Tile states: the first tile's from s0 [P, H, K, V] (HAS_S0; else zeros), the later ones' from `saved`."""
-    p = tl.program_id(1)
-    bos, n, ts, heads, hm, ck, cv, h_off, s_off, s_mask = _program(
-        tl.program_id(0), p, cu, T, NS, L, H, K, V, KP, VP, BH, IS_VARLEN, STRIDED, True
-    )
-    lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
-    U = _state(dht, s_off, s_mask, HAS_DHT, BH, KP, VP, True)
-    S0 = _state(s0, s_off, s_mask, HAS_S0, BH, KP, VP, True)
-    U, lb_sum = _bwd_walk(q, kz, lg, v, do, saved, S0, dq, dkz, dlg, dv, U, tl.zeros([BH, KP], tl.float32), lbv, p,
-                          bos, n, ts, heads, hm, ck, cv, h_off, s_mask, NTS, SK, SV, scale, H, K, V, KP, VP, BH, BT,
-                          MODE, GATE, REVERSE, ACC)  # fmt: skip
-    if BOTH:
-        tl.debug_barrier()  # this program's stores of the gradients are visible to its loads
-        zeros = tl.zeros([BH, VP, KP], tl.float32)
-        _u, lb_sum = _bwd_walk(q, kz, lg, v, do, _other_way(saved, NTS, H, K, V), zeros, dq, dkz, dlg, dv, zeros,
-                               lb_sum, lbv, p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, NTS, SK, SV, scale, H, K,
-                               V, KP, VP, BH, BT, MODE, GATE, True, True)  # fmt: skip
-    if STORE_DH0:  # dL/dS_{-1} = f_0 dS_0 (an empty sequence passes dht through)
-        t00, rel0, valid0 = _tokens(0, n, bos, ts, BT, REVERSE)
-        z0, l0 = _gate_load(kz, lg, t00, rel0, valid0, heads, hm, ck, SK, K, GATE)
-        _k, logf0, _s, _ns, _f = _gate(z0, l0, lbv, valid0, hm, ck, K, GATE)
-        f0 = tl.sum(tl.where((tl.arange(0, BT) == 0)[:, None, None], tl.exp(logf0), 0.0), 0)
-        tl.store(dh0 + s_off, f0[:, None, :] * U, mask=s_mask)
-    if GATE == 2 and MODE == 0:
-        k_off = (p * H + heads).to(tl.int64)[:, None] * K + ck[None, :]
-        tl.store(plb + k_off, lb_sum, mask=hm[:, None] & (ck < K)[None, :])
-
-
-# --- grid lines of at most 16 tokens: the parallel form --------------------------------------------------------------
-# A ViT's lines are 16 tokens. Each program takes BH slabs of LINE channels (LINE / K heads each) of one line, both
-# ways at once, as decay-weighted scores on the tensor cores: o_t = scale sum_s M_ts v_s with, per head,
-# M_ts = sum_k q_tk k_sk e^{C_tk - C_sk} (s <= t, forward) + sum_k q_tk k_sk e^{D_tk - D_sk} (s >= t, reverse; the
-# diagonal in both), C_t = sum_{r <= t} log f_r, D_t = sum_{r >= t} log f_r, each factored as
-# (q_t e^{C_t - C_m}) . (k_s e^{C_m - C_s}) about the middle token m. Loads, gates and factors run on whole slabs (no
-# padding of 8-channel heads to the dots' 16); each head's dots mask the slab's other heads out of k and v. Nothing
-# is saved for the backward, which recomputes M. Where some |C_t - C_m| or |D_t - D_m| exceeds STEEP the factors
-# would leave fp32's range (e^88): the program marks itself in `slots` and appends itself to their list, and a
-# second launch walks the listed lines by the scan, one 16-step tile per way (in the same kernel the scan's
-# registers would bound the parallel form's: offline sm_90, 255 registers with spills against 160 for one head).
-# slots [1 + 2 G P] int32: the list's length, each program's mark [P, G], the list (p G + g).
-
-LINE = 16  # the parallel form's line length and slab width: the tensor cores' smallest tile
-STEEP = tl.constexpr(60.0)  # e^{+-60} factors: their unmasked products stay below e^60 |q| |k|
-FALLBACK_PROGRAMS = 1024  # the second launch's programs, each walking every so-many listed lines
-
-
-@triton.jit
-def _line_exponents(logf, n, LP: tl.constexpr):
-    """(C - C_m, D - D_m) of a line's [LP, BH, LINE] log f (0 outside), m its middle token, and whether any exceeds
-    STEEP in size."""
-    C = tl.cumsum(logf, 0)
-    D = tl.sum(logf, 0)[None] - C + logf
-    mid = (tl.arange(0, LP) == (n - 1) // 2)[:, None, None]
-    C -= tl.sum(tl.where(mid, C, 0.0), 0)[None]
-    D -= tl.sum(tl.where(mid, D, 0.0), 0)[None]
-    return C, D, tl.max(tl.max(tl.max(tl.maximum(tl.abs(C), tl.abs(D)), 0), 0), 0) > STEEP
-
-
-@triton.jit
-def _line_factors(C, D):
-    """(e^C, e^-C, e^D, e^-D) of _line_exponents' (the factors of q and k for either way)."""
-    return tl.exp2(C * LOG2E), tl.exp2(C * -LOG2E), tl.exp2(D * LOG2E), tl.exp2(D * -LOG2E)
-
-
-@triton.jit
-def _heads_first(x):
-    """[LP, BH, W] -> [BH, LP, W] (and back): the dots batch over the program's slabs."""
-    return tl.permute(x, (1, 0, 2))
-
-
-@triton.jit
-def _dot_t(a, b, DOT: tl.constexpr):
-    """a b^T per slab: [LP, BH, W] x [LP, BH, W] -> [BH, LP, LP]."""
-    return mm(_heads_first(a), tl.permute(b, (1, 2, 0)), DOT)
-
-
-@triton.jit
-def _line_scores(qf, kf, qr, kr, LP: tl.constexpr, DOT: tl.constexpr):
-    """M [BH, LP(t), LP(s)] from the factored operands [LP, BH, LINE]: forward scores where s <= t, reverse where
-    s >= t (masked scores may overflow; they are dropped, never multiplied)."""
-    t = tl.arange(0, LP)[None, :, None]
-    s = tl.arange(0, LP)[None, None, :]
-    return tl.where(s <= t, _dot_t(qf, kf, DOT), 0.0) + tl.where(s >= t, _dot_t(qr, kr, DOT), 0.0)
-
-
-@triton.jit
-def _line_program(cu, T, NS, L, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BH: tl.constexpr,
-                  LP: tl.constexpr, STRIDED: tl.constexpr):  # fmt: skip
-    """(this program's line p, its mark's place in `slots` (1 + p G + g for slab group g), the line's length, first
-    token, tokens from it, which exist, its slabs (H, K, V count slabs here), which exist, the LP-wide columns)."""
-    g, p = tl.program_id(0), tl.program_id(1)
-    bos, n, ts, heads, hm, _ck, _cv, _h, _s, _m = _program(g, p, cu, T, NS, L, H, K, V, LP, LP, BH, False, STRIDED,
-                                                           False)  # fmt: skip
-    t0, rel, valid = _tokens(0, n, bos, ts, LP, False)
-    return p, 1 + p * tl.num_programs(0) + g, n, t0, rel, valid, heads, hm, tl.arange(0, LP)
-
-
-@entry(**SPECIALIZE)
-def _line_fwd_kernel(q, kz, lg, lb, v, o, slots, cu, T, NS, L, NTS, SK, SV, scale, H: tl.constexpr, K: tl.constexpr,
-                     V: tl.constexpr, HK: tl.constexpr, BH: tl.constexpr, BT: tl.constexpr, GATE: tl.constexpr,
-                     STRIDED: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
-    """o of BH slabs of line p (at most BT = LINE tokens), both ways summed (ACC: added to o), or the program's mark
-    and place in the list of steep ones. A slab is K = V = LINE channels, LINE / HK heads of size HK: loads, gates
-    and factors run on whole slabs, each head's scores mask the other heads' channels out of k (and of v)."""
-    _p, mark, n, t0, rel, valid, heads, hm, cw = _line_program(cu, T, NS, L, H, K, V, BH, BT, STRIDED)
-    zt, lt = _gate_load(kz, lg, t0, rel, valid, heads, hm, cw, SK, K, GATE)
-    k, logf, _s, _ns, _f = _gate(zt, lt, _lower_bound(lb, heads, hm, cw, K, GATE), valid, hm, cw, K, GATE)
-    C, D, steep = _line_exponents(logf, n, BT)
-    tl.store(slots + mark, steep.to(tl.int32))
-    if steep:
-        programs = tl.num_programs(0) * tl.num_programs(1)
-        tl.store(slots + 1 + programs + tl.atomic_add(slots, 1), mark - 1)
-    else:
-        qt = _tile(q, t0, rel, valid, heads, hm, cw, SK, K)
-        vt = _tile(v, t0, rel, valid, heads, hm, cw, SV, V)
-        a, b, c, d = _line_factors(C, D)
-        qf, kf, qr, kr = qt * a, k * b, qt * c, k * d
-        out = tl.zeros([BH, BT, V], tl.float32)
-        for j in tl.static_range(K // HK):
-            mine = (cw // HK == j)[None, None, :]
-            M = _line_scores(qf, tl.where(mine, kf, 0.0), qr, tl.where(mine, kr, 0.0), BT, DOT)
-            out += mm(M, _heads_first(tl.where(mine, vt, 0.0)), DOT)
-        _store(o, _heads_first(scale * out), t0, rel, valid, heads, hm, cw, V, H, ACC)
-
-
-@entry(**SPECIALIZE)
-def _line_bwd_kernel(q, kz, lg, lb, v, do, dq, dkz, dlg, dv, plb, slots, cu, T, NS, L, NTS, SK, SV, scale,
-                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, HK: tl.constexpr, BH: tl.constexpr,
-                     BT: tl.constexpr, GATE: tl.constexpr, STRIDED: tl.constexpr, ACC: tl.constexpr,
-                     DOT: tl.constexpr):  # fmt: skip
-    """The gradients of _line_fwd_kernel (ACC: added), the lower bound's per-program sums into plb [P, H, K]; the
-    programs the forward marked steep are left to the second launch. Per head, with dM_ts = scale do_t . v_s split by
-    way (dMf where s <= t, dMr where s >= t), the factors a, b = e^{+-(C - C_m)}, c, d = e^{+-(D - D_m)} and the
-    operands qf = q a, kf = k b, qr = q c, kr = k d: dv = scale M^T do, dq = a dMf kf + c dMr kr,
-    dk = b dMf^T qf + d dMr^T qr, and dlog f_r = sum_{t >= r} dC_t + sum_{t <= r} dD_t with
-    dC = qf (dMf kf) - kf (dMf^T qf), dD alike (the reference token's share cancels: M does not depend on it)."""
-    p, mark, n, t0, rel, valid, heads, hm, cw = _line_program(cu, T, NS, L, H, K, V, BH, BT, STRIDED)
-    if tl.load(slots + mark) == 0:
-        zt, lt = _gate_load(kz, lg, t0, rel, valid, heads, hm, cw, SK, K, GATE)
-        k, logf, s, ns, f = _gate(zt, lt, _lower_bound(lb, heads, hm, cw, K, GATE), valid, hm, cw, K, GATE)
-        C, D, _steep = _line_exponents(logf, n, BT)
-        qt = _tile(q, t0, rel, valid, heads, hm, cw, SK, K)
-        vt = _tile(v, t0, rel, valid, heads, hm, cw, SV, V)
-        dot = _tile(do, t0, rel, valid, heads, hm, cw, H * V, V)
-        a, b, c, d = _line_factors(C, D)
-        qf, kf, qr, kr = qt * a, k * b, qt * c, k * d
-        tt = tl.arange(0, BT)[None, :, None]
-        ss = tl.arange(0, BT)[None, None, :]
-        Af = tl.zeros([BH, BT, K], tl.float32)
-        Ar, Bf, Br, dvt = Af, Af, Af, tl.zeros([BH, BT, V], tl.float32)
-        for j in tl.static_range(K // HK):
-            mine = (cw // HK == j)[None, None, :]
-            kfj, krj, doj = tl.where(mine, kf, 0.0), tl.where(mine, kr, 0.0), tl.where(mine, dot, 0.0)
-            dM = scale * _dot_t(doj, vt, DOT)
-            dMf = tl.where(ss <= tt, dM, 0.0)
-            dMr = tl.where(ss >= tt, dM, 0.0)
-            Af += mm(dMf, _heads_first(kfj), DOT)
-            Ar += mm(dMr, _heads_first(krj), DOT)
-            Bf += mm(tl.permute(dMf, (0, 2, 1)), _heads_first(tl.where(mine, qf, 0.0)), DOT)
-            Br += mm(tl.permute(dMr, (0, 2, 1)), _heads_first(tl.where(mine, qr, 0.0)), DOT)
-            M = _line_scores(qf, kfj, qr, krj, BT, DOT)
-            dvt += mm(tl.permute(M, (0, 2, 1)), _heads_first(doj), DOT)
-        Af, Ar, Bf, Br = _heads_first(Af), _heads_first(Ar), _heads_first(Bf), _heads_first(Br)
-        dC = qf * Af - kf * Bf
-        dD = qr * Ar - kr * Br
-        dlogf = tl.sum(dC, 0)[None] - tl.cumsum(dC, 0) + dC + tl.cumsum(dD, 0)
-        _store(dq, a * Af + c * Ar, t0, rel, valid, heads, hm, cw, K, H, ACC)
-        _store(dv, _heads_first(scale * dvt), t0, rel, valid, heads, hm, cw, V, H, ACC)
-        lb_sum = _gate_grads(dkz, dlg, b * Bf + d * Br, dlogf, k, s, ns, f, tl.zeros([BH, K], tl.float32), t0, rel,
-                             valid, heads, hm, cw, K, H, GATE, ACC)  # fmt: skip
-        if GATE == 2:
-            k_off = (p * H + heads).to(tl.int64)[:, None] * K + cw[None, :]
-            tl.store(plb + k_off, lb_sum, mask=hm[:, None] & (cw < K)[None, :])
-
-
-@triton.jit
-def _listed(slots, i, NP, H: tl.constexpr, BH: tl.constexpr):
-    """(line, head group) of the i-th listed steep program of a launch of NP lines."""
-    G: tl.constexpr = (H + BH - 1) // BH
-    e = tl.load(slots + 1 + NP * G + i)
-    return e // G, e % G
-
-
-@entry(**SPECIALIZE)
-def _line_fallback_fwd_kernel(q, kz, lg, lb, v, o, slots, cu, T, NS, L, NTS, SK, SV, scale, NP,
-                              H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr,
-                              VP: tl.constexpr, BH: tl.constexpr, BT: tl.constexpr, GATE: tl.constexpr,
-                              STRIDED: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
-    """_line_fwd_kernel's steep programs (NP lines), each walked both ways by the scan in [BT, BH, KP, VP] tiles."""
-    for i in range(tl.program_id(0), tl.load(slots), tl.num_programs(0)):
-        p, g = _listed(slots, i, NP, H, BH)
-        bos, n, ts, heads, hm, ck, cv, h_off, _s_off, s_mask = _program(g, p, cu, T, NS, L, H, K, V, KP, VP, BH, False,
-                                                                        STRIDED, False)  # fmt: skip
-        lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
-        S = tl.zeros([BH, KP, VP], tl.float32)
-        _fwd_walk(q, kz, lg, v, o, q, S, lbv, p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, 1, SK, SV, scale, H, K,
-                  V, KP, VP, BH, BT, 0, GATE, False, False, ACC)  # fmt: skip
-        tl.debug_barrier()  # this program's stores of o are visible to its loads
-        _fwd_walk(q, kz, lg, v, o, q, S, lbv, p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, 1, SK, SV, scale, H, K,
-                  V, KP, VP, BH, BT, 0, GATE, True, False, True)  # fmt: skip
-
-
-@entry(**SPECIALIZE)
-def _line_fallback_bwd_kernel(q, kz, lg, lb, v, do, dq, dkz, dlg, dv, plb, slots, cu, T, NS, L, NTS, SK, SV, scale, NP,
-                              H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr,
-                              VP: tl.constexpr, BH: tl.constexpr, BT: tl.constexpr, GATE: tl.constexpr,
-                              STRIDED: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
-    """The gradients of _line_fallback_fwd_kernel (ACC: added), the lower bound's sums into plb [P, H, K]."""
-    for i in range(tl.program_id(0), tl.load(slots), tl.num_programs(0)):
-        p, g = _listed(slots, i, NP, H, BH)
-        bos, n, ts, heads, hm, ck, cv, h_off, _s_off, s_mask = _program(g, p, cu, T, NS, L, H, K, V, KP, VP, BH, False,
-                                                                        STRIDED, True)  # fmt: skip
-        lbv = _lower_bound(lb, heads, hm, ck, K, GATE)
-        zeros = tl.zeros([BH, VP, KP], tl.float32)
-        _u, lb_sum = _bwd_walk(q, kz, lg, v, do, q, zeros, dq, dkz, dlg, dv, zeros, tl.zeros([BH, KP], tl.float32),
-                               lbv, p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, 1, SK, SV, scale, H, K, V, KP, VP,
-                               BH, BT, 0, GATE, False, ACC)  # fmt: skip
-        tl.debug_barrier()  # this program's stores of the gradients are visible to its loads
-        _u, lb_sum = _bwd_walk(q, kz, lg, v, do, q, zeros, dq, dkz, dlg, dv, zeros, lb_sum, lbv, p, bos, n, ts, heads,
-                               hm, ck, cv, h_off, s_mask, 1, SK, SV, scale, H, K, V, KP, VP, BH, BT, 0, GATE, True,
-                               True)  # fmt: skip
-        if GATE == 2:
-            k_off = (p * H + heads).to(tl.int64)[:, None] * K + ck[None, :]
-            tl.store(plb + k_off, lb_sum, mask=hm[:, None] & (ck < K)[None, :])
 
 
 # --- launch plan and autograd ----------------------------------------------------------------------------------
@@ -629,7 +78,7 @@ class Plan:
     # size 8 takes 168 registers uncapped, 128 with 24 bytes of stack when capped: 16 one-warp programs per SM, not 12;
     # timed on an H200, 2026-12-05, at 256 x 256 x 48 x 8: 3.71 ms fwd+bwd kernels capped at 128 against 3.66 uncapped)
     strided: bool = False
-    parallel: bool = False  # grid lines of at most LINE tokens in the parallel form (_line_fwd_kernel)
+    parallel: bool = False  # grid lines of at most LINE tokens in the parallel form (line_fwd_kernel)
 
     @property
     def P(self) -> int:
@@ -722,15 +171,15 @@ def _forward(
     if plan.NS > 1:
         local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
         logdec = q.new_empty(plan.P, H, K, dtype=torch.float32)
-        _fwd_kernel[grid](*inputs, o, q, local, q, logdec, *seq, MODE=1, HAS_H0=False, STORE_HT=True, SAVE=False,
-                          **shape)  # fmt: skip
+        fwd_kernel[grid](*inputs, o, q, local, q, logdec, *seq, MODE=1, HAS_H0=False, STORE_HT=True, SAVE=False,
+                         **shape)  # fmt: skip
         starts, final = segment_combine(local, logdec, h0, plan.n_seqs, plan.NS, reverse, want_final)
     else:
         starts = h0
         final = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if want_final else None
-    _fwd_kernel[grid](*inputs, o, q if starts is None else starts, q if plan.NS > 1 or final is None else final,
-                      q if saved is None else saved, q, *seq, MODE=0, HAS_H0=starts is not None,
-                      STORE_HT=plan.NS == 1 and want_final, SAVE=save, **shape)  # fmt: skip
+    fwd_kernel[grid](*inputs, o, q if starts is None else starts, q if plan.NS > 1 or final is None else final,
+                     q if saved is None else saved, q, *seq, MODE=0, HAS_H0=starts is not None,
+                     STORE_HT=plan.NS == 1 and want_final, SAVE=save, **shape)  # fmt: skip
     return o, final, saved, starts, logdec
 
 
@@ -785,19 +234,19 @@ def recurrence_backward(do, dht, q, kz, lg, lb, v, h0, saved, starts, logdec, cu
     inputs, seq, shape, grid = _launch(q, kz, lg, lb, v, scale, gate, reverse, cu, plan)
     if plan.NS > 1:  # the gradient reaching each segment's end from the later segments
         local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
-        _bwd_kernel[grid](*inputs, do, q, q, q, q, q, q, q, local, q, *seq, MODE=1, HAS_S0=False, HAS_DHT=False,
-                          STORE_DH0=True, **shape)  # fmt: skip
+        bwd_kernel[grid](*inputs, do, q, q, q, q, q, q, q, local, q, *seq, MODE=1, HAS_S0=False, HAS_DHT=False,
+                         STORE_DH0=True, **shape)  # fmt: skip
         terminal, dh0 = segment_combine(local, logdec, dht, plan.n_seqs, plan.NS, not reverse, h0 is not None)
     else:
         terminal = dht
         dh0 = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if h0 is not None else None
     dq, dkz, dlg, dv = _gradients(q, kz, lg, v)
     plb = _bound_sums(q, lb, plan)
-    _bwd_kernel[grid](*inputs, do, saved, q if starts is None else starts, q if terminal is None else terminal,
-                      dq, dkz, q if dlg is None else dlg, dv, q if plan.NS > 1 or dh0 is None else dh0,
-                      q if plb is None else plb, *seq, MODE=0, HAS_S0=starts is not None,
-                      HAS_DHT=terminal is not None, STORE_DH0=plan.NS == 1 and dh0 is not None,
-                      **shape)  # fmt: skip
+    bwd_kernel[grid](*inputs, do, saved, q if starts is None else starts, q if terminal is None else terminal,
+                     dq, dkz, q if dlg is None else dlg, dv, q if plan.NS > 1 or dh0 is None else dh0,
+                     q if plb is None else plb, *seq, MODE=0, HAS_S0=starts is not None,
+                     HAS_DHT=terminal is not None, STORE_DH0=plan.NS == 1 and dh0 is not None,
+                     **shape)  # fmt: skip
     dlb = None if lb is None else plb.sum(0).to(lb.dtype)
     dh0 = None if h0 is None else dh0.to(h0.dtype)
     return or_empty((dq, dkz, dlg, dlb, dv, dh0), q)
@@ -870,12 +319,12 @@ def directions_backward(do, q, kz, lg, lb, v, saved, scale, gate, grid):
         plb = _bound_sums(q, lb, plan)
         if plan.parallel:
             grads = (do, dq, dkz, q if dlg is None else dlg, dv, q if plb is None else plb, tiles)
-            _line_bwd_kernel[launch](*inputs, *grads, *seq, **_slabs(shape, q.dtype))
-            _line_fallback_bwd_kernel[_fallback_grid(plan)](*inputs, *grads, *seq, plan.P, **_fallback(shape))
+            line_bwd_kernel[launch](*inputs, *grads, *seq, **_slabs(shape, q.dtype))
+            line_fallback_bwd_kernel[_fallback_grid(plan)](*inputs, *grads, *seq, plan.P, **_fallback(shape))
         else:
-            _bwd_kernel[launch](*inputs, do, q if plan.NTS == 1 else tiles, q, q, dq, dkz, q if dlg is None else dlg,
-                                dv, q, q if plb is None else plb, *seq, MODE=0, HAS_S0=False, HAS_DHT=False,
-                                STORE_DH0=False, **shape)  # fmt: skip
+            bwd_kernel[launch](*inputs, do, q if plan.NTS == 1 else tiles, q, q, dq, dkz, q if dlg is None else dlg,
+                               dv, q, q if plb is None else plb, *seq, MODE=0, HAS_S0=False, HAS_DHT=False,
+                               STORE_DH0=False, **shape)  # fmt: skip
         if plb is not None:
             dlb = plb.sum(0) if dlb is None else dlb + plb.sum(0)
     dlb = None if dlb is None else dlb.to(lb.dtype)
@@ -920,19 +369,19 @@ def _both_ways(q, kz, lg, lb, v, scale: float, gate: int, plans: list[Plan], sav
         tiles = _both_ways_saved(q, v, plan) if save or plan.parallel else None
         if plan.parallel:
             tiles.zero_()  # the count; the whole, so that the list's unused slots are defined too
-            _line_fwd_kernel[grid](*inputs, o, tiles, *seq, **_slabs(shape, q.dtype))
-            _line_fallback_fwd_kernel[_fallback_grid(plan)](*inputs, o, tiles, *seq, plan.P, **_fallback(shape))
+            line_fwd_kernel[grid](*inputs, o, tiles, *seq, **_slabs(shape, q.dtype))
+            line_fallback_fwd_kernel[_fallback_grid(plan)](*inputs, o, tiles, *seq, plan.P, **_fallback(shape))
             tiles = tiles if save else None
         else:
-            _fwd_kernel[grid](*inputs, o, q, q, q if tiles is None else tiles, q, *seq, MODE=0, HAS_H0=False,
-                              STORE_HT=False, SAVE=tiles is not None, **shape)  # fmt: skip
+            fwd_kernel[grid](*inputs, o, q, q, q if tiles is None else tiles, q, *seq, MODE=0, HAS_H0=False,
+                             STORE_HT=False, SAVE=tiles is not None, **shape)  # fmt: skip
         saved.append(tiles)
     return o, saved
 
 
 def _both_ways_saved(q: Tensor, v: Tensor, plan: Plan) -> Tensor | None:
     """What a launch both ways saves: the tile states [2, P, NTS - 1, H, K, V] (None for lines of one tile), or for
-    the parallel form its slots [1 + 2 G P] int32 (G head groups; _line_fwd_kernel)."""
+    the parallel form its slots [1 + 2 G P] int32 (G head groups; line_fwd_kernel)."""
     if plan.parallel:
         return q.new_empty(1 + 2 * triton.cdiv(q.shape[2], plan.BH) * plan.P, dtype=torch.int32)
     if plan.NTS == 1:
