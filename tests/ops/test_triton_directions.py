@@ -150,12 +150,20 @@ def test_bad_direction_arguments():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("tiles", ["PAR=1", "PAR=1,BH=2"])
-@pytest.mark.parametrize("grid, gates", [((14, 14), "mixed"), ((16, 16), "normal")], ids=["grid14-mixed", "grid16"])
-def test_gpu_parallel_form(grid, gates, tiles, monkeypatch):
-    """The ViT's 2-D scan in the parallel form at head size 8, bf16 (tensor-core scores), steep lines included."""
+@pytest.mark.parametrize(
+    "grid, heads, head, gates, dtype",
+    [((14, 14), 24, 8, "mixed", torch.bfloat16), ((16, 16), 24, 8, "normal", torch.bfloat16),
+     ((12, 16), 24, 8, "mixed", torch.float32), ((16, 9), 16, 4, "normal", torch.bfloat16),
+     ((8, 16), 32, 2, "mixed", torch.bfloat16)],
+    ids=["grid14-mixed", "grid16", "grid12x16-fp32", "grid16x9-e4", "grid8x16-e2"],
+)  # fmt: skip
+def test_gpu_parallel_form(grid, heads, head, gates, dtype, tiles, monkeypatch):
+    """The ViT's 2-D scan in the parallel form (tensor-core scores): head sizes 8, 4 and 2 (slabs of 2, 4 and 8
+    heads), bf16 and fp32, non-square grids, steep lines included."""
     monkeypatch.setenv("HGRN_SMALL_TILES", tiles)
-    x, lb = projection(8, grid[0] * grid[1], 24, 8, gates=gates, device="cuda", seed=8)
-    check(x, lb, 24, torch.bfloat16, BF16_TOL, BF16_GATE_TOL, scale=8**-0.5, direction="2d", grid=grid)
+    x, lb = projection(8, grid[0] * grid[1], heads, head, gates=gates, device="cuda", seed=head)
+    tol, gate_tol = (BF16_TOL, BF16_GATE_TOL) if dtype == torch.bfloat16 else (1e-4, None)
+    check(x, lb, heads, dtype, tol, gate_tol, scale=head**-0.5, direction="2d", grid=grid)
 
 
 @pytest.mark.gpu
