@@ -133,9 +133,9 @@ def _poison(W, a, k, g, C: tl.constexpr, MODE: tl.constexpr):
 
 
 def _poison_exact_path(monkeypatch) -> None:
-    """The exact path returns NaN wherever it is called: from the scores (chunk_pairs) and the intra-chunk backward."""
+    """The exact path returns NaN wherever it is called (the scores and the intra-chunk backward, both in
+    chunk_pairs)."""
     monkeypatch.setattr(chunk_pairs, "pairwise", _poison)
-    monkeypatch.setattr(chunk, "pairwise", _poison)
 
 
 @cpu_only
@@ -183,6 +183,49 @@ def test_interpreted_exact_path_where_blocks_cannot(kind, gates, monkeypatch):
     _poison_exact_path(monkeypatch)
     with pytest.raises(AssertionError, match="non-finite"):
         check(kind, inputs, interpreted(kind), torch.float32, 2e-5, gate_tol=1e-4)
+
+
+def _half_steep(inputs: dict, kind: str) -> dict:
+    """The inputs with log f ~ -20 per step on the second half of the sequence: its chunks take the steep paths,
+    the first half's the fast one."""
+    T = inputs["q"].shape[1]
+    if kind == "gla":
+        inputs["log_f"][:, T // 2 :] -= 20.0
+    else:
+        inputs["f_logits"][:, T // 2 :] -= 20.0
+    if kind == "hgrn2_lb":  # a bound below 1e-4: log f ~ -10 per step there, the steep half stays steep
+        inputs["lower_bound"] *= 1e-4
+    return inputs
+
+
+@cpu_only
+@pytest.mark.parametrize(
+    ("kind", "K", "tiles", "options"),
+    [
+        ("hgrn2_lb", 16, "", {}),
+        ("gla", 32, ",BK=16", {"reverse": True}),
+        ("hgrn2", 16, ",BLK=2", {"segments": 3}),
+    ],
+    ids=["hgrn2-lb", "gla-two-k-tiles-reverse", "hgrn2-segments"],
+)
+def test_interpreted_split_paths(kind, K, tiles, options, monkeypatch):
+    """SPLIT=1: prep and the intra-chunk backward take the fast path over every chunk (K tile), then the steep
+    paths over the ones they listed. Where gentle and steep chunks mix (two K tiles, reverse, segments) every
+    output and gradient equals the one launch's (each chunk the same path, the same rounding). With the second
+    launch given no programs the steep chunks keep the fast path's values and the results differ: the list is what
+    makes it exact."""
+    segments = options.pop("segments", None)
+    inputs = _half_steep(make_inputs(kind, 1, 70, 2, K, 16, seed=41), kind)
+
+    def results(split: str) -> list[torch.Tensor]:
+        monkeypatch.setenv("HGRN_CHUNK_TILES", split + tiles)
+        o, s, grads = run(interpreted(kind, segments=segments), kind, inputs, torch.float32, **options)
+        return [o, s, *grads.values()]
+
+    whole = results("SPLIT=0")
+    assert all(torch.equal(a, b) for a, b in zip(whole, results("SPLIT=1"), strict=True))
+    monkeypatch.setattr(chunk, "STEEP_PROGRAMS", 0)
+    assert not all(torch.equal(a, b) for a, b in zip(whole, results("SPLIT=1"), strict=True))
 
 
 @cpu_only
@@ -402,6 +445,17 @@ def test_gpu_extreme_gates(gates, dtype):
     inputs = make_inputs("hgrn2", 2, 1000, 4, 128, 128, gates=gates, device="cuda", seed=13)
     tol = BF16_TOL if dtype == torch.bfloat16 else 1e-4
     check("hgrn2", inputs, ops.hgrn2_recurrence, dtype, tol, 3 * tol, reverse=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["hgrn2", "gla"])
+@pytest.mark.parametrize(("H", "K"), [(128, 16), (16, 128)])
+def test_gpu_split_paths(kind, H, K, monkeypatch):
+    """SPLIT=1 (the fast path over every chunk, then the listed steep ones) in bf16, gentle and steep halves."""
+    monkeypatch.setenv("HGRN_CHUNK_TILES", "SPLIT=1")
+    inputs = _half_steep(make_inputs(kind, 2, 1000, H, K, K, device="cuda", seed=43), kind)
+    check(kind, inputs, ops.hgrn2_recurrence if kind != "gla" else ops.gla_recurrence, torch.bfloat16, BF16_TOL,
+          3 * BF16_TOL, reverse=kind == "gla")  # fmt: skip
 
 
 @pytest.mark.gpu

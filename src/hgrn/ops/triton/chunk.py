@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import triton
@@ -49,18 +50,12 @@ from hgrn.ops.triton._common import (
     store_tile,
     target_programs,
 )
-from hgrn.ops.triton.chunk_pairs import (
-    block_ends,
-    blocked_grads,
-    chunk_sum,
-    midpoint,
-    pairwise,
-    scores,
-)
+from hgrn.ops.triton.chunk_pairs import chunk_sum, pair_grads, scores
 from hgrn.ops.triton.precompile import ahead, entry, together
 
 GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB = 0, 1, 2
 SPECIALIZE = dict(do_not_specialize=["T", "NS", "L"])
+STEEP_PROGRAMS = 1024  # programs of a split kernel's second launch, each taking every so-many listed chunks
 
 
 @triton.jit
@@ -94,30 +89,54 @@ def _chunk_index(p, c, h, NCH, H: tl.constexpr, K: tl.constexpr):
 
 
 @entry(**SPECIALIZE)
-def _prep_kernel(q, kz, lg, lb, qi, ks, a, gl, cu, T, NS, L, NCH,
+def _prep_kernel(q, kz, lg, lb, qi, ks, a, gl, steep, cu, T, NS, L, NCH,
                  H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr,
                  GATE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, DOT: tl.constexpr,
-                 EVEN: tl.constexpr):  # fmt: skip
+                 EVEN: tl.constexpr, PATHS: tl.constexpr):  # fmt: skip
     """Chunk-parallel: the gate, the chunk's cumulative log decay g, and the walks' operands
     q e^g, k e^{g_C - g} and tril(A), A_ij = sum_c q_ic k_jc e^{g_ic - g_jc} (exact on the slow path).
     (g by a scan here: at all of K, the 3xTF32 product of chunk_sum measured slower, 0.23 -> 0.37 ms.)
     EVEN: every chunk is full (dense batch, T a multiple of C), so the kernel holds one chunk body, not also the
-    masked one: its compilation, the longest of the recurrence's, takes about half as long."""
-    c, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-    if EVEN:
-        if c * C < n:  # a segment may hold fewer chunks than NCH
-            _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE, DOT, True)
-    elif (c + 1) * C <= n:  # a full chunk (all but a sequence's last): no row masks, a fifth fewer instructions
-        _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE, DOT, True)
-    elif c * C < n:
-        _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE, DOT, False)
+    masked one: its compilation, the longest of the recurrence's, takes about half as long.
+    PATHS (`scores`): 0 each chunk its own path; 1 the fast path, the chunks it cannot take listed in `steep`
+    (_list_steep); 2 the listed chunks only, on the steep paths, each program walking every so-many of the list."""
+    if PATHS == 2:
+        for i in range(tl.program_id(0), tl.load(steep), tl.num_programs(0)):
+            e = tl.load(steep + 1 + i)
+            pc, h = e // H, e % H
+            p, c = pc // NCH, pc % NCH
+            bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
+            _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE,
+                        DOT, False, 2)  # fmt: skip
+    else:
+        c, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
+        if EVEN:
+            if c * C < n:  # a segment may hold fewer chunks than NCH
+                _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE,
+                            REVERSE, DOT, True, PATHS)  # fmt: skip
+        elif (c + 1) * C <= n:  # a full chunk (all but a sequence's last): no row masks, a fifth fewer instructions
+            _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE,
+                        DOT, True, PATHS)  # fmt: skip
+        elif c * C < n:
+            _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE,
+                        DOT, False, PATHS)  # fmt: skip
 
 
 @triton.jit
-def _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH,
+def _list_steep(steep, fast, entry, PATHS: tl.constexpr):
+    """With PATHS 1, a chunk (tile) the fast path cannot take appended to the list `steep` [1 + entries] int32 (its
+    length first) for the launch with PATHS 2, which replaces what the fast path stored for it."""
+    if PATHS == 1:  # noqa: SIM102 (Triton: constexpr branch)
+        if not fast:
+            tl.store(steep + 1 + tl.atomic_add(steep, 1), entry)
+
+
+@triton.jit
+def _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH,
                 H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr,
-                GATE: tl.constexpr, REVERSE: tl.constexpr, DOT: tl.constexpr, FULL: tl.constexpr):  # fmt: skip
+                GATE: tl.constexpr, REVERSE: tl.constexpr, DOT: tl.constexpr, FULL: tl.constexpr,
+                PATHS: tl.constexpr):  # fmt: skip
     """_prep_kernel's work on chunk c. Tile addresses are one scalar base (the chunk's first token t0) plus constant
     per-row offsets, not 64-bit arithmetic on every row; FULL: every row exists (no masks)."""
     r = tl.arange(0, C)
@@ -132,7 +151,8 @@ def _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH,
     g = tl.cumsum(logf, 0)
     glv = tl.sum(logf, 0)
     qt = load_tile(q + row, rel, valid, H * K, ck, K)
-    A, qit, kst = scores(qt, k, g, logf, glv, C, BLK, GATE, DOT)
+    A, qit, kst, fast = scores(qt, k, g, logf, glv, C, BLK, GATE, DOT, PATHS)
+    _list_steep(steep, fast, (p * NCH + c) * H + h, PATHS)
     store_tile(qi + row, qit, rel, valid, H * K, ck, K)
     store_tile(ks + row, kst, rel, valid, H * K, ck, K)
     store_tile(a + row_a, A, rel, valid, H * C, r, C)
@@ -209,7 +229,7 @@ def _infer_kernel(q, kz, lg, lb, v, out, h0, ht, cu, T, NS, L, scale,
         k, logf = _gate_tile(kz + h * K, lg + h * K, lb + h * K, tok, valid, H * K, ck, K, GATE)
         glv = tl.sum(logf, 0)
         qt = load_tile(q + h * K, tok, valid, H * K, ck, K)
-        A, qit, kst = scores(qt, k, tl.cumsum(logf, 0), logf, glv, C, BLK, GATE, DOT)
+        A, qit, kst, _fast = scores(qt, k, tl.cumsum(logf, 0), logf, glv, C, BLK, GATE, DOT, 0)
         vt = operand(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
         o = scale * (mm(operand(A, DOT), vt, DOT) + mm(qit, operand(S, DOT), DOT))
         store_tile(out + h * V, o, tok, valid, H * V, cv, V)
@@ -283,10 +303,11 @@ def _pairs_kernel(v, do, da, cu, T, NS, L, H: tl.constexpr, V: tl.constexpr, VP:
 
 
 @entry(**SPECIALIZE)
-def _intra_bwd_kernel(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, cu, T, NS, L, NCH, scale,
-                      H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, V: tl.constexpr, VP: tl.constexpr,
+def _intra_bwd_kernel(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH,
+                      scale, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, V: tl.constexpr, VP: tl.constexpr,
                       C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                      IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+                      IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr,
+                      PATHS: tl.constexpr):  # fmt: skip
     """Chunk-parallel gradients for BK columns: dq, dk (GLA) and the gate gradient.
 
     With da = do v^T (from _pairs_kernel, or formed here from v and do: INLINE_DA), xk = v dS_C^T, yq = do S_0^T
@@ -295,8 +316,29 @@ def _intra_bwd_kernel(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg
     the exclusive sum of w = k dk - q dq (the i = j pair, equal in both terms, left out so that f ~ 0 sums small
     terms), plus the exact value at the chunk start from the states (`starts`, from the yq walk). Summing only
     within a chunk keeps the bf16-level error of dq, dk from accumulating along the sequence.
-    Writes GLA: dk and dlog f; HGRN2: dz = k (s/f dlog f - s dk), and plb, the chunk's lower-bound gradient."""
-    pid, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    Writes GLA: dk and dlog f; HGRN2: dz = k (s/f dlog f - s dk), and plb, the chunk's lower-bound gradient.
+    PATHS as _prep_kernel's, per (chunk, K tile)."""
+    if PATHS == 2:
+        for i in range(tl.program_id(0), tl.load(steep), tl.num_programs(0)):
+            e = tl.load(steep + 1 + i)
+            ph, pid = e // ((K + BK - 1) // BK * NCH), e % ((K + BK - 1) // BK * NCH)
+            _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH,
+                            scale, pid, ph % H, ph // H, H, K, BK, V, VP, C, BLK, GATE, REVERSE, IS_VARLEN, INLINE_DA,
+                            DOT, 2)  # fmt: skip
+    else:
+        _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH,
+                        scale, tl.program_id(0), tl.program_id(1), tl.program_id(2), H, K, BK, V, VP, C, BLK, GATE,
+                        REVERSE, IS_VARLEN, INLINE_DA, DOT, PATHS)  # fmt: skip
+
+
+@triton.jit
+def _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH, scale,
+                    pid, h, p, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, V: tl.constexpr,
+                    VP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
+                    IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr,
+                    PATHS: tl.constexpr):  # fmt: skip
+    """_intra_bwd_kernel's work on program pid (chunk pid // n_k, K tile pid % n_k) of head h, pseudo-sequence p;
+    listed as ((p H + h) NCH n_k + pid) where the fast path cannot take it (PATHS 1)."""
     n_k: tl.constexpr = (K + BK - 1) // BK
     c = pid // n_k
     ck = (pid % n_k) * BK + tl.arange(0, BK)
@@ -324,24 +366,8 @@ def _intra_bwd_kernel(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg
         ci = _chunk_index(p, c, h, NCH, H, K) + ck
         glv = tl.load(gl + ci, mask=ck < K, other=0.0)  # the chunk's total log decay, from the prep kernel
         qt = load_tile(q, tok, valid, H * K, ck, K)
-        fast, mid = midpoint(g, glv, GATE)
-        if fast:
-            e1 = tl.exp(g - mid[None, :])
-            e2 = tl.exp(mid[None, :] - g)
-            intra_q = e1 * mm(operand(dA, DOT), operand(k * e2, DOT), DOT)
-            intra_k = e2 * mm(tl.trans(operand(dA, DOT)), operand(qt * e1, DOT), DOT)
-            e_in = e1 * tl.exp(mid)[None, :]
-            e_out = e2 * tl.exp(glv - mid)[None, :]
-        else:
-            first, last, blocked = block_ends(g, logf, C, BLK, GATE)
-            if blocked:
-                intra_q = blocked_grads(dA, qt, k, g, first, last, C, BLK, 2, DOT)
-                intra_k = blocked_grads(dA, qt, k, g, first, last, C, BLK, 1, DOT)
-            else:
-                intra_q = pairwise(dA, qt, k, g, C, 2)
-                intra_k = pairwise(dA, qt, k, g, C, 1)
-            e_in = tl.exp(g)
-            e_out = tl.exp(glv[None, :] - g)
+        intra_q, intra_k, e_in, e_out, fast = pair_grads(dA, qt, k, g, logf, glv, C, BLK, GATE, DOT, PATHS)
+        _list_steep(steep, fast, (p * H + h) * NCH * n_k + pid, PATHS)
         dqt = scale * (intra_q + e_in * load_tile(yq + h * K, tok, valid, H * K, ck, K))
         dkt = scale * intra_k + e_out * load_tile(xk + h * K, tok, valid, H * K, ck, K)
         dlogf = chunk_sum(k * dkt - qt * dqt, C, True) + tl.load(starts + ci, mask=ck < K, other=0.0)[None, :]
@@ -407,6 +433,7 @@ class Plan:
     pmaxnreg: int | None  # of the prep kernel (168: 0.36 -> 0.29 ms at B8 T2048 H16 D128 on an H200)
     fuse_infer: bool  # a forward that saves nothing runs prep and walk as one kernel (_infer_kernel)
     inline_da: bool  # the intra-chunk backward forms do v^T itself (one K tile), no _pairs_kernel and no da in memory
+    split: bool  # prep and the intra-chunk backward as two launches: the fast path, then the chunks it listed steep
 
     @property
     def P(self) -> int:
@@ -422,7 +449,7 @@ def make_plan(
     segments: int | None = None,
 ) -> Plan:
     """The rule. HGRN_CHUNK_TILES="C=64,BV=128,maxnreg=128" overrides its choices (tile experiments,
-    python -m hgrn.bench.sweep; FUSE=0/1 and INLINE_DA=0/1 switch the two fusions)."""
+    python -m hgrn.bench.sweep; FUSE=0/1 and INLINE_DA=0/1 switch the two fusions, SPLIT=1 the paths' split)."""
     T, H, K = q.shape[1:]
     V = v.shape[-1]
     tiles = {k: int(x) for k, x in (i.split("=") for i in os.environ.get("HGRN_CHUNK_TILES", "").split(",") if i)}
@@ -459,13 +486,30 @@ def make_plan(
     # V <= 64 for the second.
     fuse_infer = NS == 1 and VP == BV and KP <= 64 and bool(tiles.get("FUSE", KP == 32))
     inline_da = KP == BK and VP <= 64 and bool(tiles.get("INLINE_DA", KP == 64))
+    # The split (SPLIT=1, not the rule: untimed): compiled with only the fast path (offline sm_90, Triton 3.6) the prep
+    # kernel takes 48 / 78 / 99 / 147 registers at K 16 / 32 / 64 / 128 against 105 / 157 / 168 / 168 + 88 B of
+    # stack, the intra-chunk backward 190 / 255 + 64 B / + 152 B / + 328 B against 255 / + 520 / + 392 / + 600.
+    split = bool(tiles.get("SPLIT", 0))
     return Plan(n_seqs, NS, L, max(triton.cdiv(longest, C), 1), KP, VP, C, BLK, BK, BV, BV_REV, warps, rwarps,
-                maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da)  # fmt: skip
+                maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da, split)  # fmt: skip
 
 
 def _parallel(plan: Plan, flags: dict, cap: bool = False) -> dict:
     """Launch options of the chunk-parallel kernels (cap: the prep kernel's register cap, more programs resident)."""
     return {**flags, "num_warps": plan.pwarps, **register_cap(plan.pmaxnreg if cap else None)}
+
+
+def _by_paths(kernel: Any, grid: tuple[int, int, int], head: tuple, tail: tuple, options: dict, split: bool) -> None:
+    """A chunk-parallel kernel launched with its `steep` list between the arguments head and tail: once, each chunk
+    on its own path; or (split) on the fast path over every chunk, then on the steep paths over those it listed (at
+    most one entry per program of the grid)."""
+    if not split:
+        kernel[grid](*head, head[0], *tail, PATHS=0, **options)
+        return
+    programs = grid[0] * grid[1] * grid[2]
+    steep = torch.zeros(1 + programs, dtype=torch.int32, device=head[0].device)
+    kernel[grid](*head, steep, *tail, PATHS=1, **options)
+    kernel[(min(STEEP_PROGRAMS, programs),)](*head, steep, *tail, PATHS=2, **options)
 
 
 def _per_chunk(q: Tensor, plan: Plan, cu: Tensor | None) -> Tensor:
@@ -532,9 +576,9 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
     seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
     o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final and plan.NS == 1)  # segments: combined
     even = cu is None and T % plan.C == 0  # every chunk full
-    _prep_kernel[(plan.NCH, H, plan.P)](q, kz, q if lg is None else lg, q if lb is None else lb, qi, ks, A, gl,
-                                        *seq, H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate, EVEN=even,
-                                        **_parallel(plan, flags, cap=True))  # fmt: skip
+    _by_paths(_prep_kernel, (plan.NCH, H, plan.P), (q, kz, q if lg is None else lg, q if lb is None else lb, qi, ks,
+              A, gl), seq, dict(H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate, EVEN=even,
+              **_parallel(plan, flags, cap=True)), plan.split)  # fmt: skip
     walk = (qi, ks, A, v, v, gl)
     grid = (plan.VP // plan.BV, H, plan.P)
     shape = dict(H=H, K=K, V=V, BKW=plan.KP, BVW=plan.BV, **flags, **register_cap(plan.maxnreg))
@@ -637,10 +681,10 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
     dlg = None if lg is None else torch.empty_like(lg)
     plb = _per_chunk(q, plan, cu) if lb is not None else None
     grid_chunks = (plan.NCH * (plan.KP // plan.BK), H, plan.P)
-    _intra_bwd_kernel[grid_chunks](q, kz, q if lg is None else lg, q if lb is None else lb, gl, da, v, do, xk, yq,
-                                   chunk_starts, dq, dkz, q if dlg is None else dlg, q if plb is None else plb,
-                                   *seq, scale, H=H, K=K, BK=plan.BK, V=V, VP=plan.VP, BLK=plan.BLK, GATE=gate,
-                                   INLINE_DA=plan.inline_da, **_parallel(plan, flags))  # fmt: skip
+    _by_paths(_intra_bwd_kernel, grid_chunks, (q, kz, q if lg is None else lg, q if lb is None else lb, gl, da, v, do,
+              xk, yq, chunk_starts, dq, dkz, q if dlg is None else dlg, q if plb is None else plb), (*seq, scale),
+              dict(H=H, K=K, BK=plan.BK, V=V, VP=plan.VP, BLK=plan.BLK, GATE=gate, INLINE_DA=plan.inline_da,
+              **_parallel(plan, flags)), plan.split)  # fmt: skip
     dlb = None if lb is None else plb.sum((0, 1)).to(lb.dtype)
     dh0 = None if h0 is None else dh0.to(h0.dtype)
     return or_empty((dq, dkz, dlg, dlb, dv, dh0), q)

@@ -158,26 +158,86 @@ def blocked_grads(W, a, k, g, first, last, C: tl.constexpr, BLK: tl.constexpr, M
 
 
 @triton.jit
-def scores(qt, k, g, logf, gl, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, DOT: tl.constexpr):
-    """(tril(A), q e^g, k e^{g_C - g}) with A_ij = sum_c q_ic k_jc e^{g_ic - g_jc}; the last two as dot operands."""
+def scores(qt, k, g, logf, gl, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, DOT: tl.constexpr,
+           PATHS: tl.constexpr):  # fmt: skip
+    """(tril(A), q e^g, k e^{g_C - g}, whether the chunk takes the fast path) with A_ij = sum_c q_ic k_jc
+    e^{g_ic - g_jc}; the middle two as dot operands. PATHS 0: the chunk's own path; 1: the fast path whatever the
+    chunk (the caller replaces the results of a chunk that is not fast); 2: the steep paths (blocked, else exact)."""
     fast, mid = midpoint(g, gl, GATE)
-    if fast:
-        g2, mid2 = g * LOG2E, (mid * LOG2E)[None, :]
-        qa = qt * tl.exp2(g2 - mid2)
-        ka = k * tl.exp2(mid2 - g2)
-        A = mm(operand(qa, DOT), tl.trans(operand(ka, DOT)), DOT)
-        qi = operand(qa * tl.exp(mid)[None, :], DOT)
-        ks = operand(ka * tl.exp(gl - mid)[None, :], DOT)
+    if PATHS == 1:
+        A, qi, ks = _fast_scores(qt, k, g, gl, mid, DOT)
+    elif PATHS == 2:
+        A, qi, ks = _steep_scores(qt, k, g, logf, gl, C, BLK, GATE, DOT)
+    elif fast:
+        A, qi, ks = _fast_scores(qt, k, g, gl, mid, DOT)
     else:
-        first, last, blocked = block_ends(g, logf, C, BLK, GATE)
-        if blocked:
-            A, qi, ks = _blocked_scores(qt, k, g, gl, first, last, C, BLK, DOT)
-        else:
-            A = pairwise(0.0, qt, k, g, C, 0)
-            qi = operand(qt * tl.exp(g), DOT)
-            ks = operand(k * tl.exp(gl[None, :] - g), DOT)
+        A, qi, ks = _steep_scores(qt, k, g, logf, gl, C, BLK, GATE, DOT)
     causal = tl.arange(0, C)[:, None] >= tl.arange(0, C)[None, :]
-    return tl.where(causal, A, 0.0), qi, ks
+    return tl.where(causal, A, 0.0), qi, ks, fast
+
+
+@triton.jit
+def _fast_scores(qt, k, g, gl, mid, DOT: tl.constexpr):
+    """`scores` on the fast path (A not yet masked)."""
+    g2, mid2 = g * LOG2E, (mid * LOG2E)[None, :]
+    qa = qt * tl.exp2(g2 - mid2)
+    ka = k * tl.exp2(mid2 - g2)
+    A = mm(operand(qa, DOT), tl.trans(operand(ka, DOT)), DOT)
+    return A, operand(qa * tl.exp(mid)[None, :], DOT), operand(ka * tl.exp(gl - mid)[None, :], DOT)
+
+
+@triton.jit
+def _steep_scores(qt, k, g, logf, gl, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, DOT: tl.constexpr):
+    """`scores` on the blocked path where it applies, else the exact one (A not yet masked)."""
+    first, last, blocked = block_ends(g, logf, C, BLK, GATE)
+    if blocked:
+        A, qi, ks = _blocked_scores(qt, k, g, gl, first, last, C, BLK, DOT)
+    else:
+        A = pairwise(0.0, qt, k, g, C, 0)
+        qi = operand(qt * tl.exp(g), DOT)
+        ks = operand(k * tl.exp(gl[None, :] - g), DOT)
+    return A, qi, ks
+
+
+@triton.jit
+def pair_grads(dA, qt, k, g, logf, glv, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, DOT: tl.constexpr,
+               PATHS: tl.constexpr):  # fmt: skip
+    """The intra-chunk backward's (sum_j dA_ij k_j e^{g_i - g_j}, sum_i dA_ij q_i e^{g_i - g_j}, e^g, e^{g_C - g},
+    whether the chunk takes the fast path), dA strictly lower triangular; PATHS as `scores`'."""
+    fast, mid = midpoint(g, glv, GATE)
+    if PATHS == 1:
+        intra_q, intra_k, e_in, e_out = _fast_grads(dA, qt, k, g, glv, mid, DOT)
+    elif PATHS == 2:
+        intra_q, intra_k, e_in, e_out = _steep_grads(dA, qt, k, g, logf, glv, C, BLK, GATE, DOT)
+    elif fast:
+        intra_q, intra_k, e_in, e_out = _fast_grads(dA, qt, k, g, glv, mid, DOT)
+    else:
+        intra_q, intra_k, e_in, e_out = _steep_grads(dA, qt, k, g, logf, glv, C, BLK, GATE, DOT)
+    return intra_q, intra_k, e_in, e_out, fast
+
+
+@triton.jit
+def _fast_grads(dA, qt, k, g, glv, mid, DOT: tl.constexpr):
+    """`pair_grads` on the fast path."""
+    e1 = tl.exp(g - mid[None, :])
+    e2 = tl.exp(mid[None, :] - g)
+    intra_q = e1 * mm(operand(dA, DOT), operand(k * e2, DOT), DOT)
+    intra_k = e2 * mm(tl.trans(operand(dA, DOT)), operand(qt * e1, DOT), DOT)
+    return intra_q, intra_k, e1 * tl.exp(mid)[None, :], e2 * tl.exp(glv - mid)[None, :]
+
+
+@triton.jit
+def _steep_grads(dA, qt, k, g, logf, glv, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr,
+                 DOT: tl.constexpr):  # fmt: skip
+    """`pair_grads` on the blocked path where it applies, else the exact one."""
+    first, last, blocked = block_ends(g, logf, C, BLK, GATE)
+    if blocked:
+        intra_q = blocked_grads(dA, qt, k, g, first, last, C, BLK, 2, DOT)
+        intra_k = blocked_grads(dA, qt, k, g, first, last, C, BLK, 1, DOT)
+    else:
+        intra_q = pairwise(dA, qt, k, g, C, 2)
+        intra_k = pairwise(dA, qt, k, g, C, 1)
+    return intra_q, intra_k, tl.exp(g), tl.exp(glv[None, :] - g)
 
 
 @triton.jit
