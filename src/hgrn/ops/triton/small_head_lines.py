@@ -170,11 +170,18 @@ def line_bwd_kernel(q, kz, lg, lb, v, do, dq, dkz, dlg, dv, plb, slots, cu, T, N
 
 
 @triton.jit
-def _listed(slots, i, NP, H: tl.constexpr, BH: tl.constexpr):
-    """(line, head group) of the i-th listed steep program of a launch of NP lines."""
+def _listed(slots, i, NP, lb, cu, T, NS, L, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr,
+            VP: tl.constexpr, BH: tl.constexpr, GATE: tl.constexpr, STRIDED: tl.constexpr,
+            VK: tl.constexpr):  # fmt: skip
+    """The i-th listed steep program of a launch of NP lines: its line p, program_line's (but the state offsets
+    within [P, H, K, V]) and the lower bound [1, BH, KP]."""
     G: tl.constexpr = (H + BH - 1) // BH
     e = tl.load(slots + 1 + NP * G + i)
-    return e // G, e % G
+    p = e // G
+    bos, n, ts, heads, hm, ck, cv, h_off, _s_off, s_mask = program_line(
+        e % G, p, cu, T, NS, L, H, K, V, KP, VP, BH, False, STRIDED, VK
+    )
+    return p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, lower_bound(lb, heads, hm, ck, K, GATE)
 
 
 @entry(**SPECIALIZE)
@@ -184,11 +191,8 @@ def line_fallback_fwd_kernel(q, kz, lg, lb, v, o, slots, cu, T, NS, L, NTS, SK, 
                              STRIDED: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
     """line_fwd_kernel's steep programs (NP lines), each walked both ways by the scan in [BT, BH, KP, VP] tiles."""
     for i in range(tl.program_id(0), tl.load(slots), tl.num_programs(0)):
-        p, g = _listed(slots, i, NP, H, BH)
-        bos, n, ts, heads, hm, ck, cv, h_off, _s_off, s_mask = program_line(
-            g, p, cu, T, NS, L, H, K, V, KP, VP, BH, False, STRIDED, False
-        )
-        lbv = lower_bound(lb, heads, hm, ck, K, GATE)
+        p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, lbv = _listed(slots, i, NP, lb, cu, T, NS, L, H, K, V, KP,
+                                                                         VP, BH, GATE, STRIDED, False)  # fmt: skip
         S = tl.zeros([BH, KP, VP], tl.float32)
         fwd_walk(q, kz, lg, v, o, q, S, lbv, p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, 1, SK, SV, scale, H, K,
                  V, KP, VP, BH, BT, 0, GATE, False, False, ACC)  # fmt: skip
@@ -204,11 +208,8 @@ def line_fallback_bwd_kernel(q, kz, lg, lb, v, do, dq, dkz, dlg, dv, plb, slots,
                              STRIDED: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
     """The gradients of line_fallback_fwd_kernel (ACC: added), the lower bound's sums into plb [P, H, K]."""
     for i in range(tl.program_id(0), tl.load(slots), tl.num_programs(0)):
-        p, g = _listed(slots, i, NP, H, BH)
-        bos, n, ts, heads, hm, ck, cv, h_off, _s_off, s_mask = program_line(
-            g, p, cu, T, NS, L, H, K, V, KP, VP, BH, False, STRIDED, True
-        )
-        lbv = lower_bound(lb, heads, hm, ck, K, GATE)
+        p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, lbv = _listed(slots, i, NP, lb, cu, T, NS, L, H, K, V, KP,
+                                                                         VP, BH, GATE, STRIDED, True)  # fmt: skip
         zeros = tl.zeros([BH, VP, KP], tl.float32)
         _u, lb_sum = bwd_walk(q, kz, lg, v, do, q, zeros, dq, dkz, dlg, dv, zeros, tl.zeros([BH, KP], tl.float32),
                               lbv, p, bos, n, ts, heads, hm, ck, cv, h_off, s_mask, 1, SK, SV, scale, H, K, V, KP, VP,
