@@ -5,10 +5,11 @@ At B 8, T 2048, d 2048 (bf16, so the op's inputs and output are the same bytes a
 (hgrn.ops.hgrn2_recurrence) at expand ratio 1 .. 256, the chunked kernels forced at the ratios the small-head path
 takes (what ran there before it), the chunked kernels with both fusions and with neither at the ratios where they
 apply (HGRN_CHUNK_TILES=FUSE=1,INLINE_DA=1: the forward without autograd in one kernel, da formed in the backward;
-FUSE=0,INLINE_DA=0: prep + walk, da through memory; the A/B that sets the plan's defaults), and the HGRN1 real scan
-at [B, T, d] (the element-wise floor of ratio 1). Then the steep-gate sweep at the main shape (expand ratio 128):
-gate logits shifted so that the mean log f per step runs from -2 to -24, against random gates. Forward and forward +
-backward, median ms (triton.testing.do_bench).
+FUSE=0,INLINE_DA=0: prep + walk, da through memory; the A/B that sets the plan's defaults), the chunked kernels with
+their paths split (SPLIT=1) wherever they run, and the HGRN1 real scan at [B, T, d] (the element-wise floor of
+ratio 1). Then the steep-gate sweep at the main shape (expand ratio 128): gate logits shifted so that the mean log f
+per step runs from -2 to -24, against random gates, by the rule and split. Forward and forward + backward, median ms
+(triton.testing.do_bench).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ B, T, D = 8, 2048, 2048
 RATIOS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 FUSION_RATIOS = (16, 32, 64)  # where the chunk plan can fuse the inference forward and form da in the backward
 FUSIONS = {"fused": "FUSE=1,INLINE_DA=1", "unfused": "FUSE=0,INLINE_DA=0"}
+SPLIT = "SPLIT=1"  # the chunked kernels' fast pass, then the chunks it listed steep (the plan's `split`)
 STEEP_LOG_F = (-2, -4, -8, -12, -16, -20, -24)
 
 
@@ -91,12 +93,20 @@ def run() -> dict:
                 with mock.patch.dict(os.environ, {"HGRN_CHUNK_TILES": tiles}):  # the plan reads it at every call
                     fwd, both, _ = _hgrn2(ratio)
                 rows.append({"case": f"{name} ({tiles})", "ratio": ratio, "fwd_ms": fwd, "fwd_bwd_ms": both})
+        if ratio > SMALL_HEAD_MAX:
+            with mock.patch.dict(os.environ, {"HGRN_CHUNK_TILES": SPLIT}):
+                fwd, both, _ = _hgrn2(ratio)
+            rows.append({"case": f"split ({SPLIT})", "ratio": ratio, "fwd_ms": fwd, "fwd_bwd_ms": both})
         print(f"ratio {ratio} done", flush=True)
     steep = []
     for target in (None, *STEEP_LOG_F):
-        fwd, both, mean_log_f = _hgrn2(128, shift=0.0 if target is None else float(target))
+        shift = 0.0 if target is None else float(target)
+        fwd, both, mean_log_f = _hgrn2(128, shift=shift)
+        with mock.patch.dict(os.environ, {"HGRN_CHUNK_TILES": SPLIT}):
+            split_fwd, split_both, _ = _hgrn2(128, shift=shift)
         steep.append({"gates": "random" if target is None else f"shift {target}", "mean_log_f": mean_log_f,
-                      "fwd_ms": fwd, "fwd_bwd_ms": both})  # fmt: skip
+                      "fwd_ms": fwd, "fwd_bwd_ms": both, "split_fwd_ms": split_fwd,
+                      "split_fwd_bwd_ms": split_both})  # fmt: skip
     return dated_record(
         "expand-ratio",
         "python -m hgrn.bench.expand_ratio",
@@ -124,12 +134,20 @@ def markdown(result: dict) -> str:
         "| gates | mean log f | fwd ms | fwd+bwd ms | fwd+bwd vs random |",
         "|---|---|---|---|---|",
     ]
-    base = result["steep_gates"][0]["fwd_bwd_ms"]
+    steep = result["steep_gates"]
     lines += [
         f"| {s['gates']} | {s['mean_log_f']:.2f} | {s['fwd_ms']:.3f} | {s['fwd_bwd_ms']:.3f} | "
-        f"{s['fwd_bwd_ms'] / base:.2f}x |"
-        for s in result["steep_gates"]
+        f"{s['fwd_bwd_ms'] / steep[0]['fwd_bwd_ms']:.2f}x |"
+        for s in steep
     ]
+    if "split_fwd_bwd_ms" in steep[0]:  # (runs before 2026-12-05 timed the rule only)
+        lines += ["", f"The same gates with the chunked kernels' paths split ({SPLIT}):", "",
+                  "| gates | fwd ms | fwd+bwd ms | fwd+bwd vs its random |", "|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"| {s['gates']} | {s['split_fwd_ms']:.3f} | {s['split_fwd_bwd_ms']:.3f} | "
+            f"{s['split_fwd_bwd_ms'] / steep[0]['split_fwd_bwd_ms']:.2f}x |"
+            for s in steep
+        ]
     return "\n".join(lines) + "\n"
 
 
