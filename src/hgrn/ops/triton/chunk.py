@@ -486,9 +486,10 @@ def make_plan(
     # V <= 64 for the second.
     fuse_infer = NS == 1 and VP == BV and KP <= 64 and bool(tiles.get("FUSE", KP == 32))
     inline_da = KP == BK and VP <= 64 and bool(tiles.get("INLINE_DA", KP == 64))
-    # The split (SPLIT=1, not the rule: untimed): compiled with only the fast path (offline sm_90, Triton 3.6) the prep
-    # kernel takes 48 / 78 / 99 / 147 registers at K 16 / 32 / 64 / 128 against 105 / 157 / 168 / 168 + 88 B of
-    # stack, the intra-chunk backward 190 / 255 + 64 B / + 152 B / + 328 B against 255 / + 520 / + 392 / + 600.
+    # The split (SPLIT=1, not the rule: untimed). Its fast pass compiles (offline sm_90, Triton 3.6, 32-row chunks)
+    # the prep kernel to 48 / 77 / 102 / 152 registers at K 16 / 32 / 64 / 128 against one launch's 105 / 157 / 168
+    # / 168 + 88 B of stack, the intra-chunk backward to 168 / 255 + 32 B / + 120 B / + 288 B against 255 + 8 B /
+    # + 528 / + 392 / + 600.
     split = bool(tiles.get("SPLIT", 0))
     return Plan(n_seqs, NS, L, max(triton.cdiv(longest, C), 1), KP, VP, C, BLK, BK, BV, BV_REV, warps, rwarps,
                 maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da, split)  # fmt: skip
@@ -576,9 +577,9 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
     seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
     o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final and plan.NS == 1)  # segments: combined
     even = cu is None and T % plan.C == 0  # every chunk full
-    _by_paths(_prep_kernel, (plan.NCH, H, plan.P), (q, kz, q if lg is None else lg, q if lb is None else lb, qi, ks,
-              A, gl), seq, dict(H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate, EVEN=even,
-              **_parallel(plan, flags, cap=True)), plan.split)  # fmt: skip
+    gates = (q, kz, q if lg is None else lg, q if lb is None else lb)
+    prep = dict(H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate, EVEN=even, **_parallel(plan, flags, cap=True))
+    _by_paths(_prep_kernel, (plan.NCH, H, plan.P), (*gates, qi, ks, A, gl), seq, prep, plan.split)
     walk = (qi, ks, A, v, v, gl)
     grid = (plan.VP // plan.BV, H, plan.P)
     shape = dict(H=H, K=K, V=V, BKW=plan.KP, BVW=plan.BV, **flags, **register_cap(plan.maxnreg))
@@ -681,10 +682,12 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
     dlg = None if lg is None else torch.empty_like(lg)
     plb = _per_chunk(q, plan, cu) if lb is not None else None
     grid_chunks = (plan.NCH * (plan.KP // plan.BK), H, plan.P)
-    _by_paths(_intra_bwd_kernel, grid_chunks, (q, kz, q if lg is None else lg, q if lb is None else lb, gl, da, v, do,
-              xk, yq, chunk_starts, dq, dkz, q if dlg is None else dlg, q if plb is None else plb), (*seq, scale),
-              dict(H=H, K=K, BK=plan.BK, V=V, VP=plan.VP, BLK=plan.BLK, GATE=gate, INLINE_DA=plan.inline_da,
-              **_parallel(plan, flags)), plan.split)  # fmt: skip
+    gates = (q, kz, q if lg is None else lg, q if lb is None else lb)
+    grads = (dq, dkz, q if dlg is None else dlg, q if plb is None else plb)
+    intra = dict(H=H, K=K, BK=plan.BK, V=V, VP=plan.VP, BLK=plan.BLK, GATE=gate, INLINE_DA=plan.inline_da,
+                 **_parallel(plan, flags))  # fmt: skip
+    _by_paths(_intra_bwd_kernel, grid_chunks, (*gates, gl, da, v, do, xk, yq, chunk_starts, *grads), (*seq, scale),
+              intra, plan.split)  # fmt: skip
     dlb = None if lb is None else plb.sum((0, 1)).to(lb.dtype)
     dh0 = None if h0 is None else dh0.to(h0.dtype)
     return or_empty((dq, dkz, dlg, dlb, dv, dh0), q)
