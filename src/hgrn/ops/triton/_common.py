@@ -68,6 +68,12 @@ def needs_grad(tensors: Iterable[torch.Tensor | None]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def tile_overrides(variable: str) -> dict[str, int]:
+    """A tile experiment's overrides of a launch plan, the environment variable's "BT=64,BD=32,..." as a dict (read
+    at every call, so a sweep sets them per run)."""
+    return {k: int(x) for k, x in (i.split("=") for i in os.environ.get(variable, "").split(",") if i)}
+
+
 def register_cap(maxnreg: int | None) -> dict[str, int]:
     """The launch option that caps a kernel's registers per thread (more programs resident per multiprocessor), or
     none (None: the compiler's choice)."""

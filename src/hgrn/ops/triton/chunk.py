@@ -22,7 +22,6 @@ The intra-chunk pairs e^{g_i - g_j} (g: the chunk-local cumulative log gate) tak
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +48,7 @@ from hgrn.ops.triton._common import (
     seq_span,
     store_tile,
     target_programs,
+    tile_overrides,
 )
 from hgrn.ops.triton.chunk_pairs import chunk_sum, pair_grads, scores
 from hgrn.ops.triton.precompile import ahead, entry, together
@@ -452,7 +452,7 @@ def make_plan(
     python -m hgrn.bench.sweep; FUSE=0/1 and INLINE_DA=0/1 switch the two fusions, SPLIT=1 the paths' split)."""
     T, H, K = q.shape[1:]
     V = v.shape[-1]
-    tiles = {k: int(x) for k, x in (i.split("=") for i in os.environ.get("HGRN_CHUNK_TILES", "").split(",") if i)}
+    tiles = tile_overrides("HGRN_CHUNK_TILES")
     n_seqs = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
     KP, VP = max(pow2(K), 16), max(pow2(V), 16)
     # 32-row chunks up to head size 128, 16 beyond. (64-row chunks at head size 16 were faster on an H200, fwd+bwd

@@ -18,8 +18,6 @@ dv and the gate logits' gradient in the same pass.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -37,6 +35,7 @@ from hgrn.ops.triton._common import (
     present_grads,
     seq_span,
     target_programs,
+    tile_overrides,
     tokens,
 )
 from hgrn.ops.triton.precompile import ahead, entry, together
@@ -396,10 +395,9 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, q, v, lb, dq, scale
         tl.store(dth + p.to(tl.int64) * D + cd, dth_acc, mask=dm)
 
 
-def _overrides() -> dict[str, int]:
-    """HGRN_SCAN_TILES="BT=64,BD=32,warps=4" (tile experiments; read at every call). It sets the tiles of the
-    chained forward and of the sequential kernels alike; prefix=0 makes the chained forward publish aggregates only."""
-    return {k: int(v) for k, v in (i.split("=") for i in os.environ.get("HGRN_SCAN_TILES", "").split(",") if i)}
+# HGRN_SCAN_TILES="BT=64,BD=32,warps=4" (tile experiments, tile_overrides) sets the tiles of the chained forward and
+# of the sequential kernels alike; prefix=0 makes the chained forward publish aggregates only.
+TILES = "HGRN_SCAN_TILES"
 
 
 def _tiles(x: Tensor, D: int, n_seqs: int, complex_valued: bool) -> tuple[int, int, int]:
@@ -407,7 +405,7 @@ def _tiles(x: Tensor, D: int, n_seqs: int, complex_valued: bool) -> tuple[int, i
     multiprocessor. Complex tiles take 8 steps: at 32 x 64 the backward needs 255 registers and spills (sm_90,
     Triton 3.6). Its kernel on an H200 (2026-12-05) at BT 8 / 16 / 32: the ViTs' scan (B 256, T 256, D 384; BD 64)
     0.277 / 0.362 / 0.641 ms; B 8, T 2048, D 2048 (BD 16) 0.471 / 0.482 / 0.818."""
-    tiles = _overrides()
+    tiles = tile_overrides(TILES)
     BT = 8 if complex_valued else 64
     BD = 16 if INTERPRET else 64
     while BD > 16 and n_seqs * triton.cdiv(D, BD) < 2 * target_programs(x.device):
@@ -423,7 +421,7 @@ def _chained_tiles(D: int, complex_valued: bool) -> tuple[int, int, int, bool]:
     the register layout, 16 x 64: 0.094); complex 8 x 32 0.312 ms (16 x 32: 0.390; 8 x 64: 0.389; 4 x 64: 0.357).
     Not kept (measured slower): polling 2-32 earlier tiles per look-back step, persistent programs that prefetch their
     next tile, register caps (more programs per multiprocessor), spreading the ticket atomics over 4-128 counters."""
-    tiles = _overrides()
+    tiles = tile_overrides(TILES)
     BT, BD = (8, 32) if complex_valued else (32, 64)
     BD = min(BD, max(pow2(D), 16))
     return tiles.get("BT", BT), tiles.get("BD", BD), tiles.get("warps", 1), bool(tiles.get("prefix", 1))

@@ -17,7 +17,6 @@ are never copied.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +33,7 @@ from hgrn.ops.triton._common import (
     present_grads,
     register_cap,
     target_programs,
+    tile_overrides,
 )
 from hgrn.ops.triton.chunk import segment_combine
 from hgrn.ops.triton.precompile import ahead, together
@@ -48,6 +48,7 @@ from hgrn.ops.triton.small_head_lines import (
 from hgrn.ops.triton.small_head_scan import bwd_kernel, fwd_kernel
 
 SMALL_HEAD_MAX = 8  # the largest K (and V) taken here; from 16 the chunked kernels are faster (results/bench/)
+TILES = "HGRN_SMALL_TILES"  # the tile experiment's overrides (Plan)
 
 
 def fits(k: Tensor, v: Tensor) -> bool:
@@ -85,7 +86,7 @@ class Plan:
         return self.n_seqs * self.NS
 
 
-def _tiles(H: int, K: int, V: int, bt: int = 16) -> dict[str, int | None]:
+def _tiles(H: int, K: int, V: int, tiles: dict[str, int], bt: int = 16) -> dict[str, int | None]:
     """One warp per program holding about 32 state channels (BH heads, one channel per thread, a tile's 16 steps in
     its registers, so the scan down the tile stays in-thread). Chosen by tile sweeps on an H200 (B8 T2048 d2048
     bf16, fwd+bwd ms, 2026-12-02). Before the loads were issued a tile ahead: head size 8 2.55 at (BH 1, BT 16,
@@ -95,17 +96,11 @@ def _tiles(H: int, K: int, V: int, bt: int = 16) -> dict[str, int | None]:
     (GPU tests pass at both): 8 1.90, 4 1.23, 2 0.85, 1 1.05, so one-way scans keep BT 16. Scans along a grid's
     lines take BT 8 (bt): with the V-major backward (2026-12-04, head size 8, 256 images of 16 x 16 tokens, 24 / 48
     heads, fwd+bwd) 2.37 / 4.69 ms at BT 16 against 1.86 / 3.66 at BT 8, while one-way at head size 4 / 8 it was
-    1.28 / 1.41 against 1.32 / 1.37."""
-    tiles = _overrides()
+    1.28 / 1.41 against 1.32 / 1.37. tiles: the experiment's overrides (HGRN_SMALL_TILES)."""
     KP, VP = pow2(K), pow2(V)
     return dict(KP=KP, VP=VP, BH=tiles.get("BH", min(pow2(H), max(32 // (KP * VP), 1))), BT=tiles.get("BT", bt),
                 warps=4 if INTERPRET else tiles.get("warps", 1),
                 maxnreg=None if INTERPRET else tiles.get("maxnreg") or None, NS=tiles.get("NS", 0))  # fmt: skip
-
-
-def _overrides() -> dict[str, int]:
-    """The tile experiment's overrides, HGRN_SMALL_TILES="BH=2,BT=8,..." as a dict."""
-    return {k: int(x) for k, x in (i.split("=") for i in os.environ.get("HGRN_SMALL_TILES", "").split(",") if i)}
 
 
 def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | None = None, save: bool = True) -> Plan:
@@ -115,7 +110,7 @@ def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | N
     / 0.29 / 0.32 at 8, and 0.31-0.33 against 0.34-0.38 at head size 1; with a backward 16 stays (its sums above)."""
     T, H, K = q.shape[1:]
     V = v.shape[-1]
-    tiles = _tiles(H, K, V, bt=16 if save or K * V < 4 else 8)
+    tiles = _tiles(H, K, V, tile_overrides(TILES), bt=16 if save or K * V < 4 else 8)
     BT = tiles["BT"]
     n_seqs = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
     if segments is None:
@@ -142,11 +137,11 @@ def line_plans(q: Tensor, v: Tensor, grid: tuple[int, int] | None) -> list[Plan]
         plan = make_plan(q, v, None)
         return [plan] if plan.NS == 1 else None
     B, T, H, K = q.shape
-    tiles = _tiles(H, K, v.shape[-1], bt=8)
+    V = v.shape[-1]
+    overrides = tile_overrides(TILES)
+    tiles = _tiles(H, K, V, overrides, bt=8)
     tiles.pop("NS")
     height, width = grid
-    overrides = _overrides()
-    V = v.shape[-1]
     parallel = bool(overrides.get("PAR")) and max(grid) <= LINE and K == V and LINE % K == 0 and H * K % LINE == 0
     if parallel:  # BH slabs of LINE channels per program (the plan counts heads), one warp each
         slabs = overrides.get("BH", 1)
