@@ -35,7 +35,9 @@ def test_markdown_has_the_split_steep_table_when_timed():
         {"gates": "shift -8", "mean_log_f": -8.0, "fwd_ms": 0.3, "fwd_bwd_ms": 1.2, "split_fwd_ms": 0.3,
          "split_fwd_bwd_ms": 1.2},
     ]  # fmt: skip
-    result = {"device": "GPU X", "date": "2026-12-05", "command": "c", "rows": [], "steep_gates": steep}
+    result = {"device": "GPU X", "date": "2026-12-05", "command": "c", "rows": [], "steep_gates": steep,
+              "split_tiles": "SPLIT=1,SCAN=1"}  # fmt: skip
     text = markdown(result)
+    assert "paths split (SPLIT=1,SCAN=1):" in text
     assert "| shift -8 | -8.00 | 0.300 | 1.200 | 1.20x |" in text  # the rule, against its random gates
     assert "| shift -8 | 0.300 | 1.200 | 1.50x |" in text  # split, against its own random gates

@@ -229,6 +229,63 @@ def test_interpreted_split_paths(kind, K, tiles, options, monkeypatch):
 
 
 @cpu_only
+@pytest.mark.parametrize(
+    ("kind", "K", "tiles", "options"),
+    [
+        ("hgrn2_lb", 16, "", {"reverse": True}),
+        ("gla", 32, ",BK=16,SPLIT=1", {}),
+        ("hgrn2", 16, ",BLK=2", {"segments": 3}),
+    ],
+    ids=["hgrn2-lb-reverse", "gla-two-k-tiles-split", "hgrn2-segments"],
+)
+def test_interpreted_scan_sums(kind, K, tiles, options, monkeypatch):
+    """SCAN=1: the intra-chunk backward's chunk sums by a scan (the strict one as (all but last, all) pairs) instead
+    of the 3xTF32 triangle product: the float64 reference's outputs and gradients where gentle and steep chunks mix.
+    A combine that drops the earlier span from the sum before the last element breaks it, and leaves the product's
+    path (SCAN=0) exact."""
+    segments = options.pop("segments", None)
+    inputs = _half_steep(make_inputs(kind, 1, 70, 2, K, 16, seed=53), kind)
+    fn = interpreted(kind, segments=segments)
+    monkeypatch.setenv("HGRN_CHUNK_TILES", "SCAN=1" + tiles)
+    check(kind, inputs, fn, torch.float32, 2e-5, gate_tol=1e-4, **options)
+    monkeypatch.setattr(chunk_pairs, "_exclusive", _lossy_combine)
+    with pytest.raises(AssertionError):
+        check(kind, inputs, fn, torch.float32, 2e-5, gate_tol=1e-4, **options)
+    monkeypatch.setenv("HGRN_CHUNK_TILES", "SCAN=0" + tiles)
+    check(kind, inputs, fn, torch.float32, 2e-5, gate_tol=1e-4, **options)
+
+
+@triton.jit
+def _lossy_combine(before_a, total_a, before_b, total_b):
+    return before_b, total_a + total_b
+
+
+@cpu_only
+@pytest.mark.parametrize("kind", ["hgrn2_lb", "gla"])
+def test_interpreted_whole_chunks_equal_masked_rows(kind, monkeypatch):
+    """A dense batch whose length is a multiple of the chunk (EVEN) runs the intra-chunk backward on rows addressed
+    from one scalar first token without masks; the same sequences packed (cu_seqlens: masked rows) give bitwise
+    equal outputs, states and gradients, in both directions."""
+    log = []
+    launch = chunk._intra_bwd_kernel.__getitem__
+
+    class Recorded:  # the EVEN flag of each intra-chunk backward launch
+        def __getitem__(self, grid):
+            return lambda *args, **kw: (log.append(kw["EVEN"]), launch(grid)(*args, **kw))
+
+    monkeypatch.setattr(chunk, "_intra_bwd_kernel", Recorded())
+    inputs = make_inputs(kind, 2, 64, 2, 16, 16, seed=47)
+    packed = {n: t.reshape(1, -1, *t.shape[2:]) if t.shape[:2] == (2, 64) else t for n, t in inputs.items()}
+    cu = torch.tensor([0, 64, 128])
+    for reverse in (False, True):
+        dense = run(interpreted(kind, segments=1), kind, inputs, torch.float32, reverse=reverse)
+        rows = run(interpreted(kind), kind, packed, torch.float32, reverse=reverse, cu_seqlens=cu)
+        assert torch.equal(dense[0].flatten(), rows[0].flatten()) and torch.equal(dense[1], rows[1])
+        assert all(torch.equal(dense[2][n].flatten(), rows[2][n].flatten()) for n in dense[2])
+    assert log == [True, False, True, False]
+
+
+@cpu_only
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_interpreted_segments(reverse):
     """A row cut into segments (joined through segment_combine) equals the uncut recurrence."""
@@ -456,6 +513,16 @@ def test_gpu_split_paths(kind, H, K, monkeypatch):
     inputs = _half_steep(make_inputs(kind, 2, 1000, H, K, K, device="cuda", seed=43), kind)
     check(kind, inputs, ops.hgrn2_recurrence if kind != "gla" else ops.gla_recurrence, torch.bfloat16, BF16_TOL,
           3 * BF16_TOL, reverse=kind == "gla")  # fmt: skip
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tiles", ["SCAN=1", "SCAN=1,SPLIT=1"])
+@pytest.mark.parametrize(("H", "K"), [(128, 16), (64, 32), (16, 128)])
+def test_gpu_scan_sums(tiles, H, K, monkeypatch):
+    """SCAN=1 (the backward's chunk sums by a scan), alone and with the split, in bf16, gentle and steep halves."""
+    monkeypatch.setenv("HGRN_CHUNK_TILES", tiles)
+    inputs = _half_steep(make_inputs("hgrn2_lb", 2, 1024, H, K, K, device="cuda", seed=59), "hgrn2_lb")
+    check("hgrn2_lb", inputs, ops.hgrn2_recurrence, torch.bfloat16, BF16_TOL, 3 * BF16_TOL, reverse=True)
 
 
 @pytest.mark.gpu

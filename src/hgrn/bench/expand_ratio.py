@@ -6,10 +6,10 @@ At B 8, T 2048, d 2048 (bf16, so the op's inputs and output are the same bytes a
 takes (what ran there before it), the chunked kernels with both fusions and with neither at the ratios where they
 apply (HGRN_CHUNK_TILES=FUSE=1,INLINE_DA=1: the forward without autograd in one kernel, da formed in the backward;
 FUSE=0,INLINE_DA=0: prep + walk, da through memory; the A/B that sets the plan's defaults), the chunked kernels with
-their paths split (SPLIT=1) wherever they run, and the HGRN1 real scan at [B, T, d] (the element-wise floor of
-ratio 1). Then the steep-gate sweep at the main shape (expand ratio 128): gate logits shifted so that the mean log f
-per step runs from -2 to -24, against random gates, by the rule and split. Forward and forward + backward, median ms
-(triton.testing.do_bench).
+their paths split and the backward's sums by a scan (SPLIT=1,SCAN=1: untimed candidates) wherever they run, and the
+HGRN1 real scan at [B, T, d] (the element-wise floor of ratio 1). Then the steep-gate sweep at the main shape (expand
+ratio 128): gate logits shifted so that the mean log f per step runs from -2 to -24, against random gates, by the
+rule and by the candidates. Forward and forward + backward, median ms (triton.testing.do_bench).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ B, T, D = 8, 2048, 2048
 RATIOS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 FUSION_RATIOS = (16, 32, 64)  # where the chunk plan can fuse the inference forward and form da in the backward
 FUSIONS = {"fused": "FUSE=1,INLINE_DA=1", "unfused": "FUSE=0,INLINE_DA=0"}
-SPLIT = "SPLIT=1"  # the chunked kernels' fast pass, then the chunks it listed steep (the plan's `split`)
+SPLIT = "SPLIT=1,SCAN=1"  # the chunked kernels' fast pass, then the chunks it listed steep; sums by a scan
 STEEP_LOG_F = (-2, -4, -8, -12, -16, -20, -24)
 
 
@@ -113,6 +113,7 @@ def run() -> dict:
         shape={"B": B, "T": T, "d": D, "dtype": "bf16"},
         rows=rows,
         steep_gates=steep,
+        split_tiles=SPLIT,
     )
 
 
@@ -141,7 +142,8 @@ def markdown(result: dict) -> str:
         for s in steep
     ]
     if "split_fwd_bwd_ms" in steep[0]:  # (runs before 2026-12-05 timed the rule only)
-        lines += ["", f"The same gates with the chunked kernels' paths split ({SPLIT}):", "",
+        tiles = result.get("split_tiles", "SPLIT=1")
+        lines += ["", f"The same gates with the chunked kernels' paths split ({tiles}):", "",
                   "| gates | fwd ms | fwd+bwd ms | fwd+bwd vs its random |", "|---|---|---|---|"]  # fmt: skip
         lines += [
             f"| {s['gates']} | {s['split_fwd_ms']:.3f} | {s['split_fwd_bwd_ms']:.3f} | "

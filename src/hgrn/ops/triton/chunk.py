@@ -32,7 +32,6 @@ from torch import Tensor
 
 from hgrn.ops.triton._common import (
     INTERPRET,
-    block_rows,
     dot_mode,
     empty_grads,
     load_block,
@@ -49,6 +48,7 @@ from hgrn.ops.triton._common import (
     store_tile,
     target_programs,
     tile_overrides,
+    tile_tokens,
 )
 from hgrn.ops.triton.chunk_pairs import chunk_sum, pair_grads, scores
 from hgrn.ops.triton.precompile import ahead, entry, together
@@ -86,6 +86,17 @@ def _lower_bound(lb, cols, K, GATE: tl.constexpr):
 def _chunk_index(p, c, h, NCH, H: tl.constexpr, K: tl.constexpr):
     """Offset of chunk c of pseudo-sequence p, head h in a per-chunk [P, NCH, H, K] buffer."""
     return ((p * NCH + c) * H + h).to(tl.int64) * K
+
+
+@triton.jit
+def _chunk_rows(c, n, bos, C: tl.constexpr, REVERSE: tl.constexpr, FULL: tl.constexpr):
+    """Chunk c's rows as tile_tokens gives them: (first token t0 (int64), each row's offset from it (int32), which
+    rows exist), so a tile's addresses are one scalar base plus constant offsets; FULL (every row exists): no row
+    masks."""
+    t0, rel, valid = tile_tokens(c * C, n, bos, 1, C, REVERSE)
+    if FULL:
+        valid = tl.arange(0, C) < C
+    return t0, rel, valid
 
 
 @entry(**SPECIALIZE)
@@ -140,9 +151,7 @@ def _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH,
     """_prep_kernel's work on chunk c. Tile addresses are one scalar base (the chunk's first token t0) plus constant
     per-row offsets, not 64-bit arithmetic on every row; FULL: every row exists (no masks)."""
     r = tl.arange(0, C)
-    t0 = bos + (n - 1 - c * C if REVERSE else c * C)
-    rel = -r if REVERSE else r
-    valid = r < C if FULL else c * C + r < n
+    t0, rel, valid = _chunk_rows(c, n, bos, C, REVERSE, FULL)
     # No alignment claimed for the columns: Triton then gives each thread whole columns (scalar accesses, not 16-byte
     # vectors across columns), so the cumsum down the chunk is serial in registers instead of a cross-warp scan.
     ck = tl.multiple_of(tl.arange(0, KP), 1)
@@ -176,12 +185,13 @@ def _state_tile(ptr, p, h, ck, cv, H: tl.constexpr, K: tl.constexpr, V: tl.const
 def _walk_fwd_kernel(qi, ks, a, v, do, gl, out, h0, ht, dstates, starts, cu, T, NS, L, NCH, scale,
                      H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BKW: tl.constexpr, BVW: tl.constexpr,
                      C: tl.constexpr, MODE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
-                     HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+                     HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, DOT: tl.constexpr,
+                     EVEN: tl.constexpr):  # fmt: skip
     """Forward walk over chunks with a [BKW, BVW] state tile S in registers, S <- e^{g_C} S + (k e^{g_C-g})^T v.
 
     MODE 0: o = scale (tril(A) v + (q e^g) S)  (BKW = all of K);  MODE 2: the final state only (a segment's own);
     MODE 1: yq = do S^T and dlog f at each chunk's first step, sum_v dL/dS * S, with dL/dS from the reverse walk
-    (dstates), all of V."""
+    (dstates), all of V. EVEN (every chunk full: dense batch, T a multiple of C): no row masks (_chunk_rows)."""
     it, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     n_v: tl.constexpr = (V + BVW - 1) // BVW
     ck = (it // n_v) * BKW + tl.arange(0, BKW)
@@ -189,18 +199,19 @@ def _walk_fwd_kernel(qi, ks, a, v, do, gl, out, h0, ht, dstates, starts, cu, T, 
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
     S, s_off, s_mask = _state_tile(h0, p, h, ck, cv, H, K, V, HAS_H0)
     for c in range(0, tl.cdiv(n, C)):
-        tok, valid = block_rows(c, n, bos, C, REVERSE)
-        kst = operand(load_block(ks + h * K, tok, valid, H * K, ck, K), DOT)
-        vt = operand(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
+        t0, tok, valid = _chunk_rows(c, n, bos, C, REVERSE, EVEN)
+        hk, hv = (t0 * H + h) * K, (t0 * H + h) * V
+        kst = operand(load_block(ks + hk, tok, valid, H * K, ck, K), DOT)
+        vt = operand(load_block(v + hv, tok, valid, H * V, cv, V), DOT)
         decay = tl.exp(tl.load(gl + _chunk_index(p, c, h, NCH, H, K) + ck, mask=ck < K, other=0.0))
         if MODE == 0:
-            qit = operand(load_block(qi + h * K, tok, valid, H * K, ck, K), DOT)
-            At = operand(load_block(a + h * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
+            qit = operand(load_block(qi + hk, tok, valid, H * K, ck, K), DOT)
+            At = operand(load_block(a + (t0 * H + h) * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
             o = scale * (mm(At, vt, DOT) + mm(qit, operand(S, DOT), DOT))
-            store_tile(out + h * V, o, tok, valid, H * V, cv, V)
+            store_tile(out + hv, o, tok, valid, H * V, cv, V)
         elif MODE == 1:
-            dot = operand(load_block(do + h * V, tok, valid, H * V, cv, V), DOT)
-            store_tile(out + h * K, mm(dot, tl.trans(operand(S, DOT)), DOT), tok, valid, H * K, ck, K)
+            dot = operand(load_block(do + hv, tok, valid, H * V, cv, V), DOT)
+            store_tile(out + hk, mm(dot, tl.trans(operand(S, DOT)), DOT), tok, valid, H * K, ck, K)
             ci = _chunk_index(p, c, h, NCH, H, K)
             dS = tl.load(dstates + ci * V + ck[:, None] * V + cv[None, :], mask=s_mask, other=0.0).to(tl.float32)
             tl.store(starts + ci + ck, tl.sum(dS * S, 1), mask=ck < K)
@@ -214,7 +225,7 @@ def _infer_kernel(q, kz, lg, lb, v, out, h0, ht, cu, T, NS, L, scale,
                   H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, BVW: tl.constexpr,
                   C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
                   IS_VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
-                  DOT: tl.constexpr):  # fmt: skip
+                  DOT: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
     """The forward without a backward to feed: the prep kernel's work and the forward walk's in one program per
     (V tile, head, sequence), so q e^g, k e^{g_C - g}, tril(A) and the chunk decays live only in registers (at head
     size 16 and 32-row chunks, A alone is 2x q's size in memory). The same helpers as prep + walk, so the same path
@@ -225,14 +236,15 @@ def _infer_kernel(q, kz, lg, lb, v, out, h0, ht, cu, T, NS, L, scale,
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
     S, s_off, s_mask = _state_tile(h0, p, h, ck, cv, H, K, V, HAS_H0)
     for c in range(0, tl.cdiv(n, C)):
-        tok, valid = block_rows(c, n, bos, C, REVERSE)
-        k, logf = _gate_tile(kz + h * K, lg + h * K, lb + h * K, tok, valid, H * K, ck, K, GATE)
+        t0, tok, valid = _chunk_rows(c, n, bos, C, REVERSE, EVEN)
+        hk, hv = (t0 * H + h) * K, (t0 * H + h) * V
+        k, logf = _gate_tile(kz + hk, lg + hk, lb + h * K, tok, valid, H * K, ck, K, GATE)
         glv = tl.sum(logf, 0)
-        qt = load_tile(q + h * K, tok, valid, H * K, ck, K)
+        qt = load_tile(q + hk, tok, valid, H * K, ck, K)
         A, qit, kst, _fast = scores(qt, k, tl.cumsum(logf, 0), logf, glv, C, BLK, GATE, DOT, 0)
-        vt = operand(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
+        vt = operand(load_block(v + hv, tok, valid, H * V, cv, V), DOT)
         o = scale * (mm(operand(A, DOT), vt, DOT) + mm(qit, operand(S, DOT), DOT))
-        store_tile(out + h * V, o, tok, valid, H * V, cv, V)
+        store_tile(out + hv, o, tok, valid, H * V, cv, V)
         S = S * tl.exp(glv)[:, None] + mm(tl.trans(kst), vt, DOT)
     if STORE_HT:
         tl.store(ht + s_off, S, mask=s_mask)
@@ -243,7 +255,7 @@ def _walk_rev_kernel(qi, ks, a, v, do, gl, dv, xk, dstates, dht, dh0, cu, T, NS,
                      H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, BVW: tl.constexpr,
                      C: tl.constexpr, MODE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
                      HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, ATOMIC: tl.constexpr,
-                     DOT: tl.constexpr):  # fmt: skip
+                     DOT: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
     """Reverse walk with dS = dL/dS (all of K, BVW columns of V), dS <- e^{g_C} dS + scale (q e^g)^T do.
 
     MODE 0: dv = scale tril(A)^T do + (k e^{g_C-g}) dS, xk = v dS^T (summed over V tiles: ATOMIC), and dstates,
@@ -256,18 +268,19 @@ def _walk_rev_kernel(qi, ks, a, v, do, gl, dv, xk, dstates, dht, dh0, cu, T, NS,
     n_chunks = tl.cdiv(n, C)
     for cc in range(0, n_chunks):
         c = n_chunks - 1 - cc
-        tok, valid = block_rows(c, n, bos, C, REVERSE)
-        qit = operand(load_block(qi + h * K, tok, valid, H * K, ck, K), DOT)
-        dot = operand(load_block(do + h * V, tok, valid, H * V, cv, V), DOT)
+        t0, tok, valid = _chunk_rows(c, n, bos, C, REVERSE, EVEN)
+        hk, hv = (t0 * H + h) * K, (t0 * H + h) * V
+        qit = operand(load_block(qi + hk, tok, valid, H * K, ck, K), DOT)
+        dot = operand(load_block(do + hv, tok, valid, H * V, cv, V), DOT)
         decay = tl.exp(tl.load(gl + _chunk_index(p, c, h, NCH, H, K) + ck, mask=ck < K, other=0.0))
         if MODE == 0:
-            kst = operand(load_block(ks + h * K, tok, valid, H * K, ck, K), DOT)
-            At = operand(load_block(a + h * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
-            vt = operand(load_block(v + h * V, tok, valid, H * V, cv, V), DOT)
+            kst = operand(load_block(ks + hk, tok, valid, H * K, ck, K), DOT)
+            At = operand(load_block(a + (t0 * H + h) * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
+            vt = operand(load_block(v + hv, tok, valid, H * V, cv, V), DOT)
             dS_op = operand(dS, DOT)
-            store_tile(dv + h * V, scale * mm(tl.trans(At), dot, DOT) + mm(kst, dS_op, DOT), tok, valid, H * V, cv, V)
+            store_tile(dv + hv, scale * mm(tl.trans(At), dot, DOT) + mm(kst, dS_op, DOT), tok, valid, H * V, cv, V)
             part = mm(vt, tl.trans(dS_op), DOT)
-            ptrs = xk + h * K + tok[:, None] * (H * K) + ck[None, :]
+            ptrs = xk + hk + tok[:, None] * (H * K) + ck[None, :]
             if ATOMIC:
                 tl.atomic_add(ptrs, part, mask=valid[:, None] & (ck < K)[None, :])
             else:
@@ -290,15 +303,17 @@ def _do_vt(v, do, tok, valid, H: tl.constexpr, V: tl.constexpr, VP: tl.constexpr
 
 @entry(**SPECIALIZE)
 def _pairs_kernel(v, do, da, cu, T, NS, L, H: tl.constexpr, V: tl.constexpr, VP: tl.constexpr, C: tl.constexpr,
-                  REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+                  REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, DOT: tl.constexpr,
+                  EVEN: tl.constexpr):  # fmt: skip
     """Chunk-parallel: da = do v^T within each chunk (diagonal included), once per chunk, so that the intra-chunk
     backward, which runs once per K tile, never reads v or do (inside a walk this product cost more than the
     walk's own step: it lengthens the sequential chain)."""
     c, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
     if c * C < n:
-        tok, valid = block_rows(c, n, bos, C, REVERSE)
-        store_tile(da + h * C, _do_vt(v + h * V, do + h * V, tok, valid, H, V, VP, DOT), tok, valid, H * C,
+        t0, tok, valid = _chunk_rows(c, n, bos, C, REVERSE, EVEN)
+        hv = (t0 * H + h) * V
+        store_tile(da + (t0 * H + h) * C, _do_vt(v + hv, do + hv, tok, valid, H, V, VP, DOT), tok, valid, H * C,
                    tl.arange(0, C), C)  # fmt: skip
 
 
@@ -306,8 +321,8 @@ def _pairs_kernel(v, do, da, cu, T, NS, L, H: tl.constexpr, V: tl.constexpr, VP:
 def _intra_bwd_kernel(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH,
                       scale, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, V: tl.constexpr, VP: tl.constexpr,
                       C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                      IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr,
-                      PATHS: tl.constexpr):  # fmt: skip
+                      IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr, EVEN: tl.constexpr,
+                      SCAN: tl.constexpr, PATHS: tl.constexpr):  # fmt: skip
     """Chunk-parallel gradients for BK columns: dq, dk (GLA) and the gate gradient.
 
     With da = do v^T (from _pairs_kernel, or formed here from v and do: INLINE_DA), xk = v dS_C^T, yq = do S_0^T
@@ -317,26 +332,26 @@ def _intra_bwd_kernel(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg
     terms), plus the exact value at the chunk start from the states (`starts`, from the yq walk). Summing only
     within a chunk keeps the bf16-level error of dq, dk from accumulating along the sequence.
     Writes GLA: dk and dlog f; HGRN2: dz = k (s/f dlog f - s dk), and plb, the chunk's lower-bound gradient.
-    PATHS as _prep_kernel's, per (chunk, K tile)."""
+    EVEN as the walks', SCAN chunk_sum's, PATHS as _prep_kernel's, per (chunk, K tile)."""
     if PATHS == 2:
         for i in range(tl.program_id(0), tl.load(steep), tl.num_programs(0)):
             e = tl.load(steep + 1 + i)
             ph, pid = e // ((K + BK - 1) // BK * NCH), e % ((K + BK - 1) // BK * NCH)
             _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH,
                             scale, pid, ph % H, ph // H, H, K, BK, V, VP, C, BLK, GATE, REVERSE, IS_VARLEN, INLINE_DA,
-                            DOT, 2)  # fmt: skip
+                            DOT, EVEN, SCAN, 2)  # fmt: skip
     else:
         _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH,
                         scale, tl.program_id(0), tl.program_id(1), tl.program_id(2), H, K, BK, V, VP, C, BLK, GATE,
-                        REVERSE, IS_VARLEN, INLINE_DA, DOT, PATHS)  # fmt: skip
+                        REVERSE, IS_VARLEN, INLINE_DA, DOT, EVEN, SCAN, PATHS)  # fmt: skip
 
 
 @triton.jit
 def _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH, scale,
                     pid, h, p, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, V: tl.constexpr,
                     VP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                    IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr,
-                    PATHS: tl.constexpr):  # fmt: skip
+                    IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr, EVEN: tl.constexpr,
+                    SCAN: tl.constexpr, PATHS: tl.constexpr):  # fmt: skip
     """_intra_bwd_kernel's work on program pid (chunk pid // n_k, K tile pid % n_k) of head h, pseudo-sequence p;
     listed as ((p H + h) NCH n_k + pid) where the fast path cannot take it (PATHS 1)."""
     n_k: tl.constexpr = (K + BK - 1) // BK
@@ -344,14 +359,15 @@ def _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, 
     ck = (pid % n_k) * BK + tl.arange(0, BK)
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
     if c * C < n:
-        tok, valid = block_rows(c, n, bos, C, REVERSE)
+        t0, tok, valid = _chunk_rows(c, n, bos, C, REVERSE, EVEN)
         inside = valid[:, None] & (ck < K)[None, :]
-        q, kz, lg, lb = q + h * K, kz + h * K, lg + h * K, lb + h * K
+        hk, hc, hv = (t0 * H + h) * K, (t0 * H + h) * C, (t0 * H + h) * V
+        q, kz, lg, lb = q + hk, kz + hk, lg + hk, lb + h * K
         cc = tl.arange(0, C)
         if INLINE_DA:
-            dA = _do_vt(v + h * V, do + h * V, tok, valid, H, V, VP, DOT)
+            dA = _do_vt(v + hv, do + hv, tok, valid, H, V, VP, DOT)
         else:
-            dA = load_tile(da + h * C, tok, valid, H * C, cc, C)
+            dA = load_tile(da + hc, tok, valid, H * C, cc, C)
         diag = scale * tl.sum(tl.where(cc[:, None] == cc[None, :], dA, 0.0), 1)[:, None]
         dA = tl.where(cc[:, None] > cc[None, :], dA, 0.0)
         zt = load_tile(kz, tok, valid, H * K, ck, K)
@@ -362,24 +378,24 @@ def _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, 
             k, logf, s, ns, f = lower_bounded_gate(zt, _lower_bound(lb, ck, K, GATE))
             k = tl.where(inside, k, 0.0)
             logf = tl.where(inside, logf, 0.0)
-        g = chunk_sum(logf, C, False)
+        g = chunk_sum(logf, C, False, SCAN)
         ci = _chunk_index(p, c, h, NCH, H, K) + ck
         glv = tl.load(gl + ci, mask=ck < K, other=0.0)  # the chunk's total log decay, from the prep kernel
         qt = load_tile(q, tok, valid, H * K, ck, K)
         intra_q, intra_k, e_in, e_out, fast = pair_grads(dA, qt, k, g, logf, glv, C, BLK, GATE, DOT, PATHS)
         _list_steep(steep, fast, (p * H + h) * NCH * n_k + pid, PATHS)
-        dqt = scale * (intra_q + e_in * load_tile(yq + h * K, tok, valid, H * K, ck, K))
-        dkt = scale * intra_k + e_out * load_tile(xk + h * K, tok, valid, H * K, ck, K)
-        dlogf = chunk_sum(k * dkt - qt * dqt, C, True) + tl.load(starts + ci, mask=ck < K, other=0.0)[None, :]
-        store_tile(dq + h * K, dqt + diag * k, tok, valid, H * K, ck, K)
+        dqt = scale * (intra_q + e_in * load_tile(yq + hk, tok, valid, H * K, ck, K))
+        dkt = scale * intra_k + e_out * load_tile(xk + hk, tok, valid, H * K, ck, K)
+        dlogf = chunk_sum(k * dkt - qt * dqt, C, True, SCAN) + tl.load(starts + ci, mask=ck < K, other=0.0)[None, :]
+        store_tile(dq + hk, dqt + diag * k, tok, valid, H * K, ck, K)
         dkt += diag * qt
         if GATE == 0:
-            store_tile(dkz + h * K, dkt, tok, valid, H * K, ck, K)
-            store_tile(dlg + h * K, dlogf, tok, valid, H * K, ck, K)
+            store_tile(dkz + hk, dkt, tok, valid, H * K, ck, K)
+            store_tile(dlg + hk, dlogf, tok, valid, H * K, ck, K)
         else:
             inv_f = tl.where(inside & (f > 0), tl.fdiv(1.0, f), 0.0)
             ratio = tl.where(f > 0, s * inv_f, 1.0)  # s / f -> 1 as f -> 0 without a bound
-            store_tile(dkz + h * K, k * (ratio * dlogf - s * dkt), tok, valid, H * K, ck, K)
+            store_tile(dkz + hk, k * (ratio * dlogf - s * dkt), tok, valid, H * K, ck, K)
             if GATE == 2:
                 tl.store(plb + ci, tl.sum(tl.where(inside, ns * (inv_f * dlogf - dkt), 0.0), 0), mask=ck < K)
 
@@ -422,6 +438,7 @@ class Plan:
     KP: int
     VP: int
     C: int  # chunk length
+    even: bool  # every chunk full (dense batch, T a multiple of C): kernels hold only the unmasked chunk body
     BLK: int  # rows per block of the blocked path (steep chunks): a power of 2 dividing C
     BK: int  # K columns per program of the chunk-parallel backward and of the yq walk
     BV: int  # V columns per program of the forward walk
@@ -434,6 +451,7 @@ class Plan:
     fuse_infer: bool  # a forward that saves nothing runs prep and walk as one kernel (_infer_kernel)
     inline_da: bool  # the intra-chunk backward forms do v^T itself (one K tile), no _pairs_kernel and no da in memory
     split: bool  # prep and the intra-chunk backward as two launches: the fast path, then the chunks it listed steep
+    scan_sums: bool  # the intra-chunk backward's chunk sums by a scan, not a 3xTF32 triangle product (chunk_sum)
 
     @property
     def P(self) -> int:
@@ -449,7 +467,8 @@ def make_plan(
     segments: int | None = None,
 ) -> Plan:
     """The rule. HGRN_CHUNK_TILES="C=64,BV=128,maxnreg=128" overrides its choices (tile experiments,
-    python -m hgrn.bench.sweep; FUSE=0/1 and INLINE_DA=0/1 switch the two fusions, SPLIT=1 the paths' split)."""
+    python -m hgrn.bench.sweep; FUSE=0/1 and INLINE_DA=0/1 switch the two fusions, SPLIT=1 the paths' split, SCAN=1
+    the backward's chunk sums by a scan, EVEN=0 plans as if some chunk were partial)."""
     T, H, K = q.shape[1:]
     V = v.shape[-1]
     tiles = tile_overrides("HGRN_CHUNK_TILES")
@@ -491,8 +510,17 @@ def make_plan(
     # / 168 + 88 B of stack, the intra-chunk backward to 168 / 255 + 32 B / + 120 B / + 288 B against 255 + 8 B /
     # + 528 / + 392 / + 600.
     split = bool(tiles.get("SPLIT", 0))
-    return Plan(n_seqs, NS, L, max(triton.cdiv(longest, C), 1), KP, VP, C, BLK, BK, BV, BV_REV, warps, rwarps,
-                maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da, split)  # fmt: skip
+    # The sums by a scan (SCAN=1, not the rule: untimed): offline (sm_90, Triton 3.6, 32-row chunks, whole chunks) the
+    # intra-chunk backward's instructions at K 16 / 32 / 64 / 128 fall from 3,808 / 6,648 / 6,824 / 7,280 to
+    # 2,640 / 4,200 / 6,320 / 5,920 in one launch, and the split's fast pass from 1,760 / 2,872 / 3,384 / 3,432 to
+    # 1,336 / 2,096 / 2,696 / 2,784 (128 to 243 registers, no spills below K 128).
+    scan_sums = bool(tiles.get("SCAN", 0))
+    # Whole chunks: the intra-chunk backward's rows from one scalar first token, unmasked (as prep's since session 3),
+    # offline (sm_90, Triton 3.6) 3,992 -> 3,808 / 6,952 -> 6,648 / 7,512 -> 6,824 / 8,024 -> 7,280 instructions at
+    # K 16 / 32 / 64 / 128; the same arithmetic (bitwise equal in the interpreter), not yet timed.
+    even = cu_seqlens is None and T % C == 0 and bool(tiles.get("EVEN", 1))
+    return Plan(n_seqs, NS, L, max(triton.cdiv(longest, C), 1), KP, VP, C, even, BLK, BK, BV, BV_REV, warps, rwarps,
+                maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da, split, scan_sums)  # fmt: skip
 
 
 def _parallel(plan: Plan, flags: dict, cap: bool = False) -> dict:
@@ -576,9 +604,8 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
         return o, final, *(q.new_empty(0) for _ in range(5))
     seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
     o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final and plan.NS == 1)  # segments: combined
-    even = cu is None and T % plan.C == 0  # every chunk full
     gates = (q, kz, q if lg is None else lg, q if lb is None else lb)
-    prep = dict(H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate, EVEN=even, **_parallel(plan, flags, cap=True))
+    prep = dict(H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate, **_parallel(plan, flags, cap=True))
     _by_paths(_prep_kernel, (plan.NCH, H, plan.P), (*gates, qi, ks, A, gl), seq, prep, plan.split)
     walk = (qi, ks, A, v, v, gl)
     grid = (plan.VP // plan.BV, H, plan.P)
@@ -629,7 +656,9 @@ def _forward_outputs(q: Tensor, v: Tensor, plan: Plan, cu: Tensor | None, want_f
 
 
 def _flags(q: Tensor, plan: Plan, reverse: bool, cu: Tensor | None) -> dict:
-    return dict(C=plan.C, REVERSE=reverse, IS_VARLEN=cu is not None, DOT=dot_mode(q.dtype), num_warps=plan.warps)
+    return dict(
+        C=plan.C, REVERSE=reverse, IS_VARLEN=cu is not None, DOT=dot_mode(q.dtype), EVEN=plan.even, num_warps=plan.warps
+    )
 
 
 @torch.library.custom_op("hgrn::chunk_backward", mutates_args=(), schema=BACKWARD_SCHEMA)
@@ -685,7 +714,7 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
     gates = (q, kz, q if lg is None else lg, q if lb is None else lb)
     grads = (dq, dkz, q if dlg is None else dlg, q if plb is None else plb)
     intra = dict(H=H, K=K, BK=plan.BK, V=V, VP=plan.VP, BLK=plan.BLK, GATE=gate, INLINE_DA=plan.inline_da,
-                 **_parallel(plan, flags))  # fmt: skip
+                 SCAN=plan.scan_sums, **_parallel(plan, flags))  # fmt: skip
     _by_paths(_intra_bwd_kernel, grid_chunks, (*gates, gl, da, v, do, xk, yq, chunk_starts, *grads), (*seq, scale),
               intra, plan.split)  # fmt: skip
     dlb = None if lb is None else plb.sum((0, 1)).to(lb.dtype)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from hgrn.ops.triton._common import LOG2E, mm
+from hgrn.ops.triton._common import LOG2E, mm, tile_tokens
 from hgrn.ops.triton.precompile import entry
 from hgrn.ops.triton.small_head_scan import (
     SPECIALIZE,
@@ -19,7 +19,6 @@ from hgrn.ops.triton.small_head_scan import (
     lower_bound,
     program_line,
     store_tile,
-    tile_tokens,
 )
 
 # --- grid lines of at most 16 tokens: the parallel form --------------------------------------------------------------

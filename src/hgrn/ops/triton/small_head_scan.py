@@ -24,7 +24,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from hgrn.ops.triton._common import LOG2E, affine, lower_bounded_gate, seq_span
+from hgrn.ops.triton._common import LOG2E, affine, lower_bounded_gate, seq_span, tile_tokens
 from hgrn.ops.triton.precompile import entry
 
 SPECIALIZE = dict(do_not_specialize=["T", "NS", "L", "NTS", "SK", "SV"])  # runtime sizes: one compile serves all
@@ -129,19 +129,6 @@ def decays(logf, BT: tl.constexpr, BH: tl.constexpr, KP: tl.constexpr, VP: tl.co
     else:
         f = tl.broadcast_to(f[:, :, :, None], [BT, BH, KP, VP])
     return f
-
-
-@triton.jit
-def tile_tokens(r0, n, bos, ts, BT: tl.constexpr, REVERSE: tl.constexpr):
-    """Processing-order rows r0 .. r0 + BT - 1 of a line of n tokens `ts` apart from token bos: (the first row's
-    token (int64), each row's token counted from it (int32), which rows exist). Offsets within a tile fit in 32 bits
-    where a long sequence's do not (offline sm_90 SASS, head size 8, 2-D backward: 3,898 -> 3,750 instructions per
-    line and head against 64-bit offsets per element)."""
-    r = r0 + tl.arange(0, BT)
-    valid = (r >= 0) & (r < n)
-    if REVERSE:
-        return bos + (n - 1 - r0) * ts, -tl.arange(0, BT) * ts, valid
-    return bos + r0 * ts, tl.arange(0, BT) * ts, valid
 
 
 @triton.jit
