@@ -515,9 +515,10 @@ def make_plan(
     # 2,640 / 4,200 / 6,320 / 5,920 in one launch, and the split's fast pass from 1,760 / 2,872 / 3,384 / 3,432 to
     # 1,336 / 2,096 / 2,696 / 2,784 (128 to 243 registers, no spills below K 128).
     scan_sums = bool(tiles.get("SCAN", 0))
-    # Whole chunks: the intra-chunk backward's rows from one scalar first token, unmasked (as prep's since session 3),
-    # offline (sm_90, Triton 3.6) 3,992 -> 3,808 / 6,952 -> 6,648 / 7,512 -> 6,824 / 8,024 -> 7,280 instructions at
-    # K 16 / 32 / 64 / 128; the same arithmetic (bitwise equal in the interpreter), not yet timed.
+    # Whole chunks (EVEN): every kernel's rows unmasked, as prep's since session 3 (tiles from one scalar first token
+    # everywhere now). The same arithmetic (bitwise equal in the interpreter), not yet timed; offline (sm_90, Triton
+    # 3.6) instructions at K 16 / 128 before -> after: forward walk 512 -> 360 / 1,864 -> 792, yq walk 448 -> 384 /
+    # 1,840 -> 1,040, reverse walk 496 -> 432 / 1,936 -> 1,552, intra-chunk backward 3,992 -> 3,808 / 8,024 -> 7,280.
     even = cu_seqlens is None and T % C == 0 and bool(tiles.get("EVEN", 1))
     return Plan(n_seqs, NS, L, max(triton.cdiv(longest, C), 1), KP, VP, C, even, BLK, BK, BV, BV_REV, warps, rwarps,
                 maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da, split, scan_sums)  # fmt: skip
