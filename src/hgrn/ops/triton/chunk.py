@@ -43,6 +43,7 @@ from hgrn.ops.triton._common import (
     or_empty,
     pow2,
     present_grads,
+    rcp,
     register_cap,
     seq_span,
     store_tile,
@@ -393,7 +394,7 @@ def _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, 
             store_tile(dkz + hk, dkt, tok, valid, H * K, ck, K)
             store_tile(dlg + hk, dlogf, tok, valid, H * K, ck, K)
         else:
-            inv_f = tl.where(inside & (f > 0), tl.fdiv(1.0, f), 0.0)
+            inv_f = tl.where(inside & (f > 0), rcp(f), 0.0)
             ratio = tl.where(f > 0, s * inv_f, 1.0)  # s / f -> 1 as f -> 0 without a bound
             store_tile(dkz + hk, k * (ratio * dlogf - s * dkt), tok, valid, H * K, ck, K)
             if GATE == 2:

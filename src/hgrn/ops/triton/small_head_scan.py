@@ -24,7 +24,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from hgrn.ops.triton._common import LOG2E, affine, lower_bounded_gate, seq_span, tile_tokens
+from hgrn.ops.triton._common import LOG2E, affine, lower_bounded_gate, rcp, seq_span, tile_tokens
 from hgrn.ops.triton.precompile import entry
 
 SPECIALIZE = dict(do_not_specialize=["T", "NS", "L", "NTS", "SK", "SV"])  # runtime sizes: one compile serves all
@@ -269,7 +269,7 @@ def gate_grads(dkz, dlg, dk, dlogf, k, s, ns, f, lb_sum, t0, rel, valid, heads, 
         store_tile(dlg, dlogf, t0, rel, valid, heads, hm, ck, K, H, ACC)
     else:
         inside = valid[:, None, None] & hm[None, :, None] & (ck < K)[None, None, :]
-        inv_f = tl.where(inside & (f > 0), tl.fdiv(1.0, f), 0.0)
+        inv_f = tl.where(inside & (f > 0), rcp(f), 0.0)
         ratio = tl.where(f > 0, s * inv_f, 1.0)  # s / f -> 1 as f -> 0 without a bound
         store_tile(dkz, k * (ratio * dlogf - s * dk), t0, rel, valid, heads, hm, ck, K, H, ACC)
         if GATE == 2:
