@@ -90,14 +90,15 @@ def _chunk_index(p, c, h, NCH, H: tl.constexpr, K: tl.constexpr):
 
 
 @triton.jit
-def _chunk_rows(c, n, bos, C: tl.constexpr, REVERSE: tl.constexpr, FULL: tl.constexpr):
-    """Chunk c's rows as tile_tokens gives them: (first token t0 (int64), each row's offset from it (int32), which
-    rows exist), so a tile's addresses are one scalar base plus constant offsets; FULL (every row exists): no row
-    masks."""
+def _chunk_rows(c, n, bos, h, H: tl.constexpr, C: tl.constexpr, REVERSE: tl.constexpr, FULL: tl.constexpr):
+    """Chunk c of head h as (row, each row's token offset (int32), which rows exist): row (int64) is the chunk's first
+    token's row of head h, so that in a token-major [.., H, w] tensor the chunk's [C, w] tile starts at ptr + row * w
+    and its rows follow at offsets times H w (one scalar base plus constant offsets, not 64-bit arithmetic on every
+    element); FULL (every row exists): no row masks."""
     t0, rel, valid = tile_tokens(c * C, n, bos, 1, C, REVERSE)
     if FULL:
         valid = tl.arange(0, C) < C
-    return t0, rel, valid
+    return t0 * H + h, rel, valid
 
 
 @entry(**SPECIALIZE)
@@ -149,23 +150,22 @@ def _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH,
                 H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr,
                 GATE: tl.constexpr, REVERSE: tl.constexpr, DOT: tl.constexpr, FULL: tl.constexpr,
                 PATHS: tl.constexpr):  # fmt: skip
-    """_prep_kernel's work on chunk c. Tile addresses are one scalar base (the chunk's first token t0) plus constant
-    per-row offsets, not 64-bit arithmetic on every row; FULL: every row exists (no masks)."""
+    """_prep_kernel's work on chunk c (tiles addressed from the chunk's first row, _chunk_rows; FULL: every row
+    exists, no masks)."""
     r = tl.arange(0, C)
-    t0, rel, valid = _chunk_rows(c, n, bos, C, REVERSE, FULL)
+    row, rel, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, FULL)
     # No alignment claimed for the columns: Triton then gives each thread whole columns (scalar accesses, not 16-byte
     # vectors across columns), so the cumsum down the chunk is serial in registers instead of a cross-warp scan.
     ck = tl.multiple_of(tl.arange(0, KP), 1)
-    row, row_a = (t0 * H + h) * K, (t0 * H + h) * C
-    k, logf = _gate_tile(kz + row, lg + row, lb + h * K, rel, valid, H * K, ck, K, GATE)
+    k, logf = _gate_tile(kz + row * K, lg + row * K, lb + h * K, rel, valid, H * K, ck, K, GATE)
     g = tl.cumsum(logf, 0)
     glv = tl.sum(logf, 0)
-    qt = load_tile(q + row, rel, valid, H * K, ck, K)
+    qt = load_tile(q + row * K, rel, valid, H * K, ck, K)
     A, qit, kst, fast = scores(qt, k, g, logf, glv, C, BLK, GATE, DOT, PATHS)
     _list_steep(steep, fast, (p * NCH + c) * H + h, PATHS)
-    store_tile(qi + row, qit, rel, valid, H * K, ck, K)
-    store_tile(ks + row, kst, rel, valid, H * K, ck, K)
-    store_tile(a + row_a, A, rel, valid, H * C, r, C)
+    store_tile(qi + row * K, qit, rel, valid, H * K, ck, K)
+    store_tile(ks + row * K, kst, rel, valid, H * K, ck, K)
+    store_tile(a + row * C, A, rel, valid, H * C, r, C)
     tl.store(gl + _chunk_index(p, c, h, NCH, H, K) + ck, glv, mask=ck < K)
 
 
@@ -200,19 +200,18 @@ def _walk_fwd_kernel(qi, ks, a, v, do, gl, out, h0, ht, dstates, starts, cu, T, 
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
     S, s_off, s_mask = _state_tile(h0, p, h, ck, cv, H, K, V, HAS_H0)
     for c in range(0, tl.cdiv(n, C)):
-        t0, tok, valid = _chunk_rows(c, n, bos, C, REVERSE, EVEN)
-        hk, hv = (t0 * H + h) * K, (t0 * H + h) * V
-        kst = operand(load_block(ks + hk, tok, valid, H * K, ck, K), DOT)
-        vt = operand(load_block(v + hv, tok, valid, H * V, cv, V), DOT)
+        row, tok, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, EVEN)
+        kst = operand(load_block(ks + row * K, tok, valid, H * K, ck, K), DOT)
+        vt = operand(load_block(v + row * V, tok, valid, H * V, cv, V), DOT)
         decay = tl.exp(tl.load(gl + _chunk_index(p, c, h, NCH, H, K) + ck, mask=ck < K, other=0.0))
         if MODE == 0:
-            qit = operand(load_block(qi + hk, tok, valid, H * K, ck, K), DOT)
-            At = operand(load_block(a + (t0 * H + h) * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
+            qit = operand(load_block(qi + row * K, tok, valid, H * K, ck, K), DOT)
+            At = operand(load_block(a + row * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
             o = scale * (mm(At, vt, DOT) + mm(qit, operand(S, DOT), DOT))
-            store_tile(out + hv, o, tok, valid, H * V, cv, V)
+            store_tile(out + row * V, o, tok, valid, H * V, cv, V)
         elif MODE == 1:
-            dot = operand(load_block(do + hv, tok, valid, H * V, cv, V), DOT)
-            store_tile(out + hk, mm(dot, tl.trans(operand(S, DOT)), DOT), tok, valid, H * K, ck, K)
+            dot = operand(load_block(do + row * V, tok, valid, H * V, cv, V), DOT)
+            store_tile(out + row * K, mm(dot, tl.trans(operand(S, DOT)), DOT), tok, valid, H * K, ck, K)
             ci = _chunk_index(p, c, h, NCH, H, K)
             dS = tl.load(dstates + ci * V + ck[:, None] * V + cv[None, :], mask=s_mask, other=0.0).to(tl.float32)
             tl.store(starts + ci + ck, tl.sum(dS * S, 1), mask=ck < K)
@@ -237,15 +236,14 @@ def _infer_kernel(q, kz, lg, lb, v, out, h0, ht, cu, T, NS, L, scale,
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
     S, s_off, s_mask = _state_tile(h0, p, h, ck, cv, H, K, V, HAS_H0)
     for c in range(0, tl.cdiv(n, C)):
-        t0, tok, valid = _chunk_rows(c, n, bos, C, REVERSE, EVEN)
-        hk, hv = (t0 * H + h) * K, (t0 * H + h) * V
-        k, logf = _gate_tile(kz + hk, lg + hk, lb + h * K, tok, valid, H * K, ck, K, GATE)
+        row, tok, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, EVEN)
+        k, logf = _gate_tile(kz + row * K, lg + row * K, lb + h * K, tok, valid, H * K, ck, K, GATE)
         glv = tl.sum(logf, 0)
-        qt = load_tile(q + hk, tok, valid, H * K, ck, K)
+        qt = load_tile(q + row * K, tok, valid, H * K, ck, K)
         A, qit, kst, _fast = scores(qt, k, tl.cumsum(logf, 0), logf, glv, C, BLK, GATE, DOT, 0)
-        vt = operand(load_block(v + hv, tok, valid, H * V, cv, V), DOT)
+        vt = operand(load_block(v + row * V, tok, valid, H * V, cv, V), DOT)
         o = scale * (mm(operand(A, DOT), vt, DOT) + mm(qit, operand(S, DOT), DOT))
-        store_tile(out + hv, o, tok, valid, H * V, cv, V)
+        store_tile(out + row * V, o, tok, valid, H * V, cv, V)
         S = S * tl.exp(glv)[:, None] + mm(tl.trans(kst), vt, DOT)
     if STORE_HT:
         tl.store(ht + s_off, S, mask=s_mask)
@@ -269,19 +267,18 @@ def _walk_rev_kernel(qi, ks, a, v, do, gl, dv, xk, dstates, dht, dh0, cu, T, NS,
     n_chunks = tl.cdiv(n, C)
     for cc in range(0, n_chunks):
         c = n_chunks - 1 - cc
-        t0, tok, valid = _chunk_rows(c, n, bos, C, REVERSE, EVEN)
-        hk, hv = (t0 * H + h) * K, (t0 * H + h) * V
-        qit = operand(load_block(qi + hk, tok, valid, H * K, ck, K), DOT)
-        dot = operand(load_block(do + hv, tok, valid, H * V, cv, V), DOT)
+        row, tok, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, EVEN)
+        qit = operand(load_block(qi + row * K, tok, valid, H * K, ck, K), DOT)
+        dot = operand(load_block(do + row * V, tok, valid, H * V, cv, V), DOT)
         decay = tl.exp(tl.load(gl + _chunk_index(p, c, h, NCH, H, K) + ck, mask=ck < K, other=0.0))
         if MODE == 0:
-            kst = operand(load_block(ks + hk, tok, valid, H * K, ck, K), DOT)
-            At = operand(load_block(a + (t0 * H + h) * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
-            vt = operand(load_block(v + hv, tok, valid, H * V, cv, V), DOT)
+            kst = operand(load_block(ks + row * K, tok, valid, H * K, ck, K), DOT)
+            At = operand(load_block(a + row * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
+            vt = operand(load_block(v + row * V, tok, valid, H * V, cv, V), DOT)
             dS_op = operand(dS, DOT)
-            store_tile(dv + hv, scale * mm(tl.trans(At), dot, DOT) + mm(kst, dS_op, DOT), tok, valid, H * V, cv, V)
+            store_tile(dv + row * V, scale * mm(tl.trans(At), dot, DOT) + mm(kst, dS_op, DOT), tok, valid, H * V, cv, V)
             part = mm(vt, tl.trans(dS_op), DOT)
-            ptrs = xk + hk + tok[:, None] * (H * K) + ck[None, :]
+            ptrs = xk + row * K + tok[:, None] * (H * K) + ck[None, :]
             if ATOMIC:
                 tl.atomic_add(ptrs, part, mask=valid[:, None] & (ck < K)[None, :])
             else:
@@ -312,9 +309,8 @@ def _pairs_kernel(v, do, da, cu, T, NS, L, H: tl.constexpr, V: tl.constexpr, VP:
     c, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
     if c * C < n:
-        t0, tok, valid = _chunk_rows(c, n, bos, C, REVERSE, EVEN)
-        hv = (t0 * H + h) * V
-        store_tile(da + (t0 * H + h) * C, _do_vt(v + hv, do + hv, tok, valid, H, V, VP, DOT), tok, valid, H * C,
+        row, tok, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, EVEN)
+        store_tile(da + row * C, _do_vt(v + row * V, do + row * V, tok, valid, H, V, VP, DOT), tok, valid, H * C,
                    tl.arange(0, C), C)  # fmt: skip
 
 
@@ -360,15 +356,14 @@ def _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, 
     ck = (pid % n_k) * BK + tl.arange(0, BK)
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
     if c * C < n:
-        t0, tok, valid = _chunk_rows(c, n, bos, C, REVERSE, EVEN)
+        row, tok, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, EVEN)
         inside = valid[:, None] & (ck < K)[None, :]
-        hk, hc, hv = (t0 * H + h) * K, (t0 * H + h) * C, (t0 * H + h) * V
-        q, kz, lg, lb = q + hk, kz + hk, lg + hk, lb + h * K
+        q, kz, lg, lb = q + row * K, kz + row * K, lg + row * K, lb + h * K
         cc = tl.arange(0, C)
         if INLINE_DA:
-            dA = _do_vt(v + hv, do + hv, tok, valid, H, V, VP, DOT)
+            dA = _do_vt(v + row * V, do + row * V, tok, valid, H, V, VP, DOT)
         else:
-            dA = load_tile(da + hc, tok, valid, H * C, cc, C)
+            dA = load_tile(da + row * C, tok, valid, H * C, cc, C)
         diag = scale * tl.sum(tl.where(cc[:, None] == cc[None, :], dA, 0.0), 1)[:, None]
         dA = tl.where(cc[:, None] > cc[None, :], dA, 0.0)
         zt = load_tile(kz, tok, valid, H * K, ck, K)
@@ -385,18 +380,18 @@ def _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, 
         qt = load_tile(q, tok, valid, H * K, ck, K)
         intra_q, intra_k, e_in, e_out, fast = pair_grads(dA, qt, k, g, logf, glv, C, BLK, GATE, DOT, PATHS)
         _list_steep(steep, fast, (p * H + h) * NCH * n_k + pid, PATHS)
-        dqt = scale * (intra_q + e_in * load_tile(yq + hk, tok, valid, H * K, ck, K))
-        dkt = scale * intra_k + e_out * load_tile(xk + hk, tok, valid, H * K, ck, K)
+        dqt = scale * (intra_q + e_in * load_tile(yq + row * K, tok, valid, H * K, ck, K))
+        dkt = scale * intra_k + e_out * load_tile(xk + row * K, tok, valid, H * K, ck, K)
         dlogf = chunk_sum(k * dkt - qt * dqt, C, True, SCAN) + tl.load(starts + ci, mask=ck < K, other=0.0)[None, :]
-        store_tile(dq + hk, dqt + diag * k, tok, valid, H * K, ck, K)
+        store_tile(dq + row * K, dqt + diag * k, tok, valid, H * K, ck, K)
         dkt += diag * qt
         if GATE == 0:
-            store_tile(dkz + hk, dkt, tok, valid, H * K, ck, K)
-            store_tile(dlg + hk, dlogf, tok, valid, H * K, ck, K)
+            store_tile(dkz + row * K, dkt, tok, valid, H * K, ck, K)
+            store_tile(dlg + row * K, dlogf, tok, valid, H * K, ck, K)
         else:
             inv_f = tl.where(inside & (f > 0), rcp(f), 0.0)
             ratio = tl.where(f > 0, s * inv_f, 1.0)  # s / f -> 1 as f -> 0 without a bound
-            store_tile(dkz + hk, k * (ratio * dlogf - s * dkt), tok, valid, H * K, ck, K)
+            store_tile(dkz + row * K, k * (ratio * dlogf - s * dkt), tok, valid, H * K, ck, K)
             if GATE == 2:
                 tl.store(plb + ci, tl.sum(tl.where(inside, ns * (inv_f * dlogf - dkt), 0.0), 0), mask=ck < K)
 
