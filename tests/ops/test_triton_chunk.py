@@ -263,9 +263,9 @@ def _lossy_combine(before_a, total_a, before_b, total_b):
 @cpu_only
 @pytest.mark.parametrize("kind", ["hgrn2_lb", "gla"])
 def test_interpreted_whole_chunks_equal_masked_rows(kind, monkeypatch):
-    """A dense batch whose length is a multiple of the chunk (EVEN) runs the intra-chunk backward on rows addressed
-    from one scalar first token without masks; the same sequences packed (cu_seqlens: masked rows) give bitwise
-    equal outputs, states and gradients, in both directions."""
+    """A dense batch whose length is a multiple of the chunk (EVEN: the flag each intra-chunk backward launch got is
+    recorded) runs every chunked kernel on unmasked rows; the same sequences packed (cu_seqlens: masked rows) give
+    bitwise equal outputs, states and gradients, in both directions."""
     log = []
     launch = chunk._intra_bwd_kernel.__getitem__
 
