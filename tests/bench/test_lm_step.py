@@ -95,6 +95,22 @@ def test_profile_groups_kernels_by_name(kernel, group):
     assert group_of(kernel) == group
 
 
+def test_profile_groups_every_kernel_of_ours_by_what_it_does():
+    """Each kernel hgrn.ops.triton declares is grouped as a recurrence op (the loss kernel as the loss), so a renamed
+    or new kernel cannot fall into "other" unnoticed (the small-head scan's once did)."""
+    import hgrn.ops.triton.chunk
+    import hgrn.ops.triton.cross_entropy
+    import hgrn.ops.triton.hgrn1_scan
+    import hgrn.ops.triton.small_head  # noqa: F401 (with its scan and parallel form)
+    from hgrn.ops.triton.precompile import ENTRIES
+
+    names = {entry.fn.__name__ for entry in ENTRIES}
+    assert len(names) >= 17
+    for name in names:
+        loss = "cross_entropy" in name
+        assert group_of(name) == ("loss (softmax / cross-entropy)" if loss else "recurrence ops (Triton: ours, fla's)")
+
+
 def test_a_rows_process_keeps_autotuning_in_its_own_caches_unless_told_otherwise(tmp_path, monkeypatch):
     monkeypatch.delenv("TRITON_CACHE_AUTOTUNING", raising=False)
     env = lm_step.row_environment(tmp_path / "fla-hgrn2")

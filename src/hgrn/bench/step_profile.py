@@ -17,16 +17,23 @@ GROUPS = (
     ("matmul (cuBLAS / CUTLASS)", ("gemm", "nvjet", "cutlass", "sm90_", "xmma", "splitk", "cublas")),
     ("loss (softmax / cross-entropy)", ("softmax", "logsumexp", "cross_entropy", "nll_loss", "scatter", "gather")),
     ("norms", ("norm", "rms")),
-    ("recurrence ops (Triton: ours, fla's)", ("_prep_kernel", "_walk_", "_pairs_kernel", "_intra_bwd", "_segment_",
-                                              "chunk_", "fused_recurrent")),
+    ("recurrence ops (Triton: ours, fla's)", ("chunk_", "fused_recurrent")),
     ("optimizer (fused AdamW)", ("adam", "multi_tensor", "foreach")),
     ("elementwise / reductions / copies", ("elementwise", "vectorized", "reduce", "copy", "fill", "cat", "index")),
 )  # fmt: skip
-HGRN1_SCAN_KERNELS = ("_fwd_kernel", "_fwd_chained_kernel", "_bwd_kernel")
+# our recurrence kernels by their exact names (generic ones such as bwd_kernel among them; a test keeps this in step
+# with the kernels hgrn.ops.triton declares)
+OUR_RECURRENCE_KERNELS = (
+    "_prep_kernel", "_walk_fwd_kernel", "_infer_kernel", "_walk_rev_kernel", "_pairs_kernel", "_intra_bwd_kernel",
+    "_segment_combine_kernel",  # chunk
+    "_fwd_kernel", "_fwd_chained_kernel", "_bwd_kernel",  # hgrn1_scan
+    "fwd_kernel", "bwd_kernel",  # small_head_scan
+    "line_fwd_kernel", "line_bwd_kernel", "line_fallback_fwd_kernel", "line_fallback_bwd_kernel",  # small_head_lines
+)  # fmt: skip
 
 
 def group_of(kernel: str) -> str:
-    if kernel in HGRN1_SCAN_KERNELS:
+    if kernel in OUR_RECURRENCE_KERNELS:
         return "recurrence ops (Triton: ours, fla's)"
     name = kernel.lower()
     return next((group for group, keys in GROUPS if any(k in name for k in keys)), "other")

@@ -53,6 +53,7 @@ _lock = threading.Lock()
 _passes = threading.Lock()
 _seen: set[tuple] = set()
 _pending: list[Future] = []  # launch threads' runs and the compilations they started
+ENTRIES: list[Entry] = []  # every kernel declared with `entry` in the modules imported so far (profiles name them)
 
 
 class Entry:
@@ -86,8 +87,13 @@ class Entry:
 
 
 def entry(**jit_options: Any) -> Callable[[Callable[..., Any]], Entry]:
-    """@triton.jit(**jit_options) for a kernel launched from Python (an `Entry`)."""
-    return lambda fn: Entry(triton.jit(fn, **jit_options))
+    """@triton.jit(**jit_options) for a kernel launched from Python (an `Entry`, listed in ENTRIES)."""
+
+    def declare(fn: Callable[..., Any]) -> Entry:
+        ENTRIES.append(Entry(triton.jit(fn, **jit_options)))
+        return ENTRIES[-1]
+
+    return declare
 
 
 @contextlib.contextmanager
