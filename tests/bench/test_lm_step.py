@@ -82,7 +82,7 @@ def test_bad_arguments_stop_before_anything_runs(argv, capsys):
     [
         ("triton_red_fused__to_copy_mul_rsqrt_0", "compiled (Inductor Triton)"),
         ("nvjet_tst_256x128_64x4_1x2_h_bz_coopA_TNT", "matmul (cuBLAS / CUTLASS)"),
-        ("_walk_fwd_kernel", "recurrence ops (Triton: ours, fla's)"),
+        ("walk_fwd_kernel", "recurrence ops (Triton: ours, fla's)"),
         ("_bwd_kernel", "recurrence ops (Triton: ours, fla's)"),
         ("chunk_gla_fwd_kernel_o", "recurrence ops (Triton: ours, fla's)"),
         ("layer_norm_fwd_kernel", "norms"),
@@ -152,7 +152,7 @@ def test_a_first_steps_compilation_is_split_into_triton_jit_by_kernel_and_torch_
     knobs.compilation.listener = before
     try:
         with lm_step.compile_seconds() as found:
-            for name, cache_hit in (("_walk_fwd_kernel", False), ("_walk_fwd_kernel", False), ("_prep", True)):
+            for name, cache_hit in (("walk_fwd_kernel", False), ("walk_fwd_kernel", False), ("_prep", True)):
                 times = CompileTimes(ir_initialization=500_000, lowering_stages=[("ptx", 1_000_000)], store_results=0)
                 knobs.compilation.listener(src=type("Src", (), {"name": name})(), metadata={}, metadata_group={},
                                            times=times, cache_hit=cache_hit)  # fmt: skip
@@ -161,12 +161,12 @@ def test_a_first_steps_compilation_is_split_into_triton_jit_by_kernel_and_torch_
     finally:
         restored = knobs.compilation.listener
         knobs.compilation.listener = None
-    assert found["triton_jit"] == {"_walk_fwd_kernel": pytest.approx(3.0)}
+    assert found["triton_jit"] == {"walk_fwd_kernel": pytest.approx(3.0)}
     assert found["torch_compile"] and all(seconds > 0 for seconds in found["torch_compile"].values())
     assert "_compile.compile_inner" in found["torch_compile"] and restored is before
     line, by_thread = report._row_details({"row": "ours-hgrn2", "first_step_compile_s": found})
     assert by_thread.endswith(f"by thread: {threading.current_thread().name} 3.0")
-    assert "Triton JIT in the process, summed over kernels 3.0 (_walk_fwd_kernel 3.0); torch.compile" in line
+    assert "Triton JIT in the process, summed over kernels 3.0 (walk_fwd_kernel 3.0); torch.compile" in line
 
 
 def test_the_compile_split_tells_kernels_compiled_ahead_from_those_a_launch_waited_for_and_why():

@@ -267,13 +267,13 @@ def test_interpreted_whole_chunks_equal_masked_rows(kind, monkeypatch):
     recorded) runs every chunked kernel on unmasked rows; the same sequences packed (cu_seqlens: masked rows) give
     bitwise equal outputs, states and gradients, in both directions."""
     log = []
-    launch = chunk._intra_bwd_kernel.__getitem__
+    launch = chunk.intra_bwd_kernel.__getitem__
 
     class Recorded:  # the EVEN flag of each intra-chunk backward launch
         def __getitem__(self, grid):
             return lambda *args, **kw: (log.append(kw["EVEN"]), launch(grid)(*args, **kw))
 
-    monkeypatch.setattr(chunk, "_intra_bwd_kernel", Recorded())
+    monkeypatch.setattr(chunk, "intra_bwd_kernel", Recorded())
     inputs = make_inputs(kind, 2, 64, 2, 16, 16, seed=47)
     packed = {n: t.reshape(1, -1, *t.shape[2:]) if t.shape[:2] == (2, 64) else t for n, t in inputs.items()}
     cu = torch.tensor([0, 64, 128])
@@ -324,13 +324,13 @@ def test_interpreted_split_tiles(kind, monkeypatch):
 @cpu_only
 @pytest.mark.parametrize("inline_da", [0, 1], ids=["pairs-kernel", "inline"])
 def test_interpreted_both_ways_to_da(inline_da, monkeypatch):
-    """da = do v^T from _pairs_kernel through memory, or formed inside the intra-chunk backward (where K is one tile;
+    """da = do v^T from pairs_kernel through memory, or formed inside the intra-chunk backward (where K is one tile;
     the default at K 64): the same gradients, steep chunks included."""
     monkeypatch.setenv("HGRN_CHUNK_TILES", f"INLINE_DA={inline_da}")
-    launched = record_launches(monkeypatch, chunk, ["_pairs_kernel"])
+    launched = record_launches(monkeypatch, chunk, ["pairs_kernel"])
     inputs = make_inputs("hgrn2_lb", 2, 37, 2, 16, 24, gates="mixed", seed=17)
     check("hgrn2_lb", inputs, interpreted("hgrn2_lb"), torch.float32, 2e-5, gate_tol=1e-4, reverse=True)
-    assert launched == ([] if inline_da else ["_pairs_kernel"])
+    assert launched == ([] if inline_da else ["pairs_kernel"])
 
 
 def infer(fn, kind, inputs, dtype, exact=False, **kwargs):
@@ -357,7 +357,7 @@ def infer(fn, kind, inputs, dtype, exact=False, **kwargs):
     ids=["hgrn2-lb-rev", "hgrn2-forget-odd", "hgrn2-abyss", "gla-ramp-scale", "gla-packed", "hgrn2-lb-chunk32"],
 )
 def test_interpreted_inference_is_one_fused_kernel(kind, gates, shape, options, monkeypatch):
-    """A forward that nothing will differentiate runs _infer_kernel alone (no prep kernel, nothing saved): the float64
+    """A forward that nothing will differentiate runs infer_kernel alone (no prep kernel, nothing saved): the float64
     reference's output and final state on every gate path, and exactly the saving path's output (FUSE=1: the plan
     fuses by default only at K 32)."""
     monkeypatch.setenv("HGRN_CHUNK_TILES", "FUSE=1")
@@ -365,7 +365,7 @@ def test_interpreted_inference_is_one_fused_kernel(kind, gates, shape, options, 
     chunk_size = options.pop("chunk_size", 16)
     n_seqs = options["cu_seqlens"].numel() - 1 if "cu_seqlens" in options else None
     inputs = make_inputs(kind, *shape, gates=gates, n_seqs=n_seqs, seed=43)
-    fused, prep = (record_launches(monkeypatch, chunk, [name]) for name in ("_infer_kernel", "_prep_kernel"))
+    fused, prep = (record_launches(monkeypatch, chunk, [name]) for name in ("infer_kernel", "prep_kernel"))
     o, s = infer(interpreted(kind, chunk_size), kind, inputs, torch.float32, **options)
     assert (len(fused), len(prep)) == (1, 0)
     o_ref, s_ref = infer(reference_fn(kind), kind, inputs, torch.float32, exact=True, **options)
@@ -388,7 +388,7 @@ def test_interpreted_inference_half_precision_and_unfused_plans(monkeypatch):
     inputs = make_inputs("hgrn2_lb", 2, 70, 1, 16, 16, seed=47)  # long enough for two segments of 16-row chunks
     for tiles, segments in (("FUSE=0", 1), ("FUSE=1", 2), ("", 1)):
         monkeypatch.setenv("HGRN_CHUNK_TILES", tiles)
-        fused = record_launches(monkeypatch, chunk, ["_infer_kernel"])
+        fused = record_launches(monkeypatch, chunk, ["infer_kernel"])
         o, s = infer(interpreted("hgrn2_lb", segments=segments), "hgrn2_lb", inputs, torch.float32)
         o_ref, s_ref = infer(reference_fn("hgrn2_lb"), "hgrn2_lb", inputs, torch.float32, exact=True)
         assert fused == []

@@ -24,8 +24,8 @@ GROUPS = (
 # our recurrence kernels by their exact names (generic ones such as bwd_kernel among them; a test keeps this in step
 # with the kernels hgrn.ops.triton declares)
 OUR_RECURRENCE_KERNELS = (
-    "_prep_kernel", "_walk_fwd_kernel", "_infer_kernel", "_walk_rev_kernel", "_pairs_kernel", "_intra_bwd_kernel",
-    "_segment_combine_kernel",  # chunk
+    "prep_kernel", "walk_fwd_kernel", "infer_kernel", "walk_rev_kernel", "pairs_kernel", "intra_bwd_kernel",
+    "segment_combine_kernel",  # chunk
     "_fwd_kernel", "_fwd_chained_kernel", "_bwd_kernel",  # hgrn1_scan
     "fwd_kernel", "bwd_kernel",  # small_head_scan
     "line_fwd_kernel", "line_bwd_kernel", "line_fallback_fwd_kernel", "line_fallback_bwd_kernel",  # small_head_lines

@@ -1,11 +1,11 @@
 """The Triton backend of hgrn.ops: each op mapped onto its kernels (arguments already checked by the dispatch).
 
-chunk.py: chunked GLA / HGRN2 forward and backward; hgrn1_scan.py: the HGRN1 scan (and HGRN2 with heads of one
-channel on dense batches); small_head.py (kernels in small_head_scan.py, small_head_lines.py): GLA / HGRN2 with
-heads of at most SMALL_HEAD_MAX channels, each head's state scanned element-wise in registers, and both scan
-directions of a line in one program (the path is chosen here, per shape); fused_recurrent.py: decoding steps with
-the state updated in place. Tensors must live where Triton runs (CUDA, or the CPU interpreter in tests:
-`with hgrn.ops.use_backend("triton"):`).
+chunk.py (kernels in chunk_kernels.py, chunk_pairs.py): chunked GLA / HGRN2 forward and backward; hgrn1_scan.py:
+the HGRN1 scan (and HGRN2 with heads of one channel on dense batches); small_head.py (kernels in small_head_scan.py,
+small_head_lines.py): GLA / HGRN2 with heads of at most SMALL_HEAD_MAX channels, each head's state scanned
+element-wise in registers, and both scan directions of a line in one program (the path is chosen here, per shape);
+fused_recurrent.py: decoding steps with the state updated in place. Tensors must live where Triton runs (CUDA, or
+the CPU interpreter in tests: `with hgrn.ops.use_backend("triton"):`).
 """
 
 from __future__ import annotations

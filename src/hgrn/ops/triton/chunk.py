@@ -1,23 +1,6 @@
-"""Chunked GLA / HGRN2 kernels: S_t = diag(f_t) S_{t-1} + k_t^T v_t, o_t = scale q_t S_t, in chunks of C tokens.
-
-One kernel family serves both gates (GATE constexpr): GLA reads k and log f; HGRN2 reads the gate logits z (and the
-lower bound) and forms k = 1 - f and log f in registers, so no k or log f tensor ever exists in memory.
-
-The chunk-local work runs chunk-parallel; only the state recurrence walks the chunks, with its state in registers
-(chunk states are never written, except dL/dS in the backward for the gate gradient's per-chunk start):
-  forward   _prep_kernel      per chunk: gate, g, tril(A), q e^g, k e^{g_C - g}  (saved for the backward)
-            _walk_fwd_kernel  o = scale (tril(A) v + (q e^g) S);  S <- e^{g_C} S + (k e^{g_C - g})^T v
-  backward  _walk_rev_kernel  dS <- e^{g_C} dS + scale (q e^g)^T do; dv; xk = v dS^T; dS at each chunk start
-            _walk_fwd_kernel  yq = do S^T, and dlog f at each chunk start = sum_v dS * S
-            _pairs_kernel     per chunk: da = do v^T (only where K takes several tiles or V is wide: otherwise the
-                              next kernel forms da itself, and it never exists in memory)
-            _intra_bwd_kernel per chunk: dq, dk and the gate gradient (GLA: dlog f; HGRN2: dz, and the lower bound's
-                              per-chunk partial sums) from da, xk, yq, the chunk-start dlog f and the intra-chunk pairs
-  inference _infer_kernel     a forward nothing will differentiate: prep and forward walk in one program, nothing
-                              saved (where one V tile covers V, one segment, K at most 64)
-Long sequences with few heads are cut into segments walked in parallel, joined by _segment_combine_kernel.
-The intra-chunk pairs e^{g_i - g_j} (g: the chunk-local cumulative log gate) take one of three paths per chunk
-(fast, blocked, exact; hgrn.ops.triton.chunk_pairs), so no gate is clamped.
+"""Chunked GLA / HGRN2: S_t = diag(f_t) S_{t-1} + k_t^T v_t, o_t = scale q_t S_t, in chunks of C tokens. The launch
+plan (tiles, segments, paths) and the custom ops hgrn::chunk_forward / chunk_backward with their autograd; the kernels
+and what each computes are in hgrn.ops.triton.chunk_kernels, the intra-chunk pair math in chunk_pairs.
 """
 
 from __future__ import annotations
@@ -27,400 +10,33 @@ from typing import Any
 
 import torch
 import triton
-import triton.language as tl
 from torch import Tensor
 
 from hgrn.ops.triton._common import (
     INTERPRET,
     dot_mode,
     empty_grads,
-    load_block,
-    load_tile,
-    lower_bounded_gate,
-    mm,
     needs_grad,
-    operand,
     or_empty,
     pow2,
     present_grads,
-    rcp,
     register_cap,
-    seq_span,
-    store_tile,
     target_programs,
     tile_overrides,
-    tile_tokens,
 )
-from hgrn.ops.triton.chunk_pairs import chunk_sum, pair_grads, scores
-from hgrn.ops.triton.precompile import ahead, entry, together
+from hgrn.ops.triton.chunk_kernels import (
+    infer_kernel,
+    intra_bwd_kernel,
+    pairs_kernel,
+    prep_kernel,
+    segment_combine_kernel,
+    walk_fwd_kernel,
+    walk_rev_kernel,
+)
+from hgrn.ops.triton.precompile import ahead, together
 
 GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB = 0, 1, 2
-SPECIALIZE = dict(do_not_specialize=["T", "NS", "L"])
 STEEP_PROGRAMS = 1024  # programs of a split kernel's second launch, each taking every so-many listed chunks
-
-
-@triton.jit
-def _gate_tile(kz, lg, lb, tok, valid, stride, cols, K, GATE: tl.constexpr):
-    """(k, log f) for a tile, zero outside the sequence and beyond K."""
-    zt = load_tile(kz, tok, valid, stride, cols, K)
-    if GATE == 0:
-        k = zt
-        logf = load_tile(lg, tok, valid, stride, cols, K)
-    else:
-        lbv = _lower_bound(lb, cols, K, GATE)
-        k, logf, _s, _ns, _f = lower_bounded_gate(zt, lbv)
-        inside = valid[:, None] & (cols < K)[None, :]
-        k = tl.where(inside, k, 0.0)
-        logf = tl.where(inside, logf, 0.0)
-    return k, logf
-
-
-@triton.jit
-def _lower_bound(lb, cols, K, GATE: tl.constexpr):
-    if GATE == 2:
-        return tl.load(lb + cols, mask=cols < K, other=0.0).to(tl.float32)[None, :]
-    else:
-        return 0.0
-
-
-@triton.jit
-def _chunk_index(p, c, h, NCH, H: tl.constexpr, K: tl.constexpr):
-    """Offset of chunk c of pseudo-sequence p, head h in a per-chunk [P, NCH, H, K] buffer."""
-    return ((p * NCH + c) * H + h).to(tl.int64) * K
-
-
-@triton.jit
-def _chunk_rows(c, n, bos, h, H: tl.constexpr, C: tl.constexpr, REVERSE: tl.constexpr, FULL: tl.constexpr):
-    """Chunk c of head h as (row, each row's token offset (int32), which rows exist): row (int64) is the chunk's first
-    token's row of head h, so that in a token-major [.., H, w] tensor the chunk's [C, w] tile starts at ptr + row * w
-    and its rows follow at offsets times H w (one scalar base plus constant offsets, not 64-bit arithmetic on every
-    element); FULL (every row exists): no row masks."""
-    t0, rel, valid = tile_tokens(c * C, n, bos, 1, C, REVERSE)
-    if FULL:
-        valid = tl.arange(0, C) < C
-    return t0 * H + h, rel, valid
-
-
-@entry(**SPECIALIZE)
-def _prep_kernel(q, kz, lg, lb, qi, ks, a, gl, steep, cu, T, NS, L, NCH,
-                 H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr,
-                 GATE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, DOT: tl.constexpr,
-                 EVEN: tl.constexpr, PATHS: tl.constexpr):  # fmt: skip
-    """Chunk-parallel: the gate, the chunk's cumulative log decay g, and the walks' operands
-    q e^g, k e^{g_C - g} and tril(A), A_ij = sum_c q_ic k_jc e^{g_ic - g_jc} (exact on the slow path).
-    (g by a scan here: at all of K, the 3xTF32 product of chunk_sum measured slower, 0.23 -> 0.37 ms.)
-    EVEN: every chunk is full (dense batch, T a multiple of C), so the kernel holds one chunk body, not also the
-    masked one: its compilation, the longest of the recurrence's, takes about half as long.
-    PATHS (`scores`): 0 each chunk its own path; 1 the fast path, the chunks it cannot take listed in `steep`
-    (_list_steep); 2 the listed chunks only, on the steep paths, each program walking every so-many of the list."""
-    if PATHS == 2:
-        for i in range(tl.program_id(0), tl.load(steep), tl.num_programs(0)):
-            e = tl.load(steep + 1 + i)
-            pc, h = e // H, e % H
-            p, c = pc // NCH, pc % NCH
-            bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-            _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE,
-                        DOT, False, 2)  # fmt: skip
-    else:
-        c, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-        if EVEN:
-            if c * C < n:  # a segment may hold fewer chunks than NCH
-                _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE,
-                            REVERSE, DOT, True, PATHS)  # fmt: skip
-        elif (c + 1) * C <= n:  # a full chunk (all but a sequence's last): no row masks, a fifth fewer instructions
-            _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE,
-                        DOT, True, PATHS)  # fmt: skip
-        elif c * C < n:
-            _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE,
-                        DOT, False, PATHS)  # fmt: skip
-
-
-@triton.jit
-def _list_steep(steep, fast, entry, PATHS: tl.constexpr):
-    """With PATHS 1, a chunk (tile) the fast path cannot take appended to the list `steep` [1 + entries] int32 (its
-    length first) for the launch with PATHS 2, which replaces what the fast path stored for it."""
-    if PATHS == 1:  # noqa: SIM102 (Triton: constexpr branch)
-        if not fast:
-            tl.store(steep + 1 + tl.atomic_add(steep, 1), entry)
-
-
-@triton.jit
-def _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH,
-                H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr,
-                GATE: tl.constexpr, REVERSE: tl.constexpr, DOT: tl.constexpr, FULL: tl.constexpr,
-                PATHS: tl.constexpr):  # fmt: skip
-    """_prep_kernel's work on chunk c (tiles addressed from the chunk's first row, _chunk_rows; FULL: every row
-    exists, no masks)."""
-    r = tl.arange(0, C)
-    row, rel, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, FULL)
-    # No alignment claimed for the columns: Triton then gives each thread whole columns (scalar accesses, not 16-byte
-    # vectors across columns), so the cumsum down the chunk is serial in registers instead of a cross-warp scan.
-    ck = tl.multiple_of(tl.arange(0, KP), 1)
-    k, logf = _gate_tile(kz + row * K, lg + row * K, lb + h * K, rel, valid, H * K, ck, K, GATE)
-    g = tl.cumsum(logf, 0)
-    glv = tl.sum(logf, 0)
-    qt = load_tile(q + row * K, rel, valid, H * K, ck, K)
-    A, qit, kst, fast = scores(qt, k, g, logf, glv, C, BLK, GATE, DOT, PATHS)
-    _list_steep(steep, fast, (p * NCH + c) * H + h, PATHS)
-    store_tile(qi + row * K, qit, rel, valid, H * K, ck, K)
-    store_tile(ks + row * K, kst, rel, valid, H * K, ck, K)
-    store_tile(a + row * C, A, rel, valid, H * C, r, C)
-    tl.store(gl + _chunk_index(p, c, h, NCH, H, K) + ck, glv, mask=ck < K)
-
-
-@triton.jit
-def _state_tile(ptr, p, h, ck, cv, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, PRESENT: tl.constexpr):
-    """The [ck, cv] tile of head h's state of sequence p in a [P, H, K, V] tensor, fp32 (zeros when not PRESENT),
-    with its offsets and mask."""
-    s_off = (p * H + h).to(tl.int64) * K * V + ck[:, None] * V + cv[None, :]
-    s_mask = (ck < K)[:, None] & (cv < V)[None, :]
-    if PRESENT:
-        S = tl.load(ptr + s_off, mask=s_mask, other=0.0).to(tl.float32)
-    else:
-        S = tl.zeros([ck.shape[0], cv.shape[0]], tl.float32)
-    return S, s_off, s_mask
-
-
-@entry(**SPECIALIZE)
-def _walk_fwd_kernel(qi, ks, a, v, do, gl, out, h0, ht, dstates, starts, cu, T, NS, L, NCH, scale,
-                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BKW: tl.constexpr, BVW: tl.constexpr,
-                     C: tl.constexpr, MODE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
-                     HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, DOT: tl.constexpr,
-                     EVEN: tl.constexpr):  # fmt: skip
-    """Forward walk over chunks with a [BKW, BVW] state tile S in registers, S <- e^{g_C} S + (k e^{g_C-g})^T v.
-
-    MODE 0: o = scale (tril(A) v + (q e^g) S)  (BKW = all of K);  MODE 2: the final state only (a segment's own);
-    MODE 1: yq = do S^T and dlog f at each chunk's first step, sum_v dL/dS * S, with dL/dS from the reverse walk
-    (dstates), all of V. EVEN (every chunk full: dense batch, T a multiple of C): no row masks (_chunk_rows)."""
-    it, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    n_v: tl.constexpr = (V + BVW - 1) // BVW
-    ck = (it // n_v) * BKW + tl.arange(0, BKW)
-    cv = (it % n_v) * BVW + tl.arange(0, BVW)
-    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-    S, s_off, s_mask = _state_tile(h0, p, h, ck, cv, H, K, V, HAS_H0)
-    for c in range(0, tl.cdiv(n, C)):
-        row, tok, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, EVEN)
-        kst = operand(load_block(ks + row * K, tok, valid, H * K, ck, K), DOT)
-        vt = operand(load_block(v + row * V, tok, valid, H * V, cv, V), DOT)
-        decay = tl.exp(tl.load(gl + _chunk_index(p, c, h, NCH, H, K) + ck, mask=ck < K, other=0.0))
-        if MODE == 0:
-            qit = operand(load_block(qi + row * K, tok, valid, H * K, ck, K), DOT)
-            At = operand(load_block(a + row * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
-            o = scale * (mm(At, vt, DOT) + mm(qit, operand(S, DOT), DOT))
-            store_tile(out + row * V, o, tok, valid, H * V, cv, V)
-        elif MODE == 1:
-            dot = operand(load_block(do + row * V, tok, valid, H * V, cv, V), DOT)
-            store_tile(out + row * K, mm(dot, tl.trans(operand(S, DOT)), DOT), tok, valid, H * K, ck, K)
-            ci = _chunk_index(p, c, h, NCH, H, K)
-            dS = tl.load(dstates + ci * V + ck[:, None] * V + cv[None, :], mask=s_mask, other=0.0).to(tl.float32)
-            tl.store(starts + ci + ck, tl.sum(dS * S, 1), mask=ck < K)
-        S = S * decay[:, None] + mm(tl.trans(kst), vt, DOT)
-    if STORE_HT:
-        tl.store(ht + s_off, S, mask=s_mask)
-
-
-@entry(**SPECIALIZE)
-def _infer_kernel(q, kz, lg, lb, v, out, h0, ht, cu, T, NS, L, scale,
-                  H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, BVW: tl.constexpr,
-                  C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                  IS_VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
-                  DOT: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
-    """The forward without a backward to feed: the prep kernel's work and the forward walk's in one program per
-    (V tile, head, sequence), so q e^g, k e^{g_C - g}, tril(A) and the chunk decays live only in registers (at head
-    size 16 and 32-row chunks, A alone is 2x q's size in memory). The same helpers as prep + walk, so the same path
-    (fast, blocked or exact) per chunk and the same rounding; the gate work runs once per V tile."""
-    iv, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    ck = tl.multiple_of(tl.arange(0, KP), 1)  # whole columns per thread: the cumsum stays in registers (prep)
-    cv = iv * BVW + tl.arange(0, BVW)
-    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-    S, s_off, s_mask = _state_tile(h0, p, h, ck, cv, H, K, V, HAS_H0)
-    for c in range(0, tl.cdiv(n, C)):
-        row, tok, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, EVEN)
-        k, logf = _gate_tile(kz + row * K, lg + row * K, lb + h * K, tok, valid, H * K, ck, K, GATE)
-        glv = tl.sum(logf, 0)
-        qt = load_tile(q + row * K, tok, valid, H * K, ck, K)
-        A, qit, kst, _fast = scores(qt, k, tl.cumsum(logf, 0), logf, glv, C, BLK, GATE, DOT, 0)
-        vt = operand(load_block(v + row * V, tok, valid, H * V, cv, V), DOT)
-        o = scale * (mm(operand(A, DOT), vt, DOT) + mm(qit, operand(S, DOT), DOT))
-        store_tile(out + row * V, o, tok, valid, H * V, cv, V)
-        S = S * tl.exp(glv)[:, None] + mm(tl.trans(kst), vt, DOT)
-    if STORE_HT:
-        tl.store(ht + s_off, S, mask=s_mask)
-
-
-@entry(**SPECIALIZE)
-def _walk_rev_kernel(qi, ks, a, v, do, gl, dv, xk, dstates, dht, dh0, cu, T, NS, L, NCH, scale,
-                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KP: tl.constexpr, BVW: tl.constexpr,
-                     C: tl.constexpr, MODE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
-                     HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, ATOMIC: tl.constexpr,
-                     DOT: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
-    """Reverse walk with dS = dL/dS (all of K, BVW columns of V), dS <- e^{g_C} dS + scale (q e^g)^T do.
-
-    MODE 0: dv = scale tril(A)^T do + (k e^{g_C-g}) dS, xk = v dS^T (summed over V tiles: ATOMIC), and dstates,
-    dS at each chunk's start; MODE 2: dS at the start only. STORE_DH0 keeps dS at the start (dL/d initial state)."""
-    iv, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    ck = tl.arange(0, KP)
-    cv = iv * BVW + tl.arange(0, BVW)
-    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-    dS, s_off, s_mask = _state_tile(dht, p, h, ck, cv, H, K, V, HAS_DHT)
-    n_chunks = tl.cdiv(n, C)
-    for cc in range(0, n_chunks):
-        c = n_chunks - 1 - cc
-        row, tok, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, EVEN)
-        qit = operand(load_block(qi + row * K, tok, valid, H * K, ck, K), DOT)
-        dot = operand(load_block(do + row * V, tok, valid, H * V, cv, V), DOT)
-        decay = tl.exp(tl.load(gl + _chunk_index(p, c, h, NCH, H, K) + ck, mask=ck < K, other=0.0))
-        if MODE == 0:
-            kst = operand(load_block(ks + row * K, tok, valid, H * K, ck, K), DOT)
-            At = operand(load_block(a + row * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
-            vt = operand(load_block(v + row * V, tok, valid, H * V, cv, V), DOT)
-            dS_op = operand(dS, DOT)
-            store_tile(dv + row * V, scale * mm(tl.trans(At), dot, DOT) + mm(kst, dS_op, DOT), tok, valid, H * V, cv, V)
-            part = mm(vt, tl.trans(dS_op), DOT)
-            ptrs = xk + row * K + tok[:, None] * (H * K) + ck[None, :]
-            if ATOMIC:
-                tl.atomic_add(ptrs, part, mask=valid[:, None] & (ck < K)[None, :])
-            else:
-                tl.store(ptrs, part.to(xk.dtype.element_ty), mask=valid[:, None] & (ck < K)[None, :])
-        dS = dS * decay[:, None] + scale * mm(tl.trans(qit), dot, DOT)
-        if MODE == 0:
-            ci = _chunk_index(p, c, h, NCH, H, K) * V
-            tl.store(dstates + ci + ck[:, None] * V + cv[None, :], dS.to(dstates.dtype.element_ty), mask=s_mask)
-    if STORE_DH0:
-        tl.store(dh0 + s_off, dS, mask=s_mask)
-
-
-@triton.jit
-def _do_vt(v, do, tok, valid, H: tl.constexpr, V: tl.constexpr, VP: tl.constexpr, DOT: tl.constexpr):
-    """da = do v^T [C, C] over one chunk's rows (v and do at one head's columns): the intra-chunk pairs' weights."""
-    cv = tl.arange(0, VP)
-    vt = operand(load_block(v, tok, valid, H * V, cv, V), DOT)
-    return mm(operand(load_block(do, tok, valid, H * V, cv, V), DOT), tl.trans(vt), DOT)
-
-
-@entry(**SPECIALIZE)
-def _pairs_kernel(v, do, da, cu, T, NS, L, H: tl.constexpr, V: tl.constexpr, VP: tl.constexpr, C: tl.constexpr,
-                  REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, DOT: tl.constexpr,
-                  EVEN: tl.constexpr):  # fmt: skip
-    """Chunk-parallel: da = do v^T within each chunk (diagonal included), once per chunk, so that the intra-chunk
-    backward, which runs once per K tile, never reads v or do (inside a walk this product cost more than the
-    walk's own step: it lengthens the sequential chain)."""
-    c, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-    if c * C < n:
-        row, tok, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, EVEN)
-        store_tile(da + row * C, _do_vt(v + row * V, do + row * V, tok, valid, H, V, VP, DOT), tok, valid, H * C,
-                   tl.arange(0, C), C)  # fmt: skip
-
-
-@entry(**SPECIALIZE)
-def _intra_bwd_kernel(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH,
-                      scale, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, V: tl.constexpr, VP: tl.constexpr,
-                      C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                      IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr, EVEN: tl.constexpr,
-                      SCAN: tl.constexpr, PATHS: tl.constexpr):  # fmt: skip
-    """Chunk-parallel gradients for BK columns: dq, dk (GLA) and the gate gradient.
-
-    With da = do v^T (from _pairs_kernel, or formed here from v and do: INLINE_DA), xk = v dS_C^T, yq = do S_0^T
-    from the walks: dq = scale (intra + e^g yq), dk = scale intra +
-    e^{g_C - g} xk. The gate gradient obeys dlog f_{t+1} = dlog f_t + k_t dk_t - q_t dq_t; within the chunk it is
-    the exclusive sum of w = k dk - q dq (the i = j pair, equal in both terms, left out so that f ~ 0 sums small
-    terms), plus the exact value at the chunk start from the states (`starts`, from the yq walk). Summing only
-    within a chunk keeps the bf16-level error of dq, dk from accumulating along the sequence.
-    Writes GLA: dk and dlog f; HGRN2: dz = k (s/f dlog f - s dk), and plb, the chunk's lower-bound gradient.
-    EVEN as the walks', SCAN chunk_sum's, PATHS as _prep_kernel's, per (chunk, K tile)."""
-    if PATHS == 2:
-        for i in range(tl.program_id(0), tl.load(steep), tl.num_programs(0)):
-            e = tl.load(steep + 1 + i)
-            ph, pid = e // ((K + BK - 1) // BK * NCH), e % ((K + BK - 1) // BK * NCH)
-            _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH,
-                            scale, pid, ph % H, ph // H, H, K, BK, V, VP, C, BLK, GATE, REVERSE, IS_VARLEN, INLINE_DA,
-                            DOT, EVEN, SCAN, 2)  # fmt: skip
-    else:
-        _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH,
-                        scale, tl.program_id(0), tl.program_id(1), tl.program_id(2), H, K, BK, V, VP, C, BLK, GATE,
-                        REVERSE, IS_VARLEN, INLINE_DA, DOT, EVEN, SCAN, PATHS)  # fmt: skip
-
-
-@triton.jit
-def _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH, scale,
-                    pid, h, p, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, V: tl.constexpr,
-                    VP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                    IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr, EVEN: tl.constexpr,
-                    SCAN: tl.constexpr, PATHS: tl.constexpr):  # fmt: skip
-    """_intra_bwd_kernel's work on program pid (chunk pid // n_k, K tile pid % n_k) of head h, pseudo-sequence p;
-    listed as ((p H + h) NCH n_k + pid) where the fast path cannot take it (PATHS 1)."""
-    n_k: tl.constexpr = (K + BK - 1) // BK
-    c = pid // n_k
-    ck = (pid % n_k) * BK + tl.arange(0, BK)
-    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-    if c * C < n:
-        row, tok, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, EVEN)
-        inside = valid[:, None] & (ck < K)[None, :]
-        q, kz, lg, lb = q + row * K, kz + row * K, lg + row * K, lb + h * K
-        cc = tl.arange(0, C)
-        if INLINE_DA:
-            dA = _do_vt(v + row * V, do + row * V, tok, valid, H, V, VP, DOT)
-        else:
-            dA = load_tile(da + row * C, tok, valid, H * C, cc, C)
-        diag = scale * tl.sum(tl.where(cc[:, None] == cc[None, :], dA, 0.0), 1)[:, None]
-        dA = tl.where(cc[:, None] > cc[None, :], dA, 0.0)
-        zt = load_tile(kz, tok, valid, H * K, ck, K)
-        if GATE == 0:
-            k = zt
-            logf = load_tile(lg, tok, valid, H * K, ck, K)
-        else:
-            k, logf, s, ns, f = lower_bounded_gate(zt, _lower_bound(lb, ck, K, GATE))
-            k = tl.where(inside, k, 0.0)
-            logf = tl.where(inside, logf, 0.0)
-        g = chunk_sum(logf, C, False, SCAN)
-        ci = _chunk_index(p, c, h, NCH, H, K) + ck
-        glv = tl.load(gl + ci, mask=ck < K, other=0.0)  # the chunk's total log decay, from the prep kernel
-        qt = load_tile(q, tok, valid, H * K, ck, K)
-        intra_q, intra_k, e_in, e_out, fast = pair_grads(dA, qt, k, g, logf, glv, C, BLK, GATE, DOT, PATHS)
-        _list_steep(steep, fast, (p * H + h) * NCH * n_k + pid, PATHS)
-        dqt = scale * (intra_q + e_in * load_tile(yq + row * K, tok, valid, H * K, ck, K))
-        dkt = scale * intra_k + e_out * load_tile(xk + row * K, tok, valid, H * K, ck, K)
-        dlogf = chunk_sum(k * dkt - qt * dqt, C, True, SCAN) + tl.load(starts + ci, mask=ck < K, other=0.0)[None, :]
-        store_tile(dq + row * K, dqt + diag * k, tok, valid, H * K, ck, K)
-        dkt += diag * qt
-        if GATE == 0:
-            store_tile(dkz + row * K, dkt, tok, valid, H * K, ck, K)
-            store_tile(dlg + row * K, dlogf, tok, valid, H * K, ck, K)
-        else:
-            inv_f = tl.where(inside & (f > 0), rcp(f), 0.0)
-            ratio = tl.where(f > 0, s * inv_f, 1.0)  # s / f -> 1 as f -> 0 without a bound
-            store_tile(dkz + row * K, k * (ratio * dlogf - s * dkt), tok, valid, H * K, ck, K)
-            if GATE == 2:
-                tl.store(plb + ci, tl.sum(tl.where(inside, ns * (inv_f * dlogf - dkt), 0.0), 0), mask=ck < K)
-
-
-@entry()
-def _segment_combine_kernel(local, logdec, init, before, final, NS, HKV, V,
-                            BLOCK: tl.constexpr, DESCENDING: tl.constexpr, HAS_INIT: tl.constexpr,
-                            STORE_FINAL: tl.constexpr):  # fmt: skip
-    """Join segment states: x <- e^{log decay_s} x + local_s over the segments of one row; store x before each."""
-    e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    b = tl.program_id(1).to(tl.int64)
-    mask = e < HKV
-    if HAS_INIT:  # noqa: SIM108 (Triton: constexpr branch)
-        x = tl.load(init + b * HKV + e, mask=mask, other=0.0).to(tl.float32)
-    else:
-        x = tl.zeros([BLOCK], tl.float32)
-    for i in range(0, NS):
-        if DESCENDING:  # noqa: SIM108 (Triton: constexpr branch)
-            row = b * NS + NS - 1 - i
-        else:
-            row = b * NS + i
-        tl.store(before + row * HKV + e, x, mask=mask)
-        decay = tl.exp(tl.load(logdec + row * (HKV // V) + e // V, mask=mask, other=0.0))
-        x = decay * x + tl.load(local + row * HKV + e, mask=mask, other=0.0)
-    if STORE_FINAL:
-        tl.store(final + b * HKV + e, x, mask=mask)
-
-
-# --- launch plan and autograd ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -444,8 +60,8 @@ class Plan:
     maxnreg: int | None  # register cap of the walks (None: the compiler's choice)
     pwarps: int  # of the chunk-parallel kernels
     pmaxnreg: int | None  # of the prep kernel (168: 0.36 -> 0.29 ms at B8 T2048 H16 D128 on an H200)
-    fuse_infer: bool  # a forward that saves nothing runs prep and walk as one kernel (_infer_kernel)
-    inline_da: bool  # the intra-chunk backward forms do v^T itself (one K tile), no _pairs_kernel and no da in memory
+    fuse_infer: bool  # a forward that saves nothing runs prep and walk as one kernel (infer_kernel)
+    inline_da: bool  # the intra-chunk backward forms do v^T itself (one K tile), no pairs_kernel and no da in memory
     split: bool  # prep and the intra-chunk backward as two launches: the fast path, then the chunks it listed steep
     scan_sums: bool  # the intra-chunk backward's chunk sums by a scan, not a 3xTF32 triangle product (chunk_sum)
 
@@ -555,7 +171,7 @@ def segment_combine(
     before = torch.empty_like(local)
     after = local.new_empty(n_seqs, H, K, V) if final else None
     block = 1024
-    _segment_combine_kernel[(triton.cdiv(H * K * V, block), n_seqs)](
+    segment_combine_kernel[(triton.cdiv(H * K * V, block), n_seqs)](
         local, logdec, local if init is None else init, before, local if after is None else after,
         NS, H * K * V, V, BLOCK=block, DESCENDING=descending, HAS_INIT=init is not None, STORE_FINAL=final,
     )  # fmt: skip
@@ -592,7 +208,7 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
     flags = _flags(q, plan, reverse, cu)
     if _fused(plan, save):
         o, final = torch.empty_like(v), _final_state(q, v, plan, want_final)
-        _infer_kernel[(plan.VP // plan.BV, H, plan.P)](
+        infer_kernel[(plan.VP // plan.BV, H, plan.P)](
             q, kz, q if lg is None else lg, q if lb is None else lb, v, o, q if h0 is None else h0,
             final if want_final else q, q if cu is None else cu, T, plan.NS, plan.L, float(scale), H=H, K=K, V=V,
             KP=plan.KP, BVW=plan.BV, BLK=plan.BLK, GATE=gate, HAS_H0=h0 is not None, STORE_HT=want_final, **flags,
@@ -603,19 +219,19 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
     o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final and plan.NS == 1)  # segments: combined
     gates = (q, kz, q if lg is None else lg, q if lb is None else lb)
     prep = dict(H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate, **_parallel(plan, flags, cap=True))
-    _by_paths(_prep_kernel, (plan.NCH, H, plan.P), (*gates, qi, ks, A, gl), seq, prep, plan.split)
+    _by_paths(prep_kernel, (plan.NCH, H, plan.P), (*gates, qi, ks, A, gl), seq, prep, plan.split)
     walk = (qi, ks, A, v, v, gl)
     grid = (plan.VP // plan.BV, H, plan.P)
     shape = dict(H=H, K=K, V=V, BKW=plan.KP, BVW=plan.BV, **flags, **register_cap(plan.maxnreg))
     if plan.NS > 1:
         local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
-        _walk_fwd_kernel[grid](*walk, o, q, local, q, q, *seq, scale, MODE=2, HAS_H0=False, STORE_HT=True, **shape)
+        walk_fwd_kernel[grid](*walk, o, q, local, q, q, *seq, scale, MODE=2, HAS_H0=False, STORE_HT=True, **shape)
         starts, after = segment_combine(local, gl.sum(1), h0, plan.n_seqs, plan.NS, reverse, want_final)
         final = final if after is None else after
     else:
         starts = q.new_empty(0)
     first = starts if plan.NS > 1 else h0
-    _walk_fwd_kernel[grid](*walk, o, q if first is None else first, final if plan.NS == 1 and want_final else q,
+    walk_fwd_kernel[grid](*walk, o, q if first is None else first, final if plan.NS == 1 and want_final else q,
                            q, q, *seq, scale, MODE=0, HAS_H0=first is not None,
                            STORE_HT=plan.NS == 1 and want_final, **shape)  # fmt: skip
     return o, final, starts, qi, ks, A, gl
@@ -635,7 +251,7 @@ def _(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, chunk_size, se
 
 
 def _fused(plan: Plan, save: bool) -> bool:
-    """Whether this forward runs as the one _infer_kernel (nothing saved, one segment, the plan allows)."""
+    """Whether this forward runs as the one infer_kernel (nothing saved, one segment, the plan allows)."""
     return not save and plan.fuse_infer
 
 
@@ -678,7 +294,7 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
     dh0 = None
     if plan.NS > 1:  # the gradient reaching each segment's end from the later segments
         local = q.new_empty(plan.P, H, K, V, dtype=torch.float32)
-        _walk_rev_kernel[grid_rev](*walk, v, q, q, q, local, *seq, scale, MODE=2, HAS_DHT=False,
+        walk_rev_kernel[grid_rev](*walk, v, q, q, q, local, *seq, scale, MODE=2, HAS_DHT=False,
                                    STORE_DH0=True, ATOMIC=False, **rev)  # fmt: skip
         terminal, dh0 = segment_combine(local, gl.sum(1), dht, plan.n_seqs, plan.NS, not reverse, h0 is not None)
     else:
@@ -690,20 +306,20 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
     dv = torch.empty_like(v)
     x0 = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if plan.NS == 1 and h0 is not None else None
     dstates = q.new_empty(plan.P, plan.NCH, H, K, V, dtype=qi.dtype)
-    _walk_rev_kernel[grid_rev](*walk, dv, xk, dstates, q if terminal is None else terminal,
+    walk_rev_kernel[grid_rev](*walk, dv, xk, dstates, q if terminal is None else terminal,
                                q if x0 is None else x0, *seq, scale, MODE=0, HAS_DHT=terminal is not None,
                                STORE_DH0=x0 is not None, ATOMIC=atomic, **rev)  # fmt: skip
     dh0 = x0 if plan.NS == 1 else dh0
     yq = torch.empty_like(q, dtype=qi.dtype)
     chunk_starts = _per_chunk(q, plan, cu)  # dlog f at each chunk's first step
-    _walk_fwd_kernel[(plan.KP // plan.BK, H, plan.P)](
+    walk_fwd_kernel[(plan.KP // plan.BK, H, plan.P)](
         *walk, yq, q if starts is None else starts, q, dstates, chunk_starts, *seq, scale, H=H, K=K, V=V,
         BKW=plan.BK, BVW=plan.VP,
         MODE=1, HAS_H0=starts is not None, STORE_HT=False, **flags, **register_cap(plan.maxnreg),
     )  # fmt: skip
     da = q if plan.inline_da else q.new_empty(*q.shape[:3], plan.C, dtype=torch.float32)
     if not plan.inline_da:
-        _pairs_kernel[(plan.NCH, H, plan.P)](v, do, da, *seq[:-1], H=H, V=V, VP=plan.VP, **_parallel(plan, flags))
+        pairs_kernel[(plan.NCH, H, plan.P)](v, do, da, *seq[:-1], H=H, V=V, VP=plan.VP, **_parallel(plan, flags))
     dq, dkz = torch.empty_like(q), torch.empty_like(kz)
     dlg = None if lg is None else torch.empty_like(lg)
     plb = _per_chunk(q, plan, cu) if lb is not None else None
@@ -712,7 +328,7 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
     grads = (dq, dkz, q if dlg is None else dlg, q if plb is None else plb)
     intra = dict(H=H, K=K, BK=plan.BK, V=V, VP=plan.VP, BLK=plan.BLK, GATE=gate, INLINE_DA=plan.inline_da,
                  SCAN=plan.scan_sums, **_parallel(plan, flags))  # fmt: skip
-    _by_paths(_intra_bwd_kernel, grid_chunks, (*gates, gl, da, v, do, xk, yq, chunk_starts, *grads), (*seq, scale),
+    _by_paths(intra_bwd_kernel, grid_chunks, (*gates, gl, da, v, do, xk, yq, chunk_starts, *grads), (*seq, scale),
               intra, plan.split)  # fmt: skip
     dlb = None if lb is None else plb.sum((0, 1)).to(lb.dtype)
     dh0 = None if h0 is None else dh0.to(h0.dtype)
