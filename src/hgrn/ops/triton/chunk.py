@@ -117,20 +117,22 @@ def make_plan(
     # V <= 64 for the second.
     fuse_infer = NS == 1 and VP == BV and KP <= 64 and bool(tiles.get("FUSE", KP == 32))
     inline_da = KP == BK and VP <= 64 and bool(tiles.get("INLINE_DA", KP == 64))
-    # The split (SPLIT=1, not the rule: untimed). Its fast pass compiles (offline sm_90, Triton 3.6, 32-row chunks)
-    # the prep kernel to 48 / 77 / 102 / 152 registers at K 16 / 32 / 64 / 128 against one launch's 105 / 157 / 168
-    # / 168 + 88 B of stack, the intra-chunk backward to 168 / 255 + 32 B / + 120 B / + 288 B against 255 + 8 B /
-    # + 528 / + 392 / + 600.
+    # Offline counts below: sm_90 SASS from Triton 3.6, 32-row chunks, pointers 16-byte aligned as real launches
+    # specialise them (instructions / registers [+ stack bytes]); see results/bench/NOTES.md, session 28.
+    # The split (SPLIT=1, not the rule: untimed). Its fast pass compiles the prep kernel to 560 / 48, 1,000 / 86,
+    # 1,216 / 103, 2,056 / 168 at K 16 / 32 / 64 / 128 against one launch's 1,560 / 105, 2,976 / 161, 3,856 / 167,
+    # 5,904 / 168 + 120; the intra-chunk backward to 1,576 / 163, 2,384 / 244, 2,912 / 255, 2,952 / 255 + 24 against
+    # 3,440 / 251, 6,104 / 255 + 400, 6,096 / 255 + 240, 6,504 / 255 + 424.
     split = bool(tiles.get("SPLIT", 0))
-    # The sums by a scan (SCAN=1, not the rule: untimed): offline (sm_90, Triton 3.6, 32-row chunks, whole chunks) the
-    # intra-chunk backward's instructions at K 16 / 32 / 64 / 128 fall from 3,808 / 6,648 / 6,824 / 7,280 to
-    # 2,640 / 4,200 / 6,320 / 5,920 in one launch, and the split's fast pass from 1,760 / 2,872 / 3,384 / 3,432 to
-    # 1,336 / 2,096 / 2,696 / 2,784 (128 to 243 registers, no spills below K 128).
+    # The sums by a scan (SCAN=1, not the rule: untimed): the intra-chunk backward in one launch 2,616 / 255 and
+    # 4,624 / 255 + 376 at K 16 / 32 (a quarter fewer), 7,160 / 255 + 1,160 and 6,664 / 255 + 904 at K 64 / 128 (more);
+    # the split's fast pass 1,256 / 128 and 1,976 / 242 at K 16 / 32, the same as the product's at K 64 / 128.
     scan_sums = bool(tiles.get("SCAN", 0))
-    # Whole chunks (EVEN): every kernel's rows unmasked, as prep's since session 3 (tiles from one scalar first token
-    # everywhere now). The same arithmetic (bitwise equal in the interpreter), not yet timed; offline (sm_90, Triton
-    # 3.6) instructions at K 16 / 128 before -> after: forward walk 512 -> 360 / 1,864 -> 792, yq walk 448 -> 384 /
-    # 1,840 -> 1,040, reverse walk 496 -> 432 / 1,936 -> 1,552, intra-chunk backward 3,992 -> 3,808 / 8,024 -> 7,280.
+    # Whole chunks (EVEN): every kernel's rows unmasked, as prep's since session 3 (tiles from one scalar first row
+    # everywhere now). The same arithmetic (bitwise equal in the interpreter), not yet timed; instructions before ->
+    # after at K 16 / 128: forward walk 408 -> 384 / 920 -> 664, yq walk 440 -> 400 / 1,160 -> 952, reverse walk
+    # 504 -> 480 / 1,144 + 48 B of stack -> 984, intra-chunk backward (with its 1/f by rcp) 3,552 -> 3,440 /
+    # 6,816 -> 6,504.
     even = cu_seqlens is None and T % C == 0 and bool(tiles.get("EVEN", 1))
     return Plan(n_seqs, NS, L, max(triton.cdiv(longest, C), 1), KP, VP, C, even, BLK, BK, BV, BV_REV, warps, rwarps,
                 maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da, split, scan_sums)  # fmt: skip

@@ -27,10 +27,10 @@ from hgrn.ops.triton._common import LOG2E, mm, operand
 def chunk_sum(x, C: tl.constexpr, STRICT: tl.constexpr, SCAN: tl.constexpr):
     """sum_{s <= t} x_s (STRICT: s < t) down the chunk axis, fp32-accurate either way: by a scan (SCAN), or as one
     tensor-core product with a 0/1 triangle in 3xTF32 (the rule: with approximate divisions, the same change took the
-    intra-chunk backward from 0.80 to 0.66 ms at head size 128 on an H200, session 2; offline the scan is now a
-    fifth to a third fewer instructions, untimed). The strict form never adds x_t itself, so a small sum next to a
-    large x_t (the last step, carrying the final-state gradient) is not lost to cancellation: its scan carries
-    (sum of all but the last, sum of all) pairs."""
+    intra-chunk backward from 0.80 to 0.66 ms at head size 128 on an H200, session 2; offline the scan is a quarter
+    fewer instructions at head sizes 16 and 32 and no fewer at 64 and 128, untimed). The strict form never adds x_t
+    itself, so a small sum next to a large x_t (the last step, carrying the final-state gradient) is not lost to
+    cancellation: its scan carries (sum of all but the last, sum of all) pairs."""
     if SCAN:
         if STRICT:
             return tl.associative_scan((tl.zeros_like(x), x), 0, _exclusive)[0]
