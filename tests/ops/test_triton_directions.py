@@ -93,9 +93,9 @@ def test_interpreted_parallel_form(grid, heads, head, slabs, bound, monkeypatch)
 
 @cpu_only
 def test_parallel_form_leaves_steep_lines_to_the_scan(monkeypatch):
-    """Lines whose decays span more than e^{+-STEEP} about their middle token (a factor would overflow fp32) are
-    listed by the parallel form and walked by the scan: some programs of each launch are listed, not all, and the
-    result is exact; without the second launch the steep lines' o would be NaN (the factors overflow)."""
+    """Lines whose decays span more than e^{+-STEEP} about their middle token (bf16 operands lose the lower bound's
+    gradient beyond it) are listed by the parallel form and walked by the scan: some programs of each launch are
+    listed, not all, and the result is exact."""
     monkeypatch.setenv("HGRN_SMALL_TILES", "PAR=1")
     grid, heads, K = (16, 6), 4, 8
     x, lb = projection(1, grid[0] * grid[1], heads, K, bound=False, seed=3)
@@ -106,6 +106,24 @@ def test_parallel_form_leaves_steep_lines_to_the_scan(monkeypatch):
     programs = [(s.numel() - 1) // 2 for s in slots]
     assert all(0 < n < total for n, total in zip(listed, programs, strict=True)), (listed, programs)
     check(x, lb, heads, torch.float32, 2e-5, scale=0.7, direction="2d", grid=grid)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "grid", "head", "tiles", "parallel"),
+    [(torch.bfloat16, (16, 16), 8, "", True), (torch.float16, (14, 14), 4, "", True),
+     (torch.float32, (16, 16), 8, "", False), (torch.float32, (16, 16), 8, "PAR=1", True),
+     (torch.bfloat16, (16, 16), 8, "PAR=0", False), (torch.bfloat16, (32, 32), 8, "", False),
+     (torch.bfloat16, (16, 16), 3, "", False)],
+)  # fmt: skip
+def test_grids_of_16_bit_inputs_take_the_parallel_form(dtype, grid, head, tiles, parallel, monkeypatch):
+    """The rule: lines of at most 16 tokens with 16-bit inputs (and heads dividing 16) in the parallel form, with its
+    register cap on a GPU; fp32, longer lines or heads not dividing 16 keep the scan; PAR=0 / PAR=1 override."""
+    monkeypatch.setenv("HGRN_SMALL_TILES", tiles)
+    monkeypatch.setattr(small_head, "INTERPRET", False)  # plan as on a GPU
+    q = torch.zeros(2, grid[0] * grid[1], 48, head, dtype=dtype)
+    plans = small_head.line_plans(q, q, grid)
+    assert [plan.parallel for plan in plans] == [parallel, parallel]
+    assert all(plan.maxnreg == (small_head.PARALLEL_MAXNREG if parallel else None) for plan in plans)
 
 
 def test_fused_path_choice(monkeypatch):

@@ -79,7 +79,7 @@ def make_plan(
     segments: int | None = None,
 ) -> Plan:
     """The rule. HGRN_CHUNK_TILES="C=64,BV=128,maxnreg=128" overrides its choices (tile experiments,
-    python -m hgrn.bench.sweep; FUSE=0/1 and INLINE_DA=0/1 switch the two fusions, SPLIT=1 the paths' split, SCAN=1
+    python -m hgrn.bench.sweep; FUSE=0/1 and INLINE_DA=0/1 switch the two fusions, SPLIT=0/1 the paths' split, SCAN=0/1
     the backward's chunk sums by a scan, EVEN=0 plans as if some chunk were partial)."""
     T, H, K = q.shape[1:]
     V = v.shape[-1]
@@ -117,22 +117,23 @@ def make_plan(
     # V <= 64 for the second.
     fuse_infer = NS == 1 and VP == BV and KP <= 64 and bool(tiles.get("FUSE", KP == 32))
     inline_da = KP == BK and VP <= 64 and bool(tiles.get("INLINE_DA", KP == 64))
-    # Offline counts below: sm_90 SASS from Triton 3.6, 32-row chunks, pointers 16-byte aligned as real launches
-    # specialise them (instructions / registers [+ stack bytes]); see results/bench/NOTES.md, session 28.
-    # The split (SPLIT=1, not the rule: untimed). Its fast pass compiles the prep kernel to 560 / 48, 1,000 / 86,
-    # 1,216 / 103, 2,056 / 168 at K 16 / 32 / 64 / 128 against one launch's 1,560 / 105, 2,976 / 161, 3,856 / 167,
-    # 5,904 / 168 + 120; the intra-chunk backward to 1,576 / 163, 2,384 / 244, 2,912 / 255, 2,952 / 255 + 24 against
-    # 3,440 / 251, 6,104 / 255 + 400, 6,096 / 255 + 240, 6,504 / 255 + 424.
-    split = bool(tiles.get("SPLIT", 0))
-    # The sums by a scan (SCAN=1, not the rule: untimed): the intra-chunk backward in one launch 2,616 / 255 and
-    # 4,624 / 255 + 376 at K 16 / 32 (a quarter fewer), 7,160 / 255 + 1,160 and 6,664 / 255 + 904 at K 64 / 128 (more);
-    # the split's fast pass 1,256 / 128 and 1,976 / 242 at K 16 / 32, the same as the product's at K 64 / 128.
-    scan_sums = bool(tiles.get("SCAN", 0))
+    # The split (SPLIT) and the backward's sums by a scan (SCAN) are the rule at K 16 only, where an H200 timed them
+    # (2026-12-05, 8 x 2048 x 128 heads x 16, bf16, kernel time of a forward + backward): the rule before 2.49 ms, the
+    # split 2.03, with the scan 1.89 (the prep kernel 0.35 -> 0.20 ms; on 2 warps, untested for correctness there,
+    # 1.72). At the main shape (K 128) the split measured 1.24 against 1.30 ms, but not yet against steep gates.
+    # Offline (sm_90 SASS, Triton 3.6, 32-row chunks, pointers 16-byte aligned as launched; instructions / registers
+    # [+ stack bytes]): the split's fast pass takes the prep kernel to 560 / 48, 1,000 / 86, 1,216 / 103, 2,056 / 168 at
+    # K 16 / 32 / 64 / 128 against one launch's 1,560 / 105, 2,976 / 161, 3,856 / 167, 5,904 / 168 + 120, the
+    # intra-chunk backward to 1,576 / 163, 2,384 / 244, 2,912 / 255, 2,952 / 255 + 24 against 3,440 / 251, 6,104 /
+    # 255 + 400, 6,096 / 255 + 240, 6,504 / 255 + 424; the scan's one launch is a quarter shorter at K 16 / 32 and
+    # longer at 64 / 128, its fast pass 1,256 / 128 and 1,976 / 242 at K 16 / 32, the product's at 64 / 128.
+    split = bool(tiles.get("SPLIT", KP == 16))
+    scan_sums = bool(tiles.get("SCAN", KP == 16))
     # Whole chunks (EVEN): every kernel's rows unmasked, as prep's since session 3 (tiles from one scalar first row
-    # everywhere now). The same arithmetic (bitwise equal in the interpreter), not yet timed; instructions before ->
-    # after at K 16 / 128: forward walk 408 -> 384 / 920 -> 664, yq walk 440 -> 400 / 1,160 -> 952, reverse walk
-    # 504 -> 480 / 1,144 + 48 B of stack -> 984, intra-chunk backward (with its 1/f by rcp) 3,552 -> 3,440 /
-    # 6,816 -> 6,504.
+    # everywhere now; the same arithmetic, bitwise equal in the interpreter). H200, 2026-12-05: forward + backward
+    # kernels 2.49 against 2.60 ms masked at K 16, 1.30 against 1.35 at K 128. Offline, instructions before -> after
+    # at K 16 / 128: forward walk 408 -> 384 / 920 -> 664, yq walk 440 -> 400 / 1,160 -> 952, reverse walk 504 -> 480 /
+    # 1,144 + 48 B of stack -> 984, intra-chunk backward (with its 1/f by rcp) 3,552 -> 3,440 / 6,816 -> 6,504.
     even = cu_seqlens is None and T % C == 0 and bool(tiles.get("EVEN", 1))
     return Plan(n_seqs, NS, L, max(triton.cdiv(longest, C), 1), KP, VP, C, even, BLK, BK, BV, BV_REV, warps, rwarps,
                 maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da, split, scan_sums)  # fmt: skip

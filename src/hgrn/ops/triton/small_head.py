@@ -49,6 +49,7 @@ from hgrn.ops.triton.small_head_scan import bwd_kernel, fwd_kernel
 
 SMALL_HEAD_MAX = 8  # the largest K (and V) taken here; from 16 the chunked kernels are faster (results/bench/)
 TILES = "HGRN_SMALL_TILES"  # the tile experiment's overrides (Plan)
+PARALLEL_MAXNREG = 168  # the parallel form's register cap (rows' backward: 254 uncapped; H200: 2.18 -> 1.95 ms)
 
 
 def fits(k: Tensor, v: Tensor) -> bool:
@@ -127,12 +128,13 @@ def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | N
 def line_plans(q: Tensor, v: Tensor, grid: tuple[int, int] | None) -> list[Plan] | None:
     """The launches of a scan both ways along each line: the sequences (grid None), or the rows (segments of the
     grid's width) and then the columns (strided) of a (height, width) grid. None where a one-way plan would cut
-    the sequences into segments (too few lines to fill the GPU: each direction then runs on its own). PAR=1 in
-    HGRN_SMALL_TILES: grids of lines of at most LINE tokens in the parallel form where K = V divides LINE and H K is
-    a multiple of LINE (BH slabs of LINE channels per program, one warp each). Offline sm_90 SASS (Triton 3.6) at
-    256 x 256 x 48 x 8, warp-instructions per line and head, both ways: forward 620 (86 registers), backward 1,168
-    (196), against the scan's 1,229 (96) and 3,614 (140); one head per program padded to 16 channels: 1,104 / 1,960.
-    Untimed."""
+    the sequences into segments (too few lines to fill the GPU: each direction then runs on its own). Grids of lines
+    of at most LINE tokens with 16-bit inputs take the parallel form where K = V divides LINE and H K is a multiple
+    of LINE (BH slabs of LINE channels per program, one warp each, registers capped at PARALLEL_MAXNREG);
+    HGRN_SMALL_TILES=PAR=0 keeps the scan, PAR=1 takes the form for fp32 too (exact fp32 dots: they spill). On an
+    H200 (2026-12-05, bf16, 256 x 256 x 48 x 8, kernel time of a forward + backward): the scan 3.65 ms, the form
+    2.18, capped at 168 registers 1.95 (sweep with factors up to e^60); hgrn2-tiny / small training steps 9,871 /
+    5,171 images/s against DeiT's 17,712 / 8,906 (0.56x / 0.58x; results/bench/vit-step-*-par-*)."""
     if grid is None:
         plan = make_plan(q, v, None)
         return [plan] if plan.NS == 1 else None
@@ -142,11 +144,13 @@ def line_plans(q: Tensor, v: Tensor, grid: tuple[int, int] | None) -> list[Plan]
     tiles = _tiles(H, K, V, overrides, bt=8)
     tiles.pop("NS")
     height, width = grid
-    parallel = bool(overrides.get("PAR")) and max(grid) <= LINE and K == V and LINE % K == 0 and H * K % LINE == 0
+    fits = max(grid) <= LINE and K == V and LINE % K == 0 and H * K % LINE == 0
+    parallel = fits and bool(overrides.get("PAR", q.dtype in (torch.bfloat16, torch.float16)))
     if parallel:  # BH slabs of LINE channels per program (the plan counts heads), one warp each
         slabs = overrides.get("BH", 1)
         warps = tiles["warps"] if INTERPRET else overrides.get("warps", slabs)
-        tiles.update(BH=slabs * LINE // K, BT=LINE, warps=warps)
+        maxnreg = None if INTERPRET else overrides.get("maxnreg", PARALLEL_MAXNREG) or None
+        tiles.update(BH=slabs * LINE // K, BT=LINE, warps=warps, maxnreg=maxnreg)
     BT = tiles["BT"]
     rows = Plan(B, T, height, width, triton.cdiv(width, BT), **tiles, parallel=parallel)
     return [rows, Plan(B, T, width, height, triton.cdiv(height, BT), **tiles, strided=True, parallel=parallel)]
