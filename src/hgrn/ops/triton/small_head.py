@@ -144,8 +144,8 @@ def line_plans(q: Tensor, v: Tensor, grid: tuple[int, int] | None) -> list[Plan]
     tiles = _tiles(H, K, V, overrides, bt=8)
     tiles.pop("NS")
     height, width = grid
-    fits = max(grid) <= LINE and K == V and LINE % K == 0 and H * K % LINE == 0
-    parallel = fits and bool(overrides.get("PAR", q.dtype in (torch.bfloat16, torch.float16)))
+    in_slabs = max(grid) <= LINE and K == V and LINE % K == 0 and H * K % LINE == 0
+    parallel = in_slabs and bool(overrides.get("PAR", q.dtype in (torch.bfloat16, torch.float16)))
     if parallel:  # BH slabs of LINE channels per program (the plan counts heads), one warp each
         slabs = overrides.get("BH", 1)
         warps = tiles["warps"] if INTERPRET else overrides.get("warps", slabs)
