@@ -6,10 +6,11 @@ At B 8, T 2048, d 2048 (bf16, so the op's inputs and output are the same bytes a
 takes (what ran there before it), the chunked kernels with both fusions and with neither at the ratios where they
 apply (HGRN_CHUNK_TILES=FUSE=1,INLINE_DA=1: the forward without autograd in one kernel, da formed in the backward;
 FUSE=0,INLINE_DA=0: prep + walk, da through memory; the A/B that sets the plan's defaults), the chunked kernels with
-their paths split and the backward's sums by a scan (SPLIT=1,SCAN=1: untimed candidates) wherever they run, and the
-HGRN1 real scan at [B, T, d] (the element-wise floor of ratio 1). Then the steep-gate sweep at the main shape (expand
-ratio 128): gate logits shifted so that the mean log f per step runs from -2 to -24, against random gates, by the
-rule and by the candidates. Forward and forward + backward, median ms (triton.testing.do_bench).
+their paths split and the backward's sums by a scan (SPLIT=1,SCAN=1: the rule at head size 16 since 2026-12-05, a
+candidate elsewhere) wherever they run, and the HGRN1 real scan at [B, T, d] (the element-wise floor of ratio 1).
+Then the steep-gate sweep at the main shape (expand ratio 128): gate logits shifted so that the mean log f per step
+runs from -2 to -24, against random gates, by the rule and by the candidate. Forward and forward + backward,
+median ms (triton.testing.do_bench).
 """
 
 from __future__ import annotations

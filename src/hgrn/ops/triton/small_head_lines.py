@@ -18,6 +18,7 @@ from hgrn.ops.triton.small_head_scan import (
     load_tile,
     lower_bound,
     program_line,
+    store_heads,
     store_tile,
 )
 
@@ -168,8 +169,7 @@ def line_bwd_kernel(q, kz, lg, lb, v, do, dq, dkz, dlg, dv, plb, slots, cu, T, N
         lb_sum = gate_grads(dkz, dlg, b * Bf + d * Br, dlogf, k, s, ns, f, tl.zeros([BH, K], tl.float32), t0, rel,
                             valid, heads, hm, cw, K, H, GATE, ACC)  # fmt: skip
         if GATE == 2:
-            k_off = (p * H + heads).to(tl.int64)[:, None] * K + cw[None, :]
-            tl.store(plb + k_off, lb_sum, mask=hm[:, None] & (cw < K)[None, :])
+            store_heads(plb, lb_sum, p, heads, hm, cw, H, K)
 
 
 @triton.jit
@@ -222,5 +222,4 @@ def line_fallback_bwd_kernel(q, kz, lg, lb, v, do, dq, dkz, dlg, dv, plb, slots,
                               hm, ck, cv, h_off, s_mask, 1, SK, SV, scale, H, K, V, KP, VP, BH, BT, 0, GATE, True,
                               True)  # fmt: skip
         if GATE == 2:
-            k_off = (p * H + heads).to(tl.int64)[:, None] * K + ck[None, :]
-            tl.store(plb + k_off, lb_sum, mask=hm[:, None] & (ck < K)[None, :])
+            store_heads(plb, lb_sum, p, heads, hm, ck, H, K)

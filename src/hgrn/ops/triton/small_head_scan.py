@@ -161,6 +161,14 @@ def program_line(ih, p, cu, T, NS, L, H: tl.constexpr, K: tl.constexpr, V: tl.co
 
 
 @triton.jit
+def store_heads(ptr, x, p, heads, hm, ck, H: tl.constexpr, K: tl.constexpr):
+    """x [BH, KP], one value per head and channel of line p, into a [P, H, K] buffer (a segment's log decay, the
+    lower bound's per-program gradient sums)."""
+    k_off = (p * H + heads).to(tl.int64)[:, None] * K + ck[None, :]
+    tl.store(ptr + k_off, x, mask=hm[:, None] & (ck < K)[None, :])
+
+
+@triton.jit
 def load_state(ptr, s_off, s_mask, PRESENT: tl.constexpr, BH: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr,
                VK: tl.constexpr):  # fmt: skip
     """A [BH, KP, VP] state (VK: [BH, VP, KP]) in fp32 from a [P, H, K, V] tensor, or zeros when there is none."""
@@ -239,8 +247,7 @@ def fwd_kernel(q, kz, lg, lb, v, o, h0, ht, saved, logdec, cu, T, NS, L, NTS, SK
     if STORE_HT:
         tl.store(ht + s_off, S, mask=s_mask)
     if MODE == 1:
-        k_off = (p * H + heads).to(tl.int64)[:, None] * K + ck[None, :]
-        tl.store(logdec + k_off, total, mask=hm[:, None] & (ck < K)[None, :])
+        store_heads(logdec, total, p, heads, hm, ck, H, K)
 
 
 @triton.jit
@@ -359,5 +366,4 @@ def bwd_kernel(q, kz, lg, lb, v, do, saved, s0, dht, dq, dkz, dlg, dv, dh0, plb,
         f0 = tl.sum(tl.where((tl.arange(0, BT) == 0)[:, None, None], tl.exp(logf0), 0.0), 0)
         tl.store(dh0 + s_off, f0[:, None, :] * U, mask=s_mask)
     if GATE == 2 and MODE == 0:
-        k_off = (p * H + heads).to(tl.int64)[:, None] * K + ck[None, :]
-        tl.store(plb + k_off, lb_sum, mask=hm[:, None] & (ck < K)[None, :])
+        store_heads(plb, lb_sum, p, heads, hm, ck, H, K)
