@@ -1,8 +1,8 @@
 """Small heads: GLA / HGRN2 with K, V <= SMALL_HEAD_MAX, each head's K x V state as element-wise channels.
 
 The kernels: small_head_scan (each head's state scanned in registers, tile by tile) and, for grid lines of at most
-16 tokens, small_head_lines (both ways as decay-weighted score matrices on the tensor cores; HGRN_SMALL_TILES="PAR=1",
-not yet the rule: untimed). Here: the launch plans (tiles by rule, segments, lines), the launches, and the torch
+16 tokens of 16-bit inputs, small_head_lines (both ways as decay-weighted score matrices on the tensor cores; the rule
+since 2026-12-05, line_plans). Here: the launch plans (tiles by rule, segments, lines), the launches, and the torch
 custom ops with their autograd formulas.
 
 Long sequences with few state channels are cut into segments walked in parallel and joined as the chunked
