@@ -43,11 +43,12 @@ def _env(op: str, shape: tuple[int, ...]) -> str:
     return "HGRN_SMALL_TILES" if op.startswith("hgrn2") and shape[-1] <= SMALL_HEAD_MAX else ENV[op]
 
 
-def _op(op: str, shape: tuple[int, ...]):
-    """(function of the inputs -> output, inputs) on random bf16 data."""
+def _op(op: str, shape: tuple[int, ...], gate_shift: float = 0.0):
+    """(function of the inputs -> output, inputs) on random bf16 data; HGRN2's gate logits shifted by gate_shift
+    (-12: mean log f about -12 per step, the steep gates the chunk plan's split path lists chunk by chunk)."""
 
-    def leaf(*dims: int, dtype=torch.bfloat16):
-        return torch.randn(*dims, device="cuda", dtype=dtype).requires_grad_()
+    def leaf(*dims: int, dtype=torch.bfloat16, shift: float = 0.0):
+        return (torch.randn(*dims, device="cuda", dtype=dtype) + shift).requires_grad_()
 
     if op == "hgrn1":
         x, g = leaf(*shape), torch.nn.functional.logsigmoid(leaf(*shape) + 2).detach().requires_grad_()
@@ -57,7 +58,7 @@ def _op(op: str, shape: tuple[int, ...]):
         return (lambda x, g, theta: ops.hgrn1_recurrence(x, g, theta)[0]), (x, g, leaf(shape[-1], dtype=torch.float32))
     B, T, H, D = shape
     lb = torch.zeros(H, D, device="cuda", requires_grad=True)
-    inputs = (*(leaf(B, T, H, D) for _ in range(3)), lb)
+    inputs = (leaf(B, T, H, D), leaf(B, T, H, D), leaf(B, T, H, D, shift=gate_shift), lb)
     if op == "hgrn2-2d":
         side = math.isqrt(T)
         if side * side != T:
@@ -68,9 +69,9 @@ def _op(op: str, shape: tuple[int, ...]):
     return (lambda q, v, z, lb: ops.hgrn2_recurrence(q, v, z, lb, scale=D**-0.5)[0]), inputs
 
 
-def _time(op: str, shape: tuple[int, ...], config: str) -> dict:
+def _time(op: str, shape: tuple[int, ...], config: str, gate_shift: float) -> dict:
     os.environ[_env(op, shape)] = config
-    fn, inputs = _op(op, shape)
+    fn, inputs = _op(op, shape, gate_shift)
     grad = torch.randn_like(inputs[0])
 
     def fwd():
@@ -84,6 +85,7 @@ def _time(op: str, shape: tuple[int, ...], config: str) -> dict:
     fwd_kernels, kernels = _kernel_times(fwd), _kernel_times(fwd_bwd)
     return {
         "config": config,
+        "gate_shift": gate_shift,
         "fwd_ms": do_bench(fwd, warmup=25, rep=100, return_mode="median"),
         "fwd_bwd_ms": do_bench(fwd_bwd, warmup=25, rep=100, return_mode="median"),
         "fwd_kernels_total_ms": round(sum(fwd_kernels.values()), 4),
@@ -106,6 +108,7 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m hgrn.bench.sweep", description=__doc__)
     p.add_argument("--op", choices=sorted(ENV), default="hgrn2")
     p.add_argument("--shape", default="8x2048x16x128")
+    p.add_argument("--gate-shift", type=float, default=0.0, help="added to HGRN2's gate logits (-12: steep gates)")
     p.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("configs", nargs="*", default=[""])
     args = p.parse_args()
@@ -120,7 +123,7 @@ def main() -> None:
         list(pool.map(lambda c: subprocess.run([*cmd, c], check=False), args.configs))
     for config in args.configs:
         try:
-            print(json.dumps(_time(args.op, shape, config)), flush=True)
+            print(json.dumps(_time(args.op, shape, config, args.gate_shift)), flush=True)
         except Exception as error:  # a config that fails to compile or run is reported, not fatal
             print(json.dumps({"config": config, "error": repr(error)[:300]}), flush=True)
 
