@@ -2,42 +2,35 @@
 
 from __future__ import annotations
 
-from hgrn.bench.expand_ratio import markdown
+from hgrn.bench.expand_ratio import CANDIDATES, STEEP_RATIOS, markdown
 
 
-def test_markdown_has_every_row_and_the_steep_gate_ratio():
-    result = {
-        "device": "GPU X",
-        "date": "2026-12-02",
-        "command": "python -m hgrn.bench.expand_ratio",
-        "rows": [
-            {"case": "hgrn1 real scan [B, T, d]", "ratio": None, "fwd_ms": 0.08, "fwd_bwd_ms": 0.5},
-            {"case": "ours (hgrn.ops)", "ratio": 1, "fwd_ms": 1.9, "fwd_bwd_ms": 4.6},
-            {"case": "chunk kernels forced", "ratio": 1, "fwd_ms": 6.6, "fwd_bwd_ms": 34.6},
-        ],
-        "steep_gates": [
-            {"gates": "random", "mean_log_f": -0.81, "fwd_ms": 0.24, "fwd_bwd_ms": 1.0},
-            {"gates": "shift -8", "mean_log_f": -8.0, "fwd_ms": 1.5, "fwd_bwd_ms": 5.05},
-        ],
-    }
+def _steep(ratio: int, tiles: str, random_ms: float, shifted_ms: float) -> list[dict]:
+    timed = [("random", -0.81, random_ms), ("shift -8", -8.0, shifted_ms)]
+    return [
+        {"ratio": ratio, "tiles": tiles, "gates": gates, "mean_log_f": log_f, "fwd_ms": 0.3, "fwd_bwd_ms": ms,
+         "fwd_bwd_kernels_ms": ms / 2}
+        for gates, log_f, ms in timed
+    ]  # fmt: skip
+
+
+def test_markdown_has_every_row_and_each_series_against_its_own_random_gates():
+    rows = [
+        {"case": "hgrn1 real scan [B, T, d]", "ratio": None, "fwd_ms": 0.08, "fwd_bwd_ms": 0.5,
+         "fwd_bwd_kernels_ms": 0.4},
+        {"case": "ours (hgrn.ops)", "ratio": 1, "fwd_ms": 1.9, "fwd_bwd_ms": 4.6, "fwd_bwd_kernels_ms": 4.2},
+        {"case": "chunk kernels forced", "ratio": 1, "fwd_ms": 6.6, "fwd_bwd_ms": 34.6},
+    ]  # fmt: skip
+    steep = _steep(16, "rule", 2.0, 3.0) + _steep(16, "pwarps=2", 1.6, 4.0) + _steep(128, "rule", 1.0, 5.05)
+    result = {"device": "GPU X", "date": "2026-12-02", "command": "c", "rows": rows, "steep_gates": steep}
     text = markdown(result)
     assert "GPU X, 2026-12-02" in text
-    assert "| hgrn1 real scan [B, T, d] | - | 0.080 | 0.500 |" in text
-    assert "| chunk kernels forced | 1 | 6.600 | 34.600 |" in text
-    assert "| shift -8 | -8.00 | 1.500 | 5.050 | 5.05x |" in text
-    assert "paths split" not in text  # a run that timed the rule only
+    assert "| hgrn1 real scan [B, T, d] | - | 0.080 | 0.500 | 0.400 |" in text
+    assert "| chunk kernels forced | 1 | 6.600 | 34.600 | - |" in text  # a row timed without its kernels
+    assert "| 16 | rule | shift -8 | -8.00 | 0.300 | 3.000 | 1.50x | 1.500 | 1.50x |" in text
+    assert "| 16 | pwarps=2 | shift -8 | -8.00 | 0.300 | 4.000 | 2.50x | 2.000 | 2.50x |" in text  # its own random
+    assert "| 128 | rule | shift -8 | -8.00 | 0.300 | 5.050 | 5.05x | 2.525 | 5.05x |" in text
 
 
-def test_markdown_has_the_split_steep_table_when_timed():
-    steep = [
-        {"gates": "random", "mean_log_f": -0.81, "fwd_ms": 0.24, "fwd_bwd_ms": 1.0, "split_fwd_ms": 0.2,
-         "split_fwd_bwd_ms": 0.8},
-        {"gates": "shift -8", "mean_log_f": -8.0, "fwd_ms": 0.3, "fwd_bwd_ms": 1.2, "split_fwd_ms": 0.3,
-         "split_fwd_bwd_ms": 1.2},
-    ]  # fmt: skip
-    result = {"device": "GPU X", "date": "2026-12-05", "command": "c", "rows": [], "steep_gates": steep,
-              "split_tiles": "SPLIT=1,SCAN=1"}  # fmt: skip
-    text = markdown(result)
-    assert "paths split (SPLIT=1,SCAN=1):" in text
-    assert "| shift -8 | -8.00 | 0.300 | 1.200 | 1.20x |" in text  # the rule, against its random gates
-    assert "| shift -8 | 0.300 | 1.200 | 1.50x |" in text  # split, against its own random gates
+def test_every_candidate_is_timed_under_steep_gates():
+    assert set(CANDIDATES) <= set(STEEP_RATIOS)

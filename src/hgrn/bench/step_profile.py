@@ -39,19 +39,16 @@ def group_of(kernel: str) -> str:
     return next((group for group, keys in GROUPS if any(k in name for k in keys)), "other")
 
 
+def kernel_ms(fn: Callable[[], object], repeats: int = 5) -> dict[str, float]:
+    """CUDA ms per call of each kernel `fn` launches (mean over `repeats` calls), by kernel name: the GPU's time
+    alone, where a timed loop at small sizes also times the host's launches."""
+    kernels = _kernels(fn, repeats, cuda=True)
+    return {e.key: e.self_device_time_total / repeats / 1e3 for e in kernels}
+
+
 def profile_steps(step: Callable[[], None], cuda: bool, steps: int = 2, top: int = 15) -> str:
     """Run `steps` steps under the profiler; Markdown: GPU ms per step by group, then the `top` kernels."""
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
-        for _ in range(steps):
-            step()
-        if cuda:
-            torch.cuda.synchronize()
-    kernels = [
-        e
-        for e in prof.key_averages()
-        if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0 and not _is_annotation(e)
-    ]
+    kernels = _kernels(step, steps, cuda)
     total_us = sum(e.self_device_time_total for e in kernels) or 1.0
     groups: dict[str, float] = defaultdict(float)
     for e in kernels:
@@ -68,6 +65,21 @@ def profile_steps(step: Callable[[], None], cuda: bool, steps: int = 2, top: int
             f"| `{name}` | {group_of(e.key)} | {e.count / steps:.0f} | {us / 1e3 / steps:.2f} | {us / total_us:.1%} |"
         )
     return "\n".join(lines)
+
+
+def _kernels(fn: Callable[[], object], calls: int, cuda: bool) -> list:
+    """The profiler's kernel events (totals over `calls` calls of `fn`), annotations left out."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+        if cuda:
+            torch.cuda.synchronize()
+    return [
+        e
+        for e in prof.key_averages()
+        if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0 and not _is_annotation(e)
+    ]
 
 
 def _is_annotation(event: object) -> bool:

@@ -25,6 +25,7 @@ import torch
 from triton.testing import do_bench
 
 from hgrn import ops
+from hgrn.bench.step_profile import kernel_ms
 from hgrn.ops.triton.small_head import SMALL_HEAD_MAX
 
 ENV = {
@@ -82,7 +83,10 @@ def _time(op: str, shape: tuple[int, ...], config: str, gate_shift: float) -> di
         return torch.autograd.grad(fn(*inputs), inputs, grad)
 
     fwd(), fwd_bwd()
-    fwd_kernels, kernels = _kernel_times(fwd), _kernel_times(fwd_bwd)
+    fwd_kernels, kernels = kernel_ms(fwd), kernel_ms(fwd_bwd)
+    shown: dict[str, float] = {}  # names cut to 40 characters; kernels that share those are summed
+    for name, ms in kernels.items():
+        shown[name[:40]] = round(shown.get(name[:40], 0.0) + ms, 4)
     return {
         "config": config,
         "gate_shift": gate_shift,
@@ -90,18 +94,8 @@ def _time(op: str, shape: tuple[int, ...], config: str, gate_shift: float) -> di
         "fwd_bwd_ms": do_bench(fwd_bwd, warmup=25, rep=100, return_mode="median"),
         "fwd_kernels_total_ms": round(sum(fwd_kernels.values()), 4),
         "kernels_total_ms": round(sum(kernels.values()), 4),
-        "kernels_ms": kernels,
+        "kernels_ms": shown,
     }
-
-
-def _kernel_times(fn, repeats: int = 5) -> dict[str, float]:
-    """CUDA ms per call of each kernel `fn` launches (torch.profiler, mean over `repeats` calls)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(repeats):
-            fn()
-        torch.cuda.synchronize()
-    events = [e for e in prof.key_averages() if e.device_time_total]
-    return {e.key[:40]: round(e.device_time_total / repeats / 1e3, 4) for e in events}
 
 
 def main() -> None:
