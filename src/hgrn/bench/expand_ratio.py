@@ -36,7 +36,9 @@ FUSIONS = {"fused": "FUSE=1,INLINE_DA=1", "unfused": "FUSE=0,INLINE_DA=0"}
 # chunk-parallel programs on 2 warps; the paths split (the fast pass, then the chunks it listed steep) with the
 # backward's chunk sums by a scan
 CANDIDATES = {16: "pwarps=2", 32: "SPLIT=1,SCAN=1,pwarps=2", 64: "SPLIT=1"}
-STEEP_RATIOS = (16, 32, 64, 128)  # the rule splits the paths at 16; the candidates at 32 and 64
+# the chunked ratios (steep chunks take the blocked path at each; the rule splits the paths at 16, the candidates
+# at 32 and 64)
+STEEP_RATIOS = (16, 32, 64, 128)
 STEEP_LOG_F = (-2, -4, -8, -12, -16, -20, -24)
 
 

@@ -1,5 +1,6 @@
 """Where a training step's GPU time goes (the LM and ViT step benchmarks): torch.profiler over a few steps, as
-Markdown tables of kernel groups and of the top kernels by GPU time (per step)."""
+Markdown tables of kernel groups and of the top kernels by GPU time (per step); and the kernel time of one call
+(the op benchmarks, whose timed loops at small sizes also time the host)."""
 
 from __future__ import annotations
 
