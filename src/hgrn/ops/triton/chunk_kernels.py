@@ -74,6 +74,12 @@ def _chunk_index(p, c, h, NCH, H: tl.constexpr, K: tl.constexpr):
 
 
 @triton.jit
+def _chunk_decay(gl, p, c, h, NCH, ck, H: tl.constexpr, K: tl.constexpr):
+    """e^{g_C}: chunk c's decay over its steps, columns ck (from prep's per-chunk log decays gl)."""
+    return tl.exp(tl.load(gl + _chunk_index(p, c, h, NCH, H, K) + ck, mask=ck < K, other=0.0))
+
+
+@triton.jit
 def _chunk_rows(c, n, bos, h, H: tl.constexpr, C: tl.constexpr, REVERSE: tl.constexpr, FULL: tl.constexpr):
     """Chunk c of head h as (row, each row's token offset (int32), which rows exist): row (int64) is the chunk's first
     token's row of head h, so that in a token-major [.., H, w] tensor the chunk's [C, w] tile starts at ptr + row * w
@@ -187,7 +193,7 @@ def walk_fwd_kernel(qi, ks, a, v, do, gl, out, h0, ht, dstates, starts, cu, T, N
         row, tok, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, EVEN)
         kst = operand(load_block(ks + row * K, tok, valid, H * K, ck, K), DOT)
         vt = operand(load_block(v + row * V, tok, valid, H * V, cv, V), DOT)
-        decay = tl.exp(tl.load(gl + _chunk_index(p, c, h, NCH, H, K) + ck, mask=ck < K, other=0.0))
+        decay = _chunk_decay(gl, p, c, h, NCH, ck, H, K)
         if MODE == 0:
             qit = operand(load_block(qi + row * K, tok, valid, H * K, ck, K), DOT)
             At = operand(load_block(a + row * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
@@ -254,7 +260,7 @@ def walk_rev_kernel(qi, ks, a, v, do, gl, dv, xk, dstates, dht, dh0, cu, T, NS, 
         row, tok, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, EVEN)
         qit = operand(load_block(qi + row * K, tok, valid, H * K, ck, K), DOT)
         dot = operand(load_block(do + row * V, tok, valid, H * V, cv, V), DOT)
-        decay = tl.exp(tl.load(gl + _chunk_index(p, c, h, NCH, H, K) + ck, mask=ck < K, other=0.0))
+        decay = _chunk_decay(gl, p, c, h, NCH, ck, H, K)
         if MODE == 0:
             kst = operand(load_block(ks + row * K, tok, valid, H * K, ck, K), DOT)
             At = operand(load_block(a + row * C, tok, valid, H * C, tl.arange(0, C), C), DOT)
