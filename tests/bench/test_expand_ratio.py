@@ -17,7 +17,7 @@ def _steep(ratio: int, tiles: str, random_ms: float, shifted_ms: float) -> list[
 def test_markdown_has_every_row_and_each_series_against_its_own_random_gates():
     rows = [
         {"case": "hgrn1 real scan [B, T, d]", "ratio": None, "fwd_ms": 0.08, "fwd_bwd_ms": 0.5,
-         "fwd_bwd_kernels_ms": 0.4},
+         "fwd_bwd_kernels_ms": 0.4, "fwd_graph_ms": 0.07, "fwd_bwd_graph_ms": 0.3},
         {"case": "ours (hgrn.ops)", "ratio": 1, "fwd_ms": 1.9, "fwd_bwd_ms": 4.6, "fwd_bwd_kernels_ms": 4.2},
         {"case": "chunk kernels forced", "ratio": 1, "fwd_ms": 6.6, "fwd_bwd_ms": 34.6},
     ]  # fmt: skip
@@ -25,8 +25,9 @@ def test_markdown_has_every_row_and_each_series_against_its_own_random_gates():
     result = {"device": "GPU X", "date": "2026-12-02", "command": "c", "rows": rows, "steep_gates": steep}
     text = markdown(result)
     assert "GPU X, 2026-12-02" in text
-    assert "| hgrn1 real scan [B, T, d] | - | 0.080 | 0.500 | 0.400 |" in text
-    assert "| chunk kernels forced | 1 | 6.600 | 34.600 | - |" in text  # a row timed without its kernels
+    assert "| hgrn1 real scan [B, T, d] | - | 0.080 | 0.500 | 0.400 | 0.070 | 0.300 |" in text
+    assert "| ours (hgrn.ops) | 1 | 1.900 | 4.600 | 4.200 | - | - |" in text  # no graph replay (capture failed)
+    assert "| chunk kernels forced | 1 | 6.600 | 34.600 | - | - | - |" in text  # a row timed without its kernels
     assert "| 16 | rule | shift -8 | -8.00 | 0.300 | 3.000 | 1.50x | 1.500 | 1.50x |" in text
     assert "| 16 | pwarps=2 | shift -8 | -8.00 | 0.300 | 4.000 | 2.50x | 2.000 | 2.50x |" in text  # its own random
     assert "| 128 | rule | shift -8 | -8.00 | 0.300 | 5.050 | 5.05x | 2.525 | 5.05x |" in text

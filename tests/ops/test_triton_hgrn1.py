@@ -121,12 +121,34 @@ def test_interpreted_chained_aggregates_only(monkeypatch, complex_valued, revers
 
 
 @cpu_only
-def test_dense_batches_take_the_chained_forward(monkeypatch):
-    log = record_launches(monkeypatch, hgrn1_scan, ("_fwd_kernel", "_fwd_chained_kernel"))
+def test_dense_batches_take_the_chained_kernels(monkeypatch):
+    """Dense batches run the chained forward and backward, packed ones the sequential kernels; bwd=0 (an A/B switch)
+    sends a dense batch's backward to the sequential kernel."""
+    names = ("_fwd_kernel", "_fwd_chained_kernel", "_bwd_kernel", "_bwd_chained_kernel")
+    log = record_launches(monkeypatch, hgrn1_scan, names)
     inputs = make_inputs(1, 12, 8, complex_valued=False, h0=False, seed=19)
-    scan(inputs["x"].float(), inputs["log_f"].float(), None, output_final_state=False)
-    scan(inputs["x"].float(), inputs["log_f"].float(), None, output_final_state=False, cu_seqlens=torch.tensor([0, 12]))
-    assert log == ["_fwd_chained_kernel", "_fwd_kernel"]
+    x, log_f = inputs["x"].float().requires_grad_(), inputs["log_f"].float()
+    scan(x, log_f, None, output_final_state=False)[0].sum().backward()
+    scan(x, log_f, None, output_final_state=False, cu_seqlens=torch.tensor([0, 12]))[0].sum().backward()
+    monkeypatch.setenv("HGRN_SCAN_TILES", "bwd=0")
+    scan(x, log_f, None, output_final_state=False)[0].sum().backward()
+    assert log == ["_fwd_chained_kernel", "_bwd_chained_kernel", "_fwd_kernel", "_bwd_kernel", "_fwd_chained_kernel",
+                   "_bwd_kernel"]  # fmt: skip
+
+
+@cpu_only
+@pytest.mark.usefixtures("poisoned_workspace")
+@pytest.mark.parametrize("complex_valued", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize(
+    ("tiles", "reverse"), [("BT=8,BD=16,bBT=4,bBD=8", True), ("BT=8,BD=8,bwd=0", False)],
+    ids=["backward-tiles", "sequential-backward"],
+)  # fmt: skip
+def test_interpreted_backward_tiles_and_sequential_switch(monkeypatch, complex_valued, tiles, reverse):
+    """The chained backward on tiles of its own (48 steps, 32 channels: whole tiles of 4 x 8 under 8 x 16 forward
+    tiles), and a dense batch's backward on the sequential kernel (bwd=0), against the reference."""
+    monkeypatch.setenv("HGRN_SCAN_TILES", tiles)
+    inputs = make_inputs(2, 48, 32, complex_valued=complex_valued, gate_shift=4.0, seed=29)
+    check(scan, inputs, torch.float32, 1e-5, reverse=reverse)
 
 
 @cpu_only
@@ -155,8 +177,9 @@ def hgrn2_inputs(kind, B, T, H, *, gates="normal", h0=True, device="cpu", seed=0
 @pytest.mark.parametrize(
     ("kind", "tiles", "reverse", "h0"),
     [("hgrn2_lb", "BT=8,BD=8", False, True), ("hgrn2_lb", "BT=8,BD=16", True, False),
-     ("hgrn2", "BT=8,BD=8,prefix=0", True, True), ("hgrn2_lb", "", False, True)],
-    ids=["partial-tiles", "whole-tiles-rev", "aggregates-only", "rule"],
+     ("hgrn2", "BT=8,BD=8,prefix=0", True, True), ("hgrn2_lb", "", False, True),
+     ("hgrn2_lb", "BT=8,BD=16,bBT=4,bBD=8", False, True), ("hgrn2_lb", "BT=8,BD=8,bwd=0", True, True)],
+    ids=["partial-tiles", "whole-tiles-rev", "aggregates-only", "rule", "backward-tiles", "sequential-backward"],
 )  # fmt: skip
 def test_interpreted_hgrn2_head_size_one(monkeypatch, kind, tiles, reverse, h0):
     """hgrn.ops.hgrn2_recurrence at K = V = 1 takes the chained scan (the small-head kernels are never called):

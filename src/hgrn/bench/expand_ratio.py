@@ -9,8 +9,9 @@ FUSE=0,INLINE_DA=0: prep + walk, da through memory; the A/B that sets the plan's
 rule at its ratio (CANDIDATES), and the HGRN1 real scan at [B, T, d] (the element-wise floor of ratio 1). Then the
 steep-gate sweep at the ratios whose chunked kernels take gate-dependent paths: gate logits shifted so that the mean
 log f per step runs from -2 to -24, against random gates, by the rule and by the candidate there. Forward and
-forward + backward, median ms (triton.testing.do_bench), and the CUDA time of the forward + backward's kernels
-(torch.profiler): at these sizes the timed loop also times the host's launches, the kernel sum the GPU alone.
+forward + backward, median ms (triton.testing.do_bench), the CUDA time of the forward + backward's kernels
+(torch.profiler), and both replayed from CUDA graphs (the expand-ratio rows): at these sizes the timed loop also
+times the host's launches, the kernel sum and the graph replay the GPU alone.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 
 from hgrn import ops
 from hgrn.bench.report import dated_record, write_dated
+from hgrn.bench.runner import graph_ms
 from hgrn.bench.step_profile import kernel_ms
 
 B, T, D = 8, 2048, 2048
@@ -42,8 +44,9 @@ STEEP_RATIOS = (16, 32, 64, 128)
 STEEP_LOG_F = (-2, -4, -8, -12, -16, -20, -24)
 
 
-def _time(forward: Callable[[], torch.Tensor], leaves: list[torch.Tensor]) -> dict[str, float]:
-    """Forward and forward + backward ms (medians), and the forward + backward's kernel time."""
+def _time(forward: Callable[[], torch.Tensor], leaves: list[torch.Tensor], graphs: bool = True) -> dict[str, float]:
+    """Forward and forward + backward ms (medians), the forward + backward's kernel time, and (graphs) both replayed
+    from CUDA graphs (runner.graph_ms: no launches by the host, as a training step under CUDA graphs runs them)."""
     from triton.testing import do_bench
 
     grad = torch.randn_like(forward())
@@ -52,12 +55,19 @@ def _time(forward: Callable[[], torch.Tensor], leaves: list[torch.Tensor]) -> di
         torch.autograd.grad(forward(), leaves, grad)
 
     with torch.no_grad():
-        fwd = do_bench(forward)
-    kernels = sum(kernel_ms(both).values())
-    return {"fwd_ms": fwd, "fwd_bwd_ms": do_bench(both), "fwd_bwd_kernels_ms": kernels}
+        timed = {"fwd_ms": do_bench(forward)}
+        if graphs:
+            timed["fwd_graph_ms"] = graph_ms(forward)
+    timed["fwd_bwd_ms"] = do_bench(both)
+    timed["fwd_bwd_kernels_ms"] = sum(kernel_ms(both).values())
+    if graphs:
+        timed["fwd_bwd_graph_ms"] = graph_ms(both)
+    return {k: v for k, v in timed.items() if v is not None}
 
 
-def _hgrn2(ratio: int, shift: float = 0.0, chunked: bool = False, tiles: str | None = None) -> dict[str, float]:
+def _hgrn2(
+    ratio: int, shift: float = 0.0, chunked: bool = False, tiles: str | None = None, graphs: bool = True
+) -> dict[str, float]:
     """`_time`'s of HGRN2 at this expand ratio (head size), with the mean log f; chunked forces the chunk kernels,
     tiles overrides their rule (HGRN_CHUNK_TILES, which the plan reads at every call)."""
     H = D // ratio
@@ -77,7 +87,7 @@ def _hgrn2(ratio: int, shift: float = 0.0, chunked: bool = False, tiles: str | N
             return ops.hgrn2_recurrence(q, v, z, lb, scale=ratio**-0.5)[0]
 
     with mock.patch.dict(os.environ, {} if tiles is None else {"HGRN_CHUNK_TILES": tiles}):
-        timed = _time(forward, [q, v, z, lb])
+        timed = _time(forward, [q, v, z, lb], graphs)
     return {**timed, "mean_log_f": F.logsigmoid(z.detach().float()).mean().item()}
 
 
@@ -107,7 +117,7 @@ def run() -> dict:
         for tiles in [None] + ([CANDIDATES[ratio]] if ratio in CANDIDATES else []):
             for target in (None, *STEEP_LOG_F):
                 gates = "random" if target is None else f"shift {target}"
-                timed = _hgrn2(ratio, shift=0.0 if target is None else float(target), tiles=tiles)
+                timed = _hgrn2(ratio, shift=0.0 if target is None else float(target), tiles=tiles, graphs=False)
                 steep.append({"ratio": ratio, "tiles": tiles or "rule", "gates": gates, **timed})
         print(f"steep gates at ratio {ratio} done", flush=True)
     return dated_record(
@@ -129,13 +139,15 @@ def markdown(result: dict) -> str:
     lines = [
         f"# HGRN2 op by expand ratio and gate steepness, {result['device']}, {result['date']}",
         "",
-        f"`{result['command']}`: B {B}, T {T}, d {D}, bf16; median ms (triton.testing.do_bench), and the CUDA time of",
-        "the forward + backward's kernels (torch.profiler; the timed loop also times the host's launches).",
+        f"`{result['command']}`: B {B}, T {T}, d {D}, bf16; median ms (triton.testing.do_bench), the CUDA time of the",
+        "forward + backward's kernels (torch.profiler), and each replayed from a CUDA graph (triton's",
+        "do_bench_cudagraph): the timed loop also times the host's launches, the graph replay the GPU alone.",
         "",
-        "| case | expand ratio | fwd ms | fwd+bwd ms | fwd+bwd kernels ms |",
-        "|---|---|---|---|---|",
+        "| case | expand ratio | fwd ms | fwd+bwd ms | fwd+bwd kernels ms | fwd graph ms | fwd+bwd graph ms |",
+        "|---|---|---|---|---|---|---|",
         *(
-            f"| {r['case']} | {ratio(r)} | {ms(r, 'fwd_ms')} | {ms(r, 'fwd_bwd_ms')} | {ms(r, 'fwd_bwd_kernels_ms')} |"
+            f"| {r['case']} | {ratio(r)} | {ms(r, 'fwd_ms')} | {ms(r, 'fwd_bwd_ms')} | {ms(r, 'fwd_bwd_kernels_ms')} | "
+            f"{ms(r, 'fwd_graph_ms')} | {ms(r, 'fwd_bwd_graph_ms')} |"
             for r in result["rows"]
         ),
         "",

@@ -27,7 +27,7 @@ GROUPS = (
 OUR_RECURRENCE_KERNELS = (
     "prep_kernel", "walk_fwd_kernel", "infer_kernel", "walk_rev_kernel", "pairs_kernel", "intra_bwd_kernel",
     "segment_combine_kernel",  # chunk
-    "_fwd_kernel", "_fwd_chained_kernel", "_bwd_kernel",  # hgrn1_scan
+    "_fwd_kernel", "_fwd_chained_kernel", "_bwd_kernel", "_bwd_chained_kernel",  # hgrn1_scan
     "fwd_kernel", "bwd_kernel",  # small_head_scan
     "line_fwd_kernel", "line_bwd_kernel", "line_fallback_fwd_kernel", "line_fallback_bwd_kernel",  # small_head_lines
 )  # fmt: skip

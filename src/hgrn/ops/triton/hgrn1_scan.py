@@ -6,10 +6,10 @@ gets the state entering it from the tiles before it in time: their published agg
 prefix it meets. x and log f are read once and h written once, the memory floor of the op, and every tile is in
 flight at once instead of ~2 sequential walkers per multiprocessor (a walk over T is latency bound).
 
-Packed batches (cu_seqlens) keep the sequential kernel: one program owns BD channels of one sequence and streams
-[BT, BD] tiles through it, the carried h applied after each tile's scan. The backward (sequential, both cases) runs
-the same scan over the reversed sequence on (conj a_{t+1}, do_t), then forms dlog f_t = <dh_t, a_t h_{t-1}> and
-dtheta_t = <dh_t, i a_t h_{t-1}> from the saved output.
+Packed batches (cu_seqlens) keep the sequential kernels: one program owns BD channels of one sequence and streams
+[BT, BD] tiles through it, the carried h applied after each tile's scan. The backward runs the same scan backwards
+in time on (conj a_{t+1}, do_t), chained for dense batches and sequential for packed ones, and forms
+dlog f_t = <dh_t, a_t h_{t-1}> and dtheta_t = <dh_t, i a_t h_{t-1}> from the saved output in the same pass.
 
 HGRN2 at expand ratio 1 (heads of one channel: `hgrn2_head_size_one`) is the real scan with x = k v: the same
 kernels (GATED) form f and k from the gate logits, store o = scale q h, and save h for the backward, which forms dq,
@@ -180,31 +180,89 @@ def _gate(z, lbv):
     return f, k, (1.0 - lbv) * s * ns, ns
 
 
+@triton.jit
+def _ticket(flags, NSEQ, NCB: tl.constexpr):
+    """The next ticket of a chained launch and its tile: (ticket, time block, index within the time block, sequence,
+    channel block). Tickets run time-major, so a tile waits only on tiles whose programs already hold a ticket: no
+    deadlock whatever order blocks are scheduled in."""
+    ticket = tl.atomic_add(flags, 1, sem="relaxed")
+    per_tb = NSEQ * NCB  # tiles per time block
+    tb = ticket // per_tb
+    r = ticket - tb * per_tb
+    p = r // NCB
+    return ticket, tb, r, p, r - p * NCB
+
+
+@triton.jit
+def _chain(flags, ws, ticket, tb, r, NSEQ, n_tb, row, dm, la_r, la_i, lb_r, lb_i, base_r, base_i, D: tl.constexpr,
+           NCB: tl.constexpr, W: tl.constexpr, COMPLEX: tl.constexpr, PUBLISH_PREFIX: tl.constexpr):  # fmt: skip
+    """Decoupled look-back of the tile of `ticket` (time block tb, index r within it), whose steps compose to the map
+    y -> la y + lb: publish that aggregate, compose the aggregates of the tiles before it in time down to the first
+    published inclusive prefix (or base, the state entering time block 0), publish this tile's prefix. Returns the
+    states entering and leaving the tile (re, im; real: im = 0).
+
+    flags[1 + tile] says what a tile has published: 0 nothing, 1 its aggregate, 2 its inclusive prefix. ws holds
+    three slots (aggregate a, aggregate b, prefix) of [time block, sequence, D, W] fp32 values; row is the offset of
+    this tile's channels within a time block. PUBLISH_PREFIX=False publishes aggregates only, so every look-back
+    walks to the start (a test of the chaining)."""
+    per_tb = NSEQ * NCB
+    slot = n_tb.to(tl.int64) * NSEQ * D * W  # workspace elements per slot
+    own = ws + tb.to(tl.int64) * NSEQ * D * W + row
+    flag = flags + 1 + ticket
+    if PUBLISH_PREFIX:  # noqa: SIM108 (Triton: constexpr branch)
+        need_aggregate = tb > 0  # the first time block publishes its prefix straight away
+    else:
+        need_aggregate = tb >= 0
+    if need_aggregate:
+        _store_state(own, la_r, la_i, dm, COMPLEX)
+        _store_state(own + slot, lb_r, lb_i, dm, COMPLEX)
+        _release(flag, 1)
+
+    # look back: h_in = acc_a * base + acc_b, acc the composed aggregates of time blocks j+1 .. tb-1
+    acc_ar, acc_ai = tl.zeros_like(la_r) + 1.0, tl.zeros_like(la_r)
+    acc_br, acc_bi = tl.zeros_like(la_r), tl.zeros_like(la_r)
+    j = tb - 1
+    while j >= 0:
+        fj = flags + 1 + j * per_tb + r
+        state = tl.atomic_add(fj, 0, sem="acquire")
+        while state == 0:
+            state = tl.atomic_add(fj, 0, sem="acquire")
+        pj = ws + j.to(tl.int64) * NSEQ * D * W + row
+        if state == 2:
+            base_r, base_i = _load_state(pj + 2 * slot, dm, COMPLEX, True)
+            j = -1
+        else:
+            a_r, a_i = _load_state(pj, dm, COMPLEX, True)
+            b_r, b_i = _load_state(pj + slot, dm, COMPLEX, True)
+            t_r, t_i = _cmul(acc_ar, acc_ai, b_r, b_i, COMPLEX)
+            acc_br, acc_bi = acc_br + t_r, acc_bi + t_i
+            acc_ar, acc_ai = _cmul(acc_ar, acc_ai, a_r, a_i, COMPLEX)
+            j -= 1
+    h_r, h_i = _cmul(acc_ar, acc_ai, base_r, base_i, COMPLEX)
+    h_r, h_i = h_r + acc_br, h_i + acc_bi
+    e_r, e_i = _cmul(la_r, la_i, h_r, h_i, COMPLEX)  # the state after this tile
+    e_r, e_i = e_r + lb_r, e_i + lb_i
+    if PUBLISH_PREFIX:
+        _store_state(own + 2 * slot, e_r, e_i, dm, COMPLEX)
+        _release(flag, 2)
+    return h_r, h_i, e_r, e_i
+
+
 @entry(do_not_specialize=["T", "NSEQ"])
 def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, q, lb, hs, scale, T, NSEQ, D: tl.constexpr,
                         BT: tl.constexpr, BD: tl.constexpr, COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
                         HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, PUBLISH_PREFIX: tl.constexpr,
                         EVEN: tl.constexpr, GATED: tl.constexpr, HAS_LB: tl.constexpr,
                         SAVE_H: tl.constexpr):  # fmt: skip
-    """One [BT, BD] tile of one sequence per program; tiles chained in time by decoupled look-back.
+    """One [BT, BD] tile of one sequence per program; tiles chained in time by decoupled look-back (_chain).
 
     GATED: HGRN2 at head size 1 (real): x holds v, g the gate logits z (lower bound lb if HAS_LB), and the tile
-    stores o = scale q h instead of h, and h into hs (SAVE_H, for the backward).
-
-    flags[0] hands out tickets, flags[1 + tile] says what tile has published: 0 nothing, 1 its aggregate (the affine
-    map of its BT steps), 2 its inclusive prefix (the state after its last step). Tickets run time-major, so a tile
-    waits only on tiles whose programs already hold a ticket: no deadlock whatever order blocks are scheduled in.
-    ws holds three slots (aggregate a, aggregate b, prefix) of [time block, sequence, D, W] fp32 values.
-    PUBLISH_PREFIX=False publishes aggregates only, so every look-back walks to the start (a test of the chaining).
+    stores o = scale q h instead of h, and h into hs (SAVE_H, for the backward). flags[0] hands out tickets
+    (_ticket), ws is the look-back's workspace.
     """
     NCB: tl.constexpr = (D + BD - 1) // BD
     W: tl.constexpr = 2 if COMPLEX else 1
-    ticket = tl.atomic_add(flags, 1, sem="relaxed")
-    per_tb = NSEQ * NCB  # tiles per time block
-    tb = ticket // per_tb
-    r = ticket - tb * per_tb
-    p = r // NCB
-    cb = r - p * NCB
+    ticket, tb, r, p, cb = _ticket(flags, NSEQ, NCB)
     n_tb = tl.cdiv(T, BT)
     # Two channels per thread and every row of them in its registers: the scan down the tile is serial in-thread.
     cd = cb * BD + tl.max_contiguous(tl.multiple_of(tl.arange(0, BD), 2), 2)
@@ -237,49 +295,12 @@ def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, q, lb, hs, scale, T, NSE
         la_r, lb_r = _last_row(Ar, BT), _last_row(Br, BT)
         la_i, lb_i = tl.zeros_like(la_r), tl.zeros_like(lb_r)
 
-    slot = n_tb.to(tl.int64) * NSEQ * D * W  # workspace elements per slot
     row = p.to(tl.int64) * D * W + cd * W  # offset of this sequence's channels within a time block
-    own = ws + tb.to(tl.int64) * NSEQ * D * W + row
-    flag = flags + 1 + ticket
-    if PUBLISH_PREFIX:  # noqa: SIM108 (Triton: constexpr branch)
-        need_aggregate = tb > 0  # the first time block publishes its prefix straight away
-    else:
-        need_aggregate = tb >= 0
-    if need_aggregate:
-        _store_state(own, la_r, la_i, dm, COMPLEX)
-        _store_state(own + slot, lb_r, lb_i, dm, COMPLEX)
-        _release(flag, 1)
-
-    # look back: h_in = acc_a * base + acc_b, acc the composed aggregates of time blocks j+1 .. tb-1
-    acc_ar, acc_ai = tl.full([BD], 1.0, tl.float32), tl.zeros([BD], tl.float32)
-    acc_br, acc_bi = tl.zeros([BD], tl.float32), tl.zeros([BD], tl.float32)
     base_r, base_i = tl.zeros([BD], tl.float32), tl.zeros([BD], tl.float32)
     if HAS_H0:
         base_r, base_i = _load_state(h0 + row, dm, COMPLEX, False)
-    j = tb - 1
-    while j >= 0:
-        fj = flags + 1 + j * per_tb + r
-        state = tl.atomic_add(fj, 0, sem="acquire")
-        while state == 0:
-            state = tl.atomic_add(fj, 0, sem="acquire")
-        pj = ws + j.to(tl.int64) * NSEQ * D * W + row
-        if state == 2:
-            base_r, base_i = _load_state(pj + 2 * slot, dm, COMPLEX, True)
-            j = -1
-        else:
-            a_r, a_i = _load_state(pj, dm, COMPLEX, True)
-            b_r, b_i = _load_state(pj + slot, dm, COMPLEX, True)
-            t_r, t_i = _cmul(acc_ar, acc_ai, b_r, b_i, COMPLEX)
-            acc_br, acc_bi = acc_br + t_r, acc_bi + t_i
-            acc_ar, acc_ai = _cmul(acc_ar, acc_ai, a_r, a_i, COMPLEX)
-            j -= 1
-    h_r, h_i = _cmul(acc_ar, acc_ai, base_r, base_i, COMPLEX)
-    h_r, h_i = h_r + acc_br, h_i + acc_bi
-    e_r, e_i = _cmul(la_r, la_i, h_r, h_i, COMPLEX)  # the state after this tile
-    e_r, e_i = e_r + lb_r, e_i + lb_i
-    if PUBLISH_PREFIX:
-        _store_state(own + 2 * slot, e_r, e_i, dm, COMPLEX)
-        _release(flag, 2)
+    h_r, h_i, e_r, e_i = _chain(flags, ws, ticket, tb, r, NSEQ, n_tb, row, dm, la_r, la_i, lb_r, lb_i, base_r,
+                                base_i, D, NCB, W, COMPLEX, PUBLISH_PREFIX)  # fmt: skip
 
     if COMPLEX:
         out_r = Ar * h_r[None, :] - Ai * h_i[None, :] + Br
@@ -294,8 +315,105 @@ def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, q, lb, hs, scale, T, NSE
         _store_values(o, out, out, tok, m, cd, D, COMPLEX)
     if STORE_HT:  # noqa: SIM102 (Triton: constexpr branch)
         if tb == n_tb - 1:
-            s_ptr = ht + p.to(tl.int64) * D * W + cd * W
-            _store_state(s_ptr, e_r, e_i, dm, COMPLEX)
+            _store_state(ht + row, e_r, e_i, dm, COMPLEX)
+
+
+@triton.jit
+def _bwd_scan(g, do, q, tok, tok_next, m, m_next, cd, lbv, cos, sin, scale, D: tl.constexpr, COMPLEX: tl.constexpr,
+              GATED: tl.constexpr):  # fmt: skip
+    """One [BT, BD] tile of the backward's recurrence dh_t = conj(a_{t+1}) dh_{t+1} + do_t (GATED: + scale q_t do_t),
+    rows in processing order (backwards in time), scanned down the tile: the maps of rows 0..i composed, (C, U) (re,
+    im each; real: im unused), and do (re, im). Rows whose following step is absent (m_next) multiply by 1."""
+    if GATED:
+        a_next = _gate(_load_real(g, tok_next, m_next, cd, D), lbv)[0]
+    else:
+        a_next = tl.exp(_load_real(g, tok_next, m_next, cd, D))
+    dor, doi = _load_values(do, tok, m, cd, D, COMPLEX)
+    if COMPLEX:
+        cr = tl.where(m_next, a_next * cos, 1.0)  # conj(a_{t+1})
+        ci = tl.where(m_next, -a_next * sin, 0.0)
+        Cr, Ci, Ur, Ui = tl.associative_scan((cr, ci, dor, doi), 0, _affine_complex)
+    else:
+        x = dor
+        if GATED:
+            x = scale * _load_real(q, tok, m, cd, D) * dor
+        Cr, Ur = tl.associative_scan((tl.where(m_next, a_next, 1.0), x), 0, affine)
+        Ci, Ui = Cr, Ur
+    return Cr, Ci, Ur, Ui, dor, doi
+
+
+@triton.jit
+def _apply(Cr, Ci, Ur, Ui, u, ui, COMPLEX: tl.constexpr):
+    """dh (re, im) of every row of a tile: its composed maps (_bwd_scan) applied to u, the dh entering the tile."""
+    if COMPLEX:
+        return Cr * u[None, :] - Ci * ui[None, :] + Ur, Cr * ui[None, :] + Ci * u[None, :] + Ui
+    else:
+        dh = Cr * u[None, :] + Ur
+        return dh, dh
+
+
+@triton.jit
+def _bwd_grads(g, o, v, dx, dg, dq, dh_r, dh_i, dor, h0r, h0i, tok, tok_prev, m, m_prev, first, cd, lbv, cos, sin,
+               scale, D: tl.constexpr, COMPLEX: tl.constexpr, GATED: tl.constexpr):  # fmt: skip
+    """Store one tile's gradients from its dh and return the sum over its rows of the per-channel parameter's
+    gradient [BD] (dtheta, or the lower bound's for GATED; real: 0). h_{t-1} is the saved o of the preceding step
+    (m_prev), h0 at the first step (first).
+
+    GATED (HGRN2 at head size 1, o = scale q h, h_t = f_t h_{t-1} + k_t v_t): o holds the saved h, dx takes dv and dg
+    dz. dq = scale do h, dv = dh k, and since dL/df = dh h_{t-1} and dL/dk = dh v, dz = df/dz dh (h_{t-1} - v) and
+    dlb = (1 - s) dh (h_{t-1} - v), with no division by f."""
+    hr, hi = _load_values(o, tok_prev, m_prev, cd, D, COMPLEX)
+    hr += tl.where(first, h0r[None, :], 0.0)
+    if COMPLEX:
+        hi += tl.where(first, h0i[None, :], 0.0)
+        a = tl.exp(_load_real(g, tok, m, cd, D))
+        ar, ai = a * cos, a * sin
+        ah_r, ah_i = ar * hr - ai * hi, ar * hi + ai * hr  # a_t h_{t-1}
+        _store_values(dx, dh_r, dh_i, tok, m, cd, D, COMPLEX)
+        dgt = dh_r * ah_r + dh_i * ah_i
+        part = tl.sum(tl.where(m, dh_i * ah_r - dh_r * ah_i, 0.0), 0)
+    elif GATED:
+        _f, k, dfdz, ns = _gate(_load_real(g, tok, m, cd, D), lbv)
+        gap = dh_r * (hr - _load_real(v, tok, m, cd, D))  # dL/df - dL/dk
+        _store_values(dx, dh_r * k, dh_r, tok, m, cd, D, COMPLEX)
+        _store_values(dq, scale * dor * _load_real(o, tok, m, cd, D), dh_r, tok, m, cd, D, COMPLEX)
+        dgt = dfdz * gap
+        part = tl.sum(tl.where(m, ns * gap, 0.0), 0)
+    else:
+        _store_values(dx, dh_r, dh_r, tok, m, cd, D, COMPLEX)
+        dgt = dh_r * tl.exp(_load_real(g, tok, m, cd, D)) * hr
+        part = 0.0
+    tl.store(dg + tok[:, None] * D + cd[None, :], dgt.to(dg.dtype.element_ty), mask=m)
+    return part
+
+
+@triton.jit
+def _store_dh0(g, tok0, n, dh0, u, ui, cd, dm, lbv, cos, sin, D: tl.constexpr, COMPLEX: tl.constexpr,
+               GATED: tl.constexpr):  # fmt: skip
+    """dL/dh0 = conj(a_1) dL/dh_1 at dh0, from u (re, ui), the gradient reaching the first step (token tok0) of a
+    sequence of n steps; an empty sequence passes it through unrotated."""
+    g0 = tl.load(g + tok0 * D + cd, mask=dm & (n > 0), other=0.0).to(tl.float32)
+    if GATED:  # noqa: SIM108 (Triton: constexpr branch)
+        a0 = tl.where(n > 0, _gate(g0, lbv)[0], 1.0)
+    else:
+        a0 = tl.exp(g0)
+    if COMPLEX:
+        ar = tl.where(n > 0, a0 * cos, 1.0)
+        ai = tl.where(n > 0, a0 * sin, 0.0)
+        tl.store(dh0, ar * u + ai * ui, mask=dm)
+        tl.store(dh0 + 1, ar * ui - ai * u, mask=dm)
+    else:
+        tl.store(dh0, a0 * u, mask=dm)
+
+
+@triton.jit
+def _rotation(th, cd, dm, COMPLEX: tl.constexpr):
+    """cos and sin of the channels' angles [BD] (complex), or of 0 (real: unused)."""
+    if COMPLEX:  # noqa: SIM108 (Triton: constexpr branch)
+        theta = tl.load(th + cd, mask=dm, other=0.0).to(tl.float32)
+    else:
+        theta = tl.zeros_like(cd.to(tl.float32))
+    return tl.cos(theta), tl.sin(theta)
 
 
 @entry(do_not_specialize=["T"])
@@ -303,12 +421,9 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, q, v, lb, dq, scale
                 BT: tl.constexpr, BD: tl.constexpr, COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
                 IS_VARLEN: tl.constexpr, HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr, GATED: tl.constexpr,
                 HAS_LB: tl.constexpr):  # fmt: skip
-    """Rows r run backwards in time: r = 0 is the forward pass's last step, r + 1 its previous one.
-
-    GATED (HGRN2 at head size 1, o = scale q h, h_t = f_t h_{t-1} + k_t v_t): g holds the gate logits z, o the
-    saved h, do the gradient of o; stores dv into dx, dz into dg, dq, and per sequence the lower bound's sums into
-    dth. With dh_t the gradient reaching h_t: dq = scale do h, dv = dh k, and since dL/df = dh h_{t-1} and
-    dL/dk = dh v, dz = df/dz dh (h_{t-1} - v) and dlb = (1 - s) dh (h_{t-1} - v), with no division by f."""
+    """Packed batches: one program walks BD channels of one sequence backwards in time, tile by tile (rows r: r = 0
+    is the forward pass's last step, r + 1 its previous one), carrying dh. Stores the gradients (_bwd_grads), per
+    sequence the sums of the per-channel parameter's gradient into dth, and dh0."""
     idt, p = tl.program_id(0), tl.program_id(1)
     bos, n = seq_span(p, cu, T, 1, T, IS_VARLEN)
     cd = idt * BD + tl.arange(0, BD)
@@ -323,11 +438,8 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, q, v, lb, dq, scale
         u, ui = _load_state(dht + s_ptr, dm, COMPLEX, False)
     if HAS_H0:
         h0r, h0i = _load_state(h0 + s_ptr, dm, COMPLEX, False)
-    if COMPLEX:
-        theta = tl.load(th + cd, mask=dm, other=0.0).to(tl.float32)
-        cos, sin = tl.cos(theta)[None, :], tl.sin(theta)[None, :]
-    if GATED:
-        lbv = _bound(lb, cd, dm, HAS_LB)
+    cos, sin = _rotation(th, cd, dm, COMPLEX)
+    lbv = _bound(lb, cd, dm, HAS_LB)
     dth_acc = tl.zeros([BD], tl.float32)
     for c in range(0, tl.cdiv(n, BT)):
         r = c * BT + tl.arange(0, BT)
@@ -336,67 +448,92 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, q, v, lb, dq, scale
         tok_prev, valid_prev = tokens(r + 1, n, bos, not REVERSE)  # the preceding time step (its h is h_{t-1})
         m = valid[:, None] & dm[None, :]
         m_next = (valid & valid_next)[:, None] & dm[None, :]
+        m_prev = valid_prev[:, None] & dm[None, :]
         first = (r == n - 1)[:, None]  # the first time step: h_{t-1} is the initial state
-        if GATED:
-            zt = _load_real(g, tok, m, cd, D)
-            a_next = _gate(_load_real(g, tok_next, m_next, cd, D), lbv)[0]
-        else:
-            a = tl.exp(_load_real(g, tok, m, cd, D))
-            a_next = tl.exp(_load_real(g, tok_next, m_next, cd, D))
-        dor, doi = _load_values(do, tok, m, cd, D, COMPLEX)
-        hr, hi = _load_values(o, tok_prev, valid_prev[:, None] & dm[None, :], cd, D, COMPLEX)
-        hr += tl.where(first, h0r[None, :], 0.0)
-        if COMPLEX:
-            hi += tl.where(first, h0i[None, :], 0.0)
-            cr = tl.where(m_next, a_next * cos, 1.0)  # conj(a_{t+1})
-            ci = tl.where(m_next, -a_next * sin, 0.0)
-            Cr, Ci, Ur, Ui = tl.associative_scan((cr, ci, dor, doi), 0, _affine_complex)
-            dh_r = Cr * u[None, :] - Ci * ui[None, :] + Ur
-            dh_i = Cr * ui[None, :] + Ci * u[None, :] + Ui
-            ar, ai = a * cos, a * sin
-            ah_r, ah_i = ar * hr - ai * hi, ar * hi + ai * hr  # a_t h_{t-1}
-            _store_values(dx, dh_r, dh_i, tok, m, cd, D, COMPLEX)
-            dgt = dh_r * ah_r + dh_i * ah_i
-            dth_acc += tl.sum(tl.where(m, dh_i * ah_r - dh_r * ah_i, 0.0), 0)
-            u, ui = _last_row(dh_r, BT), _last_row(dh_i, BT)
-        elif GATED:
-            qt = _load_real(q, tok, m, cd, D)
-            C, U = tl.associative_scan((tl.where(m_next, a_next, 1.0), scale * qt * dor), 0, affine)
-            dh = C * u[None, :] + U
-            _f, k, dfdz, ns = _gate(zt, lbv)
-            gap = dh * (hr - _load_real(v, tok, m, cd, D))  # dL/df - dL/dk
-            _store_values(dx, dh * k, dh, tok, m, cd, D, COMPLEX)
-            _store_values(dq, scale * dor * _load_real(o, tok, m, cd, D), dh, tok, m, cd, D, COMPLEX)
-            dgt = dfdz * gap
-            dth_acc += tl.sum(tl.where(m, ns * gap, 0.0), 0)
-            u = _last_row(dh, BT)
-        else:
-            C, U = tl.associative_scan((tl.where(m_next, a_next, 1.0), dor), 0, affine)
-            dh = C * u[None, :] + U
-            _store_values(dx, dh, dh, tok, m, cd, D, COMPLEX)
-            dgt = dh * a * hr
-            u = _last_row(dh, BT)
-        tl.store(dg + tok[:, None] * D + cd[None, :], dgt.to(dg.dtype.element_ty), mask=m)
-    if HAS_H0:  # dL/dh0 = conj(a_1) dL/dh_1
-        tok0 = bos + (n - 1 if REVERSE else 0)
-        g0 = tl.load(g + tok0 * D + cd, mask=dm & (n > 0), other=0.0).to(tl.float32)
-        if GATED:  # noqa: SIM108 (Triton: constexpr branch)
-            a0 = tl.where(n > 0, _gate(g0, lbv)[0], 1.0)
-        else:
-            a0 = tl.exp(g0)
-        if COMPLEX:  # an empty sequence passes the state through unrotated
-            ar = tl.where(n > 0, a0 * tl.cos(theta), 1.0)
-            ai = tl.where(n > 0, a0 * tl.sin(theta), 0.0)
-            tl.store(dh0 + s_ptr, ar * u + ai * ui, mask=dm)
-            tl.store(dh0 + s_ptr + 1, ar * ui - ai * u, mask=dm)
-        else:
-            tl.store(dh0 + s_ptr, a0 * u, mask=dm)
+        Cr, Ci, Ur, Ui, dor, _doi = _bwd_scan(g, do, q, tok, tok_next, m, m_next, cd, lbv, cos[None, :],
+                                              sin[None, :], scale, D, COMPLEX, GATED)  # fmt: skip
+        dh_r, dh_i = _apply(Cr, Ci, Ur, Ui, u, ui, COMPLEX)
+        dth_acc += _bwd_grads(g, o, v, dx, dg, dq, dh_r, dh_i, dor, h0r, h0i, tok, tok_prev, m, m_prev, first, cd,
+                              lbv, cos[None, :], sin[None, :], scale, D, COMPLEX, GATED)  # fmt: skip
+        u, ui = _last_row(dh_r, BT), _last_row(dh_i, BT)
+    if HAS_H0:
+        _store_dh0(g, bos + (n - 1 if REVERSE else 0), n, dh0 + s_ptr, u, ui, cd, dm, lbv, cos, sin, D, COMPLEX, GATED)
     if COMPLEX or GATED:
         tl.store(dth + p.to(tl.int64) * D + cd, dth_acc, mask=dm)
 
 
-# HGRN_SCAN_TILES="BT=64,BD=32,warps=4" (tile experiments, tile_overrides) sets the tiles of the chained forward and
-# of the sequential kernels alike; prefix=0 makes the chained forward publish aggregates only.
+@entry(do_not_specialize=["T", "NSEQ"])
+def _bwd_chained_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, flags, ws, q, v, lb, dq, scale, T, NSEQ,
+                        D: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, COMPLEX: tl.constexpr,
+                        REVERSE: tl.constexpr, HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr,
+                        PUBLISH_PREFIX: tl.constexpr, EVEN: tl.constexpr, GATED: tl.constexpr,
+                        HAS_LB: tl.constexpr):  # fmt: skip
+    """Dense batches: the backward as one chained scan, the forward's tiles and look-back (_ticket, _chain) run
+    backwards in time: time block 0 holds the last steps (REVERSE: the first), the state carried is dh, entering
+    as dht. Each tile stores its gradients (_bwd_grads) and its rows' sums of the per-channel parameter's gradient
+    into dth [time block, sequence, D]; the tile holding the first step stores dh0."""
+    NCB: tl.constexpr = (D + BD - 1) // BD
+    W: tl.constexpr = 2 if COMPLEX else 1
+    ticket, tb, r, p, cb = _ticket(flags, NSEQ, NCB)
+    n_tb = tl.cdiv(T, BT)
+    cd = cb * BD + tl.max_contiguous(tl.multiple_of(tl.arange(0, BD), 2), 2)
+    dm = cd < D
+    rows = tb * BT + tl.arange(0, BT)  # processing order: row 0 is the last time step (REVERSE: the first)
+    bos = p.to(tl.int64) * T
+    gate = g
+    if EVEN:  # whole tiles: one scalar base row, rows addressed relative to it, masks only at the ends
+        base = bos + (tb * BT if REVERSE else T - 1 - tb * BT)
+        g, o, do, dx, dg = g + base * D, o + base * D * W, do + base * D * W, dx + base * D * W, dg + base * D
+        if GATED:
+            q, v, dq = q + base * D, v + base * D, dq + base * D
+        tok = (1 if REVERSE else -1) * tl.arange(0, BT)
+        tok_next = tok - (1 if REVERSE else -1)
+        tok_prev = tok + (1 if REVERSE else -1)
+        m = tl.full([BT, BD], 1, tl.int1)
+        m_next = (rows >= 1)[:, None] & m
+        m_prev = (rows + 1 < T)[:, None] & m
+    else:
+        tok, valid = tokens(rows, T, bos, not REVERSE)
+        tok_next, valid_next = tokens(rows - 1, T, bos, not REVERSE)
+        tok_prev, valid_prev = tokens(rows + 1, T, bos, not REVERSE)
+        m = valid[:, None] & dm[None, :]
+        m_next = (valid & valid_next)[:, None] & dm[None, :]
+        m_prev = valid_prev[:, None] & dm[None, :]
+    first = (rows == T - 1)[:, None]
+    cos, sin = _rotation(th, cd, dm, COMPLEX)
+    lbv = _bound(lb, cd, dm, HAS_LB)
+    Cr, Ci, Ur, Ui, dor, _doi = _bwd_scan(g, do, q, tok, tok_next, m, m_next, cd, lbv, cos[None, :], sin[None, :],
+                                          scale, D, COMPLEX, GATED)  # fmt: skip
+    la_r, lb_r = _last_row(Cr, BT), _last_row(Ur, BT)
+    if COMPLEX:
+        la_i, lb_i = _last_row(Ci, BT), _last_row(Ui, BT)
+    else:
+        la_i, lb_i = tl.zeros_like(la_r), tl.zeros_like(lb_r)
+
+    row = p.to(tl.int64) * D * W + cd * W
+    u, ui = tl.zeros([BD], tl.float32), tl.zeros([BD], tl.float32)
+    if HAS_DHT:
+        u, ui = _load_state(dht + row, dm, COMPLEX, False)
+    u, ui, e_r, e_i = _chain(flags, ws, ticket, tb, r, NSEQ, n_tb, row, dm, la_r, la_i, lb_r, lb_i, u, ui, D, NCB, W,
+                             COMPLEX, PUBLISH_PREFIX)  # fmt: skip
+
+    dh_r, dh_i = _apply(Cr, Ci, Ur, Ui, u, ui, COMPLEX)
+    h0r, h0i = tl.zeros([BD], tl.float32), tl.zeros([BD], tl.float32)
+    if HAS_H0:
+        h0r, h0i = _load_state(h0 + row, dm, COMPLEX, False)
+    part = _bwd_grads(g, o, v, dx, dg, dq, dh_r, dh_i, dor, h0r, h0i, tok, tok_prev, m, m_prev, first, cd, lbv,
+                      cos[None, :], sin[None, :], scale, D, COMPLEX, GATED)  # fmt: skip
+    if COMPLEX or GATED:
+        tl.store(dth + (tb.to(tl.int64) * NSEQ + p) * D + cd, part, mask=dm)
+    if HAS_H0:  # noqa: SIM102 (Triton: constexpr branch)
+        if tb == n_tb - 1:  # e: dh after the tile's last row, the first step (rows past it are the identity)
+            tok0 = bos + (T - 1 if REVERSE else 0)
+            _store_dh0(gate, tok0, T, dh0 + row, e_r, e_i, cd, dm, lbv, cos, sin, D, COMPLEX, GATED)
+
+
+# HGRN_SCAN_TILES="BT=64,BD=32,warps=4" (tile experiments, tile_overrides) sets the tiles of the chained kernels
+# and of the sequential ones alike (bBT, bBD, bwarps: the chained backward's alone); prefix=0 makes the chained
+# kernels publish aggregates only; bwd=0 runs dense batches' backward on the sequential kernel (an A/B switch).
 TILES = "HGRN_SCAN_TILES"
 
 
@@ -413,18 +550,22 @@ def _tiles(x: Tensor, D: int, n_seqs: int, complex_valued: bool) -> tuple[int, i
     return tiles.get("BT", BT), tiles.get("BD", BD), tiles.get("warps", 4)
 
 
-def _chained_tiles(D: int, complex_valued: bool) -> tuple[int, int, int, bool]:
-    """(BT, BD, warps, publish prefixes) of the chained forward: one-warp tiles, two channels per thread, so the
-    in-tile scan never leaves a thread's registers. Kernel times on an H200 (B8 T2048 D2048 bf16, 2026-11-29,
-    profiler): real 32 x 64 0.070 ms (16 x 64: 0.086; 8 x 64: 0.127; 16 x 128: 0.075; 32 x 128 over 2 warps: 0.068, but
-    its op timings were bimodal, 0.080 or 0.182 ms; 64 x 64 over 2 warps: 0.077; 16 x 256 over 4 warps: 0.075; before
-    the register layout, 16 x 64: 0.094); complex 8 x 32 0.312 ms (16 x 32: 0.390; 8 x 64: 0.389; 4 x 64: 0.357).
-    Not kept (measured slower): polling 2-32 earlier tiles per look-back step, persistent programs that prefetch their
-    next tile, register caps (more programs per multiprocessor), spreading the ticket atomics over 4-128 counters."""
+def _chained_tiles(D: int, complex_valued: bool, backward: bool = False) -> tuple[int, int, int, bool]:
+    """(BT, BD, warps, publish prefixes) of the chained forward (backward: of the chained backward): one-warp tiles,
+    two channels per thread, so the in-tile scan never leaves a thread's registers. Forward kernel times on an H200
+    (B8 T2048 D2048 bf16, 2026-11-29, profiler): real 32 x 64 0.070 ms (16 x 64: 0.086; 8 x 64: 0.127; 16 x 128: 0.075;
+    32 x 128 over 2 warps: 0.068, but its op timings were bimodal, 0.080 or 0.182 ms; 64 x 64 over 2 warps: 0.077;
+    16 x 256 over 4 warps: 0.075; before the register layout, 16 x 64: 0.094); complex 8 x 32 0.312 ms (16 x 32:
+    0.390; 8 x 64: 0.389; 4 x 64: 0.357). Not kept (measured slower): polling 2-32 earlier tiles per look-back step,
+    persistent programs that prefetch their next tile, register caps (more programs per multiprocessor), spreading
+    the ticket atomics over 4-128 counters. The backward holds about twice the forward's live tiles (the scanned maps,
+    do, h_{t-1} and the gate), so its real tiles take 16 steps; not yet timed."""
     tiles = tile_overrides(TILES)
-    BT, BD = (8, 32) if complex_valued else (32, 64)
-    BD = min(BD, max(pow2(D), 16))
-    return tiles.get("BT", BT), tiles.get("BD", BD), tiles.get("warps", 1), bool(tiles.get("prefix", 1))
+    BT, BD = (8, 32) if complex_valued else (16 if backward else 32, 64)
+    BT, BD, warps = tiles.get("BT", BT), tiles.get("BD", min(BD, max(pow2(D), 16))), tiles.get("warps", 1)
+    if backward:
+        BT, BD, warps = tiles.get("bBT", BT), tiles.get("bBD", BD), tiles.get("bwarps", warps)
+    return BT, BD, warps, bool(tiles.get("prefix", 1))
 
 
 def _workspace(n: int, device: torch.device) -> Tensor:
@@ -469,6 +610,47 @@ def _forward(x, log_f, theta, h0, reverse: bool, cu, want_final: bool) -> tuple[
     return o, ht
 
 
+def _backward_kernels(g, theta, o, h0, do, dht, dx, dg, dh0, cu, reverse: bool, gated: tuple | None = None):
+    """Launch the backward into dx, dg and dh0 (or None): dense batches as one chained scan, packed ones (and T = 0)
+    on the sequential kernel. gated: (q, v, lb or None, dq, scale) of HGRN2 at head size 1 (g the gate logits, o the
+    saved h, dx takes dv, dg dz). Returns the gradient of the per-channel parameter (theta, or gated's lower bound)
+    as fp32 partial sums [parts, D], for the caller to sum over parts; None for a real, ungated scan."""
+    B, T, D = g.shape
+    n_seqs = B if cu is None else cu.numel() - 1
+    complex_valued = theta is not None
+    chained = cu is None and T > 0 and tile_overrides(TILES).get("bwd", 1) == 1
+    if chained:
+        BT, BD, warps, publish_prefix = _chained_tiles(D, complex_valued, backward=True)
+        parts = triton.cdiv(T, BT) * B
+    else:
+        BT, BD, warps = _tiles(o, D, n_seqs, complex_valued)
+        parts = n_seqs
+    dth = o.new_empty(parts, D, dtype=torch.float32) if complex_valued or gated is not None else None
+    q, v, lb, dq, scale = gated or (None, None, None, None, 1.0)
+    tensors = (g, theta, o, h0, do, dht, dx, dg, dth, dh0)
+    after = (q, v, lb, dq)
+    options = {"D": D, "BT": BT, "BD": BD, "COMPLEX": complex_valued, "REVERSE": reverse, "HAS_H0": h0 is not None,
+               "HAS_DHT": dht is not None, "GATED": gated is not None, "HAS_LB": lb is not None,
+               "num_warps": warps}  # fmt: skip
+    if chained:
+        n_tiles = triton.cdiv(T, BT) * triton.cdiv(D, BD) * B
+        flags = torch.zeros(1 + n_tiles, dtype=torch.int32, device=o.device)
+        ws = _workspace(3 * triton.cdiv(T, BT) * B * D * (2 if complex_valued else 1), o.device)
+        _bwd_chained_kernel[(n_tiles,)](
+            *_present((*tensors, flags, ws, *after), o), scale, T, B, PUBLISH_PREFIX=publish_prefix,
+            EVEN=T % BT == 0 and D % BD == 0, **options,
+        )  # fmt: skip
+    else:
+        _bwd_kernel[(triton.cdiv(D, BD), n_seqs)](*_present((*tensors, cu, *after), o), scale, T,
+                                                  IS_VARLEN=cu is not None, **options)  # fmt: skip
+    return dth
+
+
+def _present(tensors: tuple, like: Tensor) -> tuple[Tensor, ...]:
+    """A kernel's tensor arguments, `like` standing in for the absent ones (their constexpr flags keep them unread)."""
+    return tuple(like if t is None else t for t in tensors)
+
+
 # The scan as torch.library custom ops (opaque nodes that torch.compile keeps in its graph), paired by the autograd
 # formula; an absent final state or gradient is an empty tensor (custom ops return no None).
 FORWARD_SCHEMA = (
@@ -501,18 +683,10 @@ def _(x, log_f, theta, h0, cu, reverse, want_final):
 def scan_backward(do, dht, log_f, theta, o, h0, cu, reverse):
     """The gradients of x, log f, theta and h0 (empty tensors for absent inputs)."""
     together(scan_backward, (do, dht, log_f, theta, o, h0, cu, reverse))
-    B, T, D = log_f.shape
-    n_seqs = B if cu is None else cu.numel() - 1
-    BT, BD, warps = _tiles(o, D, n_seqs, theta is not None)
+    n_seqs = log_f.shape[0] if cu is None else cu.numel() - 1
     dx, dg = torch.empty_like(o), torch.empty_like(log_f)
-    dth = o.new_empty(n_seqs, D, dtype=torch.float32) if theta is not None else None
     dh0 = o.new_empty(n_seqs, *o.shape[2:], dtype=torch.float32) if h0 is not None else None
-    _bwd_kernel[(triton.cdiv(D, BD), n_seqs)](
-        log_f, o if theta is None else theta, o, o if h0 is None else h0, do, o if dht is None else dht, dx, dg,
-        o if dth is None else dth, o if dh0 is None else dh0, o if cu is None else cu, o, o, o, o, 1.0, T, D=D,
-        BT=BT, BD=BD, COMPLEX=theta is not None, REVERSE=reverse, IS_VARLEN=cu is not None, HAS_H0=h0 is not None,
-        HAS_DHT=dht is not None, GATED=False, HAS_LB=False, num_warps=warps,
-    )  # fmt: skip
+    dth = _backward_kernels(log_f, theta, o, h0, do, dht, dx, dg, dh0, cu, reverse)
     dtheta = None if theta is None else dth.sum(0).to(theta.dtype)
     return or_empty((dx, dg, dtheta, None if h0 is None else dh0.to(h0.dtype)), o)
 
@@ -593,16 +767,9 @@ def _(q, v, z, lb, h0, scale, reverse, want_final, save):
 def gated_backward(do, dht, q, v, z, lb, h, h0, scale, reverse):
     """The gradients of q, v, z, lb and h0 (empty tensors for absent inputs)."""
     together(gated_backward, (do, dht, q, v, z, lb, h, h0, scale, reverse))
-    B, T, D = v.shape
-    BT, BD, warps = _tiles(v, D, B, False)
     dq, dv, dz = torch.empty_like(q), torch.empty_like(v), torch.empty_like(z)
-    plb = v.new_empty(B, D, dtype=torch.float32)  # the lower bound's sums per sequence
-    dh0 = v.new_empty(B, D, dtype=torch.float32) if h0 is not None else None
-    _bwd_kernel[(triton.cdiv(D, BD), B)](
-        z, h, h, h if h0 is None else h0, do, h if dht is None else dht, dv, dz, plb, h if dh0 is None else dh0, h, q,
-        v, h if lb is None else lb, dq, scale, T, D=D, BT=BT, BD=BD, COMPLEX=False, REVERSE=reverse, IS_VARLEN=False,
-        HAS_H0=h0 is not None, HAS_DHT=dht is not None, GATED=True, HAS_LB=lb is not None, num_warps=warps,
-    )  # fmt: skip
+    dh0 = v.new_empty(v.shape[0], v.shape[2], dtype=torch.float32) if h0 is not None else None
+    plb = _backward_kernels(z, None, h, h0, do, dht, dv, dz, dh0, None, reverse, gated=(q, v, lb, dq, scale))
     dlb = None if lb is None else plb.sum(0).to(lb.dtype)
     return or_empty((dq, dv, dz, dlb, None if h0 is None else dh0.to(h0.dtype)), v)
 
