@@ -327,7 +327,7 @@ def _bwd_scan(g, do, q, tok, tok_next, m, m_next, cd, lbv, cos, sin, scale, D: t
     if GATED:
         a_next = _gate(_load_real(g, tok_next, m_next, cd, D), lbv)[0]
     else:
-        a_next = tl.exp(_load_real(g, tok_next, m_next, cd, D))
+        a_next = tl.exp2(_load_real(g, tok_next, m_next, cd, D) * LOG2E)
     dor, doi = _load_values(do, tok, m, cd, D, COMPLEX)
     if COMPLEX:
         cr = tl.where(m_next, a_next * cos, 1.0)  # conj(a_{t+1})
@@ -366,7 +366,7 @@ def _bwd_grads(g, o, v, dx, dg, dq, dh_r, dh_i, dor, h0r, h0i, tok, tok_prev, m,
     hr += tl.where(first, h0r[None, :], 0.0)
     if COMPLEX:
         hi += tl.where(first, h0i[None, :], 0.0)
-        a = tl.exp(_load_real(g, tok, m, cd, D))
+        a = tl.exp2(_load_real(g, tok, m, cd, D) * LOG2E)
         ar, ai = a * cos, a * sin
         ah_r, ah_i = ar * hr - ai * hi, ar * hi + ai * hr  # a_t h_{t-1}
         _store_values(dx, dh_r, dh_i, tok, m, cd, D, COMPLEX)
@@ -381,7 +381,7 @@ def _bwd_grads(g, o, v, dx, dg, dq, dh_r, dh_i, dor, h0r, h0i, tok, tok_prev, m,
         part = tl.sum(tl.where(m, ns * gap, 0.0), 0)
     else:
         _store_values(dx, dh_r, dh_r, tok, m, cd, D, COMPLEX)
-        dgt = dh_r * tl.exp(_load_real(g, tok, m, cd, D)) * hr
+        dgt = dh_r * tl.exp2(_load_real(g, tok, m, cd, D) * LOG2E) * hr
         part = 0.0
     tl.store(dg + tok[:, None] * D + cd[None, :], dgt.to(dg.dtype.element_ty), mask=m)
     return part
@@ -396,7 +396,7 @@ def _store_dh0(g, tok0, n, dh0, u, ui, cd, dm, lbv, cos, sin, D: tl.constexpr, C
     if GATED:  # noqa: SIM108 (Triton: constexpr branch)
         a0 = tl.where(n > 0, _gate(g0, lbv)[0], 1.0)
     else:
-        a0 = tl.exp(g0)
+        a0 = tl.exp2(g0 * LOG2E)
     if COMPLEX:
         ar = tl.where(n > 0, a0 * cos, 1.0)
         ai = tl.where(n > 0, a0 * sin, 0.0)
