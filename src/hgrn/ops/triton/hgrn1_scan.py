@@ -181,21 +181,24 @@ def _gate(z, lbv):
 
 
 @triton.jit
-def _ticket(flags, NSEQ, NCB: tl.constexpr):
+def _ticket(flags, NSEQ, D: tl.constexpr, BD: tl.constexpr):
     """The next ticket of a chained launch and its tile: (ticket, time block, index within the time block, sequence,
-    channel block). Tickets run time-major, so a tile waits only on tiles whose programs already hold a ticket: no
-    deadlock whatever order blocks are scheduled in."""
+    the tile's channels [BD] and which of them exist). Tickets run time-major, so a tile waits only on tiles whose
+    programs already hold a ticket: no deadlock whatever order blocks are scheduled in."""
+    NCB: tl.constexpr = (D + BD - 1) // BD
     ticket = tl.atomic_add(flags, 1, sem="relaxed")
     per_tb = NSEQ * NCB  # tiles per time block
     tb = ticket // per_tb
     r = ticket - tb * per_tb
     p = r // NCB
-    return ticket, tb, r, p, r - p * NCB
+    # Two channels per thread and every row of them in its registers: the scan down the tile is serial in-thread.
+    cd = (r - p * NCB) * BD + tl.max_contiguous(tl.multiple_of(tl.arange(0, BD), 2), 2)
+    return ticket, tb, r, p, cd, cd < D
 
 
 @triton.jit
 def _chain(flags, ws, ticket, tb, r, NSEQ, n_tb, row, dm, la_r, la_i, lb_r, lb_i, base_r, base_i, D: tl.constexpr,
-           NCB: tl.constexpr, W: tl.constexpr, COMPLEX: tl.constexpr, PUBLISH_PREFIX: tl.constexpr):  # fmt: skip
+           BD: tl.constexpr, W: tl.constexpr, COMPLEX: tl.constexpr, PUBLISH_PREFIX: tl.constexpr):  # fmt: skip
     """Decoupled look-back of the tile of `ticket` (time block tb, index r within it), whose steps compose to the map
     y -> la y + lb: publish that aggregate, compose the aggregates of the tiles before it in time down to the first
     published inclusive prefix (or base, the state entering time block 0), publish this tile's prefix. Returns the
@@ -205,7 +208,7 @@ def _chain(flags, ws, ticket, tb, r, NSEQ, n_tb, row, dm, la_r, la_i, lb_r, lb_i
     three slots (aggregate a, aggregate b, prefix) of [time block, sequence, D, W] fp32 values; row is the offset of
     this tile's channels within a time block. PUBLISH_PREFIX=False publishes aggregates only, so every look-back
     walks to the start (a test of the chaining)."""
-    per_tb = NSEQ * NCB
+    per_tb = NSEQ * ((D + BD - 1) // BD)
     slot = n_tb.to(tl.int64) * NSEQ * D * W  # workspace elements per slot
     own = ws + tb.to(tl.int64) * NSEQ * D * W + row
     flag = flags + 1 + ticket
@@ -260,13 +263,9 @@ def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, q, lb, hs, scale, T, NSE
     stores o = scale q h instead of h, and h into hs (SAVE_H, for the backward). flags[0] hands out tickets
     (_ticket), ws is the look-back's workspace.
     """
-    NCB: tl.constexpr = (D + BD - 1) // BD
     W: tl.constexpr = 2 if COMPLEX else 1
-    ticket, tb, r, p, cb = _ticket(flags, NSEQ, NCB)
+    ticket, tb, r, p, cd, dm = _ticket(flags, NSEQ, D, BD)
     n_tb = tl.cdiv(T, BT)
-    # Two channels per thread and every row of them in its registers: the scan down the tile is serial in-thread.
-    cd = cb * BD + tl.max_contiguous(tl.multiple_of(tl.arange(0, BD), 2), 2)
-    dm = cd < D
     if EVEN:  # whole tiles: one scalar base row, rows addressed relative to it, no masks
         base = p.to(tl.int64) * T + (T - 1 - tb * BT if REVERSE else tb * BT)
         x, g, o = x + base * D * W, g + base * D, o + base * D * W
@@ -300,7 +299,7 @@ def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, q, lb, hs, scale, T, NSE
     if HAS_H0:
         base_r, base_i = _load_state(h0 + row, dm, COMPLEX, False)
     h_r, h_i, e_r, e_i = _chain(flags, ws, ticket, tb, r, NSEQ, n_tb, row, dm, la_r, la_i, lb_r, lb_i, base_r,
-                                base_i, D, NCB, W, COMPLEX, PUBLISH_PREFIX)  # fmt: skip
+                                base_i, D, BD, W, COMPLEX, PUBLISH_PREFIX)  # fmt: skip
 
     if COMPLEX:
         out_r = Ar * h_r[None, :] - Ai * h_i[None, :] + Br
@@ -472,12 +471,9 @@ def _bwd_chained_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, flags, ws, q, v
     backwards in time: time block 0 holds the last steps (REVERSE: the first), the state carried is dh, entering
     as dht. Each tile stores its gradients (_bwd_grads) and its rows' sums of the per-channel parameter's gradient
     into dth [time block, sequence, D]; the tile holding the first step stores dh0."""
-    NCB: tl.constexpr = (D + BD - 1) // BD
     W: tl.constexpr = 2 if COMPLEX else 1
-    ticket, tb, r, p, cb = _ticket(flags, NSEQ, NCB)
+    ticket, tb, r, p, cd, dm = _ticket(flags, NSEQ, D, BD)
     n_tb = tl.cdiv(T, BT)
-    cd = cb * BD + tl.max_contiguous(tl.multiple_of(tl.arange(0, BD), 2), 2)
-    dm = cd < D
     rows = tb * BT + tl.arange(0, BT)  # processing order: row 0 is the last time step (REVERSE: the first)
     bos = p.to(tl.int64) * T
     gate = g
@@ -514,7 +510,7 @@ def _bwd_chained_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, flags, ws, q, v
     u, ui = tl.zeros([BD], tl.float32), tl.zeros([BD], tl.float32)
     if HAS_DHT:
         u, ui = _load_state(dht + row, dm, COMPLEX, False)
-    u, ui, e_r, e_i = _chain(flags, ws, ticket, tb, r, NSEQ, n_tb, row, dm, la_r, la_i, lb_r, lb_i, u, ui, D, NCB, W,
+    u, ui, e_r, e_i = _chain(flags, ws, ticket, tb, r, NSEQ, n_tb, row, dm, la_r, la_i, lb_r, lb_i, u, ui, D, BD, W,
                              COMPLEX, PUBLISH_PREFIX)  # fmt: skip
 
     dh_r, dh_i = _apply(Cr, Ci, Ur, Ui, u, ui, COMPLEX)
