@@ -546,18 +546,25 @@ def _tiles(x: Tensor, D: int, n_seqs: int, complex_valued: bool) -> tuple[int, i
     return tiles.get("BT", BT), tiles.get("BD", BD), tiles.get("warps", 4)
 
 
-def _chained_tiles(D: int, complex_valued: bool, backward: bool = False) -> tuple[int, int, int, bool]:
-    """(BT, BD, warps, publish prefixes) of the chained forward (backward: of the chained backward): one-warp tiles,
-    two channels per thread, so the in-tile scan never leaves a thread's registers. Forward kernel times on an H200
-    (B8 T2048 D2048 bf16, 2026-11-29, profiler): real 32 x 64 0.070 ms (16 x 64: 0.086; 8 x 64: 0.127; 16 x 128: 0.075;
-    32 x 128 over 2 warps: 0.068, but its op timings were bimodal, 0.080 or 0.182 ms; 64 x 64 over 2 warps: 0.077;
-    16 x 256 over 4 warps: 0.075; before the register layout, 16 x 64: 0.094); complex 8 x 32 0.312 ms (16 x 32:
-    0.390; 8 x 64: 0.389; 4 x 64: 0.357). Not kept (measured slower): polling 2-32 earlier tiles per look-back step,
-    persistent programs that prefetch their next tile, register caps (more programs per multiprocessor), spreading
-    the ticket atomics over 4-128 counters. The backward holds about twice the forward's live tiles (the scanned maps,
-    do, h_{t-1} and the gate), so its real tiles take 16 steps; not yet timed."""
+def _chained_tiles(
+    D: int, complex_valued: bool, backward: bool = False, gated: bool = False
+) -> tuple[int, int, int, bool]:
+    """(BT, BD, warps, publish prefixes) of the chained forward (backward: of the chained backward; gated: HGRN2 at
+    head size 1): one-warp tiles, two channels per thread, so the in-tile scan never leaves a thread's registers.
+    Forward kernel times on an H200 (B8 T2048 D2048 bf16, 2026-11-29, profiler): real 32 x 64 0.070 ms (16 x 64: 0.086;
+    8 x 64: 0.127; 16 x 128: 0.075; 32 x 128 over 2 warps: 0.068, but its op timings were bimodal, 0.080 or 0.182 ms;
+    64 x 64 over 2 warps: 0.077; 16 x 256 over 4 warps: 0.075; before the register layout, 16 x 64: 0.094); complex
+    8 x 32 0.312 ms (16 x 32: 0.390; 8 x 64: 0.389; 4 x 64: 0.357). Not kept (measured slower): polling 2-32 earlier
+    tiles per look-back step, persistent programs that prefetch their next tile, register caps (more programs per
+    multiprocessor), spreading the ticket atomics over 4-128 counters. Backward kernel times, same shape (2026-12-05,
+    against the sequential kernel's 0.196 / 0.653 / 0.338 ms): real 32 x 64 0.108 (16 x 64: 0.116; 8 x 128: 0.130;
+    8 x 64: 0.157; 16 x 32: 0.164); complex 8 x 64 0.537 (8 x 32: 0.583; 4 x 32: 0.615; 16 x 32: 0.703; 8 x 16:
+    0.785); HGRN2 at head size 1 8 x 64 0.243 (16 x 64: 0.296; 16 x 32: 0.342)."""
     tiles = tile_overrides(TILES)
-    BT, BD = (8, 32) if complex_valued else (16 if backward else 32, 64)
+    if backward:
+        BT, BD = (8, 64) if complex_valued or gated else (32, 64)
+    else:
+        BT, BD = (8, 32) if complex_valued else (32, 64)
     BT, BD, warps = tiles.get("BT", BT), tiles.get("BD", min(BD, max(pow2(D), 16))), tiles.get("warps", 1)
     if backward:
         BT, BD, warps = tiles.get("bBT", BT), tiles.get("bBD", BD), tiles.get("bwarps", warps)
@@ -616,7 +623,7 @@ def _backward_kernels(g, theta, o, h0, do, dht, dx, dg, dh0, cu, reverse: bool, 
     complex_valued = theta is not None
     chained = cu is None and T > 0 and tile_overrides(TILES).get("bwd", 1) == 1
     if chained:
-        BT, BD, warps, publish_prefix = _chained_tiles(D, complex_valued, backward=True)
+        BT, BD, warps, publish_prefix = _chained_tiles(D, complex_valued, backward=True, gated=gated is not None)
         parts = triton.cdiv(T, BT) * B
     else:
         BT, BD, warps = _tiles(o, D, n_seqs, complex_valued)
