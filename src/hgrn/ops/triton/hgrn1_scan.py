@@ -322,7 +322,8 @@ def _bwd_scan(g, do, q, tok, tok_next, m, m_next, cd, lbv, cos, sin, scale, D: t
               GATED: tl.constexpr):  # fmt: skip
     """One [BT, BD] tile of the backward's recurrence dh_t = conj(a_{t+1}) dh_{t+1} + do_t (GATED: + scale q_t do_t),
     rows in processing order (backwards in time), scanned down the tile: the maps of rows 0..i composed, (C, U) (re,
-    im each; real: im unused), and do (re, im). Rows whose following step is absent (m_next) multiply by 1."""
+    im each; real: im unused), and do's real part (GATED needs it for dq). Rows whose following step is absent
+    (m_next) multiply by 1."""
     if GATED:
         a_next = _gate(_load_real(g, tok_next, m_next, cd, D), lbv)[0]
     else:
@@ -338,7 +339,7 @@ def _bwd_scan(g, do, q, tok, tok_next, m, m_next, cd, lbv, cos, sin, scale, D: t
             x = scale * _load_real(q, tok, m, cd, D) * dor
         Cr, Ur = tl.associative_scan((tl.where(m_next, a_next, 1.0), x), 0, affine)
         Ci, Ui = Cr, Ur
-    return Cr, Ci, Ur, Ui, dor, doi
+    return Cr, Ci, Ur, Ui, dor
 
 
 @triton.jit
@@ -389,7 +390,7 @@ def _bwd_grads(g, o, v, dx, dg, dq, dh_r, dh_i, dor, h0r, h0i, tok, tok_prev, m,
 @triton.jit
 def _store_dh0(g, tok0, n, dh0, u, ui, cd, dm, lbv, cos, sin, D: tl.constexpr, COMPLEX: tl.constexpr,
                GATED: tl.constexpr):  # fmt: skip
-    """dL/dh0 = conj(a_1) dL/dh_1 at dh0, from u (re, ui), the gradient reaching the first step (token tok0) of a
+    """dL/dh0 = conj(a_1) dL/dh_1 at dh0, from (u, ui), the gradient reaching the first step (token tok0) of a
     sequence of n steps; an empty sequence passes it through unrotated."""
     g0 = tl.load(g + tok0 * D + cd, mask=dm & (n > 0), other=0.0).to(tl.float32)
     if GATED:  # noqa: SIM108 (Triton: constexpr branch)
@@ -449,8 +450,8 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, q, v, lb, dq, scale
         m_next = (valid & valid_next)[:, None] & dm[None, :]
         m_prev = valid_prev[:, None] & dm[None, :]
         first = (r == n - 1)[:, None]  # the first time step: h_{t-1} is the initial state
-        Cr, Ci, Ur, Ui, dor, _doi = _bwd_scan(g, do, q, tok, tok_next, m, m_next, cd, lbv, cos[None, :],
-                                              sin[None, :], scale, D, COMPLEX, GATED)  # fmt: skip
+        Cr, Ci, Ur, Ui, dor = _bwd_scan(g, do, q, tok, tok_next, m, m_next, cd, lbv, cos[None, :],
+                                        sin[None, :], scale, D, COMPLEX, GATED)  # fmt: skip
         dh_r, dh_i = _apply(Cr, Ci, Ur, Ui, u, ui, COMPLEX)
         dth_acc += _bwd_grads(g, o, v, dx, dg, dq, dh_r, dh_i, dor, h0r, h0i, tok, tok_prev, m, m_prev, first, cd,
                               lbv, cos[None, :], sin[None, :], scale, D, COMPLEX, GATED)  # fmt: skip
@@ -498,8 +499,8 @@ def _bwd_chained_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, flags, ws, q, v
     first = (rows == T - 1)[:, None]
     cos, sin = _rotation(th, cd, dm, COMPLEX)
     lbv = _bound(lb, cd, dm, HAS_LB)
-    Cr, Ci, Ur, Ui, dor, _doi = _bwd_scan(g, do, q, tok, tok_next, m, m_next, cd, lbv, cos[None, :], sin[None, :],
-                                          scale, D, COMPLEX, GATED)  # fmt: skip
+    Cr, Ci, Ur, Ui, dor = _bwd_scan(g, do, q, tok, tok_next, m, m_next, cd, lbv, cos[None, :], sin[None, :],
+                                    scale, D, COMPLEX, GATED)  # fmt: skip
     la_r, lb_r = _last_row(Cr, BT), _last_row(Ur, BT)
     if COMPLEX:
         la_i, lb_i = _last_row(Ci, BT), _last_row(Ui, BT)
