@@ -97,6 +97,16 @@ def _store_state(ptr, re, im, dm, COMPLEX: tl.constexpr):
         tl.store(ptr + 1, im, mask=dm)
 
 
+@triton.jit
+def _rotation(cs, cd, dm, D: tl.constexpr, COMPLEX: tl.constexpr):
+    """cos and sin [BD] of the channels' angles, read from their table cs [2, D] (_cos_sin), or 1 and 0 (real)."""
+    if COMPLEX:
+        return tl.load(cs + cd, mask=dm, other=1.0), tl.load(cs + D + cd, mask=dm, other=0.0)
+    else:
+        zero = tl.zeros_like(cd.to(tl.float32))
+        return zero + 1.0, zero
+
+
 @entry(do_not_specialize=["T"])
 def _fwd_kernel(x, g, th, o, h0, ht, cu, T, D: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
                 COMPLEX: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_H0: tl.constexpr,
@@ -114,9 +124,8 @@ def _fwd_kernel(x, g, th, o, h0, ht, cu, T, D: tl.constexpr, BT: tl.constexpr, B
     hi = tl.zeros([BD], tl.float32)
     if HAS_H0:
         h, hi = _load_state(h0 + s_ptr, dm, COMPLEX, False)
-    if COMPLEX:
-        theta = tl.load(th + cd, mask=dm, other=0.0).to(tl.float32)
-        cos, sin = tl.cos(theta)[None, :], tl.sin(theta)[None, :]
+    cos, sin = _rotation(th, cd, dm, D, COMPLEX)
+    cos, sin = cos[None, :], sin[None, :]
     tok, valid = tokens(tl.arange(0, BT), n, bos, REVERSE)
     m = valid[:, None] & dm[None, :]
     gt = _load_real(g, tok, m, cd, D)
@@ -284,9 +293,9 @@ def _fwd_chained_kernel(x, g, th, o, h0, ht, flags, ws, q, lb, hs, scale, T, NSE
     else:
         a = tl.exp2(_load_real(g, tok, m, cd, D) * LOG2E)
     if COMPLEX:
-        theta = tl.load(th + cd, mask=dm, other=0.0).to(tl.float32)
-        ar = tl.where(m, a * tl.cos(theta)[None, :], 1.0)  # rows past the end: the identity map
-        ai = tl.where(m, a * tl.sin(theta)[None, :], 0.0)
+        cos, sin = _rotation(th, cd, dm, D, COMPLEX)
+        ar = tl.where(m, a * cos[None, :], 1.0)  # rows past the end: the identity map
+        ai = tl.where(m, a * sin[None, :], 0.0)
         Ar, Ai, Br, Bi = tl.associative_scan((ar, ai, xr, xi), 0, _affine_complex)
         la_r, la_i, lb_r, lb_i = _last_row(Ar, BT), _last_row(Ai, BT), _last_row(Br, BT), _last_row(Bi, BT)
     else:
@@ -406,16 +415,6 @@ def _store_dh0(g, tok0, n, dh0, u, ui, cd, dm, lbv, cos, sin, D: tl.constexpr, C
         tl.store(dh0, a0 * u, mask=dm)
 
 
-@triton.jit
-def _rotation(th, cd, dm, COMPLEX: tl.constexpr):
-    """cos and sin of the channels' angles [BD] (complex), or of 0 (real: unused)."""
-    if COMPLEX:  # noqa: SIM108 (Triton: constexpr branch)
-        theta = tl.load(th + cd, mask=dm, other=0.0).to(tl.float32)
-    else:
-        theta = tl.zeros_like(cd.to(tl.float32))
-    return tl.cos(theta), tl.sin(theta)
-
-
 @entry(do_not_specialize=["T"])
 def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, q, v, lb, dq, scale, T, D: tl.constexpr,
                 BT: tl.constexpr, BD: tl.constexpr, COMPLEX: tl.constexpr, REVERSE: tl.constexpr,
@@ -438,7 +437,7 @@ def _bwd_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, cu, q, v, lb, dq, scale
         u, ui = _load_state(dht + s_ptr, dm, COMPLEX, False)
     if HAS_H0:
         h0r, h0i = _load_state(h0 + s_ptr, dm, COMPLEX, False)
-    cos, sin = _rotation(th, cd, dm, COMPLEX)
+    cos, sin = _rotation(th, cd, dm, D, COMPLEX)
     lbv = _bound(lb, cd, dm, HAS_LB)
     dth_acc = tl.zeros([BD], tl.float32)
     for c in range(0, tl.cdiv(n, BT)):
@@ -497,7 +496,7 @@ def _bwd_chained_kernel(g, th, o, h0, do, dht, dx, dg, dth, dh0, flags, ws, q, v
         m_next = (valid & valid_next)[:, None] & dm[None, :]
         m_prev = valid_prev[:, None] & dm[None, :]
     first = (rows == T - 1)[:, None]
-    cos, sin = _rotation(th, cd, dm, COMPLEX)
+    cos, sin = _rotation(th, cd, dm, D, COMPLEX)
     lbv = _bound(lb, cd, dm, HAS_LB)
     Cr, Ci, Ur, Ui, dor = _bwd_scan(g, do, q, tok, tok_next, m, m_next, cd, lbv, cos[None, :], sin[None, :],
                                     scale, D, COMPLEX, GATED)  # fmt: skip
@@ -572,25 +571,34 @@ def _chained_tiles(
     return BT, BD, warps, bool(tiles.get("prefix", 1))
 
 
+def _cos_sin(theta: Tensor | None) -> Tensor | None:
+    """The kernels' table of the channels' rotations, [2, D] fp32 (cos theta; sin theta), or None (real). Formed once
+    per call here instead of per tile by libdevice's cos and sin (whose range reduction also kept a 32-byte stack):
+    offline sm_90 SASS of the chained complex tiles, forward 8 x 32 1,432 -> 1,280 and 8 x 64 1,352 -> 1,016
+    instructions, backward 8 x 32 2,104 -> 1,920 and 8 x 64 3,472 -> 3,152. Not yet timed."""
+    return None if theta is None else torch.stack((theta.float().cos(), theta.float().sin()))
+
+
 def _workspace(n: int, device: torch.device) -> Tensor:
     """Aggregates and prefixes: never read before written (tests poison it with NaN through this hook)."""
     return torch.empty(n, dtype=torch.float32, device=device)
 
 
-def _chained_forward(x, log_f, theta, h0, o, ht, reverse: bool, gated: tuple | None = None) -> None:
+def _chained_forward(x, log_f, cs, h0, o, ht, reverse: bool, gated: tuple | None = None) -> None:
     """Dense batches: the single-pass chained scan. Workspace: one zeroed int32 buffer (ticket counter and one flag
     per tile) and one uninitialised fp32 buffer (aggregates and prefixes, read only once flagged). gated: (q, lb or
-    None, hs or None, scale) of HGRN2 at head size 1 (x is then v, log_f the gate logits)."""
+    None, hs or None, scale) of HGRN2 at head size 1 (x is then v, log_f the gate logits); cs: the rotations
+    (_cos_sin) of a complex scan, or None."""
     B, T, D = log_f.shape
-    BT, BD, warps, publish_prefix = _chained_tiles(D, theta is not None)
+    BT, BD, warps, publish_prefix = _chained_tiles(D, cs is not None)
     n_tiles = triton.cdiv(T, BT) * triton.cdiv(D, BD) * B
     flags = torch.zeros(1 + n_tiles, dtype=torch.int32, device=x.device)
-    ws = _workspace(3 * triton.cdiv(T, BT) * B * D * (1 if theta is None else 2), x.device)
+    ws = _workspace(3 * triton.cdiv(T, BT) * B * D * (1 if cs is None else 2), x.device)
     q, lb, hs, scale = gated or (None, None, None, 1.0)
     _fwd_chained_kernel[(n_tiles,)](
-        x, log_f, x if theta is None else theta, o, x if h0 is None else h0, x if ht is None else ht, flags, ws,
+        x, log_f, x if cs is None else cs, o, x if h0 is None else h0, x if ht is None else ht, flags, ws,
         x if q is None else q, x if lb is None else lb, x if hs is None else hs, scale, T, B,
-        D=D, BT=BT, BD=BD, COMPLEX=theta is not None, REVERSE=reverse, HAS_H0=h0 is not None, STORE_HT=ht is not None,
+        D=D, BT=BT, BD=BD, COMPLEX=cs is not None, REVERSE=reverse, HAS_H0=h0 is not None, STORE_HT=ht is not None,
         PUBLISH_PREFIX=publish_prefix, EVEN=T % BT == 0 and D % BD == 0, GATED=gated is not None,
         HAS_LB=lb is not None, SAVE_H=hs is not None, num_warps=warps,
     )  # fmt: skip
@@ -599,16 +607,17 @@ def _chained_forward(x, log_f, theta, h0, o, ht, reverse: bool, gated: tuple | N
 def _forward(x, log_f, theta, h0, reverse: bool, cu, want_final: bool) -> tuple[Tensor, Tensor | None]:
     """(h, final state or None): the chained scan for dense batches, the sequential kernel for packed ones."""
     B, T, D = log_f.shape
+    cs = _cos_sin(theta)
     n_seqs = B if cu is None else cu.numel() - 1
     o = torch.empty_like(x)
     ht = x.new_empty(n_seqs, *x.shape[2:], dtype=torch.float32) if want_final else None
     if cu is None and T > 0:
-        _chained_forward(x, log_f, theta, h0, o, ht, reverse)
+        _chained_forward(x, log_f, cs, h0, o, ht, reverse)
     else:
-        BT, BD, warps = _tiles(x, D, n_seqs, theta is not None)
+        BT, BD, warps = _tiles(x, D, n_seqs, cs is not None)
         _fwd_kernel[(triton.cdiv(D, BD), n_seqs)](
-            x, log_f, x if theta is None else theta, o, x if h0 is None else h0, x if ht is None else ht,
-            x if cu is None else cu, T, D=D, BT=BT, BD=BD, COMPLEX=theta is not None, REVERSE=reverse,
+            x, log_f, x if cs is None else cs, o, x if h0 is None else h0, x if ht is None else ht,
+            x if cu is None else cu, T, D=D, BT=BT, BD=BD, COMPLEX=cs is not None, REVERSE=reverse,
             IS_VARLEN=cu is not None, HAS_H0=h0 is not None, STORE_HT=want_final, num_warps=warps,
         )  # fmt: skip
     return o, ht
@@ -631,7 +640,7 @@ def _backward_kernels(g, theta, o, h0, do, dht, dx, dg, dh0, cu, reverse: bool, 
         parts = n_seqs
     dth = o.new_empty(parts, D, dtype=torch.float32) if complex_valued or gated is not None else None
     q, v, lb, dq, scale = gated or (None, None, None, None, 1.0)
-    tensors = (g, theta, o, h0, do, dht, dx, dg, dth, dh0)
+    tensors = (g, _cos_sin(theta), o, h0, do, dht, dx, dg, dth, dh0)
     after = (q, v, lb, dq)
     options = {"D": D, "BT": BT, "BD": BD, "COMPLEX": complex_valued, "REVERSE": reverse, "HAS_H0": h0 is not None,
                "HAS_DHT": dht is not None, "GATED": gated is not None, "HAS_LB": lb is not None,
