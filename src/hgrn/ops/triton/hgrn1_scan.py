@@ -584,6 +584,11 @@ def _workspace(n: int, device: torch.device) -> Tensor:
     return torch.empty(n, dtype=torch.float32, device=device)
 
 
+def _present(tensors: tuple, like: Tensor) -> tuple[Tensor, ...]:
+    """A kernel's tensor arguments, `like` standing in for the absent ones (their constexpr flags keep them unread)."""
+    return tuple(like if t is None else t for t in tensors)
+
+
 def _chained_forward(x, log_f, cs, h0, o, ht, reverse: bool, gated: tuple | None = None) -> None:
     """Dense batches: the single-pass chained scan. Workspace: one zeroed int32 buffer (ticket counter and one flag
     per tile) and one uninitialised fp32 buffer (aggregates and prefixes, read only once flagged). gated: (q, lb or
@@ -596,9 +601,8 @@ def _chained_forward(x, log_f, cs, h0, o, ht, reverse: bool, gated: tuple | None
     ws = _workspace(3 * triton.cdiv(T, BT) * B * D * (1 if cs is None else 2), x.device)
     q, lb, hs, scale = gated or (None, None, None, 1.0)
     _fwd_chained_kernel[(n_tiles,)](
-        x, log_f, x if cs is None else cs, o, x if h0 is None else h0, x if ht is None else ht, flags, ws,
-        x if q is None else q, x if lb is None else lb, x if hs is None else hs, scale, T, B,
-        D=D, BT=BT, BD=BD, COMPLEX=cs is not None, REVERSE=reverse, HAS_H0=h0 is not None, STORE_HT=ht is not None,
+        *_present((x, log_f, cs, o, h0, ht, flags, ws, q, lb, hs), x), scale, T, B, D=D, BT=BT, BD=BD,
+        COMPLEX=cs is not None, REVERSE=reverse, HAS_H0=h0 is not None, STORE_HT=ht is not None,
         PUBLISH_PREFIX=publish_prefix, EVEN=T % BT == 0 and D % BD == 0, GATED=gated is not None,
         HAS_LB=lb is not None, SAVE_H=hs is not None, num_warps=warps,
     )  # fmt: skip
@@ -616,9 +620,8 @@ def _forward(x, log_f, theta, h0, reverse: bool, cu, want_final: bool) -> tuple[
     else:
         BT, BD, warps = _tiles(x, D, n_seqs, cs is not None)
         _fwd_kernel[(triton.cdiv(D, BD), n_seqs)](
-            x, log_f, x if cs is None else cs, o, x if h0 is None else h0, x if ht is None else ht,
-            x if cu is None else cu, T, D=D, BT=BT, BD=BD, COMPLEX=cs is not None, REVERSE=reverse,
-            IS_VARLEN=cu is not None, HAS_H0=h0 is not None, STORE_HT=want_final, num_warps=warps,
+            *_present((x, log_f, cs, o, h0, ht, cu), x), T, D=D, BT=BT, BD=BD, COMPLEX=cs is not None,
+            REVERSE=reverse, IS_VARLEN=cu is not None, HAS_H0=h0 is not None, STORE_HT=want_final, num_warps=warps,
         )  # fmt: skip
     return o, ht
 
@@ -657,11 +660,6 @@ def _backward_kernels(g, theta, o, h0, do, dht, dx, dg, dh0, cu, reverse: bool, 
         _bwd_kernel[(triton.cdiv(D, BD), n_seqs)](*_present((*tensors, cu, *after), o), scale, T,
                                                   IS_VARLEN=cu is not None, **options)  # fmt: skip
     return dth
-
-
-def _present(tensors: tuple, like: Tensor) -> tuple[Tensor, ...]:
-    """A kernel's tensor arguments, `like` standing in for the absent ones (their constexpr flags keep them unread)."""
-    return tuple(like if t is None else t for t in tensors)
 
 
 # The scan as torch.library custom ops (opaque nodes that torch.compile keeps in its graph), paired by the autograd
