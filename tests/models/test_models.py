@@ -59,6 +59,42 @@ def test_lm_generation_token_by_token_equals_parallel_logits(mixer):
         assert torch.equal(generated[:, t], model(generated[:, :t])[:, -1].argmax(-1))
 
 
+def replayed_like_a_cuda_graph(forward, pool: dict):
+    """forward as a CUDA-graph replay without autograd: its output lives in one memory pool that the next replay
+    reuses (poisons) before it reads its input, as torch's graph trees do for separately compiled blocks."""
+
+    def replay(x, *rest):
+        if "out" in pool:
+            pool["out"].fill_(float("nan"))
+        out = forward(x, *rest)
+        pool.setdefault("out", torch.empty_like(out)).copy_(out)
+        return pool["out"]
+
+    return replay
+
+
+def test_graph_replayed_blocks_pass_on_copies_outside_autograd():
+    """Backbone.compile_blocks(mode="reduce-overhead") makes the forward copy each block's output out of the graph
+    pool under no_grad, so validation reads no overwritten tensor; without the copy the same replays give NaN."""
+    torch.manual_seed(0)
+    backbone = BackboneConfig(d_model=16, n_layers=3, mixer="hgrn2", mixer_options={"expand_ratio": 4})
+    model = CausalLM(CausalLMConfig(backbone, vocab_size=50)).eval()
+    tokens = torch.randint(0, 50, (2, 9))
+    with torch.no_grad():
+        eager = model(tokens)
+    pool: dict = {}
+    for part in (*model.backbone.blocks, model.backbone.norm):
+        part.forward = replayed_like_a_cuda_graph(part.forward, pool)
+    model.backbone.replays_graphs = True
+    with torch.no_grad():
+        assert torch.equal(model(tokens), eager)
+    model.backbone.replays_graphs = False
+    with torch.no_grad():
+        assert model(tokens).isnan().all()
+    model.compile_blocks(whole=True, mode="reduce-overhead")
+    assert model.backbone.replays_graphs
+
+
 def test_lm_ties_embeddings_and_is_causal():
     model = CausalLM(CausalLMConfig(tiny_backbone("hgrn2"), vocab_size=30))
     assert model.lm_head.weight is model.embed.weight

@@ -110,12 +110,21 @@ class Backbone(nn.Module):
         self.lower_bounds = LayerLowerBounds(config.n_layers, config.d_model) if bounded else None
         self.input_dropout = nn.Dropout(config.input_dropout)
         self.norm = make_norm(config.norm, config.d_model, batchnorm_group=config.batchnorm_group)
+        self.replays_graphs = False  # set by compile_blocks(mode="reduce-overhead")
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         x = self.input_dropout(x)
         for block, bound in zip(self.blocks, self._bounds(), strict=True):
-            x = block(x, bound, mask)
-        return self.norm(x)
+            x = self._owned(block(x, bound, mask))
+        return self._owned(self.norm(x))
+
+    def _owned(self, x: Tensor) -> Tensor:
+        """A block's output, copied out of its CUDA graph's memory pool where the next replay would overwrite it.
+        Without autograd (validation, test) every call of a separately compiled block starts a new generation of
+        torch's CUDA-graph trees, which frees the previous block's outputs while the next block still reads them
+        (pytorch#152887; seen on an H100 in MQAR's validation under task.compile=graphs). In training the pending
+        backward keeps one generation, so no copy is made."""
+        return x.clone() if self.replays_graphs and not torch.is_grad_enabled() else x
 
     def step(self, x: Tensor, states: list[State]) -> tuple[Tensor, list[State]]:
         """x [B, d] for one position; states from `initial_state` or the previous step."""
@@ -142,6 +151,7 @@ class Backbone(nn.Module):
                 if part is not None:
                     part.compile(mode=mode)
         self.norm.compile(mode=mode)
+        self.replays_graphs = mode == "reduce-overhead"
 
     def _bounds(self) -> list[Tensor | None]:
         if self.lower_bounds is None:
