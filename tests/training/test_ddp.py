@@ -107,3 +107,17 @@ def test_the_step_log_groups_accumulated_micro_batches_by_their_optimiser_step(t
     log.on_train_end(trainer, module)
     rows = json.loads((tmp_path / "steps.json").read_text())
     assert [(r["step"], r["loss"]) for r in rows] == [(1, 2.0), (2, 6.0)]
+
+
+def test_a_failed_run_is_reported_by_the_line_naming_its_error():
+    hydra_tail = (
+        "[2026-12-05 15:41:55][hydra.utils][ERROR] - Error getting object at hgrn.data.lm.datamodule.LMDataModule\n"
+        "ModuleNotFoundError: No module named 'zstandard'\n"
+        "\n"
+        "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n"
+    )
+    assert ddp_scaling.failure_line(hydra_tail) == "ModuleNotFoundError: No module named 'zstandard'"
+    usage = "usage: train.py [--help]\nerror: unrecognized arguments: --x\n[precompile][WARNING] - compiling failed\n"
+    assert ddp_scaling.failure_line(usage) == "error: unrecognized arguments: --x"
+    assert ddp_scaling.failure_line("step 3\nKilled\n") == "Killed"
+    assert ddp_scaling.failure_line("") == "(no output)"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -84,15 +85,23 @@ def train_command(
     ]
 
 
+def failure_line(log: str) -> str:
+    """The line of a failed run's console that says why: the last one naming an error (Hydra's and the shutdown's
+    closing lines come after it), else the last line."""
+    lines = log.strip().splitlines() or ["(no output)"]
+    named = [line for line in lines if re.search(r"\w(Error|Exception)\b|^error:", line.strip())]
+    return (named or lines)[-1].strip()
+
+
 def run_training(command: list[str], run_dir: Path) -> None:
     """Run one training, its output in hgrn.jobs.console_log (beside the run); a failure raises naming that log and
-    its last line."""
+    the line that says why."""
     print(" ".join(command[2:]), flush=True)
     code = train_process(command, run_dir)
     if code != 0:
         console = console_log(run_dir)
-        lines = console.read_text(errors="replace").strip().splitlines() or ["(no output)"]
-        raise RuntimeError(f"training exited with {code} ({console}): {lines[-1]}")
+        why = failure_line(console.read_text(errors="replace"))
+        raise RuntimeError(f"training exited with {code} ({console}): {why}")
 
 
 def summarise(run_dir: Path, warmup: int) -> dict[str, Any]:
