@@ -35,3 +35,4 @@ def test_markdown_has_every_row_and_each_series_against_its_own_random_gates():
 
 def test_every_candidate_is_timed_under_steep_gates():
     assert set(CANDIDATES) <= set(STEEP_RATIOS)
+    assert all(isinstance(tiles, tuple) and tiles for tiles in CANDIDATES.values())

@@ -212,8 +212,8 @@ def test_interpreted_split_paths(kind, K, tiles, options, monkeypatch):
     """SPLIT=1: prep and the intra-chunk backward take the fast path over every chunk (K tile), then the steep
     paths over the ones they listed. Where gentle and steep chunks mix (two K tiles, reverse, segments) every
     output and gradient equals the one launch's (each chunk the same path, the same rounding). With the second
-    launch given no programs the steep chunks keep the fast path's values and the results differ: the list is what
-    makes it exact."""
+    launch given no programs the steep chunks' results are never written (the fast pass skips what it lists) and
+    the results differ: the list is what makes it exact."""
     segments = options.pop("segments", None)
     inputs = _half_steep(make_inputs(kind, 1, 70, 2, K, 16, seed=41), kind)
 
@@ -412,6 +412,20 @@ def test_plan_takes_each_fusion_where_it_was_measured_faster(monkeypatch):
     monkeypatch.setenv("HGRN_CHUNK_TILES", "FUSE=1,INLINE_DA=1")
     assert [plan(K) for K in (16, 64, 128)] == [(32, True, True), (32, True, True), (32, False, False)]
     assert plan(16, segments=2)[1:] == (False, True)
+
+
+def test_plan_splits_the_paths_at_k16_and_sizes_the_second_launch(monkeypatch):
+    """The split (with scan sums) is the rule at K 16 only; SP sets its second launch's programs (STEEP_PROGRAMS)."""
+    monkeypatch.setenv("HGRN_CHUNK_TILES", "")
+
+    def plan(K: int) -> chunk.Plan:
+        q = torch.zeros(1, 256, 2, K)
+        return chunk.make_plan(q, q, None)
+
+    assert [(plan(K).split, plan(K).scan_sums) for K in (16, 32, 128)] == [(True, True), (False, False), (False, False)]
+    assert plan(16).steep_programs == chunk.STEEP_PROGRAMS
+    monkeypatch.setenv("HGRN_CHUNK_TILES", "SP=96")
+    assert plan(16).steep_programs == 96
 
 
 @cpu_only

@@ -8,7 +8,7 @@ apply (HGRN_CHUNK_TILES=FUSE=1,INLINE_DA=1: the forward without autograd in one 
 FUSE=0,INLINE_DA=0: prep + walk, da through memory; the A/B that sets the plan's defaults), each candidate tile
 rule at its ratio (CANDIDATES), and the HGRN1 real scan at [B, T, d] (the element-wise floor of ratio 1). Then the
 steep-gate sweep at the ratios whose chunked kernels take gate-dependent paths: gate logits shifted so that the mean
-log f per step runs from -2 to -24, against random gates, by the rule and by the candidate there. Forward and
+log f per step runs from -2 to -24, against random gates, by the rule and by the candidates there. Forward and
 forward + backward, median ms (triton.testing.do_bench), the CUDA time of the forward + backward's kernels
 (torch.profiler), and both replayed from CUDA graphs (the expand-ratio rows): at these sizes the timed loop also
 times the host's launches, the kernel sum and the graph replay the GPU alone.
@@ -20,6 +20,7 @@ import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import torch
@@ -34,19 +35,26 @@ B, T, D = 8, 2048, 2048
 RATIOS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 FUSION_RATIOS = (16, 32, 64)  # where the chunk plan can fuse the inference forward and form da in the backward
 FUSIONS = {"fused": "FUSE=1,INLINE_DA=1", "unfused": "FUSE=0,INLINE_DA=0"}
-# tile rules measured faster than the rule at random gates (H200, 2026-12-05) and waiting for their steep-gate times:
-# chunk-parallel programs on 2 warps; the paths split (the fast pass, then the chunks it listed steep) with the
-# backward's chunk sums by a scan
-CANDIDATES = {16: "pwarps=2", 32: "SPLIT=1,SCAN=1,pwarps=2", 64: "SPLIT=1"}
-# the chunked ratios (steep chunks take the blocked path at each; the rule splits the paths at 16, the candidates
-# at 32 and 64)
+# tile rules against the rule, at random and steep gates. The split of the paths (SPLIT=1: the fast pass over every
+# chunk, then the chunks it listed steep) cost 2.2-2.6x under steep gates at 16-64 (H100, 2026-12-05; the rule at 16
+# splits) while its fast pass still worked the steep chunks; it now skips them. So: the split again at 32-128 and
+# with more programs in its second launch (SP) at 16, the unsplit paths at 16 (with and without the backward's chunk
+# sums by a scan), and the chunk-parallel programs on 2 warps
+CANDIDATES = {
+    16: ("SPLIT=0,SCAN=0", "SPLIT=0,SCAN=1", "SP=4096", "pwarps=2"),
+    32: ("SPLIT=1,SCAN=1", "pwarps=2"),
+    64: ("SPLIT=1", "pwarps=2"),
+    128: ("SPLIT=1",),
+}
+# the chunked ratios (steep chunks take the blocked path at each)
 STEEP_RATIOS = (16, 32, 64, 128)
 STEEP_LOG_F = (-2, -4, -8, -12, -16, -20, -24)
 
 
-def _time(forward: Callable[[], torch.Tensor], leaves: list[torch.Tensor], graphs: bool = True) -> dict[str, float]:
-    """Forward and forward + backward ms (medians), the forward + backward's kernel time, and (graphs) both replayed
-    from CUDA graphs (runner.graph_ms: no launches by the host, as a training step under CUDA graphs runs them)."""
+def _time(forward: Callable[[], torch.Tensor], leaves: list[torch.Tensor], graphs: bool = True) -> dict[str, Any]:
+    """Forward and forward + backward ms (medians), the forward + backward's kernel time (total and by kernel), and
+    (graphs) both replayed from CUDA graphs (runner.graph_ms: no launches by the host, as a training step under CUDA
+    graphs runs them)."""
     from triton.testing import do_bench
 
     grad = torch.randn_like(forward())
@@ -59,7 +67,9 @@ def _time(forward: Callable[[], torch.Tensor], leaves: list[torch.Tensor], graph
         if graphs:
             timed["fwd_graph_ms"] = graph_ms(forward)
     timed["fwd_bwd_ms"] = do_bench(both)
-    timed["fwd_bwd_kernels_ms"] = sum(kernel_ms(both).values())
+    kernels = kernel_ms(both)
+    timed["fwd_bwd_kernels_ms"] = sum(kernels.values())
+    timed["kernels"] = kernels  # by name (the JSON's): which kernels a steep-gate series grows in
     if graphs:
         timed["fwd_bwd_graph_ms"] = graph_ms(both)
     return {k: v for k, v in timed.items() if v is not None}
@@ -67,7 +77,7 @@ def _time(forward: Callable[[], torch.Tensor], leaves: list[torch.Tensor], graph
 
 def _hgrn2(
     ratio: int, shift: float = 0.0, chunked: bool = False, tiles: str | None = None, graphs: bool = True
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """`_time`'s of HGRN2 at this expand ratio (head size), with the mean log f; chunked forces the chunk kernels,
     tiles overrides their rule (HGRN_CHUNK_TILES, which the plan reads at every call)."""
     H = D // ratio
@@ -91,7 +101,7 @@ def _hgrn2(
     return {**timed, "mean_log_f": F.logsigmoid(z.detach().float()).mean().item()}
 
 
-def _hgrn1() -> dict[str, float]:
+def _hgrn1() -> dict[str, Any]:
     x = torch.randn(B, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     g = F.logsigmoid(torch.randn(B, T, D, device="cuda") + 2).bfloat16().requires_grad_()
     return _time(lambda: ops.hgrn1_recurrence(x, g)[0], [x, g])
@@ -108,13 +118,12 @@ def run() -> dict:
         if ratio in FUSION_RATIOS:
             for name, tiles in FUSIONS.items():
                 rows.append({"case": f"{name} ({tiles})", "ratio": ratio, **_hgrn2(ratio, tiles=tiles)})
-        if ratio in CANDIDATES:
-            tiles = CANDIDATES[ratio]
+        for tiles in CANDIDATES.get(ratio, ()):
             rows.append({"case": f"candidate ({tiles})", "ratio": ratio, **_hgrn2(ratio, tiles=tiles)})
         print(f"ratio {ratio} done", flush=True)
     steep = []
     for ratio in STEEP_RATIOS:
-        for tiles in [None] + ([CANDIDATES[ratio]] if ratio in CANDIDATES else []):
+        for tiles in (None, *CANDIDATES.get(ratio, ())):
             for target in (None, *STEEP_LOG_F):
                 gates = "random" if target is None else f"shift {target}"
                 timed = _hgrn2(ratio, shift=0.0 if target is None else float(target), tiles=tiles, graphs=False)

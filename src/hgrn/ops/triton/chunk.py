@@ -64,6 +64,7 @@ class Plan:
     inline_da: bool  # the intra-chunk backward forms do v^T itself (one K tile), no pairs_kernel and no da in memory
     split: bool  # prep and the intra-chunk backward as two launches: the fast path, then the chunks it listed steep
     scan_sums: bool  # the intra-chunk backward's chunk sums by a scan, not a 3xTF32 triangle product (chunk_sum)
+    steep_programs: int  # programs of a split kernel's second launch (STEEP_PROGRAMS; SP overrides)
 
     @property
     def P(self) -> int:
@@ -79,8 +80,9 @@ def make_plan(
     segments: int | None = None,
 ) -> Plan:
     """The rule. HGRN_CHUNK_TILES="C=64,BV=128,maxnreg=128" overrides its choices (tile experiments,
-    python -m hgrn.bench.sweep; FUSE=0/1 and INLINE_DA=0/1 switch the two fusions, SPLIT=0/1 the paths' split, SCAN=0/1
-    the backward's chunk sums by a scan, EVEN=0 plans as if some chunk were partial)."""
+    python -m hgrn.bench.sweep; FUSE=0/1 and INLINE_DA=0/1 switch the two fusions, SPLIT=0/1 the paths' split, SP the
+    programs of its second launch, SCAN=0/1 the backward's chunk sums by a scan, EVEN=0 plans as if some chunk were
+    partial)."""
     T, H, K = q.shape[1:]
     V = v.shape[-1]
     tiles = tile_overrides("HGRN_CHUNK_TILES")
@@ -120,7 +122,9 @@ def make_plan(
     # The split (SPLIT) and the backward's sums by a scan (SCAN) are the rule at K 16 only, where an H200 timed them
     # (2026-12-05, 8 x 2048 x 128 heads x 16, bf16, kernel time of a forward + backward): the rule before 2.49 ms, the
     # split 2.03, with the scan 1.89 (the prep kernel 0.35 -> 0.20 ms; on 2 warps, untested for correctness there,
-    # 1.72). At the main shape (K 128) the split measured 1.24 against 1.30 ms, but not yet against steep gates.
+    # 1.72). At the main shape (K 128) the split measured 1.24 against 1.30 ms. Under steep gates (every chunk listed)
+    # it cost 1.86x its random-gate time at K 128 (H200) and 2.2-2.6x at K 16-64 (H100, 2026-12-05; the rule at K 16
+    # 2.60x) while its fast pass still worked the chunks it listed; the fast pass now skips them (not yet timed).
     # Offline (sm_90 SASS, Triton 3.6, 32-row chunks, pointers 16-byte aligned as launched; instructions / registers
     # [+ stack bytes]): the split's fast pass takes the prep kernel to 560 / 48, 1,000 / 86, 1,216 / 103, 2,056 / 168 at
     # K 16 / 32 / 64 / 128 against one launch's 1,560 / 105, 2,976 / 161, 3,856 / 167, 5,904 / 168 + 120, the
@@ -135,8 +139,9 @@ def make_plan(
     # at K 16 / 128: forward walk 408 -> 384 / 920 -> 664, yq walk 440 -> 400 / 1,160 -> 952, reverse walk 504 -> 480 /
     # 1,144 + 48 B of stack -> 984, intra-chunk backward (with its 1/f by rcp) 3,552 -> 3,440 / 6,816 -> 6,504.
     even = cu_seqlens is None and T % C == 0 and bool(tiles.get("EVEN", 1))
+    steep_programs = tiles.get("SP", STEEP_PROGRAMS)
     return Plan(n_seqs, NS, L, max(triton.cdiv(longest, C), 1), KP, VP, C, even, BLK, BK, BV, BV_REV, warps, rwarps,
-                maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da, split, scan_sums)  # fmt: skip
+                maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da, split, scan_sums, steep_programs)  # fmt: skip
 
 
 def _parallel(plan: Plan, flags: dict, cap: bool = False) -> dict:
@@ -144,17 +149,17 @@ def _parallel(plan: Plan, flags: dict, cap: bool = False) -> dict:
     return {**flags, "num_warps": plan.pwarps, **register_cap(plan.pmaxnreg if cap else None)}
 
 
-def _by_paths(kernel: Any, grid: tuple[int, int, int], head: tuple, tail: tuple, options: dict, split: bool) -> None:
+def _by_paths(kernel: Any, grid: tuple[int, int, int], head: tuple, tail: tuple, options: dict, plan: Plan) -> None:
     """A chunk-parallel kernel launched with its `steep` list between the arguments head and tail: once, each chunk
     on its own path; or (split) on the fast path over every chunk, then on the steep paths over those it listed (at
     most one entry per program of the grid)."""
-    if not split:
+    if not plan.split:
         kernel[grid](*head, head[0], *tail, PATHS=0, **options)
         return
     programs = grid[0] * grid[1] * grid[2]
     steep = torch.zeros(1 + programs, dtype=torch.int32, device=head[0].device)
     kernel[grid](*head, steep, *tail, PATHS=1, **options)
-    kernel[(min(STEEP_PROGRAMS, programs),)](*head, steep, *tail, PATHS=2, **options)
+    kernel[(min(plan.steep_programs, programs),)](*head, steep, *tail, PATHS=2, **options)
 
 
 def _per_chunk(q: Tensor, plan: Plan, cu: Tensor | None) -> Tensor:
@@ -222,7 +227,7 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
     o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final and plan.NS == 1)  # segments: combined
     gates = (q, kz, q if lg is None else lg, q if lb is None else lb)
     prep = dict(H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate, **_parallel(plan, flags, cap=True))
-    _by_paths(prep_kernel, (plan.NCH, H, plan.P), (*gates, qi, ks, A, gl), seq, prep, plan.split)
+    _by_paths(prep_kernel, (plan.NCH, H, plan.P), (*gates, qi, ks, A, gl), seq, prep, plan)
     walk = (qi, ks, A, v, v, gl)
     grid = (plan.VP // plan.BV, H, plan.P)
     shape = dict(H=H, K=K, V=V, BKW=plan.KP, BVW=plan.BV, **flags, **register_cap(plan.maxnreg))
@@ -332,7 +337,7 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
     intra = dict(H=H, K=K, BK=plan.BK, V=V, VP=plan.VP, BLK=plan.BLK, GATE=gate, INLINE_DA=plan.inline_da,
                  SCAN=plan.scan_sums, **_parallel(plan, flags))  # fmt: skip
     _by_paths(intra_bwd_kernel, grid_chunks, (*gates, gl, da, v, do, xk, yq, chunk_starts, *grads), (*seq, scale),
-              intra, plan.split)  # fmt: skip
+              intra, plan)  # fmt: skip
     dlb = None if lb is None else plb.sum((0, 1)).to(lb.dtype)
     dh0 = None if h0 is None else dh0.to(h0.dtype)
     return or_empty((dq, dkz, dlg, dlb, dv, dh0), q)

@@ -37,7 +37,7 @@ from hgrn.ops.triton._common import (
     store_tile,
     tile_tokens,
 )
-from hgrn.ops.triton.chunk_pairs import chunk_sum, pair_grads, scores
+from hgrn.ops.triton.chunk_pairs import chunk_sum, midpoint, pair_grads, scores
 from hgrn.ops.triton.precompile import entry
 
 SPECIALIZE = dict(do_not_specialize=["T", "NS", "L"])  # runtime sizes: one compile serves all
@@ -102,7 +102,7 @@ def prep_kernel(q, kz, lg, lb, qi, ks, a, gl, steep, cu, T, NS, L, NCH,
     EVEN: every chunk is full (dense batch, T a multiple of C), so the kernel holds one chunk body, not also the
     masked one: its compilation, the longest of the recurrence's, takes about half as long.
     PATHS (`scores`): 0 each chunk its own path; 1 the fast path, the chunks it cannot take listed in `steep`
-    (_list_steep); 2 the listed chunks only, on the steep paths, each program walking every so-many of the list."""
+    (_fast_or_listed); 2 the listed chunks only, on the steep paths, each program walking every so-many of the list."""
     if PATHS == 2:
         for i in range(tl.program_id(0), tl.load(steep), tl.num_programs(0)):
             e = tl.load(steep + 1 + i)
@@ -127,12 +127,23 @@ def prep_kernel(q, kz, lg, lb, qi, ks, a, gl, steep, cu, T, NS, L, NCH,
 
 
 @triton.jit
-def _list_steep(steep, fast, entry, PATHS: tl.constexpr):
-    """With PATHS 1, a chunk (tile) the fast path cannot take appended to the list `steep` [1 + entries] int32 (its
-    length first) for the launch with PATHS 2, which replaces what the fast path stored for it."""
-    if PATHS == 1:  # noqa: SIM102 (Triton: constexpr branch)
-        if not fast:
-            tl.store(steep + 1 + tl.atomic_add(steep, 1), entry)
+def _fast_or_listed(steep, g, glv, entry, GATE: tl.constexpr, PATHS: tl.constexpr):
+    """Whether this launch works on the chunk (tile): always, except with PATHS 1 (the fast pass), where a chunk the
+    fast path cannot take is appended to the list `steep` [1 + entries] int32 (its length first) for the launch with
+    PATHS 2 instead, and skipped here (no loads, products or stores spent on results that launch would replace)."""
+    if PATHS == 1:
+        fast = midpoint(g, glv, GATE)[0]
+        _list_steep(steep, fast, entry)
+        return fast
+    else:
+        return True
+
+
+@triton.jit
+def _list_steep(steep, fast, entry):
+    """Append entry to the list `steep` unless the chunk (tile) is fast."""
+    if not fast:
+        tl.store(steep + 1 + tl.atomic_add(steep, 1), entry)
 
 
 @triton.jit
@@ -150,13 +161,13 @@ def _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH,
     k, logf = _gate_tile(kz + row * K, lg + row * K, lb + h * K, rel, valid, H * K, ck, K, GATE)
     g = tl.cumsum(logf, 0)
     glv = tl.sum(logf, 0)
-    qt = load_tile(q + row * K, rel, valid, H * K, ck, K)
-    A, qit, kst, fast = scores(qt, k, g, logf, glv, C, BLK, GATE, DOT, PATHS)
-    _list_steep(steep, fast, (p * NCH + c) * H + h, PATHS)
-    store_tile(qi + row * K, qit, rel, valid, H * K, ck, K)
-    store_tile(ks + row * K, kst, rel, valid, H * K, ck, K)
-    store_tile(a + row * C, A, rel, valid, H * C, r, C)
     tl.store(gl + _chunk_index(p, c, h, NCH, H, K) + ck, glv, mask=ck < K)
+    if _fast_or_listed(steep, g, glv, (p * NCH + c) * H + h, GATE, PATHS):
+        qt = load_tile(q + row * K, rel, valid, H * K, ck, K)
+        A, qit, kst, _ = scores(qt, k, g, logf, glv, C, BLK, GATE, DOT, PATHS)
+        store_tile(qi + row * K, qit, rel, valid, H * K, ck, K)
+        store_tile(ks + row * K, kst, rel, valid, H * K, ck, K)
+        store_tile(a + row * C, A, rel, valid, H * C, r, C)
 
 
 @triton.jit
@@ -340,50 +351,69 @@ def _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, 
                     IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr, EVEN: tl.constexpr,
                     SCAN: tl.constexpr, PATHS: tl.constexpr):  # fmt: skip
     """intra_bwd_kernel's work on program pid (chunk pid // n_k, K tile pid % n_k) of head h, pseudo-sequence p;
-    listed as ((p H + h) NCH n_k + pid) where the fast path cannot take it (PATHS 1)."""
+    listed as ((p H + h) NCH n_k + pid) where the fast path cannot take it (PATHS 1). HGRN2's gates decide that
+    from the chunk's total log decay alone, so their fast pass lists and skips a steep tile before loading anything
+    else (testing later kept more registers live across the branch: at K 16, 1,360 instructions / 146 registers
+    against 1,256 / 128, offline sm_90); GLA's needs the range of g, so its fast pass works every tile and lists
+    after."""
     n_k: tl.constexpr = (K + BK - 1) // BK
     c = pid // n_k
     ck = (pid % n_k) * BK + tl.arange(0, BK)
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
     if c * C < n:
-        row, tok, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, EVEN)
-        inside = valid[:, None] & (ck < K)[None, :]
-        q, kz, lg, lb = q + row * K, kz + row * K, lg + row * K, lb + h * K
-        cc = tl.arange(0, C)
-        if INLINE_DA:
-            dA = _do_vt(v + row * V, do + row * V, tok, valid, H, V, VP, DOT)
-        else:
-            dA = load_tile(da + row * C, tok, valid, H * C, cc, C)
-        diag = scale * tl.sum(tl.where(cc[:, None] == cc[None, :], dA, 0.0), 1)[:, None]
-        dA = tl.where(cc[:, None] > cc[None, :], dA, 0.0)
-        zt = load_tile(kz, tok, valid, H * K, ck, K)
-        if GATE == 0:
-            k = zt
-            logf = load_tile(lg, tok, valid, H * K, ck, K)
-        else:
-            k, logf, s, ns, f = lower_bounded_gate(zt, _lower_bound(lb, ck, K, GATE))
-            k = tl.where(inside, k, 0.0)
-            logf = tl.where(inside, logf, 0.0)
-        g = chunk_sum(logf, C, False, SCAN)
         ci = _chunk_index(p, c, h, NCH, H, K) + ck
         glv = tl.load(gl + ci, mask=ck < K, other=0.0)  # the chunk's total log decay, from the prep kernel
-        qt = load_tile(q, tok, valid, H * K, ck, K)
-        intra_q, intra_k, e_in, e_out, fast = pair_grads(dA, qt, k, g, logf, glv, C, BLK, GATE, DOT, PATHS)
-        _list_steep(steep, fast, (p * H + h) * NCH * n_k + pid, PATHS)
-        dqt = scale * (intra_q + e_in * load_tile(yq + row * K, tok, valid, H * K, ck, K))
-        dkt = scale * intra_k + e_out * load_tile(xk + row * K, tok, valid, H * K, ck, K)
-        dlogf = chunk_sum(k * dkt - qt * dqt, C, True, SCAN) + tl.load(starts + ci, mask=ck < K, other=0.0)[None, :]
-        store_tile(dq + row * K, dqt + diag * k, tok, valid, H * K, ck, K)
-        dkt += diag * qt
-        if GATE == 0:
-            store_tile(dkz + row * K, dkt, tok, valid, H * K, ck, K)
-            store_tile(dlg + row * K, dlogf, tok, valid, H * K, ck, K)
-        else:
-            inv_f = tl.where(inside & (f > 0), rcp(f), 0.0)
-            ratio = tl.where(f > 0, s * inv_f, 1.0)  # s / f -> 1 as f -> 0 without a bound
-            store_tile(dkz + row * K, k * (ratio * dlogf - s * dkt), tok, valid, H * K, ck, K)
-            if GATE == 2:
-                tl.store(plb + ci, tl.sum(tl.where(inside, ns * (inv_f * dlogf - dkt), 0.0), 0), mask=ck < K)
+        entry = (p * H + h) * NCH * n_k + pid
+        if _fast_or_listed(steep, None, glv, entry, GATE, PATHS if GATE != 0 else 0):
+            _intra_bwd_chunk(q, kz, lg, lb, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, entry, ci, glv, c, n,
+                             bos, h, ck, scale, H, K, V, VP, C, BLK, GATE, REVERSE, INLINE_DA, DOT, EVEN, SCAN,
+                             PATHS)  # fmt: skip
+
+
+@triton.jit
+def _intra_bwd_chunk(q, kz, lg, lb, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, entry, ci, glv, c, n, bos,
+                     h, ck, scale, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, VP: tl.constexpr,
+                     C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
+                     INLINE_DA: tl.constexpr, DOT: tl.constexpr, EVEN: tl.constexpr, SCAN: tl.constexpr,
+                     PATHS: tl.constexpr):  # fmt: skip
+    """_intra_bwd_tile's gradients of chunk c's K tile ck: dq, dk or dz, dlog f, plb."""
+    row, tok, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, EVEN)
+    inside = valid[:, None] & (ck < K)[None, :]
+    q, kz, lg, lb = q + row * K, kz + row * K, lg + row * K, lb + h * K
+    cc = tl.arange(0, C)
+    if INLINE_DA:
+        dA = _do_vt(v + row * V, do + row * V, tok, valid, H, V, VP, DOT)
+    else:
+        dA = load_tile(da + row * C, tok, valid, H * C, cc, C)
+    diag = scale * tl.sum(tl.where(cc[:, None] == cc[None, :], dA, 0.0), 1)[:, None]
+    dA = tl.where(cc[:, None] > cc[None, :], dA, 0.0)
+    zt = load_tile(kz, tok, valid, H * K, ck, K)
+    if GATE == 0:
+        k = zt
+        logf = load_tile(lg, tok, valid, H * K, ck, K)
+    else:
+        k, logf, s, ns, f = lower_bounded_gate(zt, _lower_bound(lb, ck, K, GATE))
+        k = tl.where(inside, k, 0.0)
+        logf = tl.where(inside, logf, 0.0)
+    g = chunk_sum(logf, C, False, SCAN)
+    qt = load_tile(q, tok, valid, H * K, ck, K)
+    intra_q, intra_k, e_in, e_out, fast = pair_grads(dA, qt, k, g, logf, glv, C, BLK, GATE, DOT, PATHS)
+    if GATE == 0 and PATHS == 1:  # GLA's fast pass lists here (_intra_bwd_tile)
+        _list_steep(steep, fast, entry)
+    dqt = scale * (intra_q + e_in * load_tile(yq + row * K, tok, valid, H * K, ck, K))
+    dkt = scale * intra_k + e_out * load_tile(xk + row * K, tok, valid, H * K, ck, K)
+    dlogf = chunk_sum(k * dkt - qt * dqt, C, True, SCAN) + tl.load(starts + ci, mask=ck < K, other=0.0)[None, :]
+    store_tile(dq + row * K, dqt + diag * k, tok, valid, H * K, ck, K)
+    dkt += diag * qt
+    if GATE == 0:
+        store_tile(dkz + row * K, dkt, tok, valid, H * K, ck, K)
+        store_tile(dlg + row * K, dlogf, tok, valid, H * K, ck, K)
+    else:
+        inv_f = tl.where(inside & (f > 0), rcp(f), 0.0)
+        ratio = tl.where(f > 0, s * inv_f, 1.0)  # s / f -> 1 as f -> 0 without a bound
+        store_tile(dkz + row * K, k * (ratio * dlogf - s * dkt), tok, valid, H * K, ck, K)
+        if GATE == 2:
+            tl.store(plb + ci, tl.sum(tl.where(inside, ns * (inv_f * dlogf - dkt), 0.0), 0), mask=ck < K)
 
 
 @entry()
