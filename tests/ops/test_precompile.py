@@ -100,6 +100,25 @@ def test_ahead_runs_the_op_once_per_layout_on_real_tensors(on_cpu):
     ]
 
 
+def test_symbolic_sizes_have_no_layout(on_cpu):
+    """A fake tensor of symbolic sizes (torch.compile with dynamic shapes) cannot be laid out again: no layout, so
+    `ahead` leaves its kernels to the real call; a real tensor of the same sizes has one."""
+    layouts = []
+
+    @torch.library.custom_op("hgrn_test::layout_probe", mutates_args=())
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @probe.register_fake
+    def _(x: torch.Tensor) -> torch.Tensor:
+        layouts.append(precompile._layout(x))
+        return torch.empty_like(x)
+
+    torch.compile(lambda x: probe(x) * 2, dynamic=True, backend="eager")(torch.randn(5, 3))
+    assert layouts and all(layout is None for layout in layouts)
+    assert precompile._layout(torch.empty(5, 3))[:3] == ("tensor", (5, 3), (3, 1))
+
+
 def test_in_background_runs_a_launch_compile_only_on_the_launch_thread_whatever_its_tensors(on_cpu):
     """Integer tensors too (the loss kernel's labels), which `ahead` skips: the caller vouches that no value plans
     the launch. Off (HGRN_PRECOMPILE=0, the interpreter) it runs nothing."""

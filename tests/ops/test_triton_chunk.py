@@ -14,6 +14,7 @@ import triton.language as tl
 
 from hgrn import ops
 from hgrn.ops.triton import chunk, chunk_pairs
+from hgrn.ops.triton._common import cdiv, pow2
 from hgrn.ops.triton.chunk import GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB, chunk_recurrence
 from tests.helpers import assert_close, on_backend, record_launches
 
@@ -412,6 +413,13 @@ def test_plan_takes_each_fusion_where_it_was_measured_faster(monkeypatch):
     monkeypatch.setenv("HGRN_CHUNK_TILES", "FUSE=1,INLINE_DA=1")
     assert [plan(K) for K in (16, 64, 128)] == [(32, True, True), (32, True, True), (32, False, False)]
     assert plan(16, segments=2)[1:] == (False, True)
+
+
+def test_the_plans_host_arithmetic_is_tritons():
+    """pow2 and cdiv (plain Python, cheaper on the host than Triton's JIT functions) give Triton's values."""
+    assert [pow2(n) for n in range(-2, 1100)] == [triton.next_power_of_2(max(n, 1)) for n in range(-2, 1100)]
+    pairs = [(a, b) for a in range(0, 200, 3) for b in range(1, 70)]
+    assert [cdiv(a, b) for a, b in pairs] == [triton.cdiv(a, b) for a, b in pairs]
 
 
 def test_plan_splits_the_paths_at_k16_and_sizes_the_second_launch(monkeypatch):

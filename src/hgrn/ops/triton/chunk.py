@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import triton
 from torch import Tensor
 
 from hgrn.ops.triton._common import (
     INTERPRET,
+    cdiv,
     dot_mode,
     empty_grads,
     needs_grad,
@@ -98,10 +98,10 @@ def make_plan(
     if segments is None:
         programs = n_seqs * H * (VP // BV)
         target = target_programs(q.device)
-        segments = 1 if cu_seqlens is not None or 2 * programs >= target else min(triton.cdiv(target, programs), 64)
-    segments = max(1, min(tiles.get("NS", segments), triton.cdiv(T, 4 * C)))
-    L = triton.cdiv(triton.cdiv(T, segments), C) * C
-    NS = triton.cdiv(T, L) if T else 1
+        segments = 1 if cu_seqlens is not None or 2 * programs >= target else min(cdiv(target, programs), 64)
+    segments = max(1, min(tiles.get("NS", segments), cdiv(T, 4 * C)))
+    L = cdiv(cdiv(T, segments), C) * C
+    NS = cdiv(T, L) if T else 1
     longest = L if cu_seqlens is None else int(cu_seqlens.diff().max()) if n_seqs else 0
     # Triton 3.6 miscompiles the bf16 intra-chunk backward at 64-row chunks on 4 warps (H200: wrong dq and gate
     # gradients, or an illegal address; 2026-12-04 with 32-wide K tiles, 2026-12-05 with 16-wide ones and do v^T formed
@@ -140,7 +140,7 @@ def make_plan(
     # 1,144 + 48 B of stack -> 984, intra-chunk backward (with its 1/f by rcp) 3,552 -> 3,440 / 6,816 -> 6,504.
     even = cu_seqlens is None and T % C == 0 and bool(tiles.get("EVEN", 1))
     steep_programs = tiles.get("SP", STEEP_PROGRAMS)
-    return Plan(n_seqs, NS, L, max(triton.cdiv(longest, C), 1), KP, VP, C, even, BLK, BK, BV, BV_REV, warps, rwarps,
+    return Plan(n_seqs, NS, L, max(cdiv(longest, C), 1), KP, VP, C, even, BLK, BK, BV, BV_REV, warps, rwarps,
                 maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da, split, scan_sums, steep_programs)  # fmt: skip
 
 
@@ -179,7 +179,7 @@ def segment_combine(
     before = torch.empty_like(local)
     after = local.new_empty(n_seqs, H, K, V) if final else None
     block = 1024
-    segment_combine_kernel[(triton.cdiv(H * K * V, block), n_seqs)](
+    segment_combine_kernel[(cdiv(H * K * V, block), n_seqs)](
         local, logdec, local if init is None else init, before, local if after is None else after,
         NS, H * K * V, V, BLOCK=block, DESCENDING=descending, HAS_INIT=init is not None, STORE_FINAL=final,
     )  # fmt: skip

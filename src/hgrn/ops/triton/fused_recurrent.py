@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from hgrn.ops.triton._common import lower_bounded_gate, pow2
+from hgrn.ops.triton._common import cdiv, lower_bounded_gate, pow2
 
 
 @triton.jit
@@ -72,7 +72,7 @@ def gla_step(
     o = v.new_empty(B, H, V)
     KP = max(pow2(K), 16)
     BV = max(16, min(pow2(V), 8192 // KP))
-    _gla_step_kernel[(triton.cdiv(V, BV), B * H)](
+    _gla_step_kernel[(cdiv(V, BV), B * H)](
         q, kz, q if lg is None else lg, q if lb is None else lb.contiguous(), v, o, state, float(scale),
         H=H, K=K, V=V, KP=KP, BV=BV, GATE=gate, num_warps=4,
     )  # fmt: skip
@@ -85,7 +85,7 @@ def hgrn1_step(x: Tensor, log_f: Tensor, state: Tensor, theta: Tensor | None) ->
     x, log_f = x.contiguous(), log_f.contiguous()
     h = x.new_empty(x.shape, dtype=log_f.dtype)
     n, block = log_f.numel(), 1024
-    _hgrn1_step_kernel[(triton.cdiv(n, block),)](
+    _hgrn1_step_kernel[(cdiv(n, block),)](
         x, log_f, x if theta is None else theta.contiguous(), h, state, n, log_f.shape[-1],
         COMPLEX=theta is not None, BLOCK=block,
     )  # fmt: skip

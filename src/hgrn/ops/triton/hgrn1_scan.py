@@ -27,6 +27,7 @@ from hgrn.ops.triton._common import (
     INTERPRET,
     LOG2E,
     affine,
+    cdiv,
     empty_grads,
     lower_bounded_gate,
     needs_grad,
@@ -541,7 +542,7 @@ def _tiles(x: Tensor, D: int, n_seqs: int, complex_valued: bool) -> tuple[int, i
     tiles = tile_overrides(TILES)
     BT = 8 if complex_valued else 64
     BD = 16 if INTERPRET else 64
-    while BD > 16 and n_seqs * triton.cdiv(D, BD) < 2 * target_programs(x.device):
+    while BD > 16 and n_seqs * cdiv(D, BD) < 2 * target_programs(x.device):
         BD //= 2
     return tiles.get("BT", BT), tiles.get("BD", BD), tiles.get("warps", 4)
 
@@ -599,9 +600,9 @@ def _chained_forward(x, log_f, cs, h0, o, ht, reverse: bool, gated: tuple | None
     (_cos_sin) of a complex scan, or None."""
     B, T, D = log_f.shape
     BT, BD, warps, publish_prefix = _chained_tiles(D, cs is not None)
-    n_tiles = triton.cdiv(T, BT) * triton.cdiv(D, BD) * B
+    n_tiles = cdiv(T, BT) * cdiv(D, BD) * B
     flags = torch.zeros(1 + n_tiles, dtype=torch.int32, device=x.device)
-    ws = _workspace(3 * triton.cdiv(T, BT) * B * D * (1 if cs is None else 2), x.device)
+    ws = _workspace(3 * cdiv(T, BT) * B * D * (1 if cs is None else 2), x.device)
     q, lb, hs, scale = gated or (None, None, None, 1.0)
     _fwd_chained_kernel[(n_tiles,)](
         *_present((x, log_f, cs, o, h0, ht, flags, ws, q, lb, hs), x), scale, T, B, D=D, BT=BT, BD=BD,
@@ -622,7 +623,7 @@ def _forward(x, log_f, theta, h0, reverse: bool, cu, want_final: bool) -> tuple[
         _chained_forward(x, log_f, cs, h0, o, ht, reverse)
     else:
         BT, BD, warps = _tiles(x, D, n_seqs, cs is not None)
-        _fwd_kernel[(triton.cdiv(D, BD), n_seqs)](
+        _fwd_kernel[(cdiv(D, BD), n_seqs)](
             *_present((x, log_f, cs, o, h0, ht, cu), x), T, D=D, BT=BT, BD=BD, COMPLEX=cs is not None,
             REVERSE=reverse, IS_VARLEN=cu is not None, HAS_H0=h0 is not None, STORE_HT=want_final, num_warps=warps,
         )  # fmt: skip
@@ -640,7 +641,7 @@ def _backward_kernels(g, theta, o, h0, do, dht, dx, dg, dh0, cu, reverse: bool, 
     chained = cu is None and T > 0 and tile_overrides(TILES).get("bwd", 1) == 1
     if chained:
         BT, BD, warps, publish_prefix = _chained_tiles(D, complex_valued, backward=True, gated=gated is not None)
-        parts = triton.cdiv(T, BT) * B
+        parts = cdiv(T, BT) * B
     else:
         BT, BD, warps = _tiles(o, D, n_seqs, complex_valued)
         parts = n_seqs
@@ -652,15 +653,15 @@ def _backward_kernels(g, theta, o, h0, do, dht, dx, dg, dh0, cu, reverse: bool, 
                "HAS_DHT": dht is not None, "GATED": gated is not None, "HAS_LB": lb is not None,
                "num_warps": warps}  # fmt: skip
     if chained:
-        n_tiles = triton.cdiv(T, BT) * triton.cdiv(D, BD) * B
+        n_tiles = cdiv(T, BT) * cdiv(D, BD) * B
         flags = torch.zeros(1 + n_tiles, dtype=torch.int32, device=o.device)
-        ws = _workspace(3 * triton.cdiv(T, BT) * B * D * (2 if complex_valued else 1), o.device)
+        ws = _workspace(3 * cdiv(T, BT) * B * D * (2 if complex_valued else 1), o.device)
         _bwd_chained_kernel[(n_tiles,)](
             *_present((*tensors, flags, ws, *after), o), scale, T, B, PUBLISH_PREFIX=publish_prefix,
             EVEN=T % BT == 0 and D % BD == 0, **options,
         )  # fmt: skip
     else:
-        _bwd_kernel[(triton.cdiv(D, BD), n_seqs)](*_present((*tensors, cu, *after), o), scale, T,
+        _bwd_kernel[(cdiv(D, BD), n_seqs)](*_present((*tensors, cu, *after), o), scale, T,
                                                   IS_VARLEN=cu is not None, **options)  # fmt: skip
     return dth
 

@@ -148,9 +148,8 @@ def wait_all() -> None:
 def _layout(arg: Any) -> tuple | None:
     """A hashable description of one argument: a tensor's shape, strides, storage offset, dtype and device; a list
     of them; or the value itself. None where it cannot be reproduced (symbolic sizes, a device the kernels skip)."""
-    if isinstance(arg, torch.Tensor):
-        sizes = (*arg.shape, *arg.stride(), arg.storage_offset())
-        if arg.device.type not in DEVICES or not all(type(s) is int for s in sizes):
+    if isinstance(arg, torch.Tensor):  # every call of every op passes here: the C-level symbolic flag, not a scan
+        if arg.device.type not in DEVICES or arg._has_symbolic_sizes_strides:
             return None
         return ("tensor", tuple(arg.shape), arg.stride(), arg.storage_offset(), arg.dtype, arg.device)
     if isinstance(arg, list | tuple):

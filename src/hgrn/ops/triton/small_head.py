@@ -20,11 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import triton
 from torch import Tensor
 
 from hgrn.ops.triton._common import (
     INTERPRET,
+    cdiv,
     dot_mode,
     empty_grads,
     needs_grad,
@@ -115,14 +115,14 @@ def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | N
     BT = tiles["BT"]
     n_seqs = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
     if segments is None:
-        programs = n_seqs * triton.cdiv(H, tiles["BH"])
+        programs = n_seqs * cdiv(H, tiles["BH"])
         target = 2 * target_programs(q.device)
-        segments = 1 if cu_seqlens is not None or programs >= target else triton.cdiv(target, programs)
-    segments = max(1, min(tiles.pop("NS") or segments, triton.cdiv(T, 4 * BT)))
-    L = triton.cdiv(triton.cdiv(max(T, 1), segments), BT) * BT
-    NS = triton.cdiv(T, L) if T else 1
+        segments = 1 if cu_seqlens is not None or programs >= target else cdiv(target, programs)
+    segments = max(1, min(tiles.pop("NS") or segments, cdiv(T, 4 * BT)))
+    L = cdiv(cdiv(max(T, 1), segments), BT) * BT
+    NS = cdiv(T, L) if T else 1
     longest = L if cu_seqlens is None else int(cu_seqlens.diff().max()) if n_seqs else 0
-    return Plan(n_seqs, T, NS, L, max(triton.cdiv(longest, BT), 1), **tiles)
+    return Plan(n_seqs, T, NS, L, max(cdiv(longest, BT), 1), **tiles)
 
 
 def line_plans(q: Tensor, v: Tensor, grid: tuple[int, int] | None) -> list[Plan] | None:
@@ -152,8 +152,8 @@ def line_plans(q: Tensor, v: Tensor, grid: tuple[int, int] | None) -> list[Plan]
         maxnreg = None if INTERPRET else overrides.get("maxnreg", PARALLEL_MAXNREG) or None
         tiles.update(BH=slabs * LINE // K, BT=LINE, warps=warps, maxnreg=maxnreg)
     BT = tiles["BT"]
-    rows = Plan(B, T, height, width, triton.cdiv(width, BT), **tiles, parallel=parallel)
-    return [rows, Plan(B, T, width, height, triton.cdiv(height, BT), **tiles, strided=True, parallel=parallel)]
+    rows = Plan(B, T, height, width, cdiv(width, BT), **tiles, parallel=parallel)
+    return [rows, Plan(B, T, width, height, cdiv(height, BT), **tiles, strided=True, parallel=parallel)]
 
 
 def _forward(
@@ -382,7 +382,7 @@ def _both_ways_saved(q: Tensor, v: Tensor, plan: Plan) -> Tensor | None:
     """What a launch both ways saves: the tile states [2, P, NTS - 1, H, K, V] (None for lines of one tile), or for
     the parallel form its slots [1 + 2 G P] int32 (G head groups; line_fwd_kernel)."""
     if plan.parallel:
-        return q.new_empty(1 + 2 * triton.cdiv(q.shape[2], plan.BH) * plan.P, dtype=torch.int32)
+        return q.new_empty(1 + 2 * cdiv(q.shape[2], plan.BH) * plan.P, dtype=torch.int32)
     if plan.NTS == 1:
         return None
     return q.new_empty(2, plan.P, plan.NTS - 1, *q.shape[2:], v.shape[-1], dtype=torch.float32)
@@ -431,7 +431,7 @@ def _launch(
                  STRIDED=plan.strided, ACC=acc, num_warps=plan.warps, **register_cap(plan.maxnreg))  # fmt: skip
     if not plan.parallel:  # (the parallel form's: _slabs)
         shape.update(REVERSE=reverse, IS_VARLEN=cu is not None, BOTH=both)
-    return inputs, seq, shape, (triton.cdiv(H, plan.BH), plan.P)
+    return inputs, seq, shape, (cdiv(H, plan.BH), plan.P)
 
 
 def _read_in_place(q: Tensor, kz: Tensor, lg: Tensor | None, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
