@@ -151,8 +151,8 @@ def _parallel(plan: Plan, flags: dict, cap: bool = False) -> dict:
 
 def _by_paths(kernel: Any, grid: tuple[int, int, int], head: tuple, tail: tuple, options: dict, plan: Plan) -> None:
     """A chunk-parallel kernel launched with its `steep` list between the arguments head and tail: once, each chunk
-    on its own path; or (split) on the fast path over every chunk, then on the steep paths over those it listed (at
-    most one entry per program of the grid)."""
+    on its own path; or (split) on the fast path over the chunks it can take, listing the others, then on the steep
+    paths over those listed (at most one entry per program of the grid)."""
     if not plan.split:
         kernel[grid](*head, head[0], *tail, PATHS=0, **options)
         return
