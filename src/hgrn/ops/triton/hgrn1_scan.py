@@ -564,10 +564,7 @@ def _chained_tiles(
     the complex forward's best tile moved: on an H100 (2026-12-05, same shape) 8 x 64 0.248 ms, 8 x 32 0.331, 4 x 32
     0.479, 4 x 64 0.460."""
     tiles = tile_overrides(TILES)
-    if backward:
-        BT, BD = (8, 64) if complex_valued or gated else (32, 64)
-    else:
-        BT, BD = (8, 64) if complex_valued else (32, 64)
+    BT, BD = (8, 64) if complex_valued or (backward and gated) else (32, 64)
     BT, BD, warps = tiles.get("BT", BT), tiles.get("BD", min(BD, max(pow2(D), 16))), tiles.get("warps", 1)
     if backward:
         BT, BD, warps = tiles.get("bBT", BT), tiles.get("bBD", BD), tiles.get("bwarps", warps)
@@ -588,21 +585,26 @@ def _workspace(n: int, device: torch.device) -> Tensor:
     return torch.empty(n, dtype=torch.float32, device=device)
 
 
+def _chain_buffers(B: int, T: int, D: int, BT: int, BD: int, complex_valued: bool, device: torch.device):
+    """(tiles, flags, workspace) of a chained launch over [B, T, D] in [BT, BD] tiles: one zeroed int32 buffer (the
+    ticket counter and one flag per tile) and the look-back's uninitialised fp32 slots (_workspace)."""
+    n_tiles = cdiv(T, BT) * cdiv(D, BD) * B
+    flags = torch.zeros(1 + n_tiles, dtype=torch.int32, device=device)
+    return n_tiles, flags, _workspace(3 * cdiv(T, BT) * B * D * (2 if complex_valued else 1), device)
+
+
 def _present(tensors: tuple, like: Tensor) -> tuple[Tensor, ...]:
     """A kernel's tensor arguments, `like` standing in for the absent ones (their constexpr flags keep them unread)."""
     return tuple(like if t is None else t for t in tensors)
 
 
 def _chained_forward(x, log_f, cs, h0, o, ht, reverse: bool, gated: tuple | None = None) -> None:
-    """Dense batches: the single-pass chained scan. Workspace: one zeroed int32 buffer (ticket counter and one flag
-    per tile) and one uninitialised fp32 buffer (aggregates and prefixes, read only once flagged). gated: (q, lb or
-    None, hs or None, scale) of HGRN2 at head size 1 (x is then v, log_f the gate logits); cs: the rotations
-    (_cos_sin) of a complex scan, or None."""
+    """Dense batches: the single-pass chained scan (its buffers: _chain_buffers). gated: (q, lb or None, hs or None,
+    scale) of HGRN2 at head size 1 (x is then v, log_f the gate logits); cs: the rotations (_cos_sin) of a complex
+    scan, or None."""
     B, T, D = log_f.shape
     BT, BD, warps, publish_prefix = _chained_tiles(D, cs is not None)
-    n_tiles = cdiv(T, BT) * cdiv(D, BD) * B
-    flags = torch.zeros(1 + n_tiles, dtype=torch.int32, device=x.device)
-    ws = _workspace(3 * cdiv(T, BT) * B * D * (1 if cs is None else 2), x.device)
+    n_tiles, flags, ws = _chain_buffers(B, T, D, BT, BD, cs is not None, x.device)
     q, lb, hs, scale = gated or (None, None, None, 1.0)
     _fwd_chained_kernel[(n_tiles,)](
         *_present((x, log_f, cs, o, h0, ht, flags, ws, q, lb, hs), x), scale, T, B, D=D, BT=BT, BD=BD,
@@ -653,9 +655,7 @@ def _backward_kernels(g, theta, o, h0, do, dht, dx, dg, dh0, cu, reverse: bool, 
                "HAS_DHT": dht is not None, "GATED": gated is not None, "HAS_LB": lb is not None,
                "num_warps": warps}  # fmt: skip
     if chained:
-        n_tiles = cdiv(T, BT) * cdiv(D, BD) * B
-        flags = torch.zeros(1 + n_tiles, dtype=torch.int32, device=o.device)
-        ws = _workspace(3 * cdiv(T, BT) * B * D * (2 if complex_valued else 1), o.device)
+        n_tiles, flags, ws = _chain_buffers(B, T, D, BT, BD, complex_valued, o.device)
         _bwd_chained_kernel[(n_tiles,)](
             *_present((*tensors, flags, ws, *after), o), scale, T, B, PUBLISH_PREFIX=publish_prefix,
             EVEN=T % BT == 0 and D % BD == 0, **options,
