@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from hgrn import ops
-from hgrn.ops.triton import chunk, chunk_pairs
+from hgrn.ops.triton import chunk, chunk_pairs, precompile
 from hgrn.ops.triton._common import cdiv, pow2
 from hgrn.ops.triton.chunk import GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB, chunk_recurrence
 from tests.helpers import assert_close, on_backend, record_launches
@@ -206,17 +206,19 @@ def _half_steep(inputs: dict, kind: str) -> dict:
         ("hgrn2_lb", 16, "", {}),
         ("gla", 32, ",BK=16", {"reverse": True}),
         ("hgrn2", 16, ",BLK=2", {"segments": 3}),
+        ("hgrn2_lb", 16, "", {"length": 64}),
     ],
-    ids=["hgrn2-lb", "gla-two-k-tiles-reverse", "hgrn2-segments"],
+    ids=["hgrn2-lb", "gla-two-k-tiles-reverse", "hgrn2-segments", "hgrn2-lb-whole-chunks"],
 )
 def test_interpreted_split_paths(kind, K, tiles, options, monkeypatch):
     """SPLIT=1: prep and the intra-chunk backward take the fast path over every chunk (K tile), then the steep
     paths over the ones they listed. Where gentle and steep chunks mix (two K tiles, reverse, segments) every
-    output and gradient equals the one launch's (each chunk the same path, the same rounding). With the second
-    launch given no programs the steep chunks' results are never written (the fast pass skips what it lists) and
+    output and gradient equals the one launch's (each chunk the same path, the same rounding; whole chunks, 64
+    tokens, compile only their unmasked body, the steep launch's included). With the second
+    launch skipped the steep chunks' results are never written (the fast pass skips what it lists) and
     the results differ: the list is what makes it exact."""
-    segments = options.pop("segments", None)
-    inputs = _half_steep(make_inputs(kind, 1, 70, 2, K, 16, seed=41), kind)
+    segments, length = options.pop("segments", None), options.pop("length", 70)
+    inputs = _half_steep(make_inputs(kind, 1, length, 2, K, 16, seed=41), kind)
 
     def results(split: str) -> list[torch.Tensor]:
         monkeypatch.setenv("HGRN_CHUNK_TILES", split + tiles)
@@ -225,7 +227,13 @@ def test_interpreted_split_paths(kind, K, tiles, options, monkeypatch):
 
     whole = results("SPLIT=0")
     assert all(torch.equal(a, b) for a, b in zip(whole, results("SPLIT=1"), strict=True))
-    monkeypatch.setattr(chunk, "STEEP_PROGRAMS", 0)
+    launch = precompile.Entry.__getitem__
+
+    def without_steep_launch(kernel: precompile.Entry, grid: tuple) -> object:
+        real = launch(kernel, grid)
+        return lambda *args, **kw: None if kw.get("PATHS") == 2 else real(*args, **kw)
+
+    monkeypatch.setattr(precompile.Entry, "__getitem__", without_steep_launch)
     assert not all(torch.equal(a, b) for a, b in zip(whole, results("SPLIT=1"), strict=True))
 
 
@@ -422,8 +430,8 @@ def test_the_plans_host_arithmetic_is_tritons():
     assert [cdiv(a, b) for a, b in pairs] == [triton.cdiv(a, b) for a, b in pairs]
 
 
-def test_plan_splits_the_paths_at_k16_and_sizes_the_second_launch(monkeypatch):
-    """The split (with scan sums) is the rule at K 16 only; SP sets its second launch's programs (STEEP_PROGRAMS)."""
+def test_plan_splits_the_paths_at_k16(monkeypatch):
+    """The split (with scan sums) is the rule at K 16 only."""
     monkeypatch.setenv("HGRN_CHUNK_TILES", "")
 
     def plan(K: int) -> chunk.Plan:
@@ -431,9 +439,6 @@ def test_plan_splits_the_paths_at_k16_and_sizes_the_second_launch(monkeypatch):
         return chunk.make_plan(q, q, None)
 
     assert [(plan(K).split, plan(K).scan_sums) for K in (16, 32, 128)] == [(True, True), (False, False), (False, False)]
-    assert plan(16).steep_programs == chunk.STEEP_PROGRAMS
-    monkeypatch.setenv("HGRN_CHUNK_TILES", "SP=96")
-    assert plan(16).steep_programs == 96
 
 
 @cpu_only

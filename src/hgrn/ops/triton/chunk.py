@@ -64,7 +64,6 @@ class Plan:
     inline_da: bool  # the intra-chunk backward forms do v^T itself (one K tile), no pairs_kernel and no da in memory
     split: bool  # prep and the intra-chunk backward as two launches: the fast path, then the chunks it listed steep
     scan_sums: bool  # the intra-chunk backward's chunk sums by a scan, not a 3xTF32 triangle product (chunk_sum)
-    steep_programs: int  # programs of a split kernel's second launch (STEEP_PROGRAMS; SP overrides)
 
     @property
     def P(self) -> int:
@@ -80,9 +79,8 @@ def make_plan(
     segments: int | None = None,
 ) -> Plan:
     """The rule. HGRN_CHUNK_TILES="C=64,BV=128,maxnreg=128" overrides its choices (tile experiments,
-    python -m hgrn.bench.sweep; FUSE=0/1 and INLINE_DA=0/1 switch the two fusions, SPLIT=0/1 the paths' split, SP the
-    programs of its second launch, SCAN=0/1 the backward's chunk sums by a scan, EVEN=0 plans as if some chunk were
-    partial)."""
+    python -m hgrn.bench.sweep; FUSE=0/1 and INLINE_DA=0/1 switch the two fusions, SPLIT=0/1 the paths' split,
+    SCAN=0/1 the backward's chunk sums by a scan, EVEN=0 plans as if some chunk were partial)."""
     T, H, K = q.shape[1:]
     V = v.shape[-1]
     tiles = tile_overrides("HGRN_CHUNK_TILES")
@@ -106,8 +104,10 @@ def make_plan(
     # Triton 3.6 miscompiles the bf16 intra-chunk backward at 64-row chunks on 4 warps (H200: wrong dq and gate
     # gradients, or an illegal address; 2026-12-04 with 32-wide K tiles, 2026-12-05 with 16-wide ones and do v^T formed
     # inside (inline_da); 8 warps are exact), so the chunk-parallel kernels (prep, pairs and that backward share
-    # pwarps) run there on 8
-    pwarps = tiles.get("pwarps", 8 if C == 64 else 4)
+    # pwarps) run there on 8. At K 32 they run on 2 (H100, 2026-12-05, 8 x 2048 x 64 heads x 32, kernel sums of a
+    # forward + backward: 1.55 against 1.97 ms at random gates, 2.02 against 2.60 with every chunk steep; the
+    # intra-chunk backward 0.56 against 0.87 ms; at K 16 and 64 two warps gained nothing or lost under steep gates)
+    pwarps = tiles.get("pwarps", 8 if C == 64 else 2 if KP == 32 else 4)
     warps, rwarps, pwarps = (4, 4, 4) if INTERPRET else (tiles.get("warps", 4), tiles.get("rwarps", 8), pwarps)
     maxnreg, pmaxnreg = tiles.get("maxnreg") or None, None if INTERPRET else tiles.get("pmaxnreg", 168) or None
     # Two fusions that save memory traffic (see the Plan fields), kept by default only where an H200 measured them
@@ -139,9 +139,8 @@ def make_plan(
     # at K 16 / 128: forward walk 408 -> 384 / 920 -> 664, yq walk 440 -> 400 / 1,160 -> 952, reverse walk 504 -> 480 /
     # 1,144 + 48 B of stack -> 984, intra-chunk backward (with its 1/f by rcp) 3,552 -> 3,440 / 6,816 -> 6,504.
     even = cu_seqlens is None and T % C == 0 and bool(tiles.get("EVEN", 1))
-    steep_programs = tiles.get("SP", STEEP_PROGRAMS)
     return Plan(n_seqs, NS, L, max(cdiv(longest, C), 1), KP, VP, C, even, BLK, BK, BV, BV_REV, warps, rwarps,
-                maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da, split, scan_sums, steep_programs)  # fmt: skip
+                maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da, split, scan_sums)  # fmt: skip
 
 
 def _parallel(plan: Plan, flags: dict, cap: bool = False) -> dict:
@@ -152,14 +151,20 @@ def _parallel(plan: Plan, flags: dict, cap: bool = False) -> dict:
 def _by_paths(kernel: Any, grid: tuple[int, int, int], head: tuple, tail: tuple, options: dict, plan: Plan) -> None:
     """A chunk-parallel kernel launched with its `steep` list between the arguments head and tail: once, each chunk
     on its own path; or (split) on the fast path over the chunks it can take, listing the others, then on the steep
-    paths over those listed (at most one entry per program of the grid)."""
+    paths over those listed, STEEP_PROGRAMS programs each taking every so-many entries. The loop's body is a call
+    (a Triton function compiled noinline): inlined, the loop held the body's values across iterations (prep at K
+    16: 152 registers against 103, offline sm_90) and its steep chunks cost more than one launch's (H100,
+    2026-12-05, K 16, every chunk steep: prep 1.08 ms against 0.61, the intra-chunk backward 2.28 against 1.69).
+    One entry per program instead (a grid as large as the first launch's, the programs past the list's length
+    returning at once) cost 0.11 ms at random gates at K 16 (8 x 2048 x 128 heads) for those empty programs, held
+    to one or two per SM by the kernels' registers."""
     if not plan.split:
         kernel[grid](*head, head[0], *tail, PATHS=0, **options)
         return
     programs = grid[0] * grid[1] * grid[2]
     steep = torch.zeros(1 + programs, dtype=torch.int32, device=head[0].device)
     kernel[grid](*head, steep, *tail, PATHS=1, **options)
-    kernel[(min(plan.steep_programs, programs),)](*head, steep, *tail, PATHS=2, **options)
+    kernel[(min(STEEP_PROGRAMS, programs),)](*head, steep, *tail, PATHS=2, **options)
 
 
 def _per_chunk(q: Tensor, plan: Plan, cu: Tensor | None) -> Tensor:

@@ -102,15 +102,12 @@ def prep_kernel(q, kz, lg, lb, qi, ks, a, gl, steep, cu, T, NS, L, NCH,
     EVEN: every chunk is full (dense batch, T a multiple of C), so the kernel holds one chunk body, not also the
     masked one: its compilation, the longest of the recurrence's, takes about half as long.
     PATHS (`scores`): 0 each chunk its own path; 1 the fast path, the chunks it cannot take listed in `steep`
-    (_fast_or_listed); 2 the listed chunks only, on the steep paths, each program walking every so-many of the list."""
+    (_fast_or_listed); 2 the listed chunks only, on the steep paths, each program calling _prep_listed on every
+    so-many of the list (a listed chunk is full where EVEN holds, as every chunk is)."""
     if PATHS == 2:
         for i in range(tl.program_id(0), tl.load(steep), tl.num_programs(0)):
-            e = tl.load(steep + 1 + i)
-            pc, h = e // H, e % H
-            p, c = pc // NCH, pc % NCH
-            bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-            _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE,
-                        DOT, False, 2)  # fmt: skip
+            _prep_listed(q, kz, lg, lb, qi, ks, a, gl, steep, cu, T, NS, L, NCH, i, H, K, KP, C, BLK, GATE, REVERSE,
+                         IS_VARLEN, DOT, EVEN)  # fmt: skip
     else:
         c, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
@@ -124,6 +121,20 @@ def prep_kernel(q, kz, lg, lb, qi, ks, a, gl, steep, cu, T, NS, L, NCH,
         elif c * C < n:
             _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE,
                         DOT, False, PATHS)  # fmt: skip
+
+
+@triton.jit(noinline=True)
+def _prep_listed(q, kz, lg, lb, qi, ks, a, gl, steep, cu, T, NS, L, NCH, i, H: tl.constexpr, K: tl.constexpr,
+                 KP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
+                 IS_VARLEN: tl.constexpr, DOT: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
+    """The steep paths' work on the list's entry i ((p NCH + c) H + h), _prep_chunk's. Not inlined, so that the
+    caller's loop over the list holds none of the body's values across its iterations (chunk._by_paths)."""
+    e = tl.load(steep + 1 + i)
+    pc, h = e // H, e % H
+    p, c = pc // NCH, pc % NCH
+    bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
+    _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE,
+                DOT, EVEN, 2)  # fmt: skip
 
 
 @triton.jit
@@ -333,15 +344,27 @@ def intra_bwd_kernel(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg,
     EVEN as the walks', SCAN chunk_sum's, PATHS as prep_kernel's, per (chunk, K tile)."""
     if PATHS == 2:
         for i in range(tl.program_id(0), tl.load(steep), tl.num_programs(0)):
-            e = tl.load(steep + 1 + i)
-            ph, pid = e // ((K + BK - 1) // BK * NCH), e % ((K + BK - 1) // BK * NCH)
-            _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH,
-                            scale, pid, ph % H, ph // H, H, K, BK, V, VP, C, BLK, GATE, REVERSE, IS_VARLEN, INLINE_DA,
-                            DOT, EVEN, SCAN, 2)  # fmt: skip
+            _intra_bwd_listed(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L,
+                              NCH, scale, i, H, K, BK, V, VP, C, BLK, GATE, REVERSE, IS_VARLEN, INLINE_DA, DOT, EVEN,
+                              SCAN)  # fmt: skip
     else:
         _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH,
                         scale, tl.program_id(0), tl.program_id(1), tl.program_id(2), H, K, BK, V, VP, C, BLK, GATE,
                         REVERSE, IS_VARLEN, INLINE_DA, DOT, EVEN, SCAN, PATHS)  # fmt: skip
+
+
+@triton.jit(noinline=True)
+def _intra_bwd_listed(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH,
+                      scale, i, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, V: tl.constexpr,
+                      VP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
+                      IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr, EVEN: tl.constexpr,
+                      SCAN: tl.constexpr):  # fmt: skip
+    """The steep paths' work on the list's entry i ((p H + h) NCH n_k + pid), _intra_bwd_tile's."""
+    e = tl.load(steep + 1 + i)
+    ph, pid = e // ((K + BK - 1) // BK * NCH), e % ((K + BK - 1) // BK * NCH)
+    _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH, scale,
+                    pid, ph % H, ph // H, H, K, BK, V, VP, C, BLK, GATE, REVERSE, IS_VARLEN, INLINE_DA, DOT, EVEN,
+                    SCAN, 2)  # fmt: skip
 
 
 @triton.jit
