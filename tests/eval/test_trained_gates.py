@@ -49,4 +49,17 @@ def test_the_benchmark_runs_on_a_checkpoint(lm_checkpoint, tmp_path):
         assert row["shape"] == [2, 32, 4, 8]
         for gates in (row["trained"], row["random"]):
             assert gates["fwd_ms"] > 0 and gates["fwd_bwd_ms"] > 0 and gates["mean_log_f"] < 0
+            assert gates["chunk"] == 32 and 0 <= gates["steep_share"] <= 1
     assert "| 0 | 2 x 32 x 4 x 8 |" in written.with_suffix(".md").read_text()
+
+
+def test_the_steep_share_counts_chunk_heads_with_some_channel_past_the_fast_paths_range():
+    """Chunks of 4 steps: a channel at log f -40 per step (-160 over a chunk) makes its (chunk, head) steep, one at
+    -30 (-120) does not; a partial last chunk counts over its own steps."""
+    log_f = torch.full((1, 10, 2, 3), -1.0)  # chunks: steps 0-3, 4-7, 8-9 (two steps)
+    log_f[0, 0:4, 0, 2] = -40.0  # chunk 0, head 0: steep
+    log_f[0, 4:8, 1, 0] = -30.0  # chunk 1, head 1: -120, fast
+    log_f[0, 8:10, 1, 1] = -70.0  # chunk 2 (partial), head 1: -140, steep
+    assert trained_gates.steep_share(log_f, 4) == pytest.approx(2 / 6)
+    log_f[0, 8:10, 1, 1] = -60.0  # -120
+    assert trained_gates.steep_share(log_f, 4) == pytest.approx(1 / 6)

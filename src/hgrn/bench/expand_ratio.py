@@ -37,12 +37,13 @@ FUSION_RATIOS = (16, 32, 64)  # where the chunk plan can fuse the inference forw
 FUSIONS = {"fused": "FUSE=1,INLINE_DA=1", "unfused": "FUSE=0,INLINE_DA=0"}
 # tile rules against the rule, at random and steep gates. The split of the paths (SPLIT=1: the fast pass over every
 # chunk, then the chunks it listed steep) cost 2.2-2.6x under steep gates at 16-64 (H100, 2026-12-05; the rule at 16
-# splits) while its fast pass still worked the steep chunks; it now skips them. So: the split again at 32-128 and
-# with more programs in its second launch (SP) at 16, the unsplit paths at 16 (with and without the backward's chunk
-# sums by a scan), and the chunk-parallel programs on 2 warps
+# splits); then 2.2x at 16 with a fast pass that skips what it lists, its second launch (a loop over the list)
+# slower on steep chunks than one launch; that loop now calls its body, not inlined. So: the split again at 16-128,
+# the unsplit paths at 16 (with and without the backward's chunk sums by a scan, on 2 warps), the chunk-parallel
+# kernels on 4 warps at 32 (the rule before 2 won there) and on 2 at 64
 CANDIDATES = {
-    16: ("SPLIT=0,SCAN=0", "SPLIT=0,SCAN=1", "SP=4096", "pwarps=2"),
-    32: ("SPLIT=1,SCAN=1", "pwarps=2"),
+    16: ("SPLIT=0,SCAN=0", "SPLIT=0,SCAN=1", "SPLIT=0,SCAN=0,pwarps=2"),
+    32: ("pwarps=4", "SPLIT=1,SCAN=1"),
     64: ("SPLIT=1", "pwarps=2"),
     128: ("SPLIT=1",),
 }
@@ -51,7 +52,7 @@ STEEP_RATIOS = (16, 32, 64, 128)
 STEEP_LOG_F = (-2, -4, -8, -12, -16, -20, -24)
 
 
-def _time(forward: Callable[[], torch.Tensor], leaves: list[torch.Tensor], graphs: bool = True) -> dict[str, Any]:
+def op_times(forward: Callable[[], torch.Tensor], leaves: list[torch.Tensor], graphs: bool = True) -> dict[str, Any]:
     """Forward and forward + backward ms (medians), the forward + backward's kernel time (total and by kernel), and
     (graphs) both replayed from CUDA graphs (runner.graph_ms: no launches by the host, as a training step under CUDA
     graphs runs them)."""
@@ -78,7 +79,7 @@ def _time(forward: Callable[[], torch.Tensor], leaves: list[torch.Tensor], graph
 def _hgrn2(
     ratio: int, shift: float = 0.0, chunked: bool = False, tiles: str | None = None, graphs: bool = True
 ) -> dict[str, Any]:
-    """`_time`'s of HGRN2 at this expand ratio (head size), with the mean log f; chunked forces the chunk kernels,
+    """`op_times` of HGRN2 at this expand ratio (head size), with the mean log f; chunked forces the chunk kernels,
     tiles overrides their rule (HGRN_CHUNK_TILES, which the plan reads at every call)."""
     H = D // ratio
     q, v, z = (torch.randn(B, T, H, ratio, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -97,14 +98,14 @@ def _hgrn2(
             return ops.hgrn2_recurrence(q, v, z, lb, scale=ratio**-0.5)[0]
 
     with mock.patch.dict(os.environ, {} if tiles is None else {"HGRN_CHUNK_TILES": tiles}):
-        timed = _time(forward, [q, v, z, lb], graphs)
+        timed = op_times(forward, [q, v, z, lb], graphs)
     return {**timed, "mean_log_f": F.logsigmoid(z.detach().float()).mean().item()}
 
 
 def _hgrn1() -> dict[str, Any]:
     x = torch.randn(B, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     g = F.logsigmoid(torch.randn(B, T, D, device="cuda") + 2).bfloat16().requires_grad_()
-    return _time(lambda: ops.hgrn1_recurrence(x, g)[0], [x, g])
+    return op_times(lambda: ops.hgrn1_recurrence(x, g)[0], [x, g])
 
 
 def run() -> dict:
