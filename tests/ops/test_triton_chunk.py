@@ -544,10 +544,11 @@ def test_gpu_split_paths(kind, H, K, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("tiles", ["SCAN=1", "SCAN=1,SPLIT=1"])
+@pytest.mark.parametrize("tiles", ["", "SCAN=1", "SCAN=1,SPLIT=1"], ids=["rule", "scan", "scan-split"])
 @pytest.mark.parametrize(("H", "K"), [(128, 16), (64, 32), (16, 128)])
 def test_gpu_scan_sums(tiles, H, K, monkeypatch):
-    """SCAN=1 (the backward's chunk sums by a scan), alone and with the split, in bf16, gentle and steep halves (no
+    """The rule (at K 32 the chunk-parallel kernels on 2 warps), SCAN=1 (the backward's chunk sums by a scan), alone
+    and with the split, in bf16, gentle and steep halves (no
     lower bound: at _half_steep's bounds below 1e-4 the bound's bf16 gradient misses the tolerance on any path, 3.3e-2
     with the product's sums on an H200)."""
     monkeypatch.setenv("HGRN_CHUNK_TILES", tiles)
