@@ -54,9 +54,8 @@ def capture_gates(model: nn.Module, tokens: Tensor) -> list[Gates]:
 
 
 def steep_share(log_f: Tensor, chunk: int) -> float:
-    """The share of (chunk, head) pairs of log_f [B, T, H, K] whose total log decay over
-    the chunk falls below -128 in some channel: the chunks the chunked kernels' fast path cannot take
-    (hgrn.ops.triton.chunk_pairs.midpoint)."""
+    """The share of (chunk, head) pairs of log_f [B, T, H, K] whose total log decay over the chunk falls below -128
+    in some channel: the chunks the chunked kernels' fast path cannot take (hgrn.ops.triton.chunk_pairs.midpoint)."""
     log_f = F.pad(log_f.float(), (0, 0, 0, 0, 0, -log_f.shape[1] % chunk))  # a partial last chunk: log f 0 after
     B, T, H, K = log_f.shape
     totals = log_f.view(B, T // chunk, chunk, H, K).sum(2)
