@@ -106,7 +106,8 @@ def make_plan(
     # inside (inline_da); 8 warps are exact), so the chunk-parallel kernels (prep, pairs and that backward share
     # pwarps) run there on 8. At K 32 they run on 2 (H100, 2026-12-05, 8 x 2048 x 64 heads x 32, kernel sums of a
     # forward + backward: 1.55 against 1.97 ms at random gates, 2.02 against 2.60 with every chunk steep; the
-    # intra-chunk backward 0.56 against 0.87 ms; at K 16 and 64 two warps gained nothing or lost under steep gates)
+    # intra-chunk backward 0.56 against 0.87 ms; at K 16 and 64 two warps gained nothing or lost under steep gates;
+    # the GPU suite passed with every chunk-parallel kernel on 2 warps, H200, 2026-12-05)
     pwarps = tiles.get("pwarps", 8 if C == 64 else 2 if KP == 32 else 4)
     warps, rwarps, pwarps = (4, 4, 4) if INTERPRET else (tiles.get("warps", 4), tiles.get("rwarps", 8), pwarps)
     maxnreg, pmaxnreg = tiles.get("maxnreg") or None, None if INTERPRET else tiles.get("pmaxnreg", 168) or None
