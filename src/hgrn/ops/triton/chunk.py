@@ -125,7 +125,8 @@ def make_plan(
     # split 2.03, with the scan 1.89 (the prep kernel 0.35 -> 0.20 ms; on 2 warps, untested for correctness there,
     # 1.72). At the main shape (K 128) the split measured 1.24 against 1.30 ms. Under steep gates (every chunk listed)
     # it cost 1.86x its random-gate time at K 128 (H200) and 2.2-2.6x at K 16-64 (H100, 2026-12-05; the rule at K 16
-    # 2.60x) while its fast pass still worked the chunks it listed; the fast pass now skips them (not yet timed).
+    # 2.60x) while its fast pass still worked the chunks it listed; with a fast pass that skips them, 2.16x at K 16
+    # (H100), its second launch slower on steep chunks than one launch (_by_paths; that launch's fix not yet timed).
     # Offline (sm_90 SASS, Triton 3.6, 32-row chunks, pointers 16-byte aligned as launched; instructions / registers
     # [+ stack bytes]): the split's fast pass takes the prep kernel to 560 / 48, 1,000 / 86, 1,216 / 103, 2,056 / 168 at
     # K 16 / 32 / 64 / 128 against one launch's 1,560 / 105, 2,976 / 161, 3,856 / 167, 5,904 / 168 + 120, the
@@ -149,7 +150,7 @@ def _parallel(plan: Plan, flags: dict, cap: bool = False) -> dict:
     return {**flags, "num_warps": plan.pwarps, **register_cap(plan.pmaxnreg if cap else None)}
 
 
-def _by_paths(kernel: Any, grid: tuple[int, int, int], head: tuple, tail: tuple, options: dict, plan: Plan) -> None:
+def _by_paths(kernel: Any, grid: tuple[int, int, int], head: tuple, tail: tuple, options: dict, split: bool) -> None:
     """A chunk-parallel kernel launched with its `steep` list between the arguments head and tail: once, each chunk
     on its own path; or (split) on the fast path over the chunks it can take, listing the others, then on the steep
     paths over those listed, STEEP_PROGRAMS programs each taking every so-many entries. The loop's body is a call
@@ -159,7 +160,7 @@ def _by_paths(kernel: Any, grid: tuple[int, int, int], head: tuple, tail: tuple,
     One entry per program instead (a grid as large as the first launch's, the programs past the list's length
     returning at once) cost 0.11 ms at random gates at K 16 (8 x 2048 x 128 heads) for those empty programs, held
     to one or two per SM by the kernels' registers."""
-    if not plan.split:
+    if not split:
         kernel[grid](*head, head[0], *tail, PATHS=0, **options)
         return
     programs = grid[0] * grid[1] * grid[2]
@@ -233,7 +234,7 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
     o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final and plan.NS == 1)  # segments: combined
     gates = (q, kz, q if lg is None else lg, q if lb is None else lb)
     prep = dict(H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate, **_parallel(plan, flags, cap=True))
-    _by_paths(prep_kernel, (plan.NCH, H, plan.P), (*gates, qi, ks, A, gl), seq, prep, plan)
+    _by_paths(prep_kernel, (plan.NCH, H, plan.P), (*gates, qi, ks, A, gl), seq, prep, plan.split)
     walk = (qi, ks, A, v, v, gl)
     grid = (plan.VP // plan.BV, H, plan.P)
     shape = dict(H=H, K=K, V=V, BKW=plan.KP, BVW=plan.BV, **flags, **register_cap(plan.maxnreg))
@@ -343,7 +344,7 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
     intra = dict(H=H, K=K, BK=plan.BK, V=V, VP=plan.VP, BLK=plan.BLK, GATE=gate, INLINE_DA=plan.inline_da,
                  SCAN=plan.scan_sums, **_parallel(plan, flags))  # fmt: skip
     _by_paths(intra_bwd_kernel, grid_chunks, (*gates, gl, da, v, do, xk, yq, chunk_starts, *grads), (*seq, scale),
-              intra, plan)  # fmt: skip
+              intra, plan.split)  # fmt: skip
     dlb = None if lb is None else plb.sum((0, 1)).to(lb.dtype)
     dh0 = None if h0 is None else dh0.to(h0.dtype)
     return or_empty((dq, dkz, dlg, dlb, dv, dh0), q)
