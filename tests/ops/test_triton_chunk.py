@@ -430,15 +430,16 @@ def test_the_plans_host_arithmetic_is_tritons():
     assert [cdiv(a, b) for a, b in pairs] == [triton.cdiv(a, b) for a, b in pairs]
 
 
-def test_plan_splits_the_paths_at_k16(monkeypatch):
-    """The split (with scan sums) is the rule at K 16 only."""
-    monkeypatch.setenv("HGRN_CHUNK_TILES", "")
+def test_plan_splits_the_paths_only_when_asked(monkeypatch):
+    """The split and the scan's sums are knobs (SPLIT=1, SCAN=1); the rule takes one launch everywhere."""
 
-    def plan(K: int) -> chunk.Plan:
+    def plan(K: int, tiles: str) -> chunk.Plan:
+        monkeypatch.setenv("HGRN_CHUNK_TILES", tiles)
         q = torch.zeros(1, 256, 2, K)
         return chunk.make_plan(q, q, None)
 
-    assert [(plan(K).split, plan(K).scan_sums) for K in (16, 32, 128)] == [(True, True), (False, False), (False, False)]
+    assert {(plan(K, "").split, plan(K, "").scan_sums) for K in (16, 32, 128)} == {(False, False)}
+    assert {(plan(K, "SPLIT=1,SCAN=1").split, plan(K, "SPLIT=1,SCAN=1").scan_sums) for K in (16, 128)} == {(True, True)}
 
 
 @cpu_only
@@ -547,10 +548,9 @@ def test_gpu_split_paths(kind, H, K, monkeypatch):
 @pytest.mark.parametrize("tiles", ["", "SCAN=1", "SCAN=1,SPLIT=1"], ids=["rule", "scan", "scan-split"])
 @pytest.mark.parametrize(("H", "K"), [(128, 16), (64, 32), (16, 128)])
 def test_gpu_scan_sums(tiles, H, K, monkeypatch):
-    """The rule (at K 32 the chunk-parallel kernels on 2 warps), SCAN=1 (the backward's chunk sums by a scan), alone
-    and with the split, in bf16, gentle and steep halves (no
-    lower bound: at _half_steep's bounds below 1e-4 the bound's bf16 gradient misses the tolerance on any path, 3.3e-2
-    with the product's sums on an H200)."""
+    """The rule (at K 16 and 32 every chunk-parallel kernel and walk on 2 warps), SCAN=1 (the backward's chunk sums
+    by a scan), alone and with the split, in bf16, gentle and steep halves (no lower bound: at _half_steep's bounds
+    below 1e-4 the bound's bf16 gradient misses the tolerance on any path, 3.3e-2 with the product's sums, H200)."""
     monkeypatch.setenv("HGRN_CHUNK_TILES", tiles)
     inputs = _half_steep(make_inputs("hgrn2", 2, 1024, H, K, K, device="cuda", seed=59), "hgrn2")
     check("hgrn2", inputs, ops.hgrn2_recurrence, torch.bfloat16, BF16_TOL, 3 * BF16_TOL, reverse=True)

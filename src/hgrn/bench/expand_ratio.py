@@ -35,16 +35,15 @@ B, T, D = 8, 2048, 2048
 RATIOS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 FUSION_RATIOS = (16, 32, 64)  # where the chunk plan can fuse the inference forward and form da in the backward
 FUSIONS = {"fused": "FUSE=1,INLINE_DA=1", "unfused": "FUSE=0,INLINE_DA=0"}
-# tile rules against the rule, at random and steep gates. The split of the paths (SPLIT=1: the fast pass over every
-# chunk, then the chunks it listed steep) cost 2.2-2.6x under steep gates at 16-64 (H100, 2026-12-05; the rule at 16
-# splits); then 2.2x at 16 with a fast pass that skips what it lists, its second launch (a loop over the list)
-# slower on steep chunks than one launch; that loop now calls its body, not inlined. So: the split again at 16-128,
-# the unsplit paths at 16 (with and without the backward's chunk sums by a scan, on 2 warps), the chunk-parallel
-# kernels on 4 warps at 32 (the rule before 2 won there) and on 2 at 64
+# tile rules against the rule, at random and steep gates. H100, 2026-12-05: the split of the paths (SPLIT=1, with
+# the backward's sums by a scan at 16) faster at random gates at 64 and 128 and 1.46-2.03x under steep ones; do v^T
+# formed inside the intra-chunk backward (INLINE_DA=1, with the one-kernel forward) faster at random gates at 16 and
+# 32 (1.60 / 1.33 ms against that run's rules, 1.71 with the split / 1.42), steep gates untimed; the walks' warps
+# (the rule since: 2 and 2 at 16 and 32, the reverse walk on 4 at 64) against the earlier 4 and 8
 CANDIDATES = {
-    16: ("SPLIT=0,SCAN=0", "SPLIT=0,SCAN=1", "SPLIT=0,SCAN=0,pwarps=2"),
-    32: ("pwarps=4", "SPLIT=1,SCAN=1"),
-    64: ("SPLIT=1", "pwarps=2"),
+    16: ("SPLIT=1,SCAN=1", "INLINE_DA=1", "warps=4,rwarps=8"),
+    32: ("INLINE_DA=1", "warps=4,rwarps=8"),
+    64: ("SPLIT=1", "rwarps=8"),
     128: ("SPLIT=1",),
 }
 # the chunked ratios (steep chunks take the blocked path at each)

@@ -104,12 +104,19 @@ def make_plan(
     # Triton 3.6 miscompiles the bf16 intra-chunk backward at 64-row chunks on 4 warps (H200: wrong dq and gate
     # gradients, or an illegal address; 2026-12-04 with 32-wide K tiles, 2026-12-05 with 16-wide ones and do v^T formed
     # inside (inline_da); 8 warps are exact), so the chunk-parallel kernels (prep, pairs and that backward share
-    # pwarps) run there on 8. At K 32 they run on 2 (H100, 2026-12-05, 8 x 2048 x 64 heads x 32, kernel sums of a
-    # forward + backward: 1.55 against 1.97 ms at random gates, 2.02 against 2.60 with every chunk steep; the
-    # intra-chunk backward 0.56 against 0.87 ms; at K 16 and 64 two warps gained nothing or lost under steep gates;
-    # the GPU suite passed with every chunk-parallel kernel on 2 warps, H200, 2026-12-05)
-    pwarps = tiles.get("pwarps", 8 if C == 64 else 2 if KP == 32 else 4)
-    warps, rwarps, pwarps = (4, 4, 4) if INTERPRET else (tiles.get("warps", 4), tiles.get("rwarps", 8), pwarps)
+    # pwarps) run there on 8. At K 16 and 32 they run on 2 (H100, 2026-12-05, 8 x 2048 x 64 heads x 32, kernel sums of
+    # a forward + backward: 1.55 against 1.97 ms at random gates, 2.02 against 2.60 with every chunk steep; at K 16,
+    # 128 heads, with the walks on 2 warps: 1.58 against 2.19 ms, steep 2.00 against 2.80; at K 64 2 warps took 2.87x
+    # their random-gate time on steep chunks; the GPU suite passed with every chunk-parallel kernel on 2 warps, H200,
+    # 2026-12-05)
+    pwarps = 4 if INTERPRET else tiles.get("pwarps", 8 if C == 64 else 2 if KP <= 32 else 4)
+    # The walks (forward and reverse) on fewer warps at small heads: more programs resident per SM, the 1,024 programs
+    # of K 16 in one round instead of 2 (forward, 4 warps) and 4 (reverse, 8 warps; offline sm_90 occupancy). H100,
+    # 2026-12-05, 8 x 2048, d 2048, kernel sums of a forward + backward: K 16 2.02 -> 1.71 ms on 2 and 2 warps (1 and
+    # 1: 1.73), K 32 1.57 -> 1.43, K 64 1.40 -> 1.31 with the reverse walk on 4; K 128 keeps 4 and 8 (reverse on 4
+    # with 64-wide V tiles 1.91 against 1.36).
+    walk_warps = (2, 2) if KP <= 32 else (4, 4) if KP == 64 else (4, 8)
+    warps, rwarps = (4, 4) if INTERPRET else (tiles.get("warps", walk_warps[0]), tiles.get("rwarps", walk_warps[1]))
     maxnreg, pmaxnreg = tiles.get("maxnreg") or None, None if INTERPRET else tiles.get("pmaxnreg", 168) or None
     # Two fusions that save memory traffic (see the Plan fields), kept by default only where an H200 measured them
     # faster (8 x 2048, d 2048, bf16, 2026-12-05, two runs): the inference forward in one kernel at K 32 (0.49 against
@@ -120,21 +127,20 @@ def make_plan(
     # V <= 64 for the second.
     fuse_infer = NS == 1 and VP == BV and KP <= 64 and bool(tiles.get("FUSE", KP == 32))
     inline_da = KP == BK and VP <= 64 and bool(tiles.get("INLINE_DA", KP == 64))
-    # The split (SPLIT) and the backward's sums by a scan (SCAN) are the rule at K 16 only, where an H200 timed them
-    # (2026-12-05, 8 x 2048 x 128 heads x 16, bf16, kernel time of a forward + backward): the rule before 2.49 ms, the
-    # split 2.03, with the scan 1.89 (the prep kernel 0.35 -> 0.20 ms; on 2 warps, untested for correctness there,
-    # 1.72). At the main shape (K 128) the split measured 1.24 against 1.30 ms. Under steep gates (every chunk listed)
-    # it cost 1.86x its random-gate time at K 128 (H200) and 2.2-2.6x at K 16-64 (H100, 2026-12-05; the rule at K 16
-    # 2.60x) while its fast pass still worked the chunks it listed; with a fast pass that skips them, 2.16x at K 16
-    # (H100), its second launch slower on steep chunks than one launch (_by_paths; that launch's fix not yet timed).
+    # The split (SPLIT=1) and the backward's sums by a scan (SCAN=1) are knobs, the rule nowhere (H100, 2026-12-05,
+    # kernel sums of a forward + backward at 8 x 2048, d 2048). The split with the scan was the rule at K 16 until the
+    # chunk-parallel kernels ran there on 2 warps: 1.71 against 1.58 ms now. It is still faster at random gates at K 64
+    # (1.21 against 1.31) and 128 (1.32 against 1.37), but its steep chunks cost a second launch: every chunk steep,
+    # 2.03x its random-gate time at K 16, 1.63x at 64, 1.46x at 128, against one launch's 1.26x, 1.33x, 1.23x (issue
+    # 13 bounds the shift at 1.3x). The scan alone: 2.30 against 2.21 ms at K 16.
     # Offline (sm_90 SASS, Triton 3.6, 32-row chunks, pointers 16-byte aligned as launched; instructions / registers
     # [+ stack bytes]): the split's fast pass takes the prep kernel to 560 / 48, 1,000 / 86, 1,216 / 103, 2,056 / 168 at
     # K 16 / 32 / 64 / 128 against one launch's 1,560 / 105, 2,976 / 161, 3,856 / 167, 5,904 / 168 + 120, the
     # intra-chunk backward to 1,576 / 163, 2,384 / 244, 2,912 / 255, 2,952 / 255 + 24 against 3,440 / 251, 6,104 /
     # 255 + 400, 6,096 / 255 + 240, 6,504 / 255 + 424; the scan's one launch is a quarter shorter at K 16 / 32 and
     # longer at 64 / 128, its fast pass 1,256 / 128 and 1,976 / 242 at K 16 / 32, the product's at 64 / 128.
-    split = bool(tiles.get("SPLIT", KP == 16))
-    scan_sums = bool(tiles.get("SCAN", KP == 16))
+    split = bool(tiles.get("SPLIT", 0))
+    scan_sums = bool(tiles.get("SCAN", 0))
     # Whole chunks (EVEN): every kernel's rows unmasked, as prep's since session 3 (tiles from one scalar first row
     # everywhere now; the same arithmetic, bitwise equal in the interpreter). H200, 2026-12-05: forward + backward
     # kernels 2.49 against 2.60 ms masked at K 16, 1.30 against 1.35 at K 128. Offline, instructions before -> after
