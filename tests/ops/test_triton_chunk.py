@@ -546,11 +546,14 @@ def test_gpu_split_paths(kind, H, K, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("tiles", ["", "SCAN=1", "SCAN=1,SPLIT=1"], ids=["rule", "scan", "scan-split"])
+@pytest.mark.parametrize(
+    "tiles", ["", "SCAN=1", "SCAN=1,SPLIT=1", "INLINE_DA=1"], ids=["rule", "scan", "scan-split", "inline-da"]
+)
 @pytest.mark.parametrize(("H", "K"), [(128, 16), (64, 32), (16, 128)])
 def test_gpu_scan_sums(tiles, H, K, monkeypatch):
     """The rule (at K 16 and 32 every chunk-parallel kernel and walk on 2 warps), SCAN=1 (the backward's chunk sums
-    by a scan), alone and with the split, in bf16, gentle and steep halves (no lower bound: at _half_steep's bounds
+    by a scan), alone and with the split, INLINE_DA=1 (do v^T formed inside the intra-chunk backward, where K is one
+    tile: K 16 and 32 here), in bf16, gentle and steep halves (no lower bound: at _half_steep's bounds
     below 1e-4 the bound's bf16 gradient misses the tolerance on any path, 3.3e-2 with the product's sums, H200)."""
     monkeypatch.setenv("HGRN_CHUNK_TILES", tiles)
     inputs = _half_steep(make_inputs("hgrn2", 2, 1024, H, K, K, device="cuda", seed=59), "hgrn2")

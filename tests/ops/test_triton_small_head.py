@@ -95,10 +95,10 @@ def check_forward_only(inputs, fn, tol, **kwargs):
 @cpu_only
 @pytest.mark.parametrize("head", [1, 2, 8])
 def test_interpreted_forward_only(head, monkeypatch):
-    """Without autograd the forward saves no tile states and takes 8-step tiles from head size 2: partial tiles,
-    both directions, initial and final states, 3 segments, packed sequences."""
+    """Without autograd the forward saves no tile states; 8-step tiles from head size 2: partial tiles, both
+    directions, initial and final states, 3 segments, packed sequences."""
     inputs = make_inputs("hgrn2_lb", 2, 45, 3, head, head, seed=head)
-    steps_per_tile = small_head.make_plan(inputs["q"], inputs["v"], None, save=False).BT
+    steps_per_tile = small_head.make_plan(inputs["q"], inputs["v"], None).BT
     assert steps_per_tile == (16 if head == 1 else 8)
     for reverse in (False, True):
         check_forward_only(inputs, public("hgrn2_lb"), 2e-5, scale=0.7, reverse=reverse)

@@ -35,17 +35,12 @@ B, T, D = 8, 2048, 2048
 RATIOS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 FUSION_RATIOS = (16, 32, 64)  # where the chunk plan can fuse the inference forward and form da in the backward
 FUSIONS = {"fused": "FUSE=1,INLINE_DA=1", "unfused": "FUSE=0,INLINE_DA=0"}
-# tile rules against the rule, at random and steep gates. H100, 2026-12-05: the split of the paths (SPLIT=1, with
-# the backward's sums by a scan at 16) faster at random gates at 64 and 128 and 1.46-2.03x under steep ones; do v^T
-# formed inside the intra-chunk backward (INLINE_DA=1, with the one-kernel forward) faster at random gates at 16 and
-# 32 (1.60 / 1.33 ms against that run's rules, 1.71 with the split / 1.42), steep gates untimed; the walks' warps
-# (the rule since: 2 and 2 at 16 and 32, the reverse walk on 4 at 64) against the earlier 4 and 8
-CANDIDATES = {
-    16: ("SPLIT=1,SCAN=1", "INLINE_DA=1", "warps=4,rwarps=8"),
-    32: ("INLINE_DA=1", "warps=4,rwarps=8"),
-    64: ("SPLIT=1", "rwarps=8"),
-    128: ("SPLIT=1",),
-}
+# tile rules against the rule, at random and steep gates. H100, 2026-12-05 (graph replays of a forward + backward):
+# do v^T formed inside the intra-chunk backward (INLINE_DA=1) at 16 and 32 1.51 / 1.33 ms against the rule's 1.58 /
+# 1.42, steep 1.24x / 1.34x against 1.26x / 1.34x (the rule's next step once the GPU suite has run it there); the
+# split (SPLIT=1) at 64 and 128 1.21 / 1.33 against 1.29 / 1.37, but 1.59x / 1.47x under steep gates. (The walks'
+# earlier warps lost at every ratio again: 1.89, 1.56, 1.38 ms at 16, 32, 64.)
+CANDIDATES = {16: ("INLINE_DA=1",), 32: ("INLINE_DA=1",), 64: ("SPLIT=1",), 128: ("SPLIT=1",)}
 # the chunked ratios (steep chunks take the blocked path at each)
 STEEP_RATIOS = (16, 32, 64, 128)
 STEEP_LOG_F = (-2, -4, -8, -12, -16, -20, -24)

@@ -1,6 +1,7 @@
 """Per-step training time of each LRA recipe on this GPU, and the GPU hours a full run of the recipe takes.
 
     python -m hgrn.bench.lra_steps [--model hgrn2] [--tasks listops text ...] [--out results/bench]
+    -> results/bench/lra-steps-<model>-<gpu>-<date>.{json,md}
 
 Random inputs at the recipe's full length and batch (an upper bound: real batches are padded only to their
 longest example), the recipe's precision (bf16 autocast, or fp32 where the recipe trains in it, as HGRN1's), forward +
@@ -11,6 +12,7 @@ A recipe that accumulates micro-batches (Path-X on one GPU) is timed per optimis
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import statistics
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(rows[-1]), flush=True)
         torch.cuda.empty_cache()
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"lra-steps-{args.model}-{gpu.replace(' ', '_')}"
+    stem = args.out / f"lra-steps-{args.model}-{gpu.replace(' ', '_')}-{datetime.date.today().isoformat()}"
     backend = "Triton kernels" if ops.USE_KERNELS else "PyTorch reference"
     record = {"gpu": gpu, "torch": torch.__version__, "ops": backend, "rows": rows}
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2))

@@ -49,6 +49,8 @@ from hgrn.ops.triton.small_head_scan import bwd_kernel, fwd_kernel
 
 SMALL_HEAD_MAX = 8  # the largest K (and V) taken here; from 16 the chunked kernels are faster (results/bench/)
 TILES = "HGRN_SMALL_TILES"  # the tile experiment's overrides (Plan)
+REGISTERS_PER_SM = 65536  # sm_80 / sm_90: the most registers one program may hold
+ONE_WAY_MAXNREG = 128  # one-way scans' register cap from head size 2 (make_plan)
 PARALLEL_MAXNREG = 168  # the parallel form's register cap (rows' backward: 254 uncapped; H200: 2.18 -> 1.95 ms)
 
 
@@ -87,7 +89,9 @@ class Plan:
         return self.n_seqs * self.NS
 
 
-def _tiles(H: int, K: int, V: int, tiles: dict[str, int], bt: int = 16) -> dict[str, int | None]:
+def _tiles(
+    H: int, K: int, V: int, tiles: dict[str, int], bt: int = 16, maxnreg: int | None = None
+) -> dict[str, int | None]:
     """One warp per program holding about 32 state channels (BH heads, one channel per thread, a tile's 16 steps in
     its registers, so the scan down the tile stays in-thread). Chosen by tile sweeps on an H200 (B8 T2048 d2048
     bf16, fwd+bwd ms, 2026-12-02). Before the loads were issued a tile ahead: head size 8 2.55 at (BH 1, BT 16,
@@ -97,21 +101,26 @@ def _tiles(H: int, K: int, V: int, tiles: dict[str, int], bt: int = 16) -> dict[
     (GPU tests pass at both): 8 1.90, 4 1.23, 2 0.85, 1 1.05, so one-way scans keep BT 16. Scans along a grid's
     lines take BT 8 (bt): with the V-major backward (2026-12-04, head size 8, 256 images of 16 x 16 tokens, 24 / 48
     heads, fwd+bwd) 2.37 / 4.69 ms at BT 16 against 1.86 / 3.66 at BT 8, while one-way at head size 4 / 8 it was
-    1.28 / 1.41 against 1.32 / 1.37. tiles: the experiment's overrides (HGRN_SMALL_TILES)."""
+    1.28 / 1.41 against 1.32 / 1.37. bt, maxnreg: the caller's rule (maxnreg None: uncapped); tiles: the
+    experiment's overrides (HGRN_SMALL_TILES, maxnreg=0 uncaps)."""
     KP, VP = pow2(K), pow2(V)
     return dict(KP=KP, VP=VP, BH=tiles.get("BH", min(pow2(H), max(32 // (KP * VP), 1))), BT=tiles.get("BT", bt),
                 warps=4 if INTERPRET else tiles.get("warps", 1),
-                maxnreg=None if INTERPRET else tiles.get("maxnreg") or None, NS=tiles.get("NS", 0))  # fmt: skip
+                maxnreg=None if INTERPRET else tiles.get("maxnreg", maxnreg) or None, NS=tiles.get("NS", 0))  # fmt: skip
 
 
-def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | None = None, save: bool = True) -> Plan:
-    """The plan of a one-way scan: segments while the programs would not fill the GPU four times over. A forward
-    that saves nothing for a backward (save False) takes 8-step tiles from head size 2: on an H200 (2026-12-04, B 8,
-    T 2048, d 2048, bf16) the forward at head size 2 / 4 / 8 ran 0.33 / 0.40 / 0.44 ms at 16 steps against 0.23-0.27
-    / 0.29 / 0.32 at 8, and 0.31-0.33 against 0.34-0.38 at head size 1; with a backward 16 stays (its sums above)."""
+def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | None = None) -> Plan:
+    """The plan of a one-way scan: segments while the programs would not fill the GPU four times over. From head
+    size 2 (K V >= 4) 8-step tiles with registers capped at ONE_WAY_MAXNREG: the backward then fits 16 one-warp
+    programs per SM without stack (offline sm_90: 210-247 registers uncapped at 16 steps, 8-9 per SM). On an H100
+    (2026-12-05, B 8, T 2048, d 2048, bf16, kernel sums of a forward + backward) at head size 8 / 4 / 2: 16 steps
+    1.41 / 1.26 / 0.95 ms, 8 steps 1.32 / 0.96 / 0.76, 8 capped at 128 1.12 / 0.95 / 0.74 (at 96 1.22 / 0.95 /
+    0.89; 16 capped at 128 1.73 / 1.31 / 1.21). The forward without a backward took 8 steps before (H200,
+    2026-12-04: 0.23-0.32 ms against 0.33-0.44 at 16); at head size 1 16 steps stay (0.31-0.33 against 0.34-0.38)."""
     T, H, K = q.shape[1:]
     V = v.shape[-1]
-    tiles = _tiles(H, K, V, tile_overrides(TILES), bt=16 if save or K * V < 4 else 8)
+    small = K * V < 4
+    tiles = _tiles(H, K, V, tile_overrides(TILES), bt=16 if small else 8, maxnreg=None if small else ONE_WAY_MAXNREG)
     BT = tiles["BT"]
     n_seqs = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
     if segments is None:
@@ -202,7 +211,7 @@ def recurrence_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_fina
     """o, the final state, the tile states (save, for the backward), the segments' starting states and log decays;
     each an empty tensor where there is none. q, kz, lg, v as `_read_in_place` leaves them, lb and h0 contiguous."""
     together(recurrence_forward, (q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, segments, save))
-    plan = make_plan(q, v, cu, segments, save)
+    plan = make_plan(q, v, cu, segments)
     o, final, saved, starts, logdec = _forward(q, kz, lg, lb, v, h0, scale, gate, reverse, cu, plan, want_final, save)
     return o, *or_empty((final, saved, starts if plan.NS > 1 else None, logdec), q)
 
@@ -212,7 +221,7 @@ def _(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, segments, save
     if cu is not None:
         raise NotImplementedError("cu_seqlens under torch.compile: the tile count is read from it; run it eagerly")
     ahead(recurrence_forward, (q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, segments, save))
-    plan = make_plan(q, v, cu, segments, save)
+    plan = make_plan(q, v, cu, segments)
     H, K, V = *q.shape[2:], v.shape[-1]
     segmented = plan.NS > 1
     final = q.new_empty(plan.n_seqs, H, K, V, dtype=torch.float32) if want_final else None
@@ -403,8 +412,15 @@ def _slabs(shape: dict, dtype: torch.dtype) -> dict:
 
 
 def _fallback(shape: dict) -> dict:
-    """The second launch's (the scan of the steep lines): the plan's, one warp per head."""
-    return shape if INTERPRET else dict(shape, num_warps=shape["BH"])
+    """The second launch's (the scan of the steep lines): the plan's, one warp per head, its register cap lowered
+    so that BH warps fit one multiprocessor's 64K registers (the parallel form's 16 heads of size 2 on 16 warps at
+    its 168-register cap asked for 512 threads where 384 fit: H100, 2026-12-05)."""
+    if INTERPRET:
+        return shape
+    fallback = dict(shape, num_warps=shape["BH"])
+    if "maxnreg" in fallback:
+        fallback["maxnreg"] = min(fallback["maxnreg"], REGISTERS_PER_SM // (32 * shape["BH"]))
+    return fallback
 
 
 def _gradients(q, kz, lg, v) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
