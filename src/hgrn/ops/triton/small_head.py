@@ -104,9 +104,9 @@ def _tiles(
     1.28 / 1.41 against 1.32 / 1.37. bt, maxnreg: the caller's rule (maxnreg None: uncapped); tiles: the
     experiment's overrides (HGRN_SMALL_TILES, maxnreg=0 uncaps)."""
     KP, VP = pow2(K), pow2(V)
+    cap = None if INTERPRET else tiles.get("maxnreg", maxnreg) or None
     return dict(KP=KP, VP=VP, BH=tiles.get("BH", min(pow2(H), max(32 // (KP * VP), 1))), BT=tiles.get("BT", bt),
-                warps=4 if INTERPRET else tiles.get("warps", 1),
-                maxnreg=None if INTERPRET else tiles.get("maxnreg", maxnreg) or None, NS=tiles.get("NS", 0))  # fmt: skip
+                warps=4 if INTERPRET else tiles.get("warps", 1), maxnreg=cap, NS=tiles.get("NS", 0))  # fmt: skip
 
 
 def make_plan(q: Tensor, v: Tensor, cu_seqlens: Tensor | None, segments: int | None = None) -> Plan:
