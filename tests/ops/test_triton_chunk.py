@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from hgrn import ops
-from hgrn.ops.triton import chunk, chunk_pairs, precompile
+from hgrn.ops.triton import chunk, chunk_pairs
 from hgrn.ops.triton._common import cdiv, pow2
 from hgrn.ops.triton.chunk import GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB, chunk_recurrence
 from tests.helpers import assert_close, on_backend, record_launches
@@ -203,70 +203,21 @@ def _half_steep(inputs: dict, kind: str) -> dict:
 @pytest.mark.parametrize(
     ("kind", "K", "tiles", "options"),
     [
-        ("hgrn2_lb", 16, "", {}),
-        ("gla", 32, ",BK=16", {"reverse": True}),
-        ("hgrn2", 16, ",BLK=2", {"segments": 3}),
+        ("hgrn2_lb", 16, "", {"reverse": True}),
+        ("gla", 32, "BK=16", {"reverse": True}),
+        ("hgrn2", 16, "BLK=2", {"segments": 3}),
         ("hgrn2_lb", 16, "", {"length": 64}),
     ],
-    ids=["hgrn2-lb", "gla-two-k-tiles-reverse", "hgrn2-segments", "hgrn2-lb-whole-chunks"],
+    ids=["hgrn2-lb-reverse", "gla-two-k-tiles-reverse", "hgrn2-segments", "hgrn2-lb-whole-chunks"],
 )
-def test_interpreted_split_paths(kind, K, tiles, options, monkeypatch):
-    """SPLIT=1: prep and the intra-chunk backward take the fast path over every chunk (K tile), then the steep
-    paths over the ones they listed. Where gentle and steep chunks mix (two K tiles, reverse, segments) every
-    output and gradient equals the one launch's (each chunk the same path, the same rounding; whole chunks, 64
-    tokens, compile only their unmasked body, the steep launch's included). With the second
-    launch skipped the steep chunks' results are never written (the fast pass skips what it lists) and
-    the results differ: the list is what makes it exact."""
+def test_interpreted_gentle_and_steep_chunks(kind, K, tiles, options, monkeypatch):
+    """Gentle and steep chunks in one launch (each sequence's first half on the fast path, its second on the steep
+    ones), with two K tiles, reverse, segments, or whole chunks (64 tokens: only the unmasked body compiled): the
+    float64 reference's outputs and gradients."""
     segments, length = options.pop("segments", None), options.pop("length", 70)
+    monkeypatch.setenv("HGRN_CHUNK_TILES", tiles)
     inputs = _half_steep(make_inputs(kind, 1, length, 2, K, 16, seed=41), kind)
-
-    def results(split: str) -> list[torch.Tensor]:
-        monkeypatch.setenv("HGRN_CHUNK_TILES", split + tiles)
-        o, s, grads = run(interpreted(kind, segments=segments), kind, inputs, torch.float32, **options)
-        return [o, s, *grads.values()]
-
-    whole = results("SPLIT=0")
-    assert all(torch.equal(a, b) for a, b in zip(whole, results("SPLIT=1"), strict=True))
-    launch = precompile.Entry.__getitem__
-
-    def without_steep_launch(kernel: precompile.Entry, grid: tuple) -> object:
-        real = launch(kernel, grid)
-        return lambda *args, **kw: None if kw.get("PATHS") == 2 else real(*args, **kw)
-
-    monkeypatch.setattr(precompile.Entry, "__getitem__", without_steep_launch)
-    assert not all(torch.equal(a, b) for a, b in zip(whole, results("SPLIT=1"), strict=True))
-
-
-@cpu_only
-@pytest.mark.parametrize(
-    ("kind", "K", "tiles", "options"),
-    [
-        ("hgrn2_lb", 16, "", {"reverse": True}),
-        ("gla", 32, ",BK=16,SPLIT=1", {}),
-        ("hgrn2", 16, ",BLK=2", {"segments": 3}),
-    ],
-    ids=["hgrn2-lb-reverse", "gla-two-k-tiles-split", "hgrn2-segments"],
-)
-def test_interpreted_scan_sums(kind, K, tiles, options, monkeypatch):
-    """SCAN=1: the intra-chunk backward's chunk sums by a scan (the strict one as (all but last, all) pairs) instead
-    of the 3xTF32 triangle product: the float64 reference's outputs and gradients where gentle and steep chunks mix.
-    A combine that drops the earlier span from the sum before the last element breaks it, and leaves the product's
-    path (SCAN=0) exact."""
-    segments = options.pop("segments", None)
-    inputs = _half_steep(make_inputs(kind, 1, 70, 2, K, 16, seed=53), kind)
-    fn = interpreted(kind, segments=segments)
-    monkeypatch.setenv("HGRN_CHUNK_TILES", "SCAN=1" + tiles)
-    check(kind, inputs, fn, torch.float32, 2e-5, gate_tol=1e-4, **options)
-    monkeypatch.setattr(chunk_pairs, "_exclusive", _lossy_combine)
-    with pytest.raises(AssertionError):
-        check(kind, inputs, fn, torch.float32, 2e-5, gate_tol=1e-4, **options)
-    monkeypatch.setenv("HGRN_CHUNK_TILES", "SCAN=0" + tiles)
-    check(kind, inputs, fn, torch.float32, 2e-5, gate_tol=1e-4, **options)
-
-
-@triton.jit
-def _lossy_combine(before_a, total_a, before_b, total_b):
-    return before_b, total_a + total_b
+    check(kind, inputs, interpreted(kind, segments=segments), torch.float32, 2e-5, gate_tol=1e-4, **options)
 
 
 @cpu_only
@@ -283,7 +234,6 @@ def test_interpreted_whole_chunks_equal_masked_rows(kind, monkeypatch):
             return lambda *args, **kw: (log.append(kw["EVEN"]), launch(grid)(*args, **kw))
 
     monkeypatch.setattr(chunk, "intra_bwd_kernel", Recorded())
-    monkeypatch.setenv("HGRN_CHUNK_TILES", "SPLIT=0")  # one launch per backward (the split has its own test)
     inputs = make_inputs(kind, 2, 64, 2, 16, 16, seed=47)
     packed = {n: t.reshape(1, -1, *t.shape[2:]) if t.shape[:2] == (2, 64) else t for n, t in inputs.items()}
     cu = torch.tensor([0, 64, 128])
@@ -430,19 +380,6 @@ def test_the_plans_host_arithmetic_is_tritons():
     assert [cdiv(a, b) for a, b in pairs] == [triton.cdiv(a, b) for a, b in pairs]
 
 
-def test_plan_splits_the_paths_only_when_asked(monkeypatch):
-    """The split and the scan's sums are knobs (SPLIT=1, SCAN=1); the rule takes one launch everywhere."""
-
-    def plan(K: int, tiles: str) -> chunk.Plan:
-        monkeypatch.setenv("HGRN_CHUNK_TILES", tiles)
-        q = torch.zeros(1, 256, 2, K)
-        return chunk.make_plan(q, q, None)
-
-    rule, asked = [plan(K, "") for K in (16, 32, 128)], [plan(K, "SPLIT=1,SCAN=1") for K in (16, 128)]
-    assert {(p.split, p.scan_sums) for p in rule} == {(False, False)}
-    assert {(p.split, p.scan_sums) for p in asked} == {(True, True)}
-
-
 @cpu_only
 def test_interpreted_half_precision_and_default_plan():
     """fp16 inputs (tf32 dots, exact in the interpreter) with the plan the GPU would use (chunk 32)."""
@@ -535,26 +472,13 @@ def test_gpu_extreme_gates(gates, dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kind", ["hgrn2", "gla"])
-@pytest.mark.parametrize(("H", "K"), [(128, 16), (16, 128)])
-def test_gpu_split_paths(kind, H, K, monkeypatch):
-    """SPLIT=1 (the fast path over every chunk, then the listed steep ones) in bf16, gentle and steep halves."""
-    monkeypatch.setenv("HGRN_CHUNK_TILES", "SPLIT=1")
-    inputs = _half_steep(make_inputs(kind, 2, 1000, H, K, K, device="cuda", seed=43), kind)
-    check(kind, inputs, ops.hgrn2_recurrence if kind != "gla" else ops.gla_recurrence, torch.bfloat16, BF16_TOL,
-          3 * BF16_TOL, reverse=kind == "gla")  # fmt: skip
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize(
-    "tiles", ["", "SCAN=1", "SCAN=1,SPLIT=1", "INLINE_DA=1"], ids=["rule", "scan", "scan-split", "inline-da"]
-)
+@pytest.mark.parametrize("tiles", ["", "INLINE_DA=1"], ids=["rule", "inline-da"])
 @pytest.mark.parametrize(("H", "K"), [(128, 16), (64, 32), (16, 128)])
-def test_gpu_scan_sums(tiles, H, K, monkeypatch):
-    """The rule (at K 16 and 32 every chunk-parallel kernel and walk on 2 warps), SCAN=1 (the backward's chunk sums
-    by a scan), alone and with the split, INLINE_DA=1 (do v^T formed inside the intra-chunk backward, where K is one
-    tile: K 16 and 32 here), in bf16, gentle and steep halves (no lower bound: at _half_steep's bounds
-    below 1e-4 the bound's bf16 gradient misses the tolerance on any path, 3.3e-2 with the product's sums, H200)."""
+def test_gpu_gentle_and_steep_halves(tiles, H, K, monkeypatch):
+    """The rule (at K 16 and 32 every chunk-parallel kernel and walk on 2 warps) and INLINE_DA=1 (do v^T formed inside
+    the intra-chunk backward where K is one tile: K 16 and 32 here) in bf16, gentle and steep halves (no lower
+    bound: at _half_steep's bounds below 1e-4 the bound's bf16 gradient misses the tolerance on any path, 3.3e-2,
+    H200)."""
     monkeypatch.setenv("HGRN_CHUNK_TILES", tiles)
     inputs = _half_steep(make_inputs("hgrn2", 2, 1024, H, K, K, device="cuda", seed=59), "hgrn2")
     check("hgrn2", inputs, ops.hgrn2_recurrence, torch.bfloat16, BF16_TOL, 3 * BF16_TOL, reverse=True)

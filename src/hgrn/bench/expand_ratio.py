@@ -37,10 +37,8 @@ FUSION_RATIOS = (16, 32, 64)  # where the chunk plan can fuse the inference forw
 FUSIONS = {"fused": "FUSE=1,INLINE_DA=1", "unfused": "FUSE=0,INLINE_DA=0"}
 # tile rules against the rule, at random and steep gates. H100, 2026-12-05 (graph replays of a forward + backward):
 # do v^T formed inside the intra-chunk backward (INLINE_DA=1) at 16 and 32 1.51 / 1.33 ms against the rule's 1.58 /
-# 1.42, steep 1.24x / 1.34x against 1.26x / 1.34x (the rule's next step once the GPU suite has run it there); the
-# split (SPLIT=1) at 64 and 128 1.21 / 1.33 against 1.29 / 1.37, but 1.59x / 1.47x under steep gates. (The walks'
-# earlier warps lost at every ratio again: 1.89, 1.56, 1.38 ms at 16, 32, 64.)
-CANDIDATES = {16: ("INLINE_DA=1",), 32: ("INLINE_DA=1",), 64: ("SPLIT=1",), 128: ("SPLIT=1",)}
+# 1.42, steep 1.24x / 1.34x against 1.26x / 1.34x (the rule's next step once the GPU suite has run it there)
+CANDIDATES = {16: ("INLINE_DA=1",), 32: ("INLINE_DA=1",)}
 # the chunked ratios (steep chunks take the blocked path at each)
 STEEP_RATIOS = (16, 32, 64, 128)
 STEEP_LOG_F = (-2, -4, -8, -12, -16, -20, -24)

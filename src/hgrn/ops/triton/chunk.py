@@ -1,12 +1,11 @@
 """Chunked GLA / HGRN2: S_t = diag(f_t) S_{t-1} + k_t^T v_t, o_t = scale q_t S_t, in chunks of C tokens. The launch
-plan (tiles, segments, paths) and the custom ops hgrn::chunk_forward / chunk_backward with their autograd; the kernels
+plan (tiles, segments, fusions) and the custom ops hgrn::chunk_forward / chunk_backward with their autograd; the kernels
 and what each computes are in hgrn.ops.triton.chunk_kernels, the intra-chunk pair math in chunk_pairs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,7 +35,6 @@ from hgrn.ops.triton.chunk_kernels import (
 from hgrn.ops.triton.precompile import ahead, together
 
 GATE_GLA, GATE_HGRN2, GATE_HGRN2_LB = 0, 1, 2
-STEEP_PROGRAMS = 1024  # programs of a split kernel's second launch, each taking every so-many listed chunks
 
 
 @dataclass(frozen=True)
@@ -62,8 +60,6 @@ class Plan:
     pmaxnreg: int | None  # of the prep kernel (168: 0.36 -> 0.29 ms at B8 T2048 H16 D128 on an H200)
     fuse_infer: bool  # a forward that saves nothing runs prep and walk as one kernel (infer_kernel)
     inline_da: bool  # the intra-chunk backward forms do v^T itself (one K tile), no pairs_kernel and no da in memory
-    split: bool  # prep and the intra-chunk backward as two launches: the fast path, then the chunks it listed steep
-    scan_sums: bool  # the intra-chunk backward's chunk sums by a scan, not a 3xTF32 triangle product (chunk_sum)
 
     @property
     def P(self) -> int:
@@ -79,8 +75,8 @@ def make_plan(
     segments: int | None = None,
 ) -> Plan:
     """The rule. HGRN_CHUNK_TILES="C=64,BV=128,maxnreg=128" overrides its choices (tile experiments,
-    python -m hgrn.bench.sweep; FUSE=0/1 and INLINE_DA=0/1 switch the two fusions, SPLIT=0/1 the paths' split,
-    SCAN=0/1 the backward's chunk sums by a scan, EVEN=0 plans as if some chunk were partial)."""
+    python -m hgrn.bench.sweep; FUSE=0/1 and INLINE_DA=0/1 switch the two fusions, EVEN=0 plans as if some chunk
+    were partial)."""
     T, H, K = q.shape[1:]
     V = v.shape[-1]
     tiles = tile_overrides("HGRN_CHUNK_TILES")
@@ -127,20 +123,11 @@ def make_plan(
     # V <= 64 for the second.
     fuse_infer = NS == 1 and VP == BV and KP <= 64 and bool(tiles.get("FUSE", KP == 32))
     inline_da = KP == BK and VP <= 64 and bool(tiles.get("INLINE_DA", KP == 64))
-    # The split (SPLIT=1) and the backward's sums by a scan (SCAN=1) are knobs, the rule nowhere (H100, 2026-12-05,
-    # kernel sums of a forward + backward at 8 x 2048, d 2048). The split with the scan was the rule at K 16 until the
-    # chunk-parallel kernels ran there on 2 warps: 1.71 against 1.58 ms now. It is still faster at random gates at K 64
-    # (1.21 against 1.31) and 128 (1.32 against 1.37), but its steep chunks cost a second launch: every chunk steep,
-    # 2.03x its random-gate time at K 16, 1.63x at 64, 1.46x at 128, against one launch's 1.26x, 1.33x, 1.23x (issue
-    # 13 bounds the shift at 1.3x). The scan alone: 2.30 against 2.21 ms at K 16.
-    # Offline (sm_90 SASS, Triton 3.6, 32-row chunks, pointers 16-byte aligned as launched; instructions / registers
-    # [+ stack bytes]): the split's fast pass takes the prep kernel to 560 / 48, 1,000 / 86, 1,216 / 103, 2,056 / 168 at
-    # K 16 / 32 / 64 / 128 against one launch's 1,560 / 105, 2,976 / 161, 3,856 / 167, 5,904 / 168 + 120, the
-    # intra-chunk backward to 1,576 / 163, 2,384 / 244, 2,912 / 255, 2,952 / 255 + 24 against 3,440 / 251, 6,104 /
-    # 255 + 400, 6,096 / 255 + 240, 6,504 / 255 + 424; the scan's one launch is a quarter shorter at K 16 / 32 and
-    # longer at 64 / 128, its fast pass 1,256 / 128 and 1,976 / 242 at K 16 / 32, the product's at 64 / 128.
-    split = bool(tiles.get("SPLIT", 0))
-    scan_sums = bool(tiles.get("SCAN", 0))
+    # Each chunk-parallel kernel is one launch, each chunk taking its own path (fast, blocked or exact). A split into
+    # a fast pass over every chunk and a second launch over the steep ones it listed was faster at random gates at
+    # K 64 and 128 (H100, 2026-12-05: 1.21 / 1.33 against 1.29 / 1.37 ms), but 1.59x / 1.47x under steep gates against
+    # one launch's 1.33x / 1.22x (issue 13 bounds that at 1.3x), and slower at K 16 and 32; it was removed after
+    # sessions 31-34 (results/bench/NOTES.md).
     # Whole chunks (EVEN): every kernel's rows unmasked, as prep's since session 3 (tiles from one scalar first row
     # everywhere now; the same arithmetic, bitwise equal in the interpreter). H200, 2026-12-05: forward + backward
     # kernels 2.49 against 2.60 ms masked at K 16, 1.30 against 1.35 at K 128. Offline, instructions before -> after
@@ -148,31 +135,12 @@ def make_plan(
     # 1,144 + 48 B of stack -> 984, intra-chunk backward (with its 1/f by rcp) 3,552 -> 3,440 / 6,816 -> 6,504.
     even = cu_seqlens is None and T % C == 0 and bool(tiles.get("EVEN", 1))
     return Plan(n_seqs, NS, L, max(cdiv(longest, C), 1), KP, VP, C, even, BLK, BK, BV, BV_REV, warps, rwarps,
-                maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da, split, scan_sums)  # fmt: skip
+                maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da)  # fmt: skip
 
 
 def _parallel(plan: Plan, flags: dict, cap: bool = False) -> dict:
     """Launch options of the chunk-parallel kernels (cap: the prep kernel's register cap, more programs resident)."""
     return {**flags, "num_warps": plan.pwarps, **register_cap(plan.pmaxnreg if cap else None)}
-
-
-def _by_paths(kernel: Any, grid: tuple[int, int, int], head: tuple, tail: tuple, options: dict, split: bool) -> None:
-    """A chunk-parallel kernel launched with its `steep` list between the arguments head and tail: once, each chunk
-    on its own path; or (split) on the fast path over the chunks it can take, listing the others, then on the steep
-    paths over those listed, STEEP_PROGRAMS programs each taking every so-many entries. The loop's body is a call
-    (a Triton function compiled noinline): inlined, the loop held the body's values across iterations (prep at K
-    16: 152 registers against 103, offline sm_90) and its steep chunks cost more than one launch's (H100,
-    2026-12-05, K 16, every chunk steep: prep 1.08 ms against 0.61, the intra-chunk backward 2.28 against 1.69).
-    One entry per program instead (a grid as large as the first launch's, the programs past the list's length
-    returning at once) cost 0.11 ms at random gates at K 16 (8 x 2048 x 128 heads) for those empty programs, held
-    to one or two per SM by the kernels' registers."""
-    if not split:
-        kernel[grid](*head, head[0], *tail, PATHS=0, **options)
-        return
-    programs = grid[0] * grid[1] * grid[2]
-    steep = torch.zeros(1 + programs, dtype=torch.int32, device=head[0].device)
-    kernel[grid](*head, steep, *tail, PATHS=1, **options)
-    kernel[(min(STEEP_PROGRAMS, programs),)](*head, steep, *tail, PATHS=2, **options)
 
 
 def _per_chunk(q: Tensor, plan: Plan, cu: Tensor | None) -> Tensor:
@@ -240,7 +208,7 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
     o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final and plan.NS == 1)  # segments: combined
     gates = (q, kz, q if lg is None else lg, q if lb is None else lb)
     prep = dict(H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate, **_parallel(plan, flags, cap=True))
-    _by_paths(prep_kernel, (plan.NCH, H, plan.P), (*gates, qi, ks, A, gl), seq, prep, plan.split)
+    prep_kernel[(plan.NCH, H, plan.P)](*gates, qi, ks, A, gl, *seq, **prep)
     walk = (qi, ks, A, v, v, gl)
     grid = (plan.VP // plan.BV, H, plan.P)
     shape = dict(H=H, K=K, V=V, BKW=plan.KP, BVW=plan.BV, **flags, **register_cap(plan.maxnreg))
@@ -347,10 +315,9 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
     grid_chunks = (plan.NCH * (plan.KP // plan.BK), H, plan.P)
     gates = (q, kz, q if lg is None else lg, q if lb is None else lb)
     grads = (dq, dkz, q if dlg is None else dlg, q if plb is None else plb)
-    intra = dict(H=H, K=K, BK=plan.BK, V=V, VP=plan.VP, BLK=plan.BLK, GATE=gate, INLINE_DA=plan.inline_da,
-                 SCAN=plan.scan_sums, **_parallel(plan, flags))  # fmt: skip
-    _by_paths(intra_bwd_kernel, grid_chunks, (*gates, gl, da, v, do, xk, yq, chunk_starts, *grads), (*seq, scale),
-              intra, plan.split)  # fmt: skip
+    intra_bwd_kernel[grid_chunks](*gates, gl, da, v, do, xk, yq, chunk_starts, *grads, *seq, scale, H=H, K=K,
+                                  BK=plan.BK, V=V, VP=plan.VP, BLK=plan.BLK, GATE=gate, INLINE_DA=plan.inline_da,
+                                  **_parallel(plan, flags))  # fmt: skip
     dlb = None if lb is None else plb.sum((0, 1)).to(lb.dtype)
     dh0 = None if h0 is None else dh0.to(h0.dtype)
     return or_empty((dq, dkz, dlg, dlb, dv, dh0), q)

@@ -37,7 +37,7 @@ from hgrn.ops.triton._common import (
     store_tile,
     tile_tokens,
 )
-from hgrn.ops.triton.chunk_pairs import chunk_sum, midpoint, pair_grads, scores
+from hgrn.ops.triton.chunk_pairs import chunk_sum, pair_grads, scores
 from hgrn.ops.triton.precompile import entry
 
 SPECIALIZE = dict(do_not_specialize=["T", "NS", "L"])  # runtime sizes: one compile serves all
@@ -92,76 +92,31 @@ def _chunk_rows(c, n, bos, h, H: tl.constexpr, C: tl.constexpr, REVERSE: tl.cons
 
 
 @entry(**SPECIALIZE)
-def prep_kernel(q, kz, lg, lb, qi, ks, a, gl, steep, cu, T, NS, L, NCH,
+def prep_kernel(q, kz, lg, lb, qi, ks, a, gl, cu, T, NS, L, NCH,
                  H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr,
                  GATE: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr, DOT: tl.constexpr,
-                 EVEN: tl.constexpr, PATHS: tl.constexpr):  # fmt: skip
+                 EVEN: tl.constexpr):  # fmt: skip
     """Chunk-parallel: the gate, the chunk's cumulative log decay g, and the walks' operands
     q e^g, k e^{g_C - g} and tril(A), A_ij = sum_c q_ic k_jc e^{g_ic - g_jc} (exact on the slow path).
     (g by a scan here: at all of K, the 3xTF32 product of chunk_sum measured slower, 0.23 -> 0.37 ms.)
     EVEN: every chunk is full (dense batch, T a multiple of C), so the kernel holds one chunk body, not also the
-    masked one: its compilation, the longest of the recurrence's, takes about half as long.
-    PATHS (`scores`): 0 each chunk its own path; 1 the fast path, the chunks it cannot take listed in `steep`
-    (_fast_or_listed); 2 the listed chunks only, on the steep paths, each program calling _prep_listed on every
-    so-many of the list (a listed chunk is full where EVEN holds, as every chunk is)."""
-    if PATHS == 2:
-        for i in range(tl.program_id(0), tl.load(steep), tl.num_programs(0)):
-            _prep_listed(q, kz, lg, lb, qi, ks, a, gl, steep, cu, T, NS, L, NCH, i, H, K, KP, C, BLK, GATE, REVERSE,
-                         IS_VARLEN, DOT, EVEN)  # fmt: skip
-    else:
-        c, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-        if EVEN:
-            if c * C < n:  # a segment may hold fewer chunks than NCH
-                _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE,
-                            REVERSE, DOT, True, PATHS)  # fmt: skip
-        elif (c + 1) * C <= n:  # a full chunk (all but a sequence's last): no row masks, a fifth fewer instructions
-            _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE,
-                        DOT, True, PATHS)  # fmt: skip
-        elif c * C < n:
-            _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE,
-                        DOT, False, PATHS)  # fmt: skip
-
-
-@triton.jit(noinline=True)
-def _prep_listed(q, kz, lg, lb, qi, ks, a, gl, steep, cu, T, NS, L, NCH, i, H: tl.constexpr, K: tl.constexpr,
-                 KP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                 IS_VARLEN: tl.constexpr, DOT: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
-    """The steep paths' work on the list's entry i ((p NCH + c) H + h), _prep_chunk's. Not inlined, so that the
-    caller's loop over the list holds none of the body's values across its iterations (chunk._by_paths)."""
-    e = tl.load(steep + 1 + i)
-    pc, h = e // H, e % H
-    p, c = pc // NCH, pc % NCH
+    masked one: its compilation, the longest of the recurrence's, takes about half as long."""
+    c, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
-    _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE,
-                DOT, EVEN, 2)  # fmt: skip
+    if EVEN:
+        if c * C < n:  # a segment may hold fewer chunks than NCH
+            _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE, DOT,
+                        True)  # fmt: skip
+    elif (c + 1) * C <= n:  # a full chunk (all but a sequence's last): no row masks, a fifth fewer instructions
+        _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE, DOT, True)
+    elif c * C < n:
+        _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH, H, K, KP, C, BLK, GATE, REVERSE, DOT, False)
 
 
 @triton.jit
-def _fast_or_listed(steep, g, glv, entry, GATE: tl.constexpr, PATHS: tl.constexpr):
-    """Whether this launch works on the chunk (tile): always, except with PATHS 1 (the fast pass), where a chunk the
-    fast path cannot take is appended to the list `steep` [1 + entries] int32 (its length first) for the launch with
-    PATHS 2 instead, and skipped here (no loads, products or stores spent on results that launch would replace)."""
-    if PATHS == 1:
-        fast = midpoint(g, glv, GATE)[0]
-        _list_steep(steep, fast, entry)
-        return fast
-    else:
-        return True
-
-
-@triton.jit
-def _list_steep(steep, fast, entry):
-    """Append entry to the list `steep` unless the chunk (tile) is fast."""
-    if not fast:
-        tl.store(steep + 1 + tl.atomic_add(steep, 1), entry)
-
-
-@triton.jit
-def _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH,
+def _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, bos, n, c, h, p, NCH,
                 H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr,
-                GATE: tl.constexpr, REVERSE: tl.constexpr, DOT: tl.constexpr, FULL: tl.constexpr,
-                PATHS: tl.constexpr):  # fmt: skip
+                GATE: tl.constexpr, REVERSE: tl.constexpr, DOT: tl.constexpr, FULL: tl.constexpr):  # fmt: skip
     """prep_kernel's work on chunk c (tiles addressed from the chunk's first row, _chunk_rows; FULL: every row
     exists, no masks)."""
     r = tl.arange(0, C)
@@ -173,12 +128,11 @@ def _prep_chunk(q, kz, lg, lb, qi, ks, a, gl, steep, bos, n, c, h, p, NCH,
     g = tl.cumsum(logf, 0)
     glv = tl.sum(logf, 0)
     tl.store(gl + _chunk_index(p, c, h, NCH, H, K) + ck, glv, mask=ck < K)
-    if _fast_or_listed(steep, g, glv, (p * NCH + c) * H + h, GATE, PATHS):
-        qt = load_tile(q + row * K, rel, valid, H * K, ck, K)
-        A, qit, kst, _ = scores(qt, k, g, logf, glv, C, BLK, GATE, DOT, PATHS)
-        store_tile(qi + row * K, qit, rel, valid, H * K, ck, K)
-        store_tile(ks + row * K, kst, rel, valid, H * K, ck, K)
-        store_tile(a + row * C, A, rel, valid, H * C, r, C)
+    qt = load_tile(q + row * K, rel, valid, H * K, ck, K)
+    A, qit, kst = scores(qt, k, g, logf, glv, C, BLK, GATE, DOT)
+    store_tile(qi + row * K, qit, rel, valid, H * K, ck, K)
+    store_tile(ks + row * K, kst, rel, valid, H * K, ck, K)
+    store_tile(a + row * C, A, rel, valid, H * C, r, C)
 
 
 @triton.jit
@@ -252,7 +206,7 @@ def infer_kernel(q, kz, lg, lb, v, out, h0, ht, cu, T, NS, L, scale,
         k, logf = _gate_tile(kz + row * K, lg + row * K, lb + h * K, tok, valid, H * K, ck, K, GATE)
         glv = tl.sum(logf, 0)
         qt = load_tile(q + row * K, tok, valid, H * K, ck, K)
-        A, qit, kst, _fast = scores(qt, k, tl.cumsum(logf, 0), logf, glv, C, BLK, GATE, DOT, 0)
+        A, qit, kst = scores(qt, k, tl.cumsum(logf, 0), logf, glv, C, BLK, GATE, DOT)
         vt = operand(load_block(v + row * V, tok, valid, H * V, cv, V), DOT)
         o = scale * (mm(operand(A, DOT), vt, DOT) + mm(qit, operand(S, DOT), DOT))
         store_tile(out + row * V, o, tok, valid, H * V, cv, V)
@@ -327,12 +281,12 @@ def pairs_kernel(v, do, da, cu, T, NS, L, H: tl.constexpr, V: tl.constexpr, VP: 
 
 
 @entry(**SPECIALIZE)
-def intra_bwd_kernel(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH,
-                      scale, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, V: tl.constexpr, VP: tl.constexpr,
+def intra_bwd_kernel(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, cu, T, NS, L, NCH, scale,
+                      H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, V: tl.constexpr, VP: tl.constexpr,
                       C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                      IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr, EVEN: tl.constexpr,
-                      SCAN: tl.constexpr, PATHS: tl.constexpr):  # fmt: skip
-    """Chunk-parallel gradients for BK columns: dq, dk (GLA) and the gate gradient.
+                      IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr,
+                      EVEN: tl.constexpr):  # fmt: skip
+    """Chunk-parallel gradients for BK columns: dq, dk (GLA) and the gate gradient, one program per (chunk, K tile).
 
     With da = do v^T (from pairs_kernel, or formed here from v and do: INLINE_DA), xk = v dS_C^T, yq = do S_0^T
     from the walks: dq = scale (intra + e^g yq), dk = scale intra +
@@ -341,65 +295,25 @@ def intra_bwd_kernel(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg,
     terms), plus the exact value at the chunk start from the states (`starts`, from the yq walk). Summing only
     within a chunk keeps the bf16-level error of dq, dk from accumulating along the sequence.
     Writes GLA: dk and dlog f; HGRN2: dz = k (s/f dlog f - s dk), and plb, the chunk's lower-bound gradient.
-    EVEN as the walks', SCAN chunk_sum's, PATHS as prep_kernel's, per (chunk, K tile)."""
-    if PATHS == 2:
-        for i in range(tl.program_id(0), tl.load(steep), tl.num_programs(0)):
-            _intra_bwd_listed(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L,
-                              NCH, scale, i, H, K, BK, V, VP, C, BLK, GATE, REVERSE, IS_VARLEN, INLINE_DA, DOT, EVEN,
-                              SCAN)  # fmt: skip
-    else:
-        _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH,
-                        scale, tl.program_id(0), tl.program_id(1), tl.program_id(2), H, K, BK, V, VP, C, BLK, GATE,
-                        REVERSE, IS_VARLEN, INLINE_DA, DOT, EVEN, SCAN, PATHS)  # fmt: skip
-
-
-@triton.jit(noinline=True)
-def _intra_bwd_listed(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH,
-                      scale, i, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, V: tl.constexpr,
-                      VP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                      IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr, EVEN: tl.constexpr,
-                      SCAN: tl.constexpr):  # fmt: skip
-    """The steep paths' work on the list's entry i ((p H + h) NCH n_k + pid), _intra_bwd_tile's."""
-    e = tl.load(steep + 1 + i)
-    ph, pid = e // ((K + BK - 1) // BK * NCH), e % ((K + BK - 1) // BK * NCH)
-    _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH, scale,
-                    pid, ph % H, ph // H, H, K, BK, V, VP, C, BLK, GATE, REVERSE, IS_VARLEN, INLINE_DA, DOT, EVEN,
-                    SCAN, 2)  # fmt: skip
-
-
-@triton.jit
-def _intra_bwd_tile(q, kz, lg, lb, gl, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, cu, T, NS, L, NCH, scale,
-                    pid, h, p, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, V: tl.constexpr,
-                    VP: tl.constexpr, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                    IS_VARLEN: tl.constexpr, INLINE_DA: tl.constexpr, DOT: tl.constexpr, EVEN: tl.constexpr,
-                    SCAN: tl.constexpr, PATHS: tl.constexpr):  # fmt: skip
-    """intra_bwd_kernel's work on program pid (chunk pid // n_k, K tile pid % n_k) of head h, pseudo-sequence p;
-    listed as ((p H + h) NCH n_k + pid) where the fast path cannot take it (PATHS 1). HGRN2's gates decide that
-    from the chunk's total log decay alone, so their fast pass lists and skips a steep tile before loading anything
-    else (testing later kept more registers live across the branch: at K 16, 1,360 instructions / 146 registers
-    against 1,256 / 128, offline sm_90); GLA's needs the range of g, so its fast pass works every tile and lists
-    after."""
+    EVEN as the walks'."""
     n_k: tl.constexpr = (K + BK - 1) // BK
+    pid, h, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     c = pid // n_k
     ck = (pid % n_k) * BK + tl.arange(0, BK)
     bos, n = seq_span(p, cu, T, NS, L, IS_VARLEN)
     if c * C < n:
         ci = _chunk_index(p, c, h, NCH, H, K) + ck
         glv = tl.load(gl + ci, mask=ck < K, other=0.0)  # the chunk's total log decay, from the prep kernel
-        entry = (p * H + h) * NCH * n_k + pid
-        if _fast_or_listed(steep, None, glv, entry, GATE, PATHS if GATE != 0 else 0):
-            _intra_bwd_chunk(q, kz, lg, lb, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, entry, ci, glv, c, n,
-                             bos, h, ck, scale, H, K, V, VP, C, BLK, GATE, REVERSE, INLINE_DA, DOT, EVEN, SCAN,
-                             PATHS)  # fmt: skip
+        _intra_bwd_chunk(q, kz, lg, lb, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, ci, glv, c, n, bos, h, ck,
+                         scale, H, K, V, VP, C, BLK, GATE, REVERSE, INLINE_DA, DOT, EVEN)  # fmt: skip
 
 
 @triton.jit
-def _intra_bwd_chunk(q, kz, lg, lb, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, steep, entry, ci, glv, c, n, bos,
-                     h, ck, scale, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, VP: tl.constexpr,
-                     C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr,
-                     INLINE_DA: tl.constexpr, DOT: tl.constexpr, EVEN: tl.constexpr, SCAN: tl.constexpr,
-                     PATHS: tl.constexpr):  # fmt: skip
-    """_intra_bwd_tile's gradients of chunk c's K tile ck: dq, dk or dz, dlog f, plb."""
+def _intra_bwd_chunk(q, kz, lg, lb, da, v, do, xk, yq, starts, dq, dkz, dlg, plb, ci, glv, c, n, bos, h, ck, scale,
+                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, VP: tl.constexpr, C: tl.constexpr,
+                     BLK: tl.constexpr, GATE: tl.constexpr, REVERSE: tl.constexpr, INLINE_DA: tl.constexpr,
+                     DOT: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
+    """intra_bwd_kernel's gradients of chunk c's K tile ck: dq, dk or dz, dlog f, plb."""
     row, tok, valid = _chunk_rows(c, n, bos, h, H, C, REVERSE, EVEN)
     inside = valid[:, None] & (ck < K)[None, :]
     q, kz, lg, lb = q + row * K, kz + row * K, lg + row * K, lb + h * K
@@ -418,14 +332,12 @@ def _intra_bwd_chunk(q, kz, lg, lb, da, v, do, xk, yq, starts, dq, dkz, dlg, plb
         k, logf, s, ns, f = lower_bounded_gate(zt, _lower_bound(lb, ck, K, GATE))
         k = tl.where(inside, k, 0.0)
         logf = tl.where(inside, logf, 0.0)
-    g = chunk_sum(logf, C, False, SCAN)
+    g = chunk_sum(logf, C, False)
     qt = load_tile(q, tok, valid, H * K, ck, K)
-    intra_q, intra_k, e_in, e_out, fast = pair_grads(dA, qt, k, g, logf, glv, C, BLK, GATE, DOT, PATHS)
-    if GATE == 0 and PATHS == 1:  # GLA's fast pass lists here (_intra_bwd_tile)
-        _list_steep(steep, fast, entry)
+    intra_q, intra_k, e_in, e_out = pair_grads(dA, qt, k, g, logf, glv, C, BLK, GATE, DOT)
     dqt = scale * (intra_q + e_in * load_tile(yq + row * K, tok, valid, H * K, ck, K))
     dkt = scale * intra_k + e_out * load_tile(xk + row * K, tok, valid, H * K, ck, K)
-    dlogf = chunk_sum(k * dkt - qt * dqt, C, True, SCAN) + tl.load(starts + ci, mask=ck < K, other=0.0)[None, :]
+    dlogf = chunk_sum(k * dkt - qt * dqt, C, True) + tl.load(starts + ci, mask=ck < K, other=0.0)[None, :]
     store_tile(dq + row * K, dqt + diag * k, tok, valid, H * K, ck, K)
     dkt += diag * qt
     if GATE == 0:

@@ -24,29 +24,18 @@ from hgrn.ops.triton._common import LOG2E, mm, operand
 
 
 @triton.jit
-def chunk_sum(x, C: tl.constexpr, STRICT: tl.constexpr, SCAN: tl.constexpr):
-    """sum_{s <= t} x_s (STRICT: s < t) down the chunk axis, fp32-accurate either way: by a scan (SCAN), or as one
-    tensor-core product with a 0/1 triangle in 3xTF32 (the rule: with approximate divisions, the same change took the
-    intra-chunk backward from 0.80 to 0.66 ms at head size 128 on an H200, session 2; offline the scan is a quarter
-    fewer instructions at head sizes 16 and 32 and no fewer at 64 and 128, untimed). The strict form never adds x_t
-    itself, so a small sum next to a large x_t (the last step, carrying the final-state gradient) is not lost to
-    cancellation: its scan carries (sum of all but the last, sum of all) pairs."""
-    if SCAN:
-        if STRICT:
-            return tl.associative_scan((tl.zeros_like(x), x), 0, _exclusive)[0]
-        return tl.cumsum(x, 0)
+def chunk_sum(x, C: tl.constexpr, STRICT: tl.constexpr):
+    """sum_{s <= t} x_s (STRICT: s < t) down the chunk axis as one tensor-core product with a 0/1 triangle in 3xTF32,
+    fp32-accurate (with approximate divisions, the same change took the intra-chunk backward from 0.80 to 0.66 ms at
+    head size 128 on an H200, session 2; a scan instead, tried on an H100 in sessions 32-33: 2.30 against 2.21 ms at
+    head size 16). The strict form never adds x_t itself, so a small sum next to a large x_t (the last step, carrying
+    the final-state gradient) is not lost to cancellation."""
     r = tl.arange(0, C)
     if STRICT:  # noqa: SIM108 (Triton: constexpr branch)
         keep = r[:, None] > r[None, :]
     else:
         keep = r[:, None] >= r[None, :]
     return tl.dot(tl.where(keep, 1.0, 0.0), x, input_precision="tf32x3")
-
-
-@triton.jit
-def _exclusive(before_a, total_a, before_b, total_b):
-    """Combine two spans' (sum of all but the last element, sum of all) into the joined span's."""
-    return total_a + before_b, total_a + total_b
 
 
 @triton.jit
@@ -170,22 +159,16 @@ def blocked_grads(W, a, k, g, first, last, C: tl.constexpr, BLK: tl.constexpr, M
 
 
 @triton.jit
-def scores(qt, k, g, logf, gl, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, DOT: tl.constexpr,
-           PATHS: tl.constexpr):  # fmt: skip
-    """(tril(A), q e^g, k e^{g_C - g}, whether the chunk takes the fast path) with A_ij = sum_c q_ic k_jc
-    e^{g_ic - g_jc}; the middle two as dot operands. PATHS 0: the chunk's own path; 1: the fast path whatever the
-    chunk (the caller replaces the results of a chunk that is not fast); 2: the steep paths (blocked, else exact)."""
+def scores(qt, k, g, logf, gl, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, DOT: tl.constexpr):
+    """(tril(A), q e^g, k e^{g_C - g}) with A_ij = sum_c q_ic k_jc e^{g_ic - g_jc}, each chunk on its own path; the
+    last two as dot operands."""
     fast, mid = midpoint(g, gl, GATE)
-    if PATHS == 1:
-        A, qi, ks = _fast_scores(qt, k, g, gl, mid, DOT)
-    elif PATHS == 2:
-        A, qi, ks = _steep_scores(qt, k, g, logf, gl, C, BLK, GATE, DOT)
-    elif fast:
+    if fast:
         A, qi, ks = _fast_scores(qt, k, g, gl, mid, DOT)
     else:
         A, qi, ks = _steep_scores(qt, k, g, logf, gl, C, BLK, GATE, DOT)
     causal = tl.arange(0, C)[:, None] >= tl.arange(0, C)[None, :]
-    return tl.where(causal, A, 0.0), qi, ks, fast
+    return tl.where(causal, A, 0.0), qi, ks
 
 
 @triton.jit
@@ -212,20 +195,15 @@ def _steep_scores(qt, k, g, logf, gl, C: tl.constexpr, BLK: tl.constexpr, GATE: 
 
 
 @triton.jit
-def pair_grads(dA, qt, k, g, logf, glv, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, DOT: tl.constexpr,
-               PATHS: tl.constexpr):  # fmt: skip
-    """The intra-chunk backward's (sum_j dA_ij k_j e^{g_i - g_j}, sum_i dA_ij q_i e^{g_i - g_j}, e^g, e^{g_C - g},
-    whether the chunk takes the fast path), dA strictly lower triangular; PATHS as `scores`'."""
+def pair_grads(dA, qt, k, g, logf, glv, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.constexpr, DOT: tl.constexpr):
+    """The intra-chunk backward's (sum_j dA_ij k_j e^{g_i - g_j}, sum_i dA_ij q_i e^{g_i - g_j}, e^g, e^{g_C - g}),
+    dA strictly lower triangular, each chunk on its own path (as `scores`)."""
     fast, mid = midpoint(g, glv, GATE)
-    if PATHS == 1:
-        intra_q, intra_k, e_in, e_out = _fast_grads(dA, qt, k, g, glv, mid, DOT)
-    elif PATHS == 2:
-        intra_q, intra_k, e_in, e_out = _steep_grads(dA, qt, k, g, logf, glv, C, BLK, GATE, DOT)
-    elif fast:
+    if fast:
         intra_q, intra_k, e_in, e_out = _fast_grads(dA, qt, k, g, glv, mid, DOT)
     else:
         intra_q, intra_k, e_in, e_out = _steep_grads(dA, qt, k, g, logf, glv, C, BLK, GATE, DOT)
-    return intra_q, intra_k, e_in, e_out, fast
+    return intra_q, intra_k, e_in, e_out
 
 
 @triton.jit
