@@ -52,6 +52,12 @@ def or_empty(tensors: Iterable[torch.Tensor | None], like: torch.Tensor) -> tupl
     return tuple(like.new_empty(0) if t is None else t for t in tensors)
 
 
+def or_like(tensors: Iterable[torch.Tensor | None], like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A kernel's tensor arguments, `like` standing in for the absent ones (None): the kernel's constexpr flags keep
+    those unread."""
+    return tuple(like if t is None else t for t in tensors)
+
+
 def empty_grads(inputs: Iterable[torch.Tensor | None], like: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """A backward custom op's fake results: a tensor shaped as each input, an empty one for an absent input."""
     return or_empty((None if t is None else torch.empty_like(t) for t in inputs), like)

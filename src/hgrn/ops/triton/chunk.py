@@ -17,6 +17,7 @@ from hgrn.ops.triton._common import (
     empty_grads,
     needs_grad,
     or_empty,
+    or_like,
     pow2,
     present_grads,
     register_cap,
@@ -161,7 +162,7 @@ def segment_combine(
     after = local.new_empty(n_seqs, H, K, V) if final else None
     block = 1024
     segment_combine_kernel[(cdiv(H * K * V, block), n_seqs)](
-        local, logdec, local if init is None else init, before, local if after is None else after,
+        *or_like((local, logdec, init, before, after), local),
         NS, H * K * V, V, BLOCK=block, DESCENDING=descending, HAS_INIT=init is not None, STORE_FINAL=final,
     )  # fmt: skip
     return before, after
@@ -198,15 +199,14 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
     if _fused(plan, save):
         o, final = torch.empty_like(v), _final_state(q, v, plan, want_final)
         infer_kernel[(plan.VP // plan.BV, H, plan.P)](
-            q, kz, q if lg is None else lg, q if lb is None else lb, v, o, q if h0 is None else h0,
-            final if want_final else q, q if cu is None else cu, T, plan.NS, plan.L, float(scale), H=H, K=K, V=V,
-            KP=plan.KP, BVW=plan.BV, BLK=plan.BLK, GATE=gate, HAS_H0=h0 is not None, STORE_HT=want_final, **flags,
-            **register_cap(plan.maxnreg),
+            *or_like((q, kz, lg, lb, v, o, h0, final if want_final else None, cu), q), T, plan.NS, plan.L,
+            float(scale), H=H, K=K, V=V, KP=plan.KP, BVW=plan.BV, BLK=plan.BLK, GATE=gate, HAS_H0=h0 is not None,
+            STORE_HT=want_final, **flags, **register_cap(plan.maxnreg),
         )  # fmt: skip
         return o, final, *(q.new_empty(0) for _ in range(5))
     seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
     o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final and plan.NS == 1)  # segments: combined
-    gates = (q, kz, q if lg is None else lg, q if lb is None else lb)
+    gates = or_like((q, kz, lg, lb), q)
     prep = dict(H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate, **_parallel(plan, flags, cap=True))
     prep_kernel[(plan.NCH, H, plan.P)](*gates, qi, ks, A, gl, *seq, **prep)
     walk = (qi, ks, A, v, v, gl)
@@ -313,8 +313,8 @@ def chunk_backward(do, dht, q, kz, lg, lb, v, h0, starts, qi, ks, A, gl, cu, sca
     dlg = None if lg is None else torch.empty_like(lg)
     plb = _per_chunk(q, plan, cu) if lb is not None else None
     grid_chunks = (plan.NCH * (plan.KP // plan.BK), H, plan.P)
-    gates = (q, kz, q if lg is None else lg, q if lb is None else lb)
-    grads = (dq, dkz, q if dlg is None else dlg, q if plb is None else plb)
+    gates = or_like((q, kz, lg, lb), q)
+    grads = or_like((dq, dkz, dlg, plb), q)
     intra_bwd_kernel[grid_chunks](*gates, gl, da, v, do, xk, yq, chunk_starts, *grads, *seq, scale, H=H, K=K,
                                   BK=plan.BK, V=V, VP=plan.VP, BLK=plan.BLK, GATE=gate, INLINE_DA=plan.inline_da,
                                   **_parallel(plan, flags))  # fmt: skip

@@ -32,6 +32,7 @@ from hgrn.ops.triton._common import (
     lower_bounded_gate,
     needs_grad,
     or_empty,
+    or_like,
     pow2,
     present_grads,
     seq_span,
@@ -593,11 +594,6 @@ def _chain_buffers(B: int, T: int, D: int, BT: int, BD: int, complex_valued: boo
     return n_tiles, flags, _workspace(3 * cdiv(T, BT) * B * D * (2 if complex_valued else 1), device)
 
 
-def _present(tensors: tuple, like: Tensor) -> tuple[Tensor, ...]:
-    """A kernel's tensor arguments, `like` standing in for the absent ones (their constexpr flags keep them unread)."""
-    return tuple(like if t is None else t for t in tensors)
-
-
 def _chained_forward(x, log_f, cs, h0, o, ht, reverse: bool, gated: tuple | None = None) -> None:
     """Dense batches: the single-pass chained scan (its buffers: _chain_buffers). gated: (q, lb or None, hs or None,
     scale) of HGRN2 at head size 1 (x is then v, log_f the gate logits); cs: the rotations (_cos_sin) of a complex
@@ -607,7 +603,7 @@ def _chained_forward(x, log_f, cs, h0, o, ht, reverse: bool, gated: tuple | None
     n_tiles, flags, ws = _chain_buffers(B, T, D, BT, BD, cs is not None, x.device)
     q, lb, hs, scale = gated or (None, None, None, 1.0)
     _fwd_chained_kernel[(n_tiles,)](
-        *_present((x, log_f, cs, o, h0, ht, flags, ws, q, lb, hs), x), scale, T, B, D=D, BT=BT, BD=BD,
+        *or_like((x, log_f, cs, o, h0, ht, flags, ws, q, lb, hs), x), scale, T, B, D=D, BT=BT, BD=BD,
         COMPLEX=cs is not None, REVERSE=reverse, HAS_H0=h0 is not None, STORE_HT=ht is not None,
         PUBLISH_PREFIX=publish_prefix, EVEN=T % BT == 0 and D % BD == 0, GATED=gated is not None,
         HAS_LB=lb is not None, SAVE_H=hs is not None, num_warps=warps,
@@ -626,7 +622,7 @@ def _forward(x, log_f, theta, h0, reverse: bool, cu, want_final: bool) -> tuple[
     else:
         BT, BD, warps = _tiles(x, D, n_seqs, cs is not None)
         _fwd_kernel[(cdiv(D, BD), n_seqs)](
-            *_present((x, log_f, cs, o, h0, ht, cu), x), T, D=D, BT=BT, BD=BD, COMPLEX=cs is not None,
+            *or_like((x, log_f, cs, o, h0, ht, cu), x), T, D=D, BT=BT, BD=BD, COMPLEX=cs is not None,
             REVERSE=reverse, IS_VARLEN=cu is not None, HAS_H0=h0 is not None, STORE_HT=want_final, num_warps=warps,
         )  # fmt: skip
     return o, ht
@@ -657,11 +653,11 @@ def _backward_kernels(g, theta, o, h0, do, dht, dx, dg, dh0, cu, reverse: bool, 
     if chained:
         n_tiles, flags, ws = _chain_buffers(B, T, D, BT, BD, complex_valued, o.device)
         _bwd_chained_kernel[(n_tiles,)](
-            *_present((*tensors, flags, ws, *after), o), scale, T, B, PUBLISH_PREFIX=publish_prefix,
+            *or_like((*tensors, flags, ws, *after), o), scale, T, B, PUBLISH_PREFIX=publish_prefix,
             EVEN=T % BT == 0 and D % BD == 0, **options,
         )  # fmt: skip
     else:
-        _bwd_kernel[(cdiv(D, BD), n_seqs)](*_present((*tensors, cu, *after), o), scale, T,
+        _bwd_kernel[(cdiv(D, BD), n_seqs)](*or_like((*tensors, cu, *after), o), scale, T,
                                                   IS_VARLEN=cu is not None, **options)  # fmt: skip
     return dth
 

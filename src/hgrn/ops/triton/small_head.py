@@ -29,6 +29,7 @@ from hgrn.ops.triton._common import (
     empty_grads,
     needs_grad,
     or_empty,
+    or_like,
     pow2,
     present_grads,
     register_cap,
@@ -326,7 +327,7 @@ def directions_backward(do, q, kz, lg, lb, v, saved, scale, gate, grid):
         inputs, seq, shape, launch = _launch(q, kz, lg, lb, v, scale, gate, False, None, plan, both=True, acc=i > 0)
         plb = _bound_sums(q, lb, plan)
         if plan.parallel:
-            grads = (do, dq, dkz, q if dlg is None else dlg, dv, q if plb is None else plb, tiles)
+            grads = or_like((do, dq, dkz, dlg, dv, plb, tiles), q)
             line_bwd_kernel[launch](*inputs, *grads, *seq, **_slabs(shape, q.dtype))
             line_fallback_bwd_kernel[_fallback_grid(plan)](*inputs, *grads, *seq, plan.P, **_fallback(shape))
         else:
@@ -441,7 +442,7 @@ def _launch(
     inputs share one token stride (`_read_in_place`), the outputs and do are contiguous; `both`: both ways along
     each line, `acc`: outputs added to what they hold."""
     H, K = q.shape[2:]
-    inputs = (q, kz, q if lg is None else lg, q if lb is None else lb, v)
+    inputs = or_like((q, kz, lg, lb, v), q)
     seq = (q if cu is None else cu, plan.T, plan.NS, plan.L, plan.NTS, q.stride(-3), v.stride(-3), scale)
     shape = dict(H=H, K=K, V=v.shape[-1], KP=plan.KP, VP=plan.VP, BH=plan.BH, BT=plan.BT, GATE=gate,
                  STRIDED=plan.strided, ACC=acc, num_warps=plan.warps, **register_cap(plan.maxnreg))  # fmt: skip
