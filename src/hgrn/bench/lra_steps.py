@@ -1,7 +1,7 @@
 """Per-step training time of each LRA recipe on this GPU, and the GPU hours a full run of the recipe takes.
 
     python -m hgrn.bench.lra_steps [--model hgrn2] [--tasks listops text ...] [--out results/bench]
-    -> results/bench/lra-steps-<model>-<gpu>-<date>.{json,md}
+    -> results/bench/lra-steps-<model>-<gpu>-<date>.{json,md}  (hgrn.bench.report.write_dated)
 
 Random inputs at the recipe's full length and batch (an upper bound: real batches are padded only to their
 longest example), the recipe's precision (bf16 autocast, or fp32 where the recipe trains in it, as HGRN1's), forward +
@@ -12,16 +12,17 @@ A recipe that accumulates micro-batches (Path-X on one GPU) is timed per optimis
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from hgrn import ops
+from hgrn.bench.report import dated_record, write_dated
 from hgrn.config import compose
 from hgrn.data.spec import data_spec
 from hgrn.training.build import build_datamodule, build_task
@@ -102,31 +103,16 @@ def time_recipe(experiment: str, steps: int = 10, device: str = "cuda", override
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="hgrn2", choices=["hgrn2", "hgrn1", "gla", "attention"])
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--out", type=Path, default=Path("results/bench"))
-    args = parser.parse_args(argv)
-    gpu = torch.cuda.get_device_name()
-    rows = []
-    for task in args.tasks:
-        rows.append(time_recipe(f"lra/{args.model}/{task}"))
-        print(json.dumps(rows[-1]), flush=True)
-        torch.cuda.empty_cache()
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"lra-steps-{args.model}-{gpu.replace(' ', '_')}-{datetime.date.today().isoformat()}"
-    backend = "Triton kernels" if ops.USE_KERNELS else "PyTorch reference"
-    record = {"gpu": gpu, "torch": torch.__version__, "ops": backend, "rows": rows}
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=2))
+def markdown(result: dict) -> str:
+    """The GPU-hours table of main's result."""
     lines = [
-        f"LRA recipes, {args.model}, on {gpu} (one GPU, each recipe's precision, random inputs at full length and",
-        f"batch, recurrence ops: {backend})",
+        f"LRA recipes, {result['model']}, on {result['device']}, {result['date']} (one GPU, each recipe's precision,",
+        f"random inputs at full length and batch, recurrence ops: {result['ops']})",
         "",
         "| experiment | batch | length | s/step | steps | GPU hours | peak GiB |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in result["rows"]:
         if "error" in r:
             lines.append(f"| {r['experiment']} | {r['batch_size']} | - | {r['error']} | - | - | - |")
             continue
@@ -134,8 +120,27 @@ def main(argv: list[str] | None = None) -> None:
             f"| {r['experiment']} | {r['batch_size']} | {r['length']} | {r['seconds_per_step']:.3f} | {r['steps']} "
             f"| {r['gpu_hours']:.1f} | {r['peak_memory_gib']:.1f} |"
         )
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="hgrn2", choices=["hgrn2", "hgrn1", "gla", "attention"])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    rows = []
+    for task in args.tasks:
+        rows.append(time_recipe(f"lra/{args.model}/{task}"))
+        print(json.dumps(rows[-1]), flush=True)
+        torch.cuda.empty_cache()
+    backend = "Triton kernels" if ops.USE_KERNELS else "PyTorch reference"
+    result = dated_record("lra-steps", "python -m hgrn.bench.lra_steps " + " ".join(argv), model=args.model,
+                          ops=backend, rows=rows)  # fmt: skip
+    text = markdown(result)
+    print(text, end="")
+    write_dated(result, text, args.out, f"lra-steps-{args.model}")
 
 
 if __name__ == "__main__":
