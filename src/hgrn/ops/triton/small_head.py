@@ -90,20 +90,19 @@ class Plan:
         return self.n_seqs * self.NS
 
 
-def _tiles(
-    H: int, K: int, V: int, tiles: dict[str, int], bt: int = 16, maxnreg: int | None = None
-) -> dict[str, int | None]:
-    """One warp per program holding about 32 state channels (BH heads, one channel per thread, a tile's 16 steps in
+def _tiles(H: int, K: int, V: int, tiles: dict[str, int], bt: int, maxnreg: int | None = None) -> dict[str, int | None]:
+    """One warp per program holding about 32 state channels (BH heads, one channel per thread, a tile's BT steps in
     its registers, so the scan down the tile stays in-thread). Chosen by tile sweeps on an H200 (B8 T2048 d2048
-    bf16, fwd+bwd ms, 2026-12-02). Before the loads were issued a tile ahead: head size 8 2.55 at (BH 1, BT 16,
-    1 warp), 3.26 at (2, 8, 4 warps), 4.92 at (4, 8, 4); head size 2 1.10 at (8, 16, 1), 1.49 at (32, 8, 4), 1.74
-    at (128, 8, 4); larger tiles spill registers (up to 66 ms). With them, at (BT 16 / 8 / 32, 1 warp): head size 8
+    bf16, fwd+bwd ms, 2026-12-02). Before the loads were issued a tile ahead: head size 8 2.55 at (BH 1, BT 16, 1
+    warp), 3.26 at (2, 8, 4 warps), 4.92 at (4, 8, 4); head size 2 1.10 at (8, 16, 1), 1.49 at (32, 8, 4), 1.74 at
+    (128, 8, 4); larger tiles spill registers (up to 66 ms). With them, at (BT 16 / 8 / 32, 1 warp): head size 8
     1.92 / 1.88 / 2.46, 4 1.39 / 1.20 / 1.41, 2 0.90 / 0.78 / 1.57, 1 0.94 / 0.74 / 1.62; BT 8 again on 2026-12-03
-    (GPU tests pass at both): 8 1.90, 4 1.23, 2 0.85, 1 1.05, so one-way scans keep BT 16. Scans along a grid's
-    lines take BT 8 (bt): with the V-major backward (2026-12-04, head size 8, 256 images of 16 x 16 tokens, 24 / 48
-    heads, fwd+bwd) 2.37 / 4.69 ms at BT 16 against 1.86 / 3.66 at BT 8, while one-way at head size 4 / 8 it was
-    1.28 / 1.41 against 1.32 / 1.37. bt, maxnreg: the caller's rule (maxnreg None: uncapped); tiles: the
-    experiment's overrides (HGRN_SMALL_TILES, maxnreg=0 uncaps)."""
+    (GPU tests pass at both): 8 1.90, 4 1.23, 2 0.85, 1 1.05, so one-way scans kept BT 16 until the register cap
+    made 8 faster (make_plan, 2026-12-05). Scans along a grid's lines take BT 8 (bt): with the V-major backward
+    (2026-12-04, head size 8, 256 images of 16 x 16 tokens, 24 / 48 heads, fwd+bwd) 2.37 / 4.69 ms at BT 16 against
+    1.86 / 3.66 at BT 8, while one-way at head size 4 / 8 it was 1.28 / 1.41 against 1.32 / 1.37. bt, maxnreg: the
+    caller's rule (maxnreg None: uncapped); tiles: the experiment's overrides (HGRN_SMALL_TILES, maxnreg=0
+    uncaps)."""
     KP, VP = pow2(K), pow2(V)
     cap = None if INTERPRET else tiles.get("maxnreg", maxnreg) or None
     return dict(KP=KP, VP=VP, BH=tiles.get("BH", min(pow2(H), max(32 // (KP * VP), 1))), BT=tiles.get("BT", bt),
