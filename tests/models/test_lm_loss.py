@@ -4,6 +4,7 @@ perplexity as token-weighted means over the labelled positions."""
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import pytest
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from hgrn.layers.linear_cross_entropy import equal_chunk_rows, linear_cross_entropy
 from hgrn.models import BackboneConfig, CausalLM, CausalLMConfig
 from hgrn.training import LanguageModelingTask
+from hgrn.training import language_modeling as lm_task
 from tests.helpers import assert_close, rel_err
 
 IGNORE = -100
@@ -204,29 +206,41 @@ def test_task_loss_and_ppl_are_token_weighted_over_labelled_positions(token_accu
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to")  # no trainer: only the metrics accumulate
-def test_token_accuracy_path_reads_the_head_at_labelled_positions_only():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_token_accuracy_path_reads_the_head_at_labelled_positions_only(compiled, monkeypatch):
     """MQAR's path (the head on the labelled features only): the loss, its gradients and the accuracy of the full
-    logits masked afterwards; a batch without labels gives 0 with zero gradients."""
+    logits masked afterwards; a batch without labels gives 0 with zero gradients. Compiled (norms, embedding and
+    the summed cross-entropy as Inductor graphs): the same, and the loss is the compiled function's."""
     vocab = 31
     task = tiny_task(vocab, token_accuracy=True)
+    eager = copy.deepcopy(task.model)
+    if compiled:
+        task.model.compile_blocks()
+        assert task.model.embed._compiled_call_impl is not None
+    calls, real = [], lm_task.compiled_summed_cross_entropy
+    monkeypatch.setattr(lm_task, "compiled_summed_cross_entropy", lambda: calls.append(1) or real())
     g = torch.Generator().manual_seed(5)
     inputs_ = torch.randint(0, vocab, (3, 12), generator=g)
     labels = torch.full((3, 12), IGNORE)
     labels[:, 3::4] = torch.randint(0, vocab, (3, 3), generator=g)  # one position in four, as MQAR's queries
     params = [p for p in task.parameters() if p.requires_grad]
-    loss = task.shared_step({"inputs": inputs_, "labels": labels}, "train")
-    grads = torch.autograd.grad(loss, params)
-    logits = task.model(inputs_)
+    logits = eager(inputs_)
     expected = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
-    expected_grads = torch.autograd.grad(expected, params)
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)  # the loss is taken in fp32
-    for grad, expected_grad in zip(grads, expected_grads, strict=True):
-        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-7)
+    expected_grads = torch.autograd.grad(expected, list(eager.parameters()))
+    positions = torch.arange(3, 12, 4).expand(3, -1)  # as MQAR's batches carry them: gathered, not masked
+    masked = {"inputs": inputs_, "labels": labels}
+    for batch in (masked, {**masked, "label_positions": positions}):
+        loss = task.shared_step(batch, "train")
+        grads = torch.autograd.grad(loss, params)
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-6)  # the loss is taken in fp32
+        for grad, expected_grad in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-7)
     mask = labels != IGNORE
     accuracy = (logits[mask].argmax(-1) == labels[mask]).double().mean().item()
     assert task.train_acc.compute().item() == pytest.approx(accuracy)
     none = task.shared_step({"inputs": inputs_, "labels": torch.full_like(labels, IGNORE)}, "val")
     assert none.item() == 0.0
+    assert len(calls) == 2 * int(compiled)  # the labelled batches'; one without labels takes the eager sum
     assert all((grad == 0).all() for grad in torch.autograd.grad(none, params, allow_unused=True) if grad is not None)
 
 

@@ -54,10 +54,15 @@ class CausalLM(nn.Module):
 
     def compile_blocks(self, whole: bool = False, mode: str | None = None) -> None:
         """torch.compile the backbone's norms and GLUs, or with `whole` its entire blocks (Backbone.compile_blocks,
-        `mode` as there), and the loss's per-chunk softmax (one pass over each chunk's logits; on a GPU our kernel,
-        whose compilation starts here). With the norms compiled too the anchor step measured faster than with the GLUs
-        alone (results/bench/lm-step-*), its time being bound by the host's kernel launches more than by the GPU."""
+        `mode` as there), the loss's per-chunk softmax (one pass over each chunk's logits; on a GPU our kernel,
+        whose compilation starts here; `compiled` also tells tasks to compile a loss of their own) and the embedding.
+        With the norms compiled too the anchor step measured faster than with the GLUs alone (results/bench/lm-step-*),
+        its time being bound by the host's kernel launches more than by the GPU. The embedding's backward then adds
+        the rows' gradients by atomics (Inductor's scatter-add) instead of eager PyTorch's sort, segment sums and
+        scatter, the largest kernel of an MQAR step (H100, d 128, (256, 16): 0.38 + 0.06 ms of 3.3 ms of kernels,
+        results/bench/mqar-study-*); it is compiled without CUDA graphs, so its output lives outside their pools."""
         self.backbone.compile_blocks(whole, mode)
+        self.embed.compile()
         self.compiled = True
         compile_fused_ahead(self.lm_head.weight.shape[0])
 
