@@ -158,3 +158,26 @@ def test_bad_mixer_arguments_name_the_argument_value_and_choices():
     mixer = make("hgrn2")
     with pytest.raises(ValueError, match=r"state has shape"):
         mixer.step(torch.randn(2, D, dtype=torch.float64), torch.zeros(2, 4, 4, 5, dtype=torch.float64))
+
+
+def test_rotary_angles_come_from_one_op_that_compiled_blocks_keep_whole():
+    """The rotary table is cos and sin of t / 10000^(2i / d) (float64 check), and the custom op torch.compile traces
+    as one node, so Inductor computes the [T, d] table once instead of fusing its power, cosine and sine into every
+    element of q and k."""
+    positions = torch.arange(37)
+    table = torch.ops.hgrn.rotary_table(positions, 8, 10000.0)
+    angles = positions.double()[:, None] / 10000.0 ** (torch.arange(0, 8, 2).double() / 8)
+    torch.testing.assert_close(table.double(), torch.cat((angles.cos(), angles.sin()), -1), rtol=0, atol=2e-5)
+    torch.library.opcheck(torch.ops.hgrn.rotary_table, (positions, 8, 10000.0))
+    graphs = []
+
+    def capture(gm: torch.fx.GraphModule, _inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    mixer = make("attention")
+    x = torch.randn(2, 5, D, dtype=torch.float64)
+    torch.testing.assert_close(torch.compile(mixer, backend=capture)(x), mixer(x), rtol=0, atol=0)
+    targets = [node.target for gm in graphs for node in gm.graph.nodes if node.op == "call_function"]
+    assert torch.ops.hgrn.rotary_table.default in targets or torch.ops.hgrn.rotary_table in targets
+    assert not {torch.cos, torch.sin, torch.Tensor.cos, torch.Tensor.sin} & set(targets)
