@@ -85,10 +85,18 @@ RECIPE_FIDELITY: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 ]
 
 
-# Changes of other issues since the snapshot: W&B run grouping and tags (train fills them in), the LM task's compile
-# switch and token accuracy (off by default; MQAR's metric asks for it), the classification task's compile switch.
+# Changes of other issues since the snapshot: W&B run grouping and tags (train fills them in) and our subclass of
+# Lightning's W&B logger, the LM task's compile switch and token accuracy (off by default; MQAR's metric asks for it),
+# the classification task's compile switch.
 OTHER_CHANGES: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-    (("*",), {"logger.wandb.group": None, "logger.wandb.tags": None}),
+    (
+        ("*",),
+        {
+            "logger.wandb.group": None,
+            "logger.wandb.tags": None,
+            "logger.wandb._target_": "hgrn.training.loggers.WandbLogger",
+        },
+    ),
     (("mqar/*",), {"task.compile": False, "task.token_accuracy": True, "task.fp32_evaluation": True}),
     (("demo", "lra/*"), {"task.compile": False}),
 ]

@@ -31,6 +31,7 @@ def test_a_sweep_job_records_its_overrides_and_is_one_wandb_group(listops_dir, t
     command = [sys.executable, "-m", "hgrn.train", "-m", *overrides, f"hydra.sweep.dir={sweep}"]
     run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-5000:]
+    assert "anonymous setting" not in run.stdout + run.stderr  # hgrn.training.loggers.WandbLogger drops the argument
 
     job = sweep / "0"
     record = json.loads((job / "results.json").read_text())
