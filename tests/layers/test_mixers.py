@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hgrn import ops
-from hgrn.layers import GLU, LayerLowerBounds, build_mixer, mixer_options
+from hgrn.layers import GLU, MIXERS, LayerLowerBounds, build_mixer, mixer_options
 from hgrn.layers.hgrn2 import HGRN2Mixer
 from tests.helpers import assert_close
 
@@ -57,7 +57,12 @@ def test_decoding_steps_equal_the_parallel_forward(case):
     assert_close("step outputs", torch.stack(steps, 1), y, 1e-10)
 
 
-@pytest.mark.parametrize("case", ["hgrn1", "hgrn2", "gla", "attention"])
+def test_every_registered_mixer_has_a_case_here():
+    """A mixer added to hgrn.layers.MIXERS runs every test of this file (README, Models: adding a token mixer)."""
+    assert set(MIXERS) <= set(MIXER_CASES)
+
+
+@pytest.mark.parametrize("case", sorted(MIXERS))
 def test_bidirectional_sees_both_sides_and_ignores_padding(case):
     mixer = make(case, "bidirectional")
     x = torch.randn(2, 10, D, dtype=torch.float64)
