@@ -270,13 +270,13 @@ def test_gpu_bf16_at_the_anchor_head_equals_the_unfused_head_in_less_memory(comp
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("whole", [False, True])
-def test_gpu_compiled_model_equals_eager_model(whole):
-    """Compiled GLUs and loss (or whole blocks and loss) against the eager model: the same loss and gradients up to
-    bf16 rounding."""
+@pytest.mark.parametrize("mixer", ["hgrn2", "attention"])
+def test_gpu_compiled_model_equals_eager_model(whole, mixer):
+    """Compiled GLUs, embedding and loss (or whole blocks: attention's with its rotary table as one op) against the
+    eager model: the same loss and gradients up to bf16 rounding."""
     torch.manual_seed(0)
-    backbone = BackboneConfig(
-        d_model=256, n_layers=2, mixer="hgrn2", mixer_options={"expand_ratio": 128}, glu_ratio=2.75
-    )
+    options = {"expand_ratio": 128} if mixer == "hgrn2" else {"num_heads": 4}
+    backbone = BackboneConfig(d_model=256, n_layers=2, mixer=mixer, mixer_options=options, glu_ratio=2.75)
     eager = CausalLM(CausalLMConfig(backbone, vocab_size=1000)).cuda()
     compiled = CausalLM(CausalLMConfig(backbone, vocab_size=1000)).cuda()
     compiled.load_state_dict(eager.state_dict())
