@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hgrn.layers import linear_cross_entropy as lce
 from hgrn.layers.linear_cross_entropy import equal_chunk_rows, linear_cross_entropy
 from hgrn.models import BackboneConfig, CausalLM, CausalLMConfig
 from hgrn.training import LanguageModelingTask
-from hgrn.training import language_modeling as lm_task
 from tests.helpers import assert_close, rel_err
 
 IGNORE = -100
@@ -209,16 +209,16 @@ def test_task_loss_and_ppl_are_token_weighted_over_labelled_positions(token_accu
 @pytest.mark.parametrize("compiled", [False, True])
 def test_token_accuracy_path_reads_the_head_at_labelled_positions_only(compiled, monkeypatch):
     """MQAR's path (the head on the labelled features only): the loss, its gradients and the accuracy of the full
-    logits masked afterwards; a batch without labels gives 0 with zero gradients. Compiled (norms, embedding and
-    the summed cross-entropy as Inductor graphs): the same, and the loss is the compiled function's."""
+    logits masked afterwards; a batch without labels gives 0 with zero gradients. Compiled (norms and embedding as
+    Inductor graphs): the same, and the loss takes linear_cross_entropy's fused chunk."""
     vocab = 31
     task = tiny_task(vocab, token_accuracy=True)
     eager = copy.deepcopy(task.model)
     if compiled:
         task.model.compile_blocks()
         assert task.model.embed._compiled_call_impl is not None
-    calls, real = [], lm_task.compiled_summed_cross_entropy
-    monkeypatch.setattr(lm_task, "compiled_summed_cross_entropy", lambda: calls.append(1) or real())
+    calls, real = [], lce._chunk_function
+    monkeypatch.setattr(lce, "_chunk_function", lambda *args: calls.append(1) or real(*args))
     g = torch.Generator().manual_seed(5)
     inputs_ = torch.randint(0, vocab, (3, 12), generator=g)
     labels = torch.full((3, 12), IGNORE)
@@ -240,7 +240,7 @@ def test_token_accuracy_path_reads_the_head_at_labelled_positions_only(compiled,
     assert task.train_acc.compute().item() == pytest.approx(accuracy)
     none = task.shared_step({"inputs": inputs_, "labels": torch.full_like(labels, IGNORE)}, "val")
     assert none.item() == 0.0
-    assert len(calls) == 2 * int(compiled)  # the labelled batches'; one without labels takes the eager sum
+    assert len(calls) == 3 * int(compiled)  # each loss's, the batch without labels' too
     assert all((grad == 0).all() for grad in torch.autograd.grad(none, params, allow_unused=True) if grad is not None)
 
 
@@ -295,7 +295,6 @@ def test_gpu_compiled_model_equals_eager_model(whole, mixer):
 def test_the_fused_chunk_is_the_loss_kernel_only_on_a_gpu_unless_switched_off(monkeypatch):
     """LOSS_KERNEL (HGRN_LOSS_KERNEL, on unless 0): fp16/bf16/fp32 logits on CUDA go through our Triton kernel; fp64
     and other devices, and everything with the switch off, through the compiled PyTorch form."""
-    from hgrn.layers import linear_cross_entropy as lce
     from hgrn.ops.triton import cross_entropy
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")

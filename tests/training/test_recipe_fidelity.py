@@ -323,17 +323,17 @@ def test_mqar_batches_have_zero_fillers_and_a_fixed_order(make_config):
 
 def test_mqar_scores_the_labelled_positions_by_index_as_a_boolean_index_would(make_config):
     """MQAR's batches carry each row's labelled positions, so the head's inputs are gathered without a device read;
-    the logits and labels are the boolean index's, row by row."""
+    those features and labels are the boolean index's, row by row."""
     _, datamodule, task = build(make_config, "mqar/attention", *TINY_MQAR, "model.d_model=32")
     datamodule.setup()
     batch = next(iter(datamodule.train_dataloader()))
     task.eval()
     with torch.no_grad():
-        logits, labels = task.labelled_logits(batch["inputs"], batch["labels"], batch["label_positions"])
-        masked_logits, masked_labels = task.labelled_logits(batch["inputs"], batch["labels"])
+        features, labels = task.labelled_features(batch["inputs"], batch["labels"], batch["label_positions"])
+        masked_features, masked_labels = task.labelled_features(batch["inputs"], batch["labels"])
     assert labels.shape == (256 * 16,) and torch.all(labels != IGNORE_INDEX)
     assert torch.equal(labels, masked_labels)
-    torch.testing.assert_close(logits, masked_logits)
+    torch.testing.assert_close(features, masked_features)
 
 
 def test_mqar_model_is_zoologys(make_config):

@@ -49,13 +49,17 @@ class CausalLM(nn.Module):
     def loss(self, input_ids: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:
         """Next-token cross-entropy of input_ids [B, T] against labels [B, T] (-100: not predicted), mean over the
         labelled positions or their sum, without materialising the logits (hgrn.layers.linear_cross_entropy)."""
-        hidden = self.hidden_states(input_ids)
+        return self.head_loss(self.hidden_states(input_ids), labels, reduction)
+
+    def head_loss(self, hidden: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:
+        """The output head's cross-entropy on final features hidden [..., d] against labels [...] (-100: not
+        predicted), without materialising the logits (hgrn.layers.linear_cross_entropy; compiled: its fused chunk)."""
         return linear_cross_entropy(hidden, self.lm_head.weight, labels, reduction=reduction, compiled=self.compiled)
 
     def compile_blocks(self, whole: bool = False, mode: str | None = None) -> None:
         """torch.compile the backbone's norms and GLUs, or with `whole` its entire blocks (Backbone.compile_blocks,
         `mode` as there), the loss's per-chunk softmax (one pass over each chunk's logits; on a GPU our kernel,
-        whose compilation starts here; `compiled` also tells tasks to compile a loss of their own) and the embedding.
+        whose compilation starts here) and the embedding.
         With the norms compiled too the anchor step measured faster than with the GLUs alone (results/bench/lm-step-*),
         its time being bound by the host's kernel launches more than by the GPU. The embedding's backward then adds
         the rows' gradients by atomics (Inductor's scatter-add) instead of eager PyTorch's sort, segment sums and
