@@ -81,3 +81,14 @@ def test_cli_defaults_cover_the_issue_shapes():
     assert args.hgrn2 == ["8x2048x16x128", "4x8192x16x128", "1x32768x16x128", "8x2048x32x64", "8x2048x8x256"]
     assert args.hgrn1 == ["8x2048x2048", "4x8192x2048"]
     assert str(args.out) == "results/bench"
+
+
+def test_a_second_run_of_the_day_keeps_the_first_runs_files(tmp_path):
+    result = report.dated_record("demo", "python -m demo", rows=[1])
+    for text in ("first", "second", "third"):
+        report.write_dated(result, text, tmp_path, "demo")
+    base = report.dated_base(result, tmp_path, "demo")
+    written = [base.with_name(base.name + suffix).with_suffix(".md") for suffix in ("", "-2", "-3")]
+    assert [path.read_text() for path in written] == ["first", "second", "third"]
+    report.write_dated(result, "merged", tmp_path, "demo", replace=True)  # a benchmark that merged the day's rows
+    assert written[0].read_text() == "merged" and len(list(tmp_path.glob("*.md"))) == 3

@@ -218,6 +218,11 @@ def test_expand_ratio_benchmark_reads_the_newest_sweep(tmp_path):
     (tmp_path / "expand-ratio-c.json").write_text("{")
     path, rows = expand_ratio_benchmark(tmp_path)
     assert path.name == "expand-ratio-b.json" and [r["fwd_ms"] for r in rows] == [1.0]
+    for run, ms in (("", 0.5), ("-2", 0.25), ("-10", 0.125)):  # a day's later runs (hgrn.bench.report.write_dated)
+        (tmp_path / f"expand-ratio-h100-2026-03-01{run}.json").write_text(
+            json.dumps({"date": "2026-03-01", "rows": [{**row_, "fwd_ms": ms}]}))  # fmt: skip
+    path, rows = expand_ratio_benchmark(tmp_path)
+    assert path.name == "expand-ratio-h100-2026-03-01-10.json" and [r["fwd_ms"] for r in rows] == [0.125]
 
 
 def test_the_notebooks_run_top_to_bottom_and_save_their_figures(tmp_path):

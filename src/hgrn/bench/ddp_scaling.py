@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     result["rows"] = merged_rows(args.out, result, entry)
     text = markdown(result)
     print(text)
-    write_dated(result, text, args.out, "ddp-scaling")
+    write_dated(result, text, args.out, "ddp-scaling", replace=True)
 
 
 if __name__ == "__main__":

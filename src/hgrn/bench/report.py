@@ -161,10 +161,16 @@ def dated_base(result: dict, out_dir: Path, name: str) -> Path:
     return out_dir / f"{name}-{result['device'].lower().replace(' ', '-')}-{result['date']}"
 
 
-def write_dated(result: dict, text: str, out_dir: Path, name: str) -> None:
+def write_dated(result: dict, text: str, out_dir: Path, name: str, replace: bool = False) -> None:
     """write_json_and_markdown under out_dir as <name>-<device>-<date> (the result's device and date), printing the
-    paths: the single-table benchmarks' output."""
+    paths: the single-table benchmarks' output. A second run of the day goes to <...>-<date>-2 (then -3, ...): the
+    first's files stay, since README and NOTES cite them; `replace` (a benchmark that merged the day's rows into
+    `result` itself) writes over them."""
     base = dated_base(result, out_dir, name)
+    first, run = base.name, 1
+    while not replace and base.with_suffix(".json").exists():
+        run += 1
+        base = base.with_name(f"{first}-{run}")
     for path in write_json_and_markdown(result, text, base):
         print(f"wrote {path}")
 

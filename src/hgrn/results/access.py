@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,8 @@ def _newest(
     folder: Path | str | None, pattern: str, wanted: Callable[[list], bool]
 ) -> tuple[Path, dict[str, Any]] | None:
     """The benchmark JSON under `folder` (default results/bench/) matching `pattern` whose `rows` list `wanted`
-    accepts, newest by its `date`, then file name; unreadable files are skipped."""
+    accepts, newest by its `date`, then its run of that day (`<...>-<date>-2` after `<...>-<date>`:
+    hgrn.bench.report.write_dated), then file name; unreadable files are skipped."""
     found = []
     for path in sorted(Path(BENCH_DIR if folder is None else folder).glob(pattern)):
         try:
@@ -166,8 +168,9 @@ def _newest(
             continue
         rows = data.get("rows") if isinstance(data, dict) else None
         if isinstance(rows, list) and wanted(rows):
-            found.append((str(data.get("date", "")), path.name, path, data))
+            run = re.search(r"\d{4}-\d\d-\d\d-(\d+)$", path.stem)
+            found.append((str(data.get("date", "")), int(run[1]) if run else 1, path.name, path, data))
     if not found:
         return None
-    *_, path, data = max(found, key=lambda entry: entry[:2])
+    *_, path, data = max(found, key=lambda entry: entry[:3])
     return path, data
