@@ -35,10 +35,9 @@ B, T, D = 8, 2048, 2048
 RATIOS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 FUSION_RATIOS = (16, 32, 64)  # where the chunk plan can fuse the inference forward and form da in the backward
 FUSIONS = {"fused": "FUSE=1,INLINE_DA=1", "unfused": "FUSE=0,INLINE_DA=0"}
-# tile rules against the rule, at random and steep gates. H100, 2026-12-05 (graph replays of a forward + backward):
-# do v^T formed inside the intra-chunk backward (INLINE_DA=1) at 16 and 32 1.51 / 1.33 ms against the rule's 1.58 /
-# 1.42, steep 1.24x / 1.34x against 1.26x / 1.34x (the rule's next step once the GPU suite has run it there)
-CANDIDATES = {16: ("INLINE_DA=1",), 32: ("INLINE_DA=1",)}
+# tile rules against the rule, at random and steep gates (none now: INLINE_DA=1 at 16 and 32, the last, became the
+# rule in session 36; chunk.make_plan has its numbers). E.g. {16: ("pwarps=4",)}
+CANDIDATES: dict[int, tuple[str, ...]] = {}
 # the chunked ratios (steep chunks take the blocked path at each)
 STEEP_RATIOS = (16, 32, 64, 128)
 STEEP_LOG_F = (-2, -4, -8, -12, -16, -20, -24)

@@ -115,15 +115,18 @@ def make_plan(
     walk_warps = (2, 2) if KP <= 32 else (4, 4) if KP == 64 else (4, 8)
     warps, rwarps = (4, 4) if INTERPRET else (tiles.get("warps", walk_warps[0]), tiles.get("rwarps", walk_warps[1]))
     maxnreg, pmaxnreg = tiles.get("maxnreg") or None, None if INTERPRET else tiles.get("pmaxnreg", 168) or None
-    # Two fusions that save memory traffic (see the Plan fields), kept by default only where an H200 measured them
-    # faster (8 x 2048, d 2048, bf16, 2026-12-05, two runs): the inference forward in one kernel at K 32 (0.49 against
-    # 0.64 ms, then 0.49 against 0.47: even; at K 16 0.65 against 0.51 twice, at K 64 0.35 against 0.30 and 0.33);
-    # do v^T inside the intra-chunk backward at K 64 (fwd+bwd 1.40 against 1.61, then 1.40 against 1.49 ms; at K 16
-    # kernel sums 2.66 against 2.62, at K 32 2.15 against 2.07 twice). FUSE=1 / INLINE_DA=1
+    # Two fusions that save memory traffic (see the Plan fields), kept by default only where they measured faster:
+    # the inference forward in one kernel at K 32 (H200, 8 x 2048, d 2048, bf16, 2026-12-05, two runs: 0.49 against
+    # 0.64 ms, then 0.49 against 0.47: even; at K 16 0.65 against 0.51 twice, at K 64 0.35 against 0.30 and 0.33;
+    # H100, session 36: K 16 0.48 against 0.42); do v^T inside the intra-chunk backward at K 16 to 64 (H200: K 64
+    # fwd+bwd 1.40 against 1.61, then 1.40 against 1.49 ms; with the chunk-parallel kernels and walks on 2 warps at K
+    # 16 / 32, H100, 2026-12-05, session 36, fwd+bwd kernel sums: K 16 1.50 against 1.57 ms, steep 1.87 against 1.99;
+    # K 32 1.32 against 1.41, steep 1.76 against 1.89; results/bench/expand-ratio-*-2026-12-05-2.md; before those warps
+    # the H200 had K 16 2.66 against 2.62 and K 32 2.15 against 2.07). FUSE=1 / INLINE_DA=1
     # take them wherever they apply: one segment, one V tile (V <= 64) and K <= 64 for the first, one K tile and
     # V <= 64 for the second.
     fuse_infer = NS == 1 and VP == BV and KP <= 64 and bool(tiles.get("FUSE", KP == 32))
-    inline_da = KP == BK and VP <= 64 and bool(tiles.get("INLINE_DA", KP == 64))
+    inline_da = KP == BK and VP <= 64 and bool(tiles.get("INLINE_DA", KP <= 64))
     # Each chunk-parallel kernel is one launch, each chunk taking its own path (fast, blocked or exact). A split into
     # a fast pass over every chunk and a second launch over the steep ones it listed was faster at random gates at
     # K 64 and 128 (H100, 2026-12-05: 1.21 / 1.33 against 1.29 / 1.37 ms), but 1.59x / 1.47x under steep gates against
