@@ -10,6 +10,8 @@ import pytest
 import timm
 import torch
 from omegaconf import OmegaConf
+from torch._dynamo.eval_frame import OptimizedModule
+from torch._dynamo.utils import counters
 
 from hgrn.config import compose
 from hgrn.eval.generation import generate
@@ -93,6 +95,32 @@ def test_graph_replayed_blocks_pass_on_copies_outside_autograd():
         assert model(tokens).isnan().all()
     model.compile_blocks(whole=True, mode="reduce-overhead")
     assert model.backbone.replays_graphs
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_compile_blocks_captures_the_torch_nn_built_ins(whole, monkeypatch):
+    """Module.compile of a torch.nn built-in (nn.LayerNorm, nn.Embedding) captured no frame before pytorch#185722 (the
+    GPU machine's torch 2.11: an MQAR step's embedding and final norm ran eagerly); here that behaviour is restored
+    and compile_blocks must still compile the embedding and every norm, block by block or within whole blocks."""
+    if hasattr(OptimizedModule, "_should_wrap_module_call_impl"):  # the fix; absent from the torch versions before it
+        monkeypatch.setattr(OptimizedModule, "_should_wrap_module_call_impl", staticmethod(lambda fn: False))
+
+    def graphs(module: torch.nn.Module, *args: torch.Tensor) -> int:
+        torch._dynamo.reset()
+        counters.clear()
+        module(*args)
+        return counters["stats"]["unique_graphs"]
+
+    x = torch.randn(2, 5, 16)
+    plain = torch.nn.LayerNorm(16)
+    plain.compile()
+    assert graphs(plain, x) == 0  # what compile_blocks works around
+    model = CausalLM(CausalLMConfig(tiny_backbone("hgrn2", norm="layernorm", glu_ratio=0), vocab_size=30))
+    model.compile_blocks(whole)
+    assert graphs(model.embed, torch.tensor([[1, 2, 3]])) == 1
+    assert graphs(model.backbone.norm, x) == 1
+    if not whole:  # 'parts': each block's norms alone
+        assert graphs(model.backbone.blocks[0].mixer_norm, x) == 1
 
 
 def test_lm_ties_embeddings_and_is_causal():

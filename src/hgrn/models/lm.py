@@ -9,7 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from hgrn.layers.linear_cross_entropy import compile_fused_ahead, linear_cross_entropy
-from hgrn.models.backbone import Backbone, BackboneConfig, State, as_backbone_config, init_weights
+from hgrn.models.backbone import Backbone, BackboneConfig, State, as_backbone_config, compile_module, init_weights
 
 
 @dataclass
@@ -64,9 +64,11 @@ class CausalLM(nn.Module):
         its time being bound by the host's kernel launches more than by the GPU. The embedding's backward then adds
         the rows' gradients by atomics (Inductor's scatter-add) instead of eager PyTorch's sort, segment sums and
         scatter, the largest kernel of an MQAR step (H100, d 128, (256, 16): 0.38 + 0.06 ms of 3.3 ms of kernels,
-        results/bench/mqar-study-*); it is compiled without CUDA graphs, so its output lives outside their pools."""
+        results/bench/mqar-study-*; still there in session 36's profile, where torch 2.11's `Module.compile` had left
+        the embedding eager: compile_module); it is compiled without CUDA graphs, so its output lives outside their
+        pools."""
         self.backbone.compile_blocks(whole, mode)
-        self.embed.compile()
+        compile_module(self.embed)
         self.compiled = True
         compile_fused_ahead(self.lm_head.weight.shape[0])
 
