@@ -92,3 +92,18 @@ def test_a_second_run_of_the_day_keeps_the_first_runs_files(tmp_path):
     assert [path.read_text() for path in written] == ["first", "second", "third"]
     report.write_dated(result, "merged", tmp_path, "demo", replace=True)  # a benchmark that merged the day's rows
     assert written[0].read_text() == "merged" and len(list(tmp_path.glob("*.md"))) == 3
+
+
+def test_a_days_second_kernel_run_keeps_the_rows_it_did_not_measure_again(tmp_path):
+    from hgrn.bench.runner import with_earlier_rows
+
+    first = {**fake_result(), "runs": {"first": {}}}
+    (path, *_) = report.write(first, tmp_path)
+    again = {**first["rows"][0], "ms": 0.1, "run": "second"}
+    second = {**first, "rows": [again], "runs": {"second": {}}, "notes": ["a note", "another"]}
+    merged = with_earlier_rows(second, path)
+    assert merged["rows"] == [r for r in first["rows"] if r["impl"] != "ours"] + [again]  # a case: both modes
+    assert list(merged["runs"]) == ["first", "second"] and merged["notes"] == ["a note", "another"]
+    assert with_earlier_rows(second, tmp_path / "none.json") == second
+    with pytest.raises(SystemExit, match="this run is on"):
+        with_earlier_rows({**second, "gpu": "another GPU"}, path)

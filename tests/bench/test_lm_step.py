@@ -253,3 +253,15 @@ def test_each_timed_step_is_kept_and_the_report_gives_their_spread(monkeypatch):
                      "in order [150.0, 190.5, 160.0]"]  # fmt: skip
     (even,) = report._row_details({"row": "ours", "step_ms_each": [90.0, 96.0, 91.0, 100.0]})
     assert "min 90.0, median 93.5, max 100.0" in even  # the mean of the middle two
+
+
+def test_a_later_run_of_the_day_adds_its_rows_to_the_days_file(tmp_path, monkeypatch):
+    run_ids = iter(["2026-12-05T10:00:00Z", "2026-12-05T11:00:00Z"])
+    monkeypatch.setattr(report, "new_run_id", lambda: next(run_ids))
+    for row in ("ours-hgrn2", "ours-attention"):
+        lm_step.main(["--smoke", "--out", str(tmp_path), "--rows", row, "--steps", "1", "--warmup", "0"])
+    (json_path,) = tmp_path.glob("lm-step-cpu-*.json")
+    result = json.loads(json_path.read_text())
+    assert [row["row"] for row in result["rows"]] == ["ours-hgrn2", "ours-attention"]
+    assert [row["run"] for row in result["rows"]] == list(result["runs"]) == ["2026-12-05T10:00:00Z",
+                                                                               "2026-12-05T11:00:00Z"]  # fmt: skip

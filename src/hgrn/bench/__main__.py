@@ -27,7 +27,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--layer", nargs="*", default=[MAIN_HGRN2], help="BxTxHxD: d_model = H*D (empty: none)")
     p.add_argument("--no-fla", action="store_true", help="skip fla even if it is installed")
     p.add_argument("--cache-dir", help="reuse this Triton cache (first-call times then exclude compilation)")
-    p.add_argument("--merge", type=Path, help="add these rows to an earlier result JSON of the same GPU")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        help="add these rows to an earlier result JSON of the same GPU (default: "
+        "the day's file of this GPU under --out, if there is one; rows measured again replace theirs)",
+    )
     p.add_argument("--no-sweeps", action="store_true", help="skip the expand-ratio and steep-gate sweeps")
     p.add_argument("--no-grid", action="store_true", help="skip the 2-D mixers (hgrn.bench.grid_layers)")
     p.add_argument("--no-lm-step", action="store_true", help="skip the LM training-step benchmark (hgrn.bench.lm_step)")

@@ -429,11 +429,12 @@ def measure_matmul_tflops() -> float:
 def run(args: argparse.Namespace) -> dict:
     """Measure args.rows (smoke: in this process; else each in its own process) into a result (report.assemble)."""
     started, run_id = time.perf_counter(), report.new_run_id()
-    earlier = json.loads(args.merge.read_text()) if args.merge else None
+    gpu = "cpu" if args.smoke else torch.cuda.get_device_name()
+    earlier = json.loads(args.merge.read_text()) if args.merge else report.day_result(args.out, gpu, run_id[:10])
     if args.smoke:
         rows = [measure_row(row, SMOKE, "cpu", steps=1, warmup=0) for row in args.rows]
         return report.assemble(rows, asdict(SMOKE), "cpu", run_id, None, SMOKE_SETTING, earlier)
-    tflops, gpu = measure_matmul_tflops(), torch.cuda.get_device_name()
+    tflops = measure_matmul_tflops()
     print(f"bf16 matmul: {tflops:.0f} TFLOP/s", flush=True)
     rows = []
     for i, row in enumerate(args.rows):
@@ -467,7 +468,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--row-timeout", type=float, default=900.0, help="seconds for one row (fla tunes for minutes)")
     p.add_argument("--cache-root", type=Path, help="per-row Triton/Inductor caches (default: a fresh temp dir)")
     p.add_argument("--out", type=Path, default=Path("results/bench"))
-    p.add_argument("--merge", type=Path, help="add this run's rows to an earlier result (JSON) of the same GPU")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        help="add this run's rows to an earlier result (JSON) of the same GPU "
+        "(default: the day's file of this GPU under --out, if there is one)",
+    )
     p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, our models, in this process")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)

@@ -9,6 +9,7 @@ is compared (x Llama, x fla) only with peers measured in that run.
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import statistics
 from collections.abc import Callable
@@ -53,6 +54,13 @@ ROW_FLAGS: tuple[tuple[Callable[[dict], bool], str], ...] = (  # how a row ran, 
 def stem(result: dict) -> str:
     gpu = re.sub(r"[^a-z0-9]+", "-", result["gpu"].lower()).strip("-")
     return f"lm-step-{gpu}-{result['date']}"
+
+
+def day_result(out_dir: Path, gpu: str, date: str) -> dict | None:
+    """The result `write` left under out_dir for this GPU and day, or None: a later run of the day adds its rows to
+    it (`assemble`'s `earlier`) instead of writing over the rows README cites."""
+    path = out_dir / f"{stem({'gpu': gpu, 'date': date})}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def markdown(result: dict) -> str:

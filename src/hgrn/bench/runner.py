@@ -8,12 +8,14 @@ import json
 import time
 import traceback
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import torch
 import triton
 from triton.testing import do_bench, do_bench_cudagraph
 
 from hgrn.bench import cases as C
+from hgrn.bench.report import stem
 from hgrn.bench.roofline import Shape, achieved, floor_ms, min_bytes, min_flops
 from hgrn.bench.shapes import MAIN_HGRN1, MAIN_HGRN2
 
@@ -137,12 +139,19 @@ def run(args: argparse.Namespace) -> dict:
             "'ours (exact path)' runs gates with log f ~ -6 per step, which no chunk can factorise: the worst case.",
         ],
     }
-    if args.merge:
-        earlier = json.loads(args.merge.read_text())
-        if earlier["gpu"] != result["gpu"]:
-            raise SystemExit(f"--merge: {args.merge} is from {earlier['gpu']}, this run is on {result['gpu']}")
-        fresh = {(r["impl"], r["shape"], r["group"]) for r in rows}
-        result["rows"] = [r for r in earlier["rows"] if (r["impl"], r["shape"], r["group"]) not in fresh] + rows
-        result["runs"] = {**earlier.get("runs", {}), **result["runs"]}
-        result["notes"] = earlier["notes"] + [n for n in result["notes"] if n not in earlier["notes"]]
-    return result
+    return with_earlier_rows(result, args.merge or args.out / f"{stem(result)}.json")
+
+
+def with_earlier_rows(result: dict, earlier_path: Path) -> dict:
+    """`result` after the rows of the earlier result at earlier_path (same GPU; `--merge`, by default the day's file
+    under --out) that this run did not measure again, so a day's second run does not write over its first; the
+    result unchanged when there is no such file."""
+    if not earlier_path.is_file():
+        return result
+    earlier = json.loads(earlier_path.read_text())
+    if earlier["gpu"] != result["gpu"]:
+        raise SystemExit(f"--merge: {earlier_path} is from {earlier['gpu']}, this run is on {result['gpu']}")
+    fresh = {(r["impl"], r["shape"], r["group"]) for r in result["rows"]}
+    rows = [r for r in earlier["rows"] if (r["impl"], r["shape"], r["group"]) not in fresh] + result["rows"]
+    notes = earlier["notes"] + [n for n in result["notes"] if n not in earlier["notes"]]
+    return {**result, "rows": rows, "runs": {**earlier.get("runs", {}), **result["runs"]}, "notes": notes}
