@@ -86,6 +86,8 @@ def test_bad_arguments_stop_before_anything_runs(argv, capsys):
         ("_bwd_kernel", "recurrence ops (Triton: ours, fla's)"),
         ("chunk_gla_fwd_kernel_o", "recurrence ops (Triton: ours, fla's)"),
         ("layer_norm_fwd_kernel", "norms"),
+        ("void at::native::(anonymous namespace)::GammaBetaBackwardCUDAKernelTemplate<float, float, ", "norms"),
+        ("void at::native::(anonymous namespace)::sum_and_scatter<float, long>", "embedding (eager backward)"),
         ("pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits>", "attention (SDPA / flash)"),
         ("void at::native::(anonymous namespace)::fused_adam_kernel", "optimizer (fused AdamW)"),
         ("something_else", "other"),
