@@ -161,10 +161,11 @@ class Backbone(nn.Module):
 
 def compile_module(module: nn.Module, mode: str | None = None) -> None:
     """torch.compile `module` in place (parameter names unchanged; `mode` as torch.compile's). A torch.nn built-in
-    (nn.LayerNorm, nn.Embedding) gets its forward compiled instead: `Module.compile` compiles `_call_impl`, which like
-    such a forward lies in a file Dynamo skips, and before pytorch#185722 (in the GPU machine's torch 2.11) no frame
-    was captured, so the module ran eagerly (an MQAR step's embedding backward and final LayerNorm on an H100, 0.8 of
-    3.0 ms of kernels, session 36). A forward of our own (blocks, RMSNorm, GLU) is compiled through `Module.compile`."""
+    (nn.LayerNorm, nn.RMSNorm, nn.Embedding) gets its forward compiled instead: `Module.compile` compiles `_call_impl`,
+    which like such a forward lies in a file Dynamo skips, and before pytorch#185722 (in the GPU machine's torch 2.11)
+    no frame was captured, so the module ran eagerly (an MQAR step's embedding backward and final LayerNorm on an
+    H100, 0.8 of 3.0 ms of kernels, session 36). A forward of our own (blocks, GLU, SequenceBatchNorm) is compiled
+    through `Module.compile`."""
     if type(module).forward.__module__.startswith("torch.nn."):
         module.forward = torch.compile(module.forward, mode=mode)
     else:
