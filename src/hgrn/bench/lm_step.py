@@ -433,7 +433,7 @@ def run(args: argparse.Namespace) -> dict:
     earlier = json.loads(args.merge.read_text()) if args.merge else report.day_result(args.out, gpu, run_id[:10])
     if args.smoke:
         rows = [measure_row(row, SMOKE, "cpu", steps=1, warmup=0) for row in args.rows]
-        return report.assemble(rows, asdict(SMOKE), "cpu", run_id, None, SMOKE_SETTING, earlier)
+        return report.assemble(rows, asdict(SMOKE), gpu, run_id, None, SMOKE_SETTING, earlier)
     tflops = measure_matmul_tflops()
     print(f"bf16 matmul: {tflops:.0f} TFLOP/s", flush=True)
     rows = []

@@ -16,6 +16,7 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from hgrn import ops
+from hgrn.models.backbone import compile_module
 from hgrn.training.optim import fused_by_default, param_groups
 
 SPLITS = ("train", "val", "test")
@@ -211,4 +212,4 @@ def compile_model(model: nn.Module, compile: bool | str) -> None:
         model.compile_blocks(whole=compile != "parts", mode=mode)
     elif compile:
         ops.start_compile_workers()
-        model.compile(mode=mode)
+        compile_module(model, mode)

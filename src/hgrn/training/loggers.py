@@ -13,5 +13,5 @@ class WandbLogger(loggers.WandbLogger):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self._wandb_init.get("anonymous") is None:
+        if "anonymous" in self._wandb_init and self._wandb_init["anonymous"] is None:
             del self._wandb_init["anonymous"]
