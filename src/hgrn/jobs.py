@@ -10,19 +10,25 @@ with a step checkpoint resumes from it (`resume=<its directory>`); the others st
 time for fitting (`trainer.max_time`: the run then checkpoints, tests and writes results.json unfinished, and the
 next call resumes it); a job that failed is left until `--retry-failed` (<directory>.failed says why); no job starts
 later than `--deadline` seconds after the call began. Each job's console output is appended to <directory>.log
-beside it. The runs are ordinary runs: `make tables` reads their results.json.
+beside it. The runs are ordinary runs: `make tables` reads their results.json. `--mps` runs them under CUDA MPS
+(`mps_daemon`): small models' kernels leave most of the GPU idle, and MPS lets the kernels of the processes side by
+side run at once where the GPU's time slices would otherwise take them in turn.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import itertools
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -104,6 +110,31 @@ def run(job: list[str], run_dir: Path, max_time: str | None, resume: bool) -> st
     return state(run_dir)
 
 
+@contextlib.contextmanager
+def mps_daemon(root: Path) -> Iterator[None]:
+    """CUDA MPS for the processes started inside: an MPS control daemon with its pipes and logs under root
+    (root/mps-pipe, root/mps-log, named to child processes through CUDA_MPS_PIPE_DIRECTORY / _LOG_DIRECTORY), quit
+    on the way out. Start it before this process touches CUDA: a context made earlier does not go through MPS."""
+    control = shutil.which("nvidia-cuda-mps-control")
+    if control is None:
+        raise SystemExit("--mps: nvidia-cuda-mps-control is not on PATH (it comes with the driver); run without --mps")
+    env = {"CUDA_MPS_PIPE_DIRECTORY": root / "mps-pipe", "CUDA_MPS_LOG_DIRECTORY": root / "mps-log"}
+    saved = {name: os.environ.get(name) for name in env}
+    for name, path in env.items():
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ[name] = str(path)
+    try:
+        subprocess.run([control, "-d"], stdin=subprocess.DEVNULL, check=True)
+        yield
+    finally:
+        subprocess.run([control], input="quit\n", text=True, check=False)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("jobs", type=Path, help="a file of python -m hgrn.train override lines")
@@ -112,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-time", help="each process's fitting time, DD:HH:MM:SS (trainer.max_time)")
     parser.add_argument("--deadline", type=float, default=float("inf"), help="seconds after which no job starts")
     parser.add_argument("--retry-failed", action="store_true", help="run the jobs whose last stretch failed again")
+    parser.add_argument("--mps", action="store_true", help="run them under CUDA MPS (kernels side by side at once)")
     args = parser.parse_args(argv)
     if not args.jobs.is_file():
         parser.error(f"{args.jobs}: no such file; write one line of python -m hgrn.train overrides per job")
@@ -136,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{run_dir.name}: {outcome}", flush=True)
         return outcome
 
-    with ThreadPoolExecutor(args.concurrent) as pool:
+    with mps_daemon(args.work) if args.mps else contextlib.nullcontext(), ThreadPoolExecutor(args.concurrent) as pool:
         outcomes = list(pool.map(next_stretch, todo))
     counts = {outcome: outcomes.count(outcome) for outcome in dict.fromkeys(outcomes)}
     print("; ".join(f"{n} {outcome}" for outcome, n in counts.items()) or "nothing to run")

@@ -4,6 +4,7 @@ stops them by their time limit leaves them to be resumed by the next call, and f
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -75,3 +76,26 @@ def test_a_missing_job_file_is_one_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         jobs.main([str(tmp_path / "nope.txt"), "--work", str(tmp_path)])
     assert "nope.txt: no such file; write one line of python -m hgrn.train overrides per job" in capsys.readouterr().err
+
+
+def test_mps_daemon_names_its_pipes_to_child_processes_and_quits_on_the_way_out(tmp_path, monkeypatch):
+    calls = tmp_path / "calls.txt"
+    control = tmp_path / "bin" / "nvidia-cuda-mps-control"  # a stand-in that records how it was called
+    control.parent.mkdir()
+    control.write_text(f'#!/bin/sh\necho "$* [$(cat)] $CUDA_MPS_PIPE_DIRECTORY" >> {calls}\n')
+    control.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{control.parent}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    with pytest.raises(RuntimeError, match="inside"), jobs.mps_daemon(tmp_path / "work"):
+        assert os.environ["CUDA_MPS_PIPE_DIRECTORY"] == str(tmp_path / "work" / "mps-pipe")
+        assert (tmp_path / "work" / "mps-log").is_dir()
+        raise RuntimeError("a failure inside still quits the daemon")
+    pipes = tmp_path / "work" / "mps-pipe"
+    assert calls.read_text().splitlines() == [f"-d [] {pipes}", f" [quit] {pipes}"]
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
+
+
+def test_mps_without_the_driver_tool_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SystemExit, match="nvidia-cuda-mps-control is not on PATH"), jobs.mps_daemon(tmp_path):
+        pass

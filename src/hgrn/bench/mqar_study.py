@@ -14,11 +14,13 @@ validation accuracy passes 0.99 first (then the hours here are an upper bound); 
 `--lrs` learning rates. HGRN2 takes `--expand-ratio` (Zoology's: min(d_model, 128)). `--profile` adds, per cell and
 compile mode, the bare step outside Lightning (one batch of the recipe's data, forward + backward + optimiser,
 synchronised median) and where its GPU time goes (torch.profiler): the difference to a run's step is the host's.
+`--mps` runs the side-by-side runs under CUDA MPS (hgrn.jobs.mps_daemon), their kernels at once instead of in turns.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import sys
@@ -33,6 +35,7 @@ from hgrn.bench.ddp_scaling import run_training, summarise, train_command
 from hgrn.bench.report import dated_record, write_dated
 from hgrn.bench.step_profile import profile_steps
 from hgrn.config import compose
+from hgrn.jobs import mps_daemon
 from hgrn.training.build import build_datamodule, build_task
 
 MODELS = ("hgrn1", "hgrn2", "gla", "attention")
@@ -55,7 +58,7 @@ def measure_cell(args: argparse.Namespace, model: str, overrides: list[str], com
     dirs = [work / f"{compile}-x{concurrent}-{i}" for i in range(concurrent)]
     extra = [*overrides, f"task.compile={compile}", *args.extra]
     commands = [train_command(f"mqar/{model}", args.trainer, 1, args.steps, d, extra) for d in dirs]
-    with ThreadPoolExecutor(concurrent) as pool:
+    with mps_daemon(work) if args.mps else contextlib.nullcontext(), ThreadPoolExecutor(concurrent) as pool:
         list(pool.map(run_training, commands, dirs))
     rates = [summarise(d, args.warmup)["steps_per_s"] for d in dirs]
     return {"per_run_steps_per_s": rates, "steps_per_s": sum(rates)}
@@ -106,7 +109,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, 
                         print(f"{cell}: bare step {profiles[-1]['bare_step_ms']:.2f} ms", flush=True)
                     for concurrent in args.concurrent:
                         row = {"model": model, "pair": pair, "d_model": d_model, "overrides": overrides,
-                               "compile": compile, "concurrent": concurrent, "steps_per_run": steps}  # fmt: skip
+                               "compile": compile, "concurrent": concurrent, "mps": args.mps,
+                               "steps_per_run": steps}  # fmt: skip
                         try:
                             row |= measure_cell(args, model, overrides, compile, concurrent)
                             row["study_gpu_hours"] = steps * args.lrs * args.cells / row["steps_per_s"] / 3600
@@ -118,11 +122,15 @@ def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, 
 
 
 def summary_line(row: dict) -> str:
-    cell = f"{row['model']} {row['pair']} d {row['d_model']} compile={row['compile']} x{row['concurrent']}"
+    cell = f"{row['model']} {row['pair']} d {row['d_model']} compile={row['compile']} x{side_by_side(row)}"
     if "error" in row:
         return f"{cell}: {row['error']}"
     each = " ".join(f"{r:.1f}" for r in row["per_run_steps_per_s"])
     return f"{cell}: {row['steps_per_s']:.1f} steps/s ({each}), study {row['study_gpu_hours']:.1f} GPU h"
+
+
+def side_by_side(row: dict) -> str:
+    return f"{row['concurrent']}{' (MPS)' if row.get('mps') else ''}"
 
 
 def markdown(result: dict) -> str:
@@ -139,7 +147,7 @@ def markdown(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        head = f"| {r['model']} | {r['pair']} | {r['d_model']} | {r['compile']} | {r['concurrent']} |"
+        head = f"| {r['model']} | {r['pair']} | {r['d_model']} | {r['compile']} | {side_by_side(r)} |"
         if "error" in r:
             lines.append(f"{head} {r['error'][:80]} | - | {r['steps_per_run']:,} | - |")
             continue
@@ -166,11 +174,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cells", type=int, default=17, help="cells of the study at this (T, kv) (issue 18: 17)")
     parser.add_argument("--trainer", default="gpu")
     parser.add_argument("--profile", action="store_true", help="also each cell's bare step and its GPU kernels")
+    parser.add_argument("--mps", action="store_true", help="the runs side by side under CUDA MPS (not with --profile)")
     parser.add_argument("--work", type=Path, default=Path("outputs/mqar-study"), help="where the runs go")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(own)
     if args.steps <= args.warmup + 1:
         parser.error(f"--steps {args.steps} must exceed --warmup {args.warmup} + 1")
+    if args.mps and args.profile:
+        parser.error("--mps with --profile: the profile's CUDA context in this process would bypass MPS: run apart")
     if min(args.concurrent) < 1:
         parser.error(f"--concurrent {' '.join(map(str, args.concurrent))}: each must be at least 1")
     bad = [p for p in args.pairs if len(p.split(":")) != 2 or not all(x.isdigit() for x in p.split(":"))]
