@@ -12,7 +12,7 @@ next call resumes it); a job that failed is left until `--retry-failed` (<direct
 later than `--deadline` seconds after the call began. Each job's console output is appended to <directory>.log
 beside it. The runs are ordinary runs: `make tables` reads their results.json. `--mps` runs them under CUDA MPS
 (`mps_daemon`): small models' kernels leave most of the GPU idle, and MPS lets the kernels of the processes side by
-side run at once where the GPU's time slices would otherwise take them in turn.
+side run at once where the GPU's time slices would otherwise take them in turn (one such runner per GPU).
 """
 
 from __future__ import annotations
