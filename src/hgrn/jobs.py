@@ -123,11 +123,19 @@ def mps_daemon(root: Path) -> Iterator[None]:
     for name, path in env.items():
         path.mkdir(parents=True, exist_ok=True)
         os.environ[name] = str(path)
+    started = False
     try:
-        subprocess.run([control, "-d"], stdin=subprocess.DEVNULL, check=True)
+        started = subprocess.run([control, "-d"], stdin=subprocess.DEVNULL).returncode == 0
+        if not started:
+            raise SystemExit(
+                f"--mps: {control} -d failed: is an MPS daemon already running for {env['CUDA_MPS_PIPE_DIRECTORY']}? "
+                f"(`echo quit | CUDA_MPS_PIPE_DIRECTORY={env['CUDA_MPS_PIPE_DIRECTORY']} nvidia-cuda-mps-control` "
+                "stops it), or run without --mps"
+            )
         yield
     finally:
-        subprocess.run([control], input="quit\n", text=True, check=False)
+        if started:
+            subprocess.run([control], input="quit\n", text=True, check=False)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

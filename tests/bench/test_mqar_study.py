@@ -3,6 +3,7 @@ steps/s into the study's hours."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
@@ -47,3 +48,29 @@ def test_no_runs_side_by_side_is_one_clear_error(capsys):
     with pytest.raises(SystemExit):
         mqar_study.parse_args(["--concurrent", "0", "2"])
     assert "--concurrent 0 2: each must be at least 1" in capsys.readouterr().err
+
+
+def test_mps_wraps_the_runs_side_by_side_and_labels_their_row(tmp_path, monkeypatch):
+    events = []
+
+    @contextlib.contextmanager
+    def daemon(root):
+        events.append("start")
+        yield
+        events.append("quit")
+
+    monkeypatch.setattr(mqar_study, "mps_daemon", daemon)
+    monkeypatch.setattr(mqar_study, "run_training", lambda command, run_dir: events.append("run"))
+    monkeypatch.setattr(mqar_study, "summarise", lambda run_dir, warmup: {"steps_per_s": 10.0})
+    argv = ["--trainer", "cpu", "--models", "attention", "--pairs", "64:4", "--d-model", "16", "--steps", "4",
+            "--warmup", "1", "--concurrent", "2", "--mps", "--work", str(tmp_path), "--out", str(tmp_path)]  # fmt: skip
+    mqar_study.main(argv)
+    assert events == ["start", "run", "run", "quit"]
+    (written,) = tmp_path.glob("mqar-study-*.md")
+    assert "| attention | 64:4 | 16 | false | 2 (MPS) | 10.0, 10.0 | 20.0 |" in written.read_text()
+
+
+def test_mps_with_the_profile_is_one_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        mqar_study.parse_args(["--mps", "--profile"])
+    assert "--mps with --profile" in capsys.readouterr().err

@@ -95,7 +95,14 @@ def test_mps_daemon_names_its_pipes_to_child_processes_and_quits_on_the_way_out(
     assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
 
 
-def test_mps_without_the_driver_tool_is_one_clear_error(tmp_path, monkeypatch):
+def test_mps_without_the_driver_tool_or_with_a_daemon_running_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SystemExit, match="nvidia-cuda-mps-control is not on PATH"), jobs.mps_daemon(tmp_path):
         pass
+    calls = tmp_path / "calls.txt"
+    control = tmp_path / "nvidia-cuda-mps-control"  # -d fails, as when a daemon already serves these pipes
+    control.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n[ "$1" != -d ]\n')
+    control.chmod(0o755)
+    with pytest.raises(SystemExit, match="already running"), jobs.mps_daemon(tmp_path / "work"):
+        pass
+    assert calls.read_text().splitlines() == ["-d"]  # the other daemon is not told to quit
