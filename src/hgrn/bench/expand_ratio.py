@@ -6,7 +6,8 @@ At B 8, T 2048, d 2048 (bf16, so the op's inputs and output are the same bytes a
 takes (what ran there before it), the chunked kernels with both fusions and with neither at the ratios where they
 apply (HGRN_CHUNK_TILES=FUSE=1,INLINE_DA=1: the forward without autograd in one kernel, da formed in the backward;
 FUSE=0,INLINE_DA=0: prep + walk, da through memory; the A/B that sets the plan's defaults), each candidate tile
-rule at its ratio (CANDIDATES), and the HGRN1 real scan at [B, T, d] (the element-wise floor of ratio 1). Then the
+rule at its ratio (CANDIDATES), the HGRN1 real scan at [B, T, d] (the element-wise floor of ratio 1) and SDPA's causal
+attention at ratio 128's heads (16 of 128: issue 13's peer at the main shape). Then the
 steep-gate sweep at the ratios whose chunked kernels take gate-dependent paths: gate logits shifted so that the mean
 log f per step runs from -2 to -24, against random gates, by the rule and by the candidates there. Forward and
 forward + backward, median ms (triton.testing.do_bench), the CUDA time of the forward + backward's kernels
@@ -99,10 +100,16 @@ def _hgrn1() -> dict[str, Any]:
     return op_times(lambda: ops.hgrn1_recurrence(x, g)[0], [x, g])
 
 
+def _sdpa() -> dict[str, Any]:
+    q, k, v = (torch.randn(B, D // 128, T, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in "qkv")
+    return op_times(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), [q, k, v])
+
+
 def run() -> dict:
     from hgrn.ops.triton.small_head import SMALL_HEAD_MAX
 
-    rows = [{"case": "hgrn1 real scan [B, T, d]", "ratio": None, **_hgrn1()}]
+    rows = [{"case": "hgrn1 real scan [B, T, d]", "ratio": None, **_hgrn1()},
+            {"case": "SDPA causal attention [B, 16, T, 128]", "ratio": None, **_sdpa()}]  # fmt: skip
     for ratio in RATIOS:
         rows.append({"case": "ours (hgrn.ops)", "ratio": ratio, **_hgrn2(ratio)})
         if ratio <= SMALL_HEAD_MAX:
