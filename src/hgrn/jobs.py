@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -118,29 +119,19 @@ def mps_daemon(root: Path) -> Iterator[None]:
     control = shutil.which("nvidia-cuda-mps-control")
     if control is None:
         raise SystemExit("--mps: nvidia-cuda-mps-control is not on PATH (it comes with the driver); run without --mps")
-    env = {"CUDA_MPS_PIPE_DIRECTORY": root / "mps-pipe", "CUDA_MPS_LOG_DIRECTORY": root / "mps-log"}
-    saved = {name: os.environ.get(name) for name in env}
-    for name, path in env.items():
+    pipes, logs = root / "mps-pipe", root / "mps-log"
+    for path in (pipes, logs):
         path.mkdir(parents=True, exist_ok=True)
-        os.environ[name] = str(path)
-    started = False
-    try:
-        started = subprocess.run([control, "-d"], stdin=subprocess.DEVNULL).returncode == 0
-        if not started:
+    with mock.patch.dict(os.environ, {"CUDA_MPS_PIPE_DIRECTORY": str(pipes), "CUDA_MPS_LOG_DIRECTORY": str(logs)}):
+        if subprocess.run([control, "-d"], stdin=subprocess.DEVNULL).returncode != 0:
             raise SystemExit(
-                f"--mps: {control} -d failed: is an MPS daemon already running for {env['CUDA_MPS_PIPE_DIRECTORY']}? "
-                f"(`echo quit | CUDA_MPS_PIPE_DIRECTORY={env['CUDA_MPS_PIPE_DIRECTORY']} nvidia-cuda-mps-control` "
-                "stops it), or run without --mps"
+                f"--mps: {control} -d failed: is an MPS daemon already running for {pipes}? (`echo quit | "
+                f"CUDA_MPS_PIPE_DIRECTORY={pipes} nvidia-cuda-mps-control` stops it), or run without --mps"
             )
-        yield
-    finally:
-        if started:
+        try:
+            yield
+        finally:
             subprocess.run([control], input="quit\n", text=True, check=False)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def main(argv: list[str] | None = None) -> None:
