@@ -3,11 +3,13 @@ query placement, argument checks, determinism and the datamodule's batches."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
-from hgrn.data.mqar import IGNORE_INDEX, MQARDataModule, multiquery_ar
+from hgrn.data.mqar import IGNORE_INDEX, MQARDataModule, multiquery_ar, pair_lookup_accuracy
 
 VOCAB, SEQ_LEN, KV = 8192, 64, 4
 
@@ -150,3 +152,79 @@ def test_datamodule_batches() -> None:
 def test_datamodule_rejects_invalid_settings() -> None:
     with pytest.raises(ValueError, match="num_kv_pairs"):
         MQARDataModule(seq_len=64, num_kv_pairs=32)
+
+
+def test_pair_lookup_accuracy_by_hand() -> None:
+    # Two pairs per example, vocabulary 8 (keys 1-3, values 4-7). Training pairs: (1,4) (2,5) (1,5) (3,6).
+    train = torch.tensor([[1, 4, 2, 5], [1, 5, 3, 6]])
+    examples = torch.tensor([[1, 4, 2, 5], [3, 7, 2, 4]])
+    # example 0: key 1 remembers values 4 and 5 -> 1/2; key 2 remembers 5 only -> 1.
+    # example 1: key 3 remembers neither 7 nor 4 -> 1/2 (chance); key 2 remembers neither -> 1/2.
+    assert pair_lookup_accuracy(train, examples, num_kv_pairs=2) == pytest.approx((0.5 + 1 + 0.5 + 0.5) / 4)
+
+
+def test_pair_lookup_scores_the_training_set_only() -> None:
+    """The shortcut a fixed training set offers: remembered pairs answer training queries, not held-out ones."""
+    train, _ = multiquery_ar(4000, vocab_size=512, seq_len=64, num_kv_pairs=8, random_non_queries=False, seed=(0, 0))
+    test, _ = multiquery_ar(500, vocab_size=512, seq_len=64, num_kv_pairs=8, random_non_queries=False, seed=(0, 1))
+    assert pair_lookup_accuracy(train, train[:500], 8) > 0.2
+    assert pair_lookup_accuracy(train, test, 8) == pytest.approx(1 / 8, abs=0.02)
+
+
+def test_fresh_train_data_draws_a_new_training_set_each_epoch_that_lightning_asks_for() -> None:
+    """With fresh_train_data the loader Lightning builds each epoch serves that epoch's own set (the same one again
+    on resume), and the test set stays, also from a trainer built to load its data once (the datamodule asks for
+    a reload every epoch)."""
+    import lightning as L
+    from torch import nn
+
+    class FirstBatches(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(()))
+            self.seen: list[tuple[int, torch.Tensor]] = []
+
+        def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+            if batch_idx == 0:
+                self.seen.append((self.current_epoch, batch["inputs"].clone()))
+            return self.weight * batch["inputs"].float().mean()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def data() -> MQARDataModule:
+        return MQARDataModule(
+            seq_len=SEQ_LEN,
+            num_kv_pairs=KV,
+            train_examples=32,
+            test_examples=8,
+            batch_size=8,
+            random_non_queries=False,
+            shuffle=False,
+            fresh_train_data=True,
+        )
+
+    def fit(datamodule: MQARDataModule) -> FirstBatches:
+        module = FirstBatches()
+        trainer = L.Trainer(
+            max_epochs=3,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            accelerator="cpu",
+        )
+        trainer.fit(module, datamodule=datamodule)
+        return module
+
+    datamodule = data()
+    seen = fit(datamodule).seen
+    assert [epoch for epoch, _ in seen] == [0, 1, 2]
+    firsts = [inputs for _, inputs in seen]
+    assert not torch.equal(firsts[0], firsts[1]) and not torch.equal(firsts[1], firsts[2])
+    again = data()
+    again.setup()
+    assert torch.equal(again.datasets["test"].columns["inputs"], datamodule.datasets["test"].columns["inputs"])
+    again.trainer = SimpleNamespace(current_epoch=1)
+    assert torch.equal(next(iter(again.train_dataloader()))["inputs"], firsts[1])  # resumed epoch 1: its own set

@@ -191,6 +191,7 @@ def test_learning_curves_show_every_run_of_the_prefix_finished_or_not(tmp_path):
     assert found == [("a", True, False), ("b", False, True)]
     assert curves[1]["progress"] == "1,500 of 37,500 steps" and curves[1]["history"] == history
     assert [c["direction"] for c in curves] == [None, None]  # the synthetic records' models name none
+    assert curves[0]["config"]["model"]["d_model"] == 8
 
 
 def test_kernel_benchmark_reads_the_newest_kernel_rows_and_skips_other_files(tmp_path):
@@ -239,6 +240,6 @@ def test_the_notebooks_run_top_to_bottom_and_save_their_figures(tmp_path):
     assert {path.stem for path in notebooks} == {"ablation", "mqar", "kernels", "lra"}
     execute(notebooks, {"HGRN_RUNS": str(runs), "HGRN_PLOTS": str(plots)})
     kernels = {"kernel_time_vs_length", "kernel_time_vs_expand_ratio", "kernel_time_expand_ratio_sweep"}
-    expected = {"ablation", "mqar", "lra", "lra_curves", *kernels}
+    expected = {"ablation", "mqar", "mqar_train_vs_test", "lra", "lra_curves", *kernels}
     assert {path.stem for path in plots.glob("*.png")} == expected
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in plots.iterdir())

@@ -68,6 +68,7 @@ RECIPE_FIDELITY: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         {
             "data.random_non_queries": False,  # zeros between the queries, no reshuffling
             "data.shuffle": False,
+            "data.fresh_train_data": False,  # one fixed training set, every epoch
             "model.dropout": 0.0,  # dropout 0.1 on the embeddings only
             "model.input_dropout": 0.1,
             "model.identity_channel_mixer": True,  # Zoology's identity state mixer still adds LN2(x)

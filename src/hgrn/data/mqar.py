@@ -113,12 +113,36 @@ def multiquery_ar(
     return torch.from_numpy(inputs), torch.from_numpy(labels)
 
 
+def pair_lookup_accuracy(train_inputs: Tensor, inputs: Tensor, num_kv_pairs: int) -> float:
+    """The query accuracy of a model that recalls nothing from the context and only remembers which (key, value)
+    pairs occurred in the training set: for each key of an example it picks uniformly among the example's values
+    that it remembers beside that key (any of its num_kv_pairs values when it remembers none).
+
+    Why: Zoology's training set is a fixed 100k examples, so a model can raise its training accuracy by storing pairs
+    instead of learning recall; this is how far that alone goes, on the training set and on held-out examples.
+    inputs: LongTensor[N, seq_len] from `multiquery_ar` with num_passes=1 (every key of the context `k1 v1 k2 v2 ...`
+    is queried once, so scoring the context's keys scores the queries).
+    """
+    width = 2 * num_kv_pairs
+    vocab = int(max(train_inputs[:, :width].max(), inputs[:, :width].max())) + 1
+    known = torch.unique(train_inputs[:, 0:width:2] * vocab + train_inputs[:, 1:width:2])
+    keys, values = inputs[:, 0:width:2], inputs[:, 1:width:2]
+    remembered = torch.isin(keys[:, :, None] * vocab + values[:, None, :], known)  # [N, key i, value j]
+    count = remembered.sum(-1)
+    right = remembered.diagonal(dim1=1, dim2=2)
+    score = torch.where(count > 0, right / count.clamp(min=1), 1 / num_kv_pairs)
+    return score.mean().item()
+
+
 class MQARDataModule(L.LightningDataModule):
     """Zoology's MQAR setting: a training set and a held-out test set generated in setup() from independent seed
     streams of `seed`. Validation uses the test set, as Zoology does (it early-stops on test accuracy).
 
     shuffle: a new training order every epoch; Zoology serves its training batches in the same order every epoch
     (shuffle=False).
+    fresh_train_data: a new training set every epoch (seed stream (seed, 2, epoch)) instead of Zoology's one fixed
+    set, so no (key, value) pair recurs and remembering pairs earns nothing (`pair_lookup_accuracy`). setup() sets
+    the trainer's reload_dataloaders_every_n_epochs to 1, so Lightning asks for the training loader at every epoch.
     """
 
     def __init__(
@@ -132,6 +156,7 @@ class MQARDataModule(L.LightningDataModule):
         power_a: float = 0.01,
         random_non_queries: bool = True,
         shuffle: bool = True,
+        fresh_train_data: bool = False,
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
@@ -144,7 +169,7 @@ class MQARDataModule(L.LightningDataModule):
     def vocab_size(self) -> int:
         return self.hparams.vocab_size
 
-    def _generate(self, num_examples: int, stream: int) -> ColumnDataset:
+    def _generate(self, num_examples: int, stream: tuple[int, ...]) -> ColumnDataset:
         """Examples `{"inputs": LongTensor[T], "labels": LongTensor[T], "label_positions": LongTensor[num_kv_pairs]}`
         from the given seed stream; label_positions lists where the labels are, in order, so that a batch's scored
         features are read by index (a boolean index would read its count back from the device in every step)."""
@@ -156,15 +181,18 @@ class MQARDataModule(L.LightningDataModule):
             num_kv_pairs=hp.num_kv_pairs,
             power_a=hp.power_a,
             random_non_queries=hp.random_non_queries,
-            seed=(hp.seed, stream),
+            seed=(hp.seed, *stream),
         )
         positions = (labels != IGNORE_INDEX).nonzero()[:, 1].view(num_examples, hp.num_kv_pairs)
         return ColumnDataset(inputs=inputs, labels=labels, label_positions=positions)
 
     def setup(self, stage: str | None = None) -> None:
-        if "train" not in self.datasets:
-            self.datasets["train"] = self._generate(self.hparams.train_examples, stream=0)
-            self.datasets["test"] = self._generate(self.hparams.test_examples, stream=1)
+        if self.hparams.fresh_train_data and self.trainer is not None:
+            self.trainer.reload_dataloaders_every_n_epochs = 1  # read by the fit loop at every epoch start
+        if "test" not in self.datasets:
+            if not self.hparams.fresh_train_data:  # else train_dataloader() draws each epoch's set
+                self.datasets["train"] = self._generate(self.hparams.train_examples, stream=(0,))
+            self.datasets["test"] = self._generate(self.hparams.test_examples, stream=(1,))
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         if split not in self.datasets:
@@ -179,6 +207,9 @@ class MQARDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.hparams.fresh_train_data:
+            epoch = self.trainer.current_epoch if self.trainer else 0
+            self.datasets["train"] = self._generate(self.hparams.train_examples, stream=(2, epoch))
         return self._loader("train", shuffle=self.hparams.shuffle)
 
     def val_dataloader(self) -> DataLoader:

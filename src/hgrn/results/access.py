@@ -86,8 +86,8 @@ def table_records(name: str, roots: Iterable[Path | str] | None = None) -> list[
 def learning_curves(prefix: str, roots: Iterable[Path | str] | None = None) -> list[dict[str, Any]]:
     """Every training run under `roots` (default: `run_roots()`) whose experiment starts with `prefix`, finished or
     not and whatever its overrides (a curve shows how far a run got): experiment, path, finished, recipe, progress
-    ("36,465 of 37,500 steps"), direction (the model's scan direction, which LRA's runs compare) and history
-    (results.json's learning curve), in experiment and path order."""
+    ("36,465 of 37,500 steps"), direction (the model's scan direction, which LRA's runs compare), config (the run's
+    resolved config, nested) and history (results.json's learning curve), in experiment and path order."""
     runs, _ = collect(run_roots() if roots is None else roots)
     chosen = sorted((r for r in runs if r.source == TRAINING and r.experiment.startswith(prefix)), key=_by_path)
     fields = ("experiment", "path", "finished", "recipe", "progress")
@@ -95,6 +95,7 @@ def learning_curves(prefix: str, roots: Iterable[Path | str] | None = None) -> l
         {
             **{f: getattr(r, f) for f in fields},
             "direction": config_value(r.config, "model.direction"),
+            "config": r.config,
             "history": load_record(r.path).history,
         }
         for r in chosen
