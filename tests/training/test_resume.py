@@ -138,15 +138,8 @@ def test_a_run_stopped_by_its_time_limit_resumes_mid_epoch_to_the_result_of_an_u
     unbroken, timed = tmp_path / "unbroken", tmp_path / "timed"
     reference = train(compose(*config, f"paths.output_dir={unbroken}"))
 
-    def fake_clock() -> None:
-        ticks = iter(range(1000))
-        monkeypatch.setattr(
-            "hgrn.training.callbacks.time",
-            SimpleNamespace(monotonic=lambda: float(next(ticks)), perf_counter=time.perf_counter),
-        )
-
     limited = [*config, f"paths.output_dir={timed}", "trainer.max_time=00:00:00:09"]
-    fake_clock()
+    fake_clock(monkeypatch)
     stopped = train(compose(*limited))
     assert stopped.steps == 9 and not stopped.finished and stopped.planned_steps == 12
     assert [row["epoch"] for row in stopped.history] == [0]  # no validation, epoch 1 not closed
@@ -154,14 +147,62 @@ def test_a_run_stopped_by_its_time_limit_resumes_mid_epoch_to_the_result_of_an_u
     assert resume_problem(resume_point) is None and torch.load(resume_point, weights_only=True)["epoch"] == 1
     assert json.loads((timed / "results.json").read_text())["finished"] is False
 
-    fake_clock()
+    fake_clock(monkeypatch)
     resumed = train(compose(*limited, f"resume={timed}"))
     assert resumed.steps == 12 and resumed.finished
+    assert_same_end(timed, unbroken)
+    assert resumed.metrics == reference.metrics and resumed.history == reference.history
+
+
+def test_an_mqar_run_drawing_fresh_training_data_resumes_mid_epoch_to_the_result_of_an_unbroken_one(
+    tmp_path, monkeypatch
+):
+    """data.fresh_train_data draws each epoch's set when Lightning asks for the epoch's loader: the resumed epoch 1
+    must serve epoch 1's set from its tenth batch on, not epoch 0's or a new one."""
+    config = [
+        "experiment=mqar/attention",
+        "model.d_model=16",
+        "data.seq_len=64",
+        "data.num_kv_pairs=4",
+        "data.batch_size=16",
+        "data.train_examples=96",  # 6 steps an epoch
+        "data.test_examples=32",
+        "data.fresh_train_data=true",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "trainer.max_epochs=2",
+        "callbacks.step.every_n_train_steps=2",
+        "~callbacks.progress",
+        "logger=none",
+    ]
+    unbroken, timed = tmp_path / "unbroken", tmp_path / "timed"
+    reference = train(compose(*config, f"paths.output_dir={unbroken}"))
+    limited = [*config, f"paths.output_dir={timed}", "trainer.max_time=00:00:00:09"]
+    fake_clock(monkeypatch)
+    stopped = train(compose(*limited))
+    assert stopped.steps == 9 and not stopped.finished
+    fake_clock(monkeypatch)
+    resumed = train(compose(*limited, f"resume={timed}"))
+    assert resumed.steps == 12 and resumed.finished
+    assert_same_end(timed, unbroken)
+    assert resumed.history == reference.history
+
+
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock that advances one second per reading (at the fit's start and after each optimiser step)."""
+    ticks = iter(range(1000))
+    monkeypatch.setattr(
+        "hgrn.training.callbacks.time",
+        SimpleNamespace(monotonic=lambda: float(next(ticks)), perf_counter=time.perf_counter),
+    )
+
+
+def assert_same_end(resumed: Path, unbroken: Path) -> None:
+    """Weights, optimiser state and schedule at step 12 (the end of training) bitwise equal."""
     final = "checkpoints/step-00000012.ckpt"
-    ours, theirs = (torch.load(d / final, weights_only=True) for d in (timed, unbroken))
+    ours, theirs = (torch.load(d / final, weights_only=True) for d in (resumed, unbroken))
     for key in ("state_dict", "optimizer_states", "lr_schedulers"):
         assert_same(ours[key], theirs[key], key)
-    assert resumed.metrics == reference.metrics and resumed.history == reference.history
 
 
 def test_a_time_limit_is_checked_before_training(make_config, tmp_path):
