@@ -112,10 +112,14 @@ def run(job: list[str], run_dir: Path, max_time: str | None, resume: bool) -> st
 
 
 @contextlib.contextmanager
-def mps_daemon(root: Path) -> Iterator[None]:
+def mps_daemon(root: Path, enabled: bool = True) -> Iterator[None]:
     """CUDA MPS for the processes started inside: an MPS control daemon with its pipes and logs under root
     (root/mps-pipe, root/mps-log, named to child processes through CUDA_MPS_PIPE_DIRECTORY / _LOG_DIRECTORY), quit
-    on the way out. Start it before this process touches CUDA: a context made earlier does not go through MPS."""
+    on the way out; nothing when not enabled (the callers' --mps). Start it before this process touches CUDA: a
+    context made earlier does not go through MPS."""
+    if not enabled:
+        yield
+        return
     control = shutil.which("nvidia-cuda-mps-control")
     if control is None:
         raise SystemExit("--mps: nvidia-cuda-mps-control is not on PATH (it comes with the driver); run without --mps")
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{run_dir.name}: {outcome}", flush=True)
         return outcome
 
-    with mps_daemon(args.work) if args.mps else contextlib.nullcontext(), ThreadPoolExecutor(args.concurrent) as pool:
+    with mps_daemon(args.work, args.mps), ThreadPoolExecutor(args.concurrent) as pool:
         outcomes = list(pool.map(next_stretch, todo))
     counts = {outcome: outcomes.count(outcome) for outcome in dict.fromkeys(outcomes)}
     print("; ".join(f"{n} {outcome}" for outcome, n in counts.items()) or "nothing to run")

@@ -54,8 +54,8 @@ def test_mps_wraps_the_runs_side_by_side_and_labels_their_row(tmp_path, monkeypa
     events = []
 
     @contextlib.contextmanager
-    def daemon(root):
-        events.append("start")
+    def daemon(root, enabled):
+        events.append("start" if enabled else "not enabled")
         yield
         events.append("quit")
 

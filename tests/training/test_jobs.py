@@ -106,3 +106,6 @@ def test_mps_without_the_driver_tool_or_with_a_daemon_running_is_one_clear_error
     with pytest.raises(SystemExit, match="already running"), jobs.mps_daemon(tmp_path / "work"):
         pass
     assert calls.read_text().splitlines() == ["-d"]  # the other daemon is not told to quit
+    with jobs.mps_daemon(tmp_path / "off", enabled=False):  # without --mps: no tool called, nothing set or made
+        assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
+    assert calls.read_text().splitlines() == ["-d"] and not (tmp_path / "off").exists()

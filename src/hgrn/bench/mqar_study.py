@@ -20,7 +20,6 @@ synchronised median) and where its GPU time goes (torch.profiler): the differenc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import statistics
 import sys
@@ -58,7 +57,7 @@ def measure_cell(args: argparse.Namespace, model: str, overrides: list[str], com
     dirs = [work / f"{compile}-x{concurrent}-{i}" for i in range(concurrent)]
     extra = [*overrides, f"task.compile={compile}", *args.extra]
     commands = [train_command(f"mqar/{model}", args.trainer, 1, args.steps, d, extra) for d in dirs]
-    with mps_daemon(work) if args.mps else contextlib.nullcontext(), ThreadPoolExecutor(concurrent) as pool:
+    with mps_daemon(work, args.mps), ThreadPoolExecutor(concurrent) as pool:
         list(pool.map(run_training, commands, dirs))
     rates = [summarise(d, args.warmup)["steps_per_s"] for d in dirs]
     return {"per_run_steps_per_s": rates, "steps_per_s": sum(rates)}
