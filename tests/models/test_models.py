@@ -16,6 +16,7 @@ from torch._dynamo.utils import counters
 from hgrn.config import compose
 from hgrn.eval.generation import generate
 from hgrn.models import (
+    Backbone,
     BackboneConfig,
     CausalLM,
     CausalLMConfig,
@@ -59,6 +60,25 @@ def test_lm_generation_token_by_token_equals_parallel_logits(mixer):
     generated = torch.cat([tokens[:, :5], generate(model, tokens[:, :5], max_new_tokens=6)], 1)
     for t in range(5, generated.shape[1]):
         assert torch.equal(generated[:, t], model(generated[:, :t])[:, -1].argmax(-1))
+
+
+# per layer at d 16: HGRN1 2 d (complex), HGRN2 d x expand_ratio, GLA heads x d_k x d_v (expand_k 0.5, expand_v 1),
+# attention 2 d a token (keys and values)
+STATE_PER_LAYER = {"hgrn1": 2 * 16, "hgrn2": 16 * 4, "gla": 2 * 4 * 8, "attention": lambda tokens: 2 * 16 * tokens}
+
+
+@pytest.mark.parametrize("mixer", FAMILIES)
+def test_state_numel_counts_what_decoding_carries(mixer):
+    backbone = Backbone(tiny_backbone(mixer))
+    states, x = backbone.initial_state(1), torch.randn(1, 16)
+    for _ in range(7):
+        _, states = backbone.step(x, states)
+    carried = sum(t.numel() for layer in states for t in (layer if isinstance(layer, tuple) else (layer,)))
+    per_layer = STATE_PER_LAYER[mixer]
+    expected = 3 * (per_layer(7) if callable(per_layer) else per_layer)
+    assert backbone.state_numel(7) == carried == expected
+    with pytest.raises(ValueError, match="causal backbone"):
+        Backbone(tiny_backbone(mixer, direction="bidirectional")).state_numel(7)
 
 
 def replayed_like_a_cuda_graph(forward, pool: dict):

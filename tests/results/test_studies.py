@@ -240,6 +240,6 @@ def test_the_notebooks_run_top_to_bottom_and_save_their_figures(tmp_path):
     assert {path.stem for path in notebooks} == {"ablation", "mqar", "kernels", "lra"}
     execute(notebooks, {"HGRN_RUNS": str(runs), "HGRN_PLOTS": str(plots)})
     kernels = {"kernel_time_vs_length", "kernel_time_vs_expand_ratio", "kernel_time_expand_ratio_sweep"}
-    expected = {"ablation", "mqar", "mqar_train_vs_test", "lra", "lra_curves", *kernels}
+    expected = {"ablation", "mqar", "mqar_state_size", "mqar_train_vs_test", "lra", "lra_curves", *kernels}
     assert {path.stem for path in plots.glob("*.png")} == expected
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in plots.iterdir())

@@ -137,6 +137,27 @@ class Backbone(nn.Module):
     def initial_state(self, batch_size: int) -> list[State]:
         return [block.mixer.initial_state(batch_size) for block in self.blocks]
 
+    @torch.no_grad()
+    def state_numel(self, context_length: int) -> int:
+        """How many numbers one sequence's decoding state holds after `context_length` tokens, over all layers: the
+        memory a model can recall from (Zoology's "state size"). Constant for the recurrent mixers (per layer HGRN1
+        2 d complex or d real, HGRN2 d x expand_ratio, GLA heads x d_k x d_v); attention's key-value cache grows by
+        2 d a token a layer. Read off `step` itself, the states after one and two tokens, so it counts what the
+        model really carries whatever its options."""
+        if self.config.direction != "causal" or context_length < 1:
+            raise ValueError(
+                f"state_numel needs a causal backbone and context_length >= 1; got direction="
+                f"{self.config.direction!r}, context_length={context_length}"
+            )
+        weight = next(self.parameters())
+        x = weight.new_zeros(1, self.config.d_model)
+        counts = []
+        states = self.initial_state(1)
+        for _ in range(2):
+            _, states = self.step(x, states)
+            counts.append(sum(t.numel() for t in _tensors(states)))
+        return counts[0] + (context_length - 1) * (counts[1] - counts[0])
+
     def compile_blocks(self, whole: bool = False, mode: str | None = None) -> None:
         """torch.compile, in place (parameter names unchanged), each block's norms and GLU channel mixer and the final
         norm; with `whole`, each block entire, its token mixer's projections, activations, recurrence and norm too
@@ -202,3 +223,10 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
     if unknown:
         raise ValueError(f"{where} has unknown keys {unknown}; allowed: {allowed}")
     return cls(**values)
+
+
+def _tensors(state: State) -> list[Tensor]:
+    """The tensors of a decoding state (a tensor, or nested tuples and lists of them: attention's KV cache)."""
+    if isinstance(state, Tensor):
+        return [state]
+    return [t for part in state for t in _tensors(part)]
