@@ -140,12 +140,13 @@ MQAR_ARGS ?=
 MQAR_WORK ?= outputs/mqar-study
 MQAR_CONCURRENT ?= 1
 MQAR_MAX_TIME ?=
+MQAR_END ?=
 MQAR_MPS ?=
 
 mqar: $(addprefix mqar-,$(MQAR_MODELS))  ## the Zoology MQAR study (MQAR_MODELS MQAR_PAIRS="seq:kv ..." MQAR_D=64,... MQAR_LRS=... MQAR_RATIOS="16 64 128"), then the tables; run it again to continue it
 	$(MAKE) --no-print-directory tables
 
-mqar-%: $(STAMP)  ## one model of the MQAR study: every (seq_len, kv pairs) x d_model x lr (HGRN2: each expand ratio dividing d), as jobs under MQAR_WORK (MQAR_CONCURRENT side by side, MQAR_MAX_TIME each; MQAR_MPS=1 under CUDA MPS, one make job at a time): finished runs are kept, stopped ones resume
+mqar-%: $(STAMP)  ## one model of the MQAR study: every (seq_len, kv pairs) x d_model x lr (HGRN2: each expand ratio dividing d), as jobs under MQAR_WORK (MQAR_CONCURRENT side by side, MQAR_MAX_TIME each, all stopped MQAR_END s after the model's runner starts; MQAR_MPS=1 under CUDA MPS, one make job at a time): finished runs are kept, stopped ones resume
 	@mkdir -p $(MQAR_WORK); jobs=$(MQAR_WORK)/$*.jobs; : > $$jobs; \
 	for pair in $(MQAR_PAIRS); do seq=$${pair%:*}; kv=$${pair#*:}; \
 		if [ "$*" = hgrn2 ]; then \
@@ -161,7 +162,7 @@ mqar-%: $(STAMP)  ## one model of the MQAR study: every (seq_len, kv pairs) x d_
 		fi; \
 	done; \
 	$(PY) -m hgrn.jobs $$jobs --work $(MQAR_WORK) --concurrent $(MQAR_CONCURRENT) $(if $(MQAR_MAX_TIME),--max-time $(MQAR_MAX_TIME)) \
-		$(if $(MQAR_MPS),--mps)
+		$(if $(MQAR_END),--end $(MQAR_END)) $(if $(MQAR_MPS),--mps)
 
 notebooks: $(STAMP)  ## execute notebooks/*.ipynb headless: results/plots/*.png (ablation curve, MQAR vs d_model, kernel time, LRA bars)
 	$(PY) -m hgrn.results.notebooks

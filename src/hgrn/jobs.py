@@ -9,7 +9,9 @@ is two jobs. A job's directory is named by its overrides. A job whose results.js
 with a step checkpoint resumes from it (`resume=<its directory>`); the others start. `--max-time` is each process's
 time for fitting (`trainer.max_time`: the run then checkpoints, tests and writes results.json unfinished, and the
 next call resumes it); a job that failed is left until `--retry-failed` (<directory>.failed says why); no job starts
-later than `--deadline` seconds after the call began. Each job's console output is appended to <directory>.log
+later than `--deadline` seconds after the call began. `--end` is a wall-clock limit for the whole call (a job
+queue's, a lent GPU's): a job started late gets the smaller of `--max-time` and the time left, so every stretch stops
+fitting by then and is resumed by the next call. Each job's console output is appended to <directory>.log
 beside it. The runs are ordinary runs: `make tables` reads their results.json. `--mps` runs them under CUDA MPS
 (`mps_daemon`): small models' kernels leave most of the GPU idle, and MPS lets the kernels of the processes side by
 side run at once where the GPU's time slices would otherwise take them in turn (one such runner per GPU).
@@ -95,6 +97,21 @@ def train_process(command: list[str], run_dir: Path) -> int:
         return subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
 
 
+def seconds(max_time: str) -> int:
+    """DD:HH:MM:SS (trainer.max_time's form) in seconds."""
+    days, hours, minutes, secs = (int(part) for part in max_time.split(":"))
+    return ((days * 24 + hours) * 60 + minutes) * 60 + secs
+
+
+def stretch_limit(max_time: str | None, seconds_left: float) -> str | None:
+    """The next stretch's trainer.max_time: max_time, or the whole seconds left before --end where fewer."""
+    if seconds_left == float("inf"):
+        return max_time
+    limit = int(seconds_left) if max_time is None else min(seconds(max_time), int(seconds_left))
+    days, rest = divmod(limit, 86400)
+    return f"{days:02d}:{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+
+
 def command(job: list[str], run_dir: Path, max_time: str | None, resume: bool) -> list[str]:
     """The job's next `python -m hgrn.train`: in its directory, resuming it from its checkpoints (resume)."""
     resumed = [f"resume={run_dir}"] if resume else []
@@ -145,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrent", type=int, default=1, help="jobs side by side")
     parser.add_argument("--max-time", help="each process's fitting time, DD:HH:MM:SS (trainer.max_time)")
     parser.add_argument("--deadline", type=float, default=float("inf"), help="seconds after which no job starts")
+    parser.add_argument(
+        "--end", type=float, default=float("inf"), help="seconds after which every stretch has stopped fitting"
+    )
     parser.add_argument("--retry-failed", action="store_true", help="run the jobs whose last stretch failed again")
     parser.add_argument("--mps", action="store_true", help="run them under CUDA MPS (kernels side by side at once)")
     args = parser.parse_args(argv)
@@ -152,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.jobs}: no such file; write one line of python -m hgrn.train overrides per job")
     if args.concurrent < 1:
         parser.error(f"--concurrent {args.concurrent}: at least 1")
+    if args.max_time is not None and not re.fullmatch(r"\d+:\d+:\d+:\d+", args.max_time):
+        parser.error(f"--max-time {args.max_time}: write it as DD:HH:MM:SS, e.g. 00:00:16:00")
     jobs = [(job, job_dir(args.work, job)) for job in read_jobs(args.jobs)]
     if args.retry_failed:
         for _, run_dir in jobs:
@@ -165,9 +187,10 @@ def main(argv: list[str] | None = None) -> None:
 
     def next_stretch(item: tuple[list[str], Path, bool]) -> str:
         job, run_dir, resume = item
-        if time.monotonic() - started > args.deadline:
+        elapsed = time.monotonic() - started
+        if elapsed > min(args.deadline, args.end):
             return "not started (deadline)"
-        outcome = run(job, run_dir, args.max_time, resume)
+        outcome = run(job, run_dir, stretch_limit(args.max_time, args.end - elapsed), resume)
         print(f"{run_dir.name}: {outcome}", flush=True)
         return outcome
 

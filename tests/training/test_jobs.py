@@ -57,6 +57,25 @@ def test_jobs_stopped_by_their_time_limit_are_resumed_by_the_next_call_and_then_
     assert [json.loads((d / "results.json").read_text()) for d in dirs] == second
 
 
+def test_end_shortens_the_stretches_that_start_late_and_starts_none_after_it(tmp_path, monkeypatch, capsys):
+    assert jobs.stretch_limit("00:00:16:00", float("inf")) == "00:00:16:00"
+    assert jobs.stretch_limit("00:00:16:00", 300.7) == "00:00:05:00"
+    assert jobs.stretch_limit("00:00:02:00", 300.7) == "00:00:02:00"
+    assert jobs.stretch_limit(None, 2 * 86400 + 3723.2) == "02:01:02:03"
+    assert jobs.stretch_limit(None, float("inf")) is None
+    (tmp_path / "jobs.txt").write_text("experiment=demo seed=1,2\n")
+    call = [str(tmp_path / "jobs.txt"), "--work", str(tmp_path / "runs"), "--max-time", "00:00:16:00"]
+    limits = []
+    monkeypatch.setattr(jobs, "run", lambda job, run_dir, max_time, resume: limits.append(max_time) or "done")
+    jobs.main([*call, "--end", "600"])
+    assert len(limits) == 2 and all(590 <= jobs.seconds(limit) <= 600 for limit in limits)
+    jobs.main([*call, "--end", "0"])
+    assert len(limits) == 2 and "2 not started (deadline)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        jobs.main([*call[:-1], "16:00"])
+    assert "--max-time 16:00: write it as DD:HH:MM:SS, e.g. 00:00:16:00" in capsys.readouterr().err
+
+
 def test_a_failed_job_is_left_until_asked_to_retry(tmp_path, capsys):
     (tmp_path / "jobs.txt").write_text("experiment=demo data.batch_size=0\n")  # a config error: exit status 2
     call = [str(tmp_path / "jobs.txt"), "--work", str(tmp_path / "runs")]
