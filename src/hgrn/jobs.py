@@ -38,6 +38,7 @@ from unittest import mock
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from hgrn.results import load_record
+from hgrn.training.callbacks import duration_seconds
 
 
 def expand(line: str) -> list[list[str]]:
@@ -97,17 +98,11 @@ def train_process(command: list[str], run_dir: Path) -> int:
         return subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
 
 
-def seconds(max_time: str) -> int:
-    """DD:HH:MM:SS (trainer.max_time's form) in seconds."""
-    days, hours, minutes, secs = (int(part) for part in max_time.split(":"))
-    return ((days * 24 + hours) * 60 + minutes) * 60 + secs
-
-
 def stretch_limit(max_time: str | None, seconds_left: float) -> str | None:
     """The next stretch's trainer.max_time: max_time, or the whole seconds left before --end where fewer."""
     if seconds_left == float("inf"):
         return max_time
-    limit = int(seconds_left) if max_time is None else min(seconds(max_time), int(seconds_left))
+    limit = int(seconds_left) if max_time is None else min(int(duration_seconds(max_time)), int(seconds_left))
     days, rest = divmod(limit, 86400)
     return f"{days:02d}:{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
 
@@ -172,8 +167,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.jobs}: no such file; write one line of python -m hgrn.train overrides per job")
     if args.concurrent < 1:
         parser.error(f"--concurrent {args.concurrent}: at least 1")
-    if args.max_time is not None and not re.fullmatch(r"\d+:\d+:\d+:\d+", args.max_time):
-        parser.error(f"--max-time {args.max_time}: write it as DD:HH:MM:SS, e.g. 00:00:16:00")
+    if args.max_time is not None:
+        try:
+            duration_seconds(args.max_time)
+        except ValueError as error:
+            parser.error(f"--max-time: {error}")
     jobs = [(job, job_dir(args.work, job)) for job in read_jobs(args.jobs)]
     if args.retry_failed:
         for _, run_dir in jobs:

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from hgrn import jobs
+from hgrn.training.callbacks import duration_seconds
 
 
 def test_a_line_is_the_product_of_its_sweeps_and_a_file_lists_each_job_once(tmp_path):
@@ -68,12 +69,12 @@ def test_end_shortens_the_stretches_that_start_late_and_starts_none_after_it(tmp
     limits = []
     monkeypatch.setattr(jobs, "run", lambda job, run_dir, max_time, resume: limits.append(max_time) or "done")
     jobs.main([*call, "--end", "600"])
-    assert len(limits) == 2 and all(590 <= jobs.seconds(limit) <= 600 for limit in limits)
+    assert len(limits) == 2 and all(590 <= duration_seconds(limit) <= 600 for limit in limits)
     jobs.main([*call, "--end", "0"])
     assert len(limits) == 2 and "2 not started (deadline)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         jobs.main([*call[:-1], "16:00"])
-    assert "--max-time 16:00: write it as DD:HH:MM:SS, e.g. 00:00:16:00" in capsys.readouterr().err
+    assert "--max-time: max_time='16:00': give DD:HH:MM:SS" in capsys.readouterr().err
 
 
 def test_a_failed_job_is_left_until_asked_to_retry(tmp_path, capsys):
