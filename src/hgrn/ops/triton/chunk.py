@@ -57,7 +57,8 @@ class Plan:
     warps: int  # of the forward walks
     rwarps: int  # of the reverse walk
     maxnreg: int | None  # register cap of the walks (None: the compiler's choice)
-    pwarps: int  # of the chunk-parallel kernels
+    pwarps: int  # of the chunk-parallel kernels but the prep
+    prep_warps: int  # of the prep kernel
     pmaxnreg: int | None  # of the prep kernel (168: 0.36 -> 0.29 ms at B8 T2048 H16 D128 on an H200)
     fuse_infer: bool  # a forward that saves nothing runs prep and walk as one kernel (infer_kernel)
     inline_da: bool  # the intra-chunk backward forms do v^T itself (one K tile), no pairs_kernel and no da in memory
@@ -107,6 +108,12 @@ def make_plan(
     # their random-gate time on steep chunks; the GPU suite passed with every chunk-parallel kernel on 2 warps, H200,
     # 2026-12-05)
     pwarps = 4 if INTERPRET else tiles.get("pwarps", 8 if C == 64 else 2 if KP <= 32 else 4)
+    # The prep kernel's warps apart (prep_warps=2): at K 64 on 2 warps it took 0.141 ms against 0.202 at random gates
+    # and 0.238 against 0.451 with every chunk steep (log f -8 per step; H200, 2026-12-06, 8 x 2048 x 32 heads x 64,
+    # every chunk-parallel kernel on 2 warps, kernel times), while the intra-chunk backward on 2 warps took 0.533 and
+    # 2.480 ms against 0.577 and 0.774. Not the rule until the GPU suite has run it (results/bench/NOTES.md, session
+    # 53): the kernel sums would go 1.208 -> ~1.15 ms and the steep ones 1.37x -> ~1.26x their random-gate time.
+    prep_warps = pwarps if INTERPRET or C == 64 else tiles.get("prep_warps", pwarps)
     # The walks (forward and reverse) on fewer warps at small heads: more programs resident per SM, the 1,024 programs
     # of K 16 in one round instead of 2 (forward, 4 warps) and 4 (reverse, 8 warps; offline sm_90 occupancy). H100,
     # 2026-12-05, 8 x 2048, d 2048, kernel sums of a forward + backward: K 16 2.02 -> 1.71 ms on 2 and 2 warps (1 and
@@ -139,12 +146,14 @@ def make_plan(
     # 1,144 + 48 B of stack -> 984, intra-chunk backward (with its 1/f by rcp) 3,552 -> 3,440 / 6,816 -> 6,504.
     even = cu_seqlens is None and T % C == 0 and bool(tiles.get("EVEN", 1))
     return Plan(n_seqs, NS, L, max(cdiv(longest, C), 1), KP, VP, C, even, BLK, BK, BV, BV_REV, warps, rwarps,
-                maxnreg, pwarps, pmaxnreg, fuse_infer, inline_da)  # fmt: skip
+                maxnreg, pwarps, prep_warps, pmaxnreg, fuse_infer, inline_da)  # fmt: skip
 
 
-def _parallel(plan: Plan, flags: dict, cap: bool = False) -> dict:
-    """Launch options of the chunk-parallel kernels (cap: the prep kernel's register cap, more programs resident)."""
-    return {**flags, "num_warps": plan.pwarps, **register_cap(plan.pmaxnreg if cap else None)}
+def _parallel(plan: Plan, flags: dict, prep: bool = False) -> dict:
+    """Launch options of the chunk-parallel kernels (prep: the prep kernel's warps and register cap, more programs
+    resident)."""
+    warps = plan.prep_warps if prep else plan.pwarps
+    return {**flags, "num_warps": warps, **register_cap(plan.pmaxnreg if prep else None)}
 
 
 def _per_chunk(q: Tensor, plan: Plan, cu: Tensor | None) -> Tensor:
@@ -210,7 +219,7 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
     seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
     o, final, qi, ks, A, gl = _forward_outputs(q, v, plan, cu, want_final and plan.NS == 1)  # segments: combined
     gates = or_like((q, kz, lg, lb), q)
-    prep = dict(H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate, **_parallel(plan, flags, cap=True))
+    prep = dict(H=H, K=K, KP=plan.KP, BLK=plan.BLK, GATE=gate, **_parallel(plan, flags, prep=True))
     prep_kernel[(plan.NCH, H, plan.P)](*gates, qi, ks, A, gl, *seq, **prep)
     walk = (qi, ks, A, v, v, gl)
     grid = (plan.VP // plan.BV, H, plan.P)
