@@ -101,19 +101,19 @@ def make_plan(
     longest = L if cu_seqlens is None else int(cu_seqlens.diff().max()) if n_seqs else 0
     # Triton 3.6 miscompiles the bf16 intra-chunk backward at 64-row chunks on 4 warps (H200: wrong dq and gate
     # gradients, or an illegal address; 2026-12-04 with 32-wide K tiles, 2026-12-05 with 16-wide ones and do v^T formed
-    # inside (inline_da); 8 warps are exact), so the chunk-parallel kernels (pairs, that backward and, unless
-    # prep_warps says otherwise, the prep) run there on 8. At K 16 and 32 they run on 2 (H100, 2026-12-05, 8 x 2048 x
-    # 64 heads x 32, kernel sums of a forward + backward: 1.55 against 1.97 ms at random gates, 2.02 against 2.60 with
-    # every chunk steep; at K 16, 128 heads, with the walks on 2 warps: 1.58 against 2.19 ms, steep 2.00 against 2.80;
-    # at K 64 2 warps took 2.87x their random-gate time on steep chunks; the GPU suite passed with every chunk-parallel
-    # kernel on 2 warps, H200, 2026-12-05)
+    # inside (inline_da); 8 warps are exact), so the chunk-parallel kernels (pairs, that backward and, above K 64, the
+    # prep) run there on 8. At K 16 and 32 they run on 2 (H100, 2026-12-05, 8 x 2048 x 64 heads x 32, kernel sums of a
+    # forward + backward: 1.55 against 1.97 ms at random gates, 2.02 against 2.60 with every chunk steep; at K 16, 128
+    # heads, with the walks on 2 warps: 1.58 against 2.19 ms, steep 2.00 against 2.80; at K 64 2 warps took 2.87x their
+    # random-gate time on steep chunks; the GPU suite passed with every chunk-parallel kernel on 2 warps, H200,
+    # 2026-12-05)
     pwarps = 4 if INTERPRET else tiles.get("pwarps", 8 if C == 64 else 2 if KP <= 32 else 4)
     # The prep kernel's warps apart: 2 up to K 64 (at K 16 and 32 what pwarps gives). At K 64 on 2 warps it took 0.141
     # ms against 0.202 at random gates and 0.238 against 0.451 with every chunk steep (log f -8 per step; H200,
-    # 2026-12-06, 8 x 2048 x 32 heads x 64, kernel times), while the intra-chunk backward on 2 warps took 0.533 and
-    # 2.480 ms against 0.577 and 0.774, so only the prep moved. H100, 2026-12-07, the same shape, before -> after:
-    # kernel sums of a forward + backward 1.283 -> 1.245 ms at random gates, 1.701 -> 1.533 steep (1.33x -> 1.23x); the
-    # GPU suite passed with it (results/bench/NOTES.md, session 56).
+    # 2026-12-06, 8 x 2048 x 32 heads x 64, every chunk-parallel kernel on 2 warps, kernel times), while the intra-chunk
+    # backward on 2 warps took 0.533 and 2.480 ms against 0.577 and 0.774, so only the prep goes to 2. H100, 2026-12-07,
+    # the same shape, before -> after: kernel sums of a forward + backward 1.283 -> 1.245 ms at random gates, 1.701 ->
+    # 1.533 steep (1.33x -> 1.23x); the GPU suite passed with it (results/bench/NOTES.md, session 56).
     prep_warps = pwarps if INTERPRET else tiles.get("prep_warps", 2 if KP <= 64 else pwarps)
     # The walks (forward and reverse) on fewer warps at small heads: more programs resident per SM, the 1,024 programs
     # of K 16 in one round instead of 2 (forward, 4 warps) and 4 (reverse, 8 warps; offline sm_90 occupancy). H100,
