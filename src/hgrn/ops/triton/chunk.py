@@ -108,14 +108,15 @@ def make_plan(
     # random-gate time on steep chunks; the GPU suite passed with every chunk-parallel kernel on 2 warps, H200,
     # 2026-12-05)
     pwarps = 4 if INTERPRET else tiles.get("pwarps", 8 if C == 64 else 2 if KP <= 32 else 4)
-    # The prep kernel's warps apart: 1 at K 16, 2 at K 32 (what pwarps gives) and 64. At K 64 on 2 warps it took 0.141
-    # ms against 0.202 at random gates and 0.238 against 0.451 with every chunk steep (log f -8 per step; H200,
-    # 2026-12-06, 8 x 2048 x 32 heads x 64, every chunk-parallel kernel on 2 warps, kernel times), while the intra-chunk
-    # backward on 2 warps took 0.533 and 2.480 ms against 0.577 and 0.774, so only the prep goes to 2. H100, 2026-12-07,
-    # the same shape, before -> after: kernel sums of a forward + backward 1.283 -> 1.245 ms at random gates, 1.701 ->
-    # 1.533 steep (1.33x -> 1.23x). K 16 on 1 warp (H100, 2026-12-07, 8 x 2048 x 128 heads x 16): the prep 0.248 ->
-    # 0.213 ms at random gates, 0.444 -> 0.282 steep; kernel sums 1.494 -> 1.470 and 1.867 -> 1.727 (1.25x -> 1.17x).
-    # K 32 on 1 warp: 0.244 -> 0.193 at random gates but 0.420 -> 0.430 steep, so it stays on 2. The GPU suite passed
+    # The prep kernel's warps apart: 1 at K 16, 2 at K 32 and 64 at every chunk size (64-row chunks too, where pwarps is
+    # 8: the miscompile above is the intra-chunk backward's). At K 64 on 2 warps it took 0.141 ms against 0.202 at
+    # random gates and 0.238 against 0.451 with every chunk steep (log f -8 per step; H200, 2026-12-06, 8 x 2048 x 32
+    # heads x 64, every chunk-parallel kernel on 2 warps, kernel times), while the intra-chunk backward on 2 warps took
+    # 0.533 and 2.480 ms against 0.577 and 0.774, so only the prep goes to 2. H100, 2026-12-07, the same shape, before
+    # -> after: kernel sums of a forward + backward 1.283 -> 1.245 ms at random gates, 1.701 -> 1.533 steep (1.33x ->
+    # 1.23x). K 16 on 1 warp (H100, 2026-12-07, 8 x 2048 x 128 heads x 16): the prep 0.248 -> 0.213 ms at random gates,
+    # 0.444 -> 0.282 steep; kernel sums 1.494 -> 1.470 and 1.867 -> 1.727 (1.25x -> 1.17x). K 32 on 1 warp: 0.244 ->
+    # 0.193 at random gates but 0.420 -> 0.430 steep, so it stays on 2. Every GPU test of test_triton_chunk.py passed
     # with each (results/bench/NOTES.md, sessions 56 and 57).
     prep_warps = pwarps if INTERPRET else tiles.get("prep_warps", 1 if KP <= 16 else 2 if KP <= 64 else pwarps)
     # The walks (forward and reverse) on fewer warps at small heads: more programs resident per SM, the 1,024 programs
