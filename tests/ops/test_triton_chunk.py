@@ -272,13 +272,16 @@ def test_interpreted_packed_sequences(reverse):
 
 
 @cpu_only
+@pytest.mark.parametrize("inline_da", [0, 1], ids=["pairs-kernel", "inline"])
 @pytest.mark.parametrize("kind", ["gla", "hgrn2_lb"])
-def test_interpreted_split_tiles(kind, monkeypatch):
+def test_interpreted_split_tiles(kind, inline_da, monkeypatch):
     """K and V split over programs: the reverse walk sums xk and do v^T over its V tiles (atomics), the
-    chunk-parallel backward covers K in two tiles."""
-    monkeypatch.setenv("HGRN_CHUNK_TILES", "BK=16,BV=16,BV_REV=16")
+    chunk-parallel backward covers K in two tiles, each reading da or forming do v^T itself."""
+    monkeypatch.setenv("HGRN_CHUNK_TILES", f"BK=16,BV=16,BV_REV=16,INLINE_DA={inline_da}")
+    launched = record_launches(monkeypatch, chunk, ["pairs_kernel"])
     inputs = make_inputs(kind, 2, 37, 2, 32, 32, seed=13)
     check(kind, inputs, interpreted(kind), torch.float32, 2e-5, scale=0.5)
+    assert launched == ([] if inline_da else ["pairs_kernel"])
 
 
 @cpu_only
@@ -476,7 +479,7 @@ def test_gpu_extreme_gates(gates, dtype):
 @pytest.mark.parametrize("tiles", ["", "INLINE_DA=1", "prep_warps=1"], ids=["rule", "inline-da", "prep-1-warp"])
 @pytest.mark.parametrize(("H", "K"), [(128, 16), (64, 32), (32, 64), (16, 128)])
 def test_gpu_gentle_and_steep_halves(tiles, H, K, monkeypatch):
-    """The rule (at K 16 and 32 every chunk-parallel kernel and walk on 2 warps, the prep at K 16 on 1), INLINE_DA=1
+    """The rule (at K 16 and 32 every chunk-parallel kernel and walk on 2 warps, the prep on 1), INLINE_DA=1
     (do v^T formed inside the intra-chunk backward where K is one tile: K 16 to 64 here) and the prep kernel on 1
     warp, in bf16, gentle and steep halves (no lower bound: at _half_steep's bounds below 1e-4 the bound's bf16
     gradient misses the tolerance on any path, 3.3e-2, H200)."""

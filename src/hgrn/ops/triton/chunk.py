@@ -59,9 +59,9 @@ class Plan:
     maxnreg: int | None  # register cap of the walks (None: the compiler's choice)
     pwarps: int  # of the chunk-parallel kernels but the prep
     prep_warps: int  # of the prep kernel
-    pmaxnreg: int | None  # of the prep kernel (168: 0.36 -> 0.29 ms at B8 T2048 H16 D128 on an H200)
+    pmaxnreg: int | None  # of the prep kernel (168 on 4 warps: 0.36 -> 0.29 ms at B8 T2048 H16 D128 on an H200)
     fuse_infer: bool  # a forward that saves nothing runs prep and walk as one kernel (infer_kernel)
-    inline_da: bool  # the intra-chunk backward forms do v^T itself (one K tile), no pairs_kernel and no da in memory
+    inline_da: bool  # the intra-chunk backward forms do v^T itself (each K tile), no pairs_kernel and no da in memory
 
     @property
     def P(self) -> int:
@@ -108,17 +108,21 @@ def make_plan(
     # random-gate time on steep chunks; the GPU suite passed with every chunk-parallel kernel on 2 warps, H200,
     # 2026-12-05)
     pwarps = 4 if INTERPRET else tiles.get("pwarps", 8 if C == 64 else 2 if KP <= 32 else 4)
-    # The prep kernel's warps apart: 1 at K 16, 2 at K 32 and 64 at every chunk size (64-row chunks too, where pwarps is
-    # 8: the miscompile above is the intra-chunk backward's). At K 64 on 2 warps it took 0.141 ms against 0.202 at
-    # random gates and 0.238 against 0.451 with every chunk steep (log f -8 per step; H200, 2026-12-06, 8 x 2048 x 32
-    # heads x 64, every chunk-parallel kernel on 2 warps, kernel times), while the intra-chunk backward on 2 warps took
-    # 0.533 and 2.480 ms against 0.577 and 0.774, so only the prep goes to 2. H100, 2026-12-07, the same shape, before
-    # -> after: kernel sums of a forward + backward 1.283 -> 1.245 ms at random gates, 1.701 -> 1.533 steep (1.33x ->
-    # 1.23x). K 16 on 1 warp (H100, 2026-12-07, 8 x 2048 x 128 heads x 16): the prep 0.248 -> 0.213 ms at random gates,
-    # 0.444 -> 0.282 steep; kernel sums 1.494 -> 1.470 and 1.867 -> 1.727 (1.25x -> 1.17x). K 32 on 1 warp: 0.244 ->
-    # 0.193 at random gates but 0.420 -> 0.430 steep, so it stays on 2. Every GPU test of test_triton_chunk.py passed
-    # with each (results/bench/NOTES.md, sessions 56 and 57).
-    prep_warps = pwarps if INTERPRET else tiles.get("prep_warps", 1 if KP <= 16 else 2 if KP <= 64 else pwarps)
+    # The prep kernel's warps apart: 1 at K 16 and 32, 2 at K 64 at every chunk size (64-row chunks too, where pwarps
+    # is 8: the miscompile above is the intra-chunk backward's), its registers capped at 168 only on 2 or more warps.
+    # At K 64 on 2 warps it took 0.141 ms against 0.202 at random gates and 0.238 against 0.451 with every chunk steep
+    # (log f -8 per step; H200, 2026-12-06, 8 x 2048 x 32 heads x 64, every chunk-parallel kernel on 2 warps, kernel
+    # times), while the intra-chunk backward on 2 warps took 0.533 and 2.480 ms against 0.577 and 0.774, so only the
+    # prep goes to 2. H100, 2026-12-07, the same shape, before -> after: kernel sums of a forward + backward 1.283 ->
+    # 1.245 ms at random gates, 1.701 -> 1.533 steep (1.33x -> 1.23x); uncapped there 1.265 and 1.525. K 16 on 1 warp
+    # (H100, 2026-12-07, 8 x 2048 x 128 heads x 16): the prep 0.248 -> 0.213 ms at random gates, 0.444 -> 0.282 steep;
+    # kernel sums 1.494 -> 1.470 and 1.867 -> 1.727 (1.25x -> 1.17x); it needs 168 registers capped or not (offline,
+    # Triton 3.6). K 32 on 1 warp (H100, 2026-12-07, 8 x 2048 x 64 heads x 32): capped, 0.244 -> 0.193 ms at random
+    # gates but 0.420 -> 0.430 steep (offline: a 528-byte stack, 384 spill instructions); uncapped (255 registers, no
+    # spills) 0.228 and 0.366, kernel sums 1.331 -> 1.317 and 1.794 -> 1.721 (1.35x -> 1.31x). The GPU tests of
+    # test_triton_chunk.py passed with the prep on 1 and 2 warps at every head size (results/bench/NOTES.md, sessions
+    # 56-58).
+    prep_warps = pwarps if INTERPRET else tiles.get("prep_warps", 1 if KP <= 32 else 2 if KP <= 64 else pwarps)
     # The walks (forward and reverse) on fewer warps at small heads: more programs resident per SM, the 1,024 programs
     # of K 16 in one round instead of 2 (forward, 4 warps) and 4 (reverse, 8 warps; offline sm_90 occupancy). H100,
     # 2026-12-05, 8 x 2048, d 2048, kernel sums of a forward + backward: K 16 2.02 -> 1.71 ms on 2 and 2 warps (1 and
@@ -126,7 +130,8 @@ def make_plan(
     # with 64-wide V tiles 1.91 against 1.36).
     walk_warps = (2, 2) if KP <= 32 else (4, 4) if KP == 64 else (4, 8)
     warps, rwarps = (4, 4) if INTERPRET else (tiles.get("warps", walk_warps[0]), tiles.get("rwarps", walk_warps[1]))
-    maxnreg, pmaxnreg = tiles.get("maxnreg") or None, None if INTERPRET else tiles.get("pmaxnreg", 168) or None
+    maxnreg = tiles.get("maxnreg") or None
+    pmaxnreg = None if INTERPRET else tiles.get("pmaxnreg", 168 if prep_warps > 1 else 0) or None
     # Two fusions that save memory traffic (see the Plan fields), kept by default only where they measured faster:
     # the inference forward in one kernel at K 32 (H200, 8 x 2048, d 2048, bf16, 2026-12-05, two runs: 0.49 against
     # 0.64 ms, then 0.49 against 0.47: even; at K 16 0.65 against 0.51 twice, at K 64 0.35 against 0.30 and 0.33;
@@ -135,10 +140,11 @@ def make_plan(
     # 16 / 32, H100, 2026-12-05, session 36, fwd+bwd kernel sums: K 16 1.50 against 1.57 ms, steep 1.87 against 1.99;
     # K 32 1.32 against 1.41, steep 1.76 against 1.89; results/bench/expand-ratio-*-2026-12-05-2.md; before those warps
     # the H200 had K 16 2.66 against 2.62 and K 32 2.15 against 2.07). FUSE=1 / INLINE_DA=1
-    # take them wherever they apply: one segment, one V tile (V <= 64) and K <= 64 for the first, one K tile and
-    # V <= 64 for the second.
+    # take them wherever they apply: one segment, one V tile (V <= 64) and K <= 64 for the first, V <= 64 for the
+    # second (by default only where K is one tile; with several, each K tile's program forms do v^T again: at K 32 on
+    # 16-wide tiles 1.494 ms against 1.317 on one, H100, 2026-12-07).
     fuse_infer = NS == 1 and VP == BV and KP <= 64 and bool(tiles.get("FUSE", KP == 32))
-    inline_da = KP == BK and VP <= 64 and bool(tiles.get("INLINE_DA", KP <= 64))
+    inline_da = VP <= 64 and bool(tiles.get("INLINE_DA", KP == BK and KP <= 64))
     # Each chunk-parallel kernel is one launch, each chunk taking its own path (fast, blocked or exact). A split into
     # a fast pass over every chunk and a second launch over the steep ones it listed was faster at random gates at
     # K 64 and 128 (H100, 2026-12-05: 1.21 / 1.33 against 1.29 / 1.37 ms), but 1.59x / 1.47x under steep gates against
