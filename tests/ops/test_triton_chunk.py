@@ -322,7 +322,7 @@ def infer(fn, kind, inputs, dtype, exact=False, **kwargs):
 def test_interpreted_inference_is_one_fused_kernel(kind, gates, shape, options, monkeypatch):
     """A forward that nothing will differentiate runs infer_kernel alone (no prep kernel, nothing saved): the float64
     reference's output and final state on every gate path, and exactly the saving path's output (FUSE=1: the plan
-    fuses by default only at K 32)."""
+    fuses by default only at K 16 and 32)."""
     monkeypatch.setenv("HGRN_CHUNK_TILES", "FUSE=1")
     options = dict(options)  # the parameter's dict is shared; chunk_size is the plan's, not the op's
     chunk_size = options.pop("chunk_size", 16)
@@ -340,7 +340,7 @@ def test_interpreted_inference_is_one_fused_kernel(kind, gates, shape, options, 
 
 @cpu_only
 def test_interpreted_inference_half_precision_and_unfused_plans(monkeypatch):
-    """fp16 through the fused kernel; FUSE=0, a segmented row even with FUSE=1, and the default plan at K 16 take
+    """fp16 through the fused kernel; FUSE=0, a segmented row even with FUSE=1, and the default plan at K 64 take
     prep + walk, as before the fusion."""
     monkeypatch.setenv("HGRN_CHUNK_TILES", "FUSE=1")
     inputs = make_inputs("hgrn2_lb", 2, 45, 2, 16, 16, seed=47)
@@ -349,32 +349,33 @@ def test_interpreted_inference_half_precision_and_unfused_plans(monkeypatch):
     assert_close("o", o, o_ref, 1e-2)
     assert_close("final_state", s, s_ref, 1e-2)
     inputs = make_inputs("hgrn2_lb", 2, 70, 1, 16, 16, seed=47)  # long enough for two segments of 16-row chunks
-    for tiles, segments in (("FUSE=0", 1), ("FUSE=1", 2), ("", 1)):
+    wide = make_inputs("hgrn2_lb", 1, 40, 1, 64, 64, seed=47)
+    for tiles, segments, case in (("FUSE=0", 1, inputs), ("FUSE=1", 2, inputs), ("", 1, wide)):
         monkeypatch.setenv("HGRN_CHUNK_TILES", tiles)
         fused = record_launches(monkeypatch, chunk, ["infer_kernel"])
-        o, s = infer(interpreted("hgrn2_lb", segments=segments), "hgrn2_lb", inputs, torch.float32)
-        o_ref, s_ref = infer(reference_fn("hgrn2_lb"), "hgrn2_lb", inputs, torch.float32, exact=True)
+        o, s = infer(interpreted("hgrn2_lb", segments=segments), "hgrn2_lb", case, torch.float32)
+        o_ref, s_ref = infer(reference_fn("hgrn2_lb"), "hgrn2_lb", case, torch.float32, exact=True)
         assert fused == []
         assert_close("o", o, o_ref, 2e-5)
         assert_close("final_state", s, s_ref, 2e-5)
 
 
 def test_plan_takes_each_fusion_where_it_was_measured_faster(monkeypatch):
-    """By default the inference forward is one kernel at K 32 only and do v^T is formed inside at K 16 to 64, not at
-    128 (two K tiles; timings in make_plan); FUSE=1 / INLINE_DA=1 force them only where they apply (one segment, one K
-    tile)."""
+    """By default the inference forward is one kernel at K 16 and 32 (16 V columns per program) and do v^T is formed
+    inside at K 16 to 64, not at 128 (two K tiles; timings in make_plan); FUSE=1 / INLINE_DA=1 force them only where
+    they apply (one segment, K and V at most 64; one K tile)."""
     monkeypatch.setenv("HGRN_CHUNK_TILES", "")
 
     def plan(K: int, segments: int = 1):
         q = torch.zeros(1, 256, 2, K)
         p = chunk.make_plan(q, q, None, segments=segments)
-        return p.C, p.fuse_infer, p.inline_da
+        return p.C, p.fuse_infer, p.inline_da, p.IBV
 
-    assert [plan(K) for K in (16, 32, 64, 128)] == [(32, False, True), (32, True, True), (32, False, True),
-                                                    (32, False, False)]  # fmt: skip
+    assert [plan(K) for K in (16, 32, 64, 128)] == [(32, True, True, 16), (32, True, True, 16), (32, False, True, 64),
+                                                    (32, False, False, 128)]  # fmt: skip
     monkeypatch.setenv("HGRN_CHUNK_TILES", "FUSE=1,INLINE_DA=1")
-    assert [plan(K) for K in (16, 64, 128)] == [(32, True, True), (32, True, True), (32, False, False)]
-    assert plan(16, segments=2)[1:] == (False, True)
+    assert [plan(K) for K in (16, 64, 128)] == [(32, True, True, 16), (32, True, True, 64), (32, False, False, 128)]
+    assert plan(16, segments=2)[1:3] == (False, True)
 
 
 def test_the_plans_host_arithmetic_is_tritons():
@@ -454,16 +455,18 @@ def test_gpu_chunk_sizes_bf16(chunk_size, K):
 @pytest.mark.gpu
 @pytest.mark.parametrize("gates", ["normal", "forget", "abyss"])
 @pytest.mark.parametrize(("H", "K", "chunk_size"), [(128, 16, None), (64, 32, None), (32, 64, None), (32, 64, 64)])
-def test_gpu_inference_bf16(H, K, chunk_size, gates, monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_gpu_inference(H, K, chunk_size, gates, dtype, monkeypatch):
     """The fused forward (no autograd; FUSE=1 wherever it applies) at the expand-ratio benchmark's heads (16, 32, 64
     channels; the plan's chunk, and 64 rows at K 64), every gate path: the float64 reference's output and final
     state."""
     monkeypatch.setenv("HGRN_CHUNK_TILES", "FUSE=1")
+    tol = BF16_TOL if dtype == torch.bfloat16 else 1e-4
     inputs = make_inputs("hgrn2_lb", 2, 1000, H, K, K, gates=gates, device="cuda", seed=H + K)
-    o, s = infer(interpreted("hgrn2_lb", chunk_size), "hgrn2_lb", inputs, torch.bfloat16, reverse=True)
-    o_ref, s_ref = infer(reference_fn("hgrn2_lb"), "hgrn2_lb", inputs, torch.bfloat16, exact=True, reverse=True)
-    assert_close("o", o, o_ref, BF16_TOL)
-    assert_close("final_state", s, s_ref, BF16_TOL)
+    o, s = infer(interpreted("hgrn2_lb", chunk_size), "hgrn2_lb", inputs, dtype, reverse=True)
+    o_ref, s_ref = infer(reference_fn("hgrn2_lb"), "hgrn2_lb", inputs, dtype, exact=True, reverse=True)
+    assert_close("o", o, o_ref, tol)
+    assert_close("final_state", s, s_ref, tol)
 
 
 @pytest.mark.gpu

@@ -61,6 +61,8 @@ class Plan:
     prep_warps: int  # of the prep kernel
     pmaxnreg: int | None  # of the prep kernel (168 on 4 warps: 0.36 -> 0.29 ms at B8 T2048 H16 D128 on an H200)
     fuse_infer: bool  # a forward that saves nothing runs prep and walk as one kernel (infer_kernel)
+    IBV: int  # V columns per program of infer_kernel
+    iwarps: int  # of infer_kernel
     inline_da: bool  # the intra-chunk backward forms do v^T itself (each K tile), no pairs_kernel and no da in memory
 
     @property
@@ -132,18 +134,23 @@ def make_plan(
     warps, rwarps = (4, 4) if INTERPRET else (tiles.get("warps", walk_warps[0]), tiles.get("rwarps", walk_warps[1]))
     maxnreg = tiles.get("maxnreg") or None
     pmaxnreg = None if INTERPRET else tiles.get("pmaxnreg", 168 if prep_warps > 1 else 0) or None
-    # Two fusions that save memory traffic (see the Plan fields), kept by default only where they measured faster:
-    # the inference forward in one kernel at K 32 (H200, 8 x 2048, d 2048, bf16, 2026-12-05, two runs: 0.49 against
-    # 0.64 ms, then 0.49 against 0.47: even; at K 16 0.65 against 0.51 twice, at K 64 0.35 against 0.30 and 0.33;
-    # H100, session 36: K 16 0.48 against 0.42); do v^T inside the intra-chunk backward at K 16 to 64 (H200: K 64
-    # fwd+bwd 1.40 against 1.61, then 1.40 against 1.49 ms; with the chunk-parallel kernels and walks on 2 warps at K
-    # 16 / 32, H100, 2026-12-05, session 36, fwd+bwd kernel sums: K 16 1.50 against 1.57 ms, steep 1.87 against 1.99;
-    # K 32 1.32 against 1.41, steep 1.76 against 1.89; results/bench/expand-ratio-*-2026-12-05-2.md; before those warps
-    # the H200 had K 16 2.66 against 2.62 and K 32 2.15 against 2.07). FUSE=1 / INLINE_DA=1
-    # take them wherever they apply: one segment, one V tile (V <= 64) and K <= 64 for the first, V <= 64 for the
-    # second (by default only where K is one tile; with several, each K tile's program forms do v^T again: at K 32 on
-    # 16-wide tiles 1.494 ms against 1.317 on one, H100, 2026-12-07).
-    fuse_infer = NS == 1 and VP == BV and KP <= 64 and bool(tiles.get("FUSE", KP == 32))
+    # Two fusions that save memory traffic (see the Plan fields), kept by default only where they measured faster.
+    # The inference forward in one kernel at K 16 and 32, on 1 warp per 16 V columns: twice the programs at K 32, each
+    # repeating the gate work (H100, 2026-12-07, 8 x 2048, d 2048, bf16, forward kernels at random gates / log f -8:
+    # K 16 0.275 / 0.441 ms against prep + walk's 0.375 / 0.442; K 32 0.289 / 0.504 against 0.317 / 0.637 on 2 warps
+    # and one 32-wide tile, and prep + walk's 0.367 / 0.501; the fused kernel's walk carries each chunk's steep path,
+    # so its steep chunks cost more than the prep's parallel ones). Not at K 64, where it took 0.579 / 1.025 (1 warp,
+    # 32-wide tiles) or 0.678 / 0.980 (2 warps) against prep + walk's 0.276 / 0.373. Do v^T inside the intra-chunk
+    # backward at K 16 to 64 (H200: K 64 fwd+bwd 1.40 against 1.61, then 1.40 against 1.49 ms; with the chunk-parallel
+    # kernels and walks on 2 warps at K 16 / 32, H100, 2026-12-05, session 36, fwd+bwd kernel sums: K 16 1.50 against
+    # 1.57 ms, steep 1.87 against 1.99; K 32 1.32 against 1.41, steep 1.76 against 1.89;
+    # results/bench/expand-ratio-*-2026-12-05-2.md; before those warps the H200 had K 16 2.66 against 2.62 and K 32
+    # 2.15 against 2.07). FUSE=1 / INLINE_DA=1 take them wherever they apply: one segment, V <= 64 and K <= 64 for the
+    # first, V <= 64 for the second (by default only where K is one tile; with several, each K tile's program forms
+    # do v^T again: at K 32 on 16-wide tiles 1.494 ms against 1.317 on one, H100, 2026-12-07).
+    fuse_infer = NS == 1 and VP <= 64 and KP <= 64 and bool(tiles.get("FUSE", KP <= 32))
+    IBV = min(tiles.get("IBV", 16 if KP <= 32 else VP), VP)
+    iwarps = 4 if INTERPRET else tiles.get("iwarps", 1 if KP <= 32 else warps)
     inline_da = VP <= 64 and bool(tiles.get("INLINE_DA", KP == BK and KP <= 64))
     # Each chunk-parallel kernel is one launch, each chunk taking its own path (fast, blocked or exact). A split into
     # a fast pass over every chunk and a second launch over the steep ones it listed was faster at random gates at
@@ -157,7 +164,7 @@ def make_plan(
     # 1,144 + 48 B of stack -> 984, intra-chunk backward (with its 1/f by rcp) 3,552 -> 3,440 / 6,816 -> 6,504.
     even = cu_seqlens is None and T % C == 0 and bool(tiles.get("EVEN", 1))
     return Plan(n_seqs, NS, L, max(cdiv(longest, C), 1), KP, VP, C, even, BLK, BK, BV, BV_REV, warps, rwarps,
-                maxnreg, pwarps, prep_warps, pmaxnreg, fuse_infer, inline_da)  # fmt: skip
+                maxnreg, pwarps, prep_warps, pmaxnreg, fuse_infer, IBV, iwarps, inline_da)  # fmt: skip
 
 
 def _parallel(plan: Plan, flags: dict, prep: bool = False) -> dict:
@@ -221,10 +228,10 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
     flags = _flags(q, plan, reverse, cu)
     if _fused(plan, save):
         o, final = torch.empty_like(v), _final_state(q, v, plan, want_final)
-        infer_kernel[(plan.VP // plan.BV, H, plan.P)](
+        infer_kernel[(plan.VP // plan.IBV, H, plan.P)](
             *or_like((q, kz, lg, lb, v, o, h0, final if want_final else None, cu), q), T, plan.NS, plan.L,
-            float(scale), H=H, K=K, V=V, KP=plan.KP, BVW=plan.BV, BLK=plan.BLK, GATE=gate, HAS_H0=h0 is not None,
-            STORE_HT=want_final, **flags, **register_cap(plan.maxnreg),
+            float(scale), H=H, K=K, V=V, KP=plan.KP, BVW=plan.IBV, BLK=plan.BLK, GATE=gate, HAS_H0=h0 is not None,
+            STORE_HT=want_final, **{**flags, "num_warps": plan.iwarps}, **register_cap(plan.maxnreg),
         )  # fmt: skip
         return o, final, *(q.new_empty(0) for _ in range(5))
     seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)

@@ -15,7 +15,8 @@ The chunk-local work runs chunk-parallel; only the state recurrence walks the ch
             intra_bwd_kernel  per chunk: dq, dk and the gate gradient (GLA: dlog f; HGRN2: dz, and the lower bound's
                               per-chunk partial sums) from da, xk, yq, the chunk-start dlog f and the intra-chunk pairs
   inference infer_kernel      a forward nothing will differentiate: prep and forward walk in one program, nothing
-                              saved (where one V tile covers V, one segment, K at most 64)
+                              saved (one segment, K and V at most 64; the rule's at K 16 and 32, 16 V columns
+                              per program)
 Long sequences with few heads are cut into segments walked in parallel, joined by segment_combine_kernel.
 The intra-chunk pairs e^{g_i - g_j} (g: the chunk-local cumulative log gate) take one of three paths per chunk
 (fast, blocked, exact; hgrn.ops.triton.chunk_pairs), so no gate is clamped.
