@@ -146,6 +146,10 @@ def markdown(result: dict) -> str:
     def ratio(row: dict) -> str:
         return "-" if row["ratio"] is None else str(row["ratio"])
 
+    def versus(row: dict, base: dict, key: str) -> str:
+        """ms and their ratio to the series' random-gate row ('-' where a graph capture failed)."""
+        return f"{row[key]:.3f} | {row[key] / base[key]:.2f}x" if key in row and key in base else f"{ms(row, key)} | -"
+
     lines = [
         f"# HGRN2 op by expand ratio and gate steepness, {result['device']}, {result['date']}",
         "",
@@ -171,8 +175,8 @@ def markdown(result: dict) -> str:
     random: dict[tuple, dict] = {}
     for s in result["steep_gates"]:
         base = random.setdefault((s["ratio"], s["tiles"]), s)  # each (ratio, tiles) series starts with random gates
-        cells = (f"{s[key]:.3f} | {s[key] / base[key]:.2f}x" for key in STEEP_COLUMNS)
-        lines.append(f"| {s['ratio']} | {s['tiles']} | {s['gates']} | {s['mean_log_f']:.2f} | {' | '.join(cells)} |")
+        cells = " | ".join(versus(s, base, key) for key in STEEP_COLUMNS)
+        lines.append(f"| {s['ratio']} | {s['tiles']} | {s['gates']} | {s['mean_log_f']:.2f} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
