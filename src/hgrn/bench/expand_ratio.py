@@ -148,7 +148,8 @@ def markdown(result: dict) -> str:
 
     def versus(row: dict, base: dict, key: str) -> str:
         """ms and their ratio to the series' random-gate row ('-' where a graph capture failed)."""
-        return f"{row[key]:.3f} | {row[key] / base[key]:.2f}x" if key in row and key in base else f"{ms(row, key)} | -"
+        against = f"{row[key] / base[key]:.2f}x" if key in row and key in base else "-"
+        return f"{ms(row, key)} | {against}"
 
     lines = [
         f"# HGRN2 op by expand ratio and gate steepness, {result['device']}, {result['date']}",
