@@ -363,7 +363,7 @@ def test_interpreted_inference_half_precision_and_unfused_plans(monkeypatch):
 def test_plan_takes_each_fusion_where_it_was_measured_faster(monkeypatch):
     """By default the inference forward is one kernel at K 16 and 32 (16 V columns per program) and do v^T is formed
     inside at K 16 to 64, not at 128 (two K tiles; timings in make_plan); FUSE=1 / INLINE_DA=1 force them only where
-    they apply (one segment, K and V at most 64; one K tile)."""
+    they apply (one segment, K and V at most 64; one K tile). The inference kernel pipelines 2 stages at K 32."""
     monkeypatch.setenv("HGRN_CHUNK_TILES", "")
 
     def plan(K: int, segments: int = 1):
@@ -376,6 +376,10 @@ def test_plan_takes_each_fusion_where_it_was_measured_faster(monkeypatch):
     monkeypatch.setenv("HGRN_CHUNK_TILES", "FUSE=1,INLINE_DA=1")
     assert [plan(K) for K in (16, 64, 128)] == [(32, True, True, 16), (32, True, True, 64), (32, False, False, 128)]
     assert plan(16, segments=2)[1:3] == (False, True)
+    monkeypatch.setenv("HGRN_CHUNK_TILES", "")
+    monkeypatch.setattr(chunk, "INTERPRET", False)  # the GPU's launch options: 2 pipeline stages at K 32 only
+    assert [chunk.make_plan(torch.zeros(1, 256, 2, K), torch.zeros(1, 256, 2, K), None).istages
+            for K in (16, 32, 64, 128)] == [None, 2, None, None]  # fmt: skip
 
 
 def test_the_plans_host_arithmetic_is_tritons():

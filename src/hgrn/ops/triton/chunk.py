@@ -63,6 +63,7 @@ class Plan:
     fuse_infer: bool  # a forward that saves nothing runs prep and walk as one kernel (infer_kernel)
     IBV: int  # V columns per program of infer_kernel
     iwarps: int  # of infer_kernel
+    istages: int | None  # software-pipeline stages of infer_kernel's chunk loop (None: Triton's default, 3)
     inline_da: bool  # the intra-chunk backward forms do v^T itself (each K tile), no pairs_kernel and no da in memory
 
     @property
@@ -151,6 +152,10 @@ def make_plan(
     fuse_infer = NS == 1 and VP <= 64 and KP <= 64 and bool(tiles.get("FUSE", KP <= 32))
     IBV = min(tiles.get("IBV", 16 if KP <= 32 else VP), VP)
     iwarps = 4 if INTERPRET else tiles.get("iwarps", 1 if KP <= 32 else warps)
+    # Its loads 1 chunk ahead instead of 2 at K 32 (H100, 2026-12-07, 8 x 2048 x 64 heads x 32, the kernel's time at
+    # random gates / log f -8: 0.275 / 0.476 ms against 0.291 / 0.494-0.509 on 3 stages, 0.292 / 0.513 on 1); at
+    # K 16 1, 2, 3 and 4 stages were within 1% of each other (0.277-0.290 ms).
+    istages = None if INTERPRET else tiles.get("istages", 2 if KP == 32 else 0) or None
     inline_da = VP <= 64 and bool(tiles.get("INLINE_DA", KP == BK and KP <= 64))
     # Each chunk-parallel kernel is one launch, each chunk taking its own path (fast, blocked or exact). A split into
     # a fast pass over every chunk and a second launch over the steep ones it listed was faster at random gates at
@@ -164,7 +169,7 @@ def make_plan(
     # 1,144 + 48 B of stack -> 984, intra-chunk backward (with its 1/f by rcp) 3,552 -> 3,440 / 6,816 -> 6,504.
     even = cu_seqlens is None and T % C == 0 and bool(tiles.get("EVEN", 1))
     return Plan(n_seqs, NS, L, max(cdiv(longest, C), 1), KP, VP, C, even, BLK, BK, BV, BV_REV, warps, rwarps,
-                maxnreg, pwarps, prep_warps, pmaxnreg, fuse_infer, IBV, iwarps, inline_da)  # fmt: skip
+                maxnreg, pwarps, prep_warps, pmaxnreg, fuse_infer, IBV, iwarps, istages, inline_da)  # fmt: skip
 
 
 def _parallel(plan: Plan, flags: dict, prep: bool = False) -> dict:
@@ -232,6 +237,7 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
             *or_like((q, kz, lg, lb, v, o, h0, final if want_final else None, cu), q), T, plan.NS, plan.L,
             float(scale), H=H, K=K, V=V, KP=plan.KP, BVW=plan.IBV, BLK=plan.BLK, GATE=gate, HAS_H0=h0 is not None,
             STORE_HT=want_final, **{**flags, "num_warps": plan.iwarps}, **register_cap(plan.maxnreg),
+            **({} if plan.istages is None else {"num_stages": plan.istages}),
         )  # fmt: skip
         return o, final, *(q.new_empty(0) for _ in range(5))
     seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)
