@@ -154,7 +154,7 @@ def make_plan(
     iwarps = 4 if INTERPRET else tiles.get("iwarps", 1 if KP <= 32 else warps)
     # Its loads 1 chunk ahead instead of 2 at K 32 (H100, 2026-12-07, 8 x 2048 x 64 heads x 32, the kernel's time at
     # random gates / log f -8: 0.275 / 0.476 ms against 0.291 / 0.494-0.509 on 3 stages, 0.292 / 0.513 on 1); at
-    # K 16 1, 2, 3 and 4 stages were within 1% of each other (0.277-0.290 ms).
+    # K 16 2, 3 and 4 stages took 0.277-0.278 ms at random gates, 1 stage 0.290.
     istages = None if INTERPRET else tiles.get("istages", 2 if KP == 32 else 0) or None
     inline_da = VP <= 64 and bool(tiles.get("INLINE_DA", KP == BK and KP <= 64))
     # Each chunk-parallel kernel is one launch, each chunk taking its own path (fast, blocked or exact). A split into
