@@ -63,7 +63,7 @@ class Plan:
     fuse_infer: bool  # a forward that saves nothing runs prep and walk as one kernel (infer_kernel)
     IBV: int  # V columns per program of infer_kernel
     iwarps: int  # of infer_kernel
-    istages: int | None  # software-pipeline stages of infer_kernel's chunk loop (None: Triton's default, 3)
+    istages: int  # software-pipeline stages of infer_kernel's chunk loop (Triton's default: 3)
     inline_da: bool  # the intra-chunk backward forms do v^T itself (each K tile), no pairs_kernel and no da in memory
 
     @property
@@ -155,7 +155,7 @@ def make_plan(
     # Its loads 1 chunk ahead instead of 2 at K 32 (H100, 2026-12-07, 8 x 2048 x 64 heads x 32, the kernel's time at
     # random gates / log f -8: 0.275 / 0.476 ms against 0.291 / 0.494-0.509 on 3 stages, 0.292 / 0.513 on 1); at
     # K 16 2, 3 and 4 stages took 0.277-0.278 ms at random gates, 1 stage 0.290.
-    istages = None if INTERPRET else tiles.get("istages", 2 if KP == 32 else 0) or None
+    istages = tiles.get("istages", 2 if KP == 32 else 3)
     inline_da = VP <= 64 and bool(tiles.get("INLINE_DA", KP == BK and KP <= 64))
     # Each chunk-parallel kernel is one launch, each chunk taking its own path (fast, blocked or exact). A split into
     # a fast pass over every chunk and a second launch over the steep ones it listed was faster at random gates at
@@ -236,8 +236,8 @@ def chunk_forward(q, kz, lg, lb, v, h0, cu, scale, gate, reverse, want_final, ch
         infer_kernel[(plan.VP // plan.IBV, H, plan.P)](
             *or_like((q, kz, lg, lb, v, o, h0, final if want_final else None, cu), q), T, plan.NS, plan.L,
             float(scale), H=H, K=K, V=V, KP=plan.KP, BVW=plan.IBV, BLK=plan.BLK, GATE=gate, HAS_H0=h0 is not None,
-            STORE_HT=want_final, **{**flags, "num_warps": plan.iwarps}, **register_cap(plan.maxnreg),
-            **({} if plan.istages is None else {"num_stages": plan.istages}),
+            STORE_HT=want_final, **{**flags, "num_warps": plan.iwarps, "num_stages": plan.istages},
+            **register_cap(plan.maxnreg),
         )  # fmt: skip
         return o, final, *(q.new_empty(0) for _ in range(5))
     seq = (q if cu is None else cu, T, plan.NS, plan.L, plan.NCH)

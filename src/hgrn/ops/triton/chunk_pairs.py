@@ -95,8 +95,8 @@ def _halves(first, last, C: tl.constexpr, BLK: tl.constexpr, SPAN: tl.constexpr)
     # costs as much as a whole tile (H100, 2026-12-07, every chunk steep, kernel sums of a forward + backward: K 32
     # 1.741 -> 1.692 ms, K 16 1.723 -> 1.718; the same values bit for bit)
     factor = _per_row(tl.exp(tl.where(second, first - g_p, g_p - last)), C, BLK)
-    second = _per_row(tl.broadcast_to(second, (NB, W)), C, BLK)
-    return tl.where(second, factor, 0.0), tl.where(second, 0.0, factor)
+    second_row = _per_row(tl.broadcast_to(second, (NB, W)), C, BLK)  # [C, W], as factor
+    return tl.where(second_row, factor, 0.0), tl.where(second_row, 0.0, factor)
 
 
 @triton.jit
