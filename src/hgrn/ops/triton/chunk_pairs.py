@@ -100,6 +100,16 @@ def _halves(first, last, C: tl.constexpr, BLK: tl.constexpr, SPAN: tl.constexpr)
 
 
 @triton.jit
+def _block_scales(g, first, last, C: tl.constexpr, BLK: tl.constexpr):
+    """(e^{g - m}, e^{m - g}, e^{(g_e - g_s) / 2}) per row, [C, W] each: m the midpoint of the row's block, s / e its
+    first / last row. The first two factorise the pairs inside a block (each within e^{+-64}); with the third, <= 1,
+    they give e^{g - g_s} and e^{g_e - g} (the halving levels' row factors) from one exponential per block instead
+    of two more per element."""
+    mid = _per_row(0.5 * (first + last), C, BLK)
+    return tl.exp(g - mid), tl.exp(mid - g), _per_row(tl.exp(0.5 * (last - first)), C, BLK)
+
+
+@triton.jit
 def _cross_blocks(W, aa, kb, first, last, C: tl.constexpr, BLK: tl.constexpr, MODE: tl.constexpr, DOT: tl.constexpr):
     """The pairs of two blocks of the blocked path, with aa = a e^{g - g_s(I)} and kb = k e^{g_e(J) - g} (each row's
     block I, J; s / e: a block's first / last row). Split by halving: the chunk's halves, then each half's halves,
@@ -133,10 +143,10 @@ def _blocked_scores(a, k, g, gl, first, last, C: tl.constexpr, BLK: tl.constexpr
     e^{+-64}), one product; those of two blocks come from _cross_blocks. q e^g and k e^{g_C - g} are formed from the
     same per-block factors, so a, k and g are not needed after them (fewer live registers)."""
     blk = tl.arange(0, C) // BLK
-    s_row, e_row = _per_row(first, C, BLK), _per_row(last, C, BLK)
-    mid = 0.5 * (s_row + e_row)
-    aa, kb = a * tl.exp(g - s_row), k * tl.exp(e_row - g)
-    inside = mm(operand(a * tl.exp(g - mid), DOT), tl.trans(operand(k * tl.exp(mid - g), DOT)), DOT)
+    up, down, half = _block_scales(g, first, last, C, BLK)
+    am, km = a * up, k * down
+    aa, kb = am * half, km * half
+    inside = mm(operand(am, DOT), tl.trans(operand(km, DOT)), DOT)
     A = tl.where(blk[:, None] == blk[None, :], inside, 0.0) + _cross_blocks(0.0, aa, kb, first, last, C, BLK, 0, DOT)
     qi = operand(aa * _per_row(tl.exp(first), C, BLK), DOT)
     ks = operand(kb * _per_row(tl.exp(gl[None, :] - last), C, BLK), DOT)
@@ -149,16 +159,16 @@ def blocked_grads(W, a, k, g, first, last, C: tl.constexpr, BLK: tl.constexpr, M
     """`pairwise`'s MODE 1 (dk) and 2 (dq) sums on the blocked path (W strictly lower triangular; as
     _blocked_scores)."""
     blk = tl.arange(0, C) // BLK
-    s_row, e_row = _per_row(first, C, BLK), _per_row(last, C, BLK)
-    mid = 0.5 * (s_row + e_row)
-    ea, eb = tl.exp(g - s_row), tl.exp(e_row - g)
+    up, down, half = _block_scales(g, first, last, C, BLK)
     Wo = operand(W, DOT)
     Wd = tl.where(blk[:, None] == blk[None, :], Wo, 0.0).to(Wo.dtype)
-    cross = _cross_blocks(Wo, a * ea, k * eb, first, last, C, BLK, MODE, DOT)
-    if MODE == 1:
-        return tl.exp(mid - g) * mm(tl.trans(Wd), operand(a * tl.exp(g - mid), DOT), DOT) + eb * cross
+    if MODE == 1:  # the pairs inside blocks first: only their sum and one row factor stay live over the levels
+        inside = down * mm(tl.trans(Wd), operand(a * up, DOT), DOT)
+        own = down * half
     else:
-        return tl.exp(g - mid) * mm(Wd, operand(k * tl.exp(mid - g), DOT), DOT) + ea * cross
+        inside = up * mm(Wd, operand(k * down, DOT), DOT)
+        own = up * half
+    return inside + own * _cross_blocks(Wo, a * up * half, k * down * half, first, last, C, BLK, MODE, DOT)
 
 
 @triton.jit
