@@ -104,14 +104,15 @@ def affine(a1, b1, a2, b2):
 
 
 @triton.jit
-def mm(a, b, DOT: tl.constexpr):
-    """a @ b with fp32 accumulation at the chosen operand precision (a, b in fp32 registers)."""
+def mm(a, b, DOT: tl.constexpr, acc=None):
+    """a @ b with fp32 accumulation at the chosen operand precision (a, b in fp32 registers); acc + a @ b where acc
+    is given (the tensor cores accumulate in place: no separate addition)."""
     if DOT == 0:
-        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
     elif DOT == 1:
-        return tl.dot(a, b, input_precision="tf32")
+        return tl.dot(a, b, acc, input_precision="tf32")
     else:
-        return tl.dot(a, b, input_precision="ieee")
+        return tl.dot(a, b, acc, input_precision="ieee")
 
 
 @triton.jit

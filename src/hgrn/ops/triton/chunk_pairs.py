@@ -115,10 +115,11 @@ def _cross_blocks(W, aa, kb, first, last, C: tl.constexpr, BLK: tl.constexpr, MO
     block I, J; s / e: a block's first / last row). Split by halving: the chunk's halves, then each half's halves,
     down to blocks (log2(C / BLK) levels); at each level the pairs that straddle a span's middle row p take the
     middle factors of _halves, so every factor is <= 1 and underflows only where the pair itself is below it: one
-    product per level. MODE 0: [C, C] scores; MODE 1 / 2: dk / dq before their row's e^{g_e - g} / e^{g - g_s}."""
+    product per level. MODE 0: W (the pairs inside blocks, [C, C]) plus these scores; MODE 1 / 2: with W the pairs'
+    weights, dk / dq before their row's e^{g_e - g} / e^{g - g_s}."""
     rows = tl.arange(0, C)
     if MODE == 0:  # noqa: SIM108 (Triton: constexpr branch)
-        cross = tl.zeros([C, C], tl.float32)
+        cross = W
     else:
         cross = tl.zeros_like(aa)
     for level in tl.static_range(8):  # spans C, C / 2, ..., 2 BLK
@@ -126,9 +127,13 @@ def _cross_blocks(W, aa, kb, first, last, C: tl.constexpr, BLK: tl.constexpr, MO
             to_p, from_p = _halves(first, last, C, BLK, C >> level)
             span = (rows[:, None] // (C >> level)) == (rows[None, :] // (C >> level))
             if MODE == 0:
-                cross += tl.where(span, mm(operand(aa * to_p, DOT), tl.trans(operand(kb * from_p, DOT)), DOT), 0.0)
+                # A level's product is exactly 0 on the pairs inside a span's halves (to_p or from_p is 0 on their
+                # rows), so it accumulates onto the scores in place; outside the spans they keep their value (level
+                # 0's span is the whole chunk)
+                x, y = operand(aa * to_p, DOT), tl.trans(operand(kb * from_p, DOT))
+                cross = mm(x, y, DOT, cross) if level == 0 else tl.where(span, mm(x, y, DOT, cross), cross)
             else:
-                Ws = tl.where(span, W, 0.0).to(W.dtype)
+                Ws = W if level == 0 else tl.where(span, W, 0.0).to(W.dtype)
                 if MODE == 1:
                     cross += from_p * mm(tl.trans(Ws), operand(aa * to_p, DOT), DOT)
                 else:
@@ -147,7 +152,7 @@ def _blocked_scores(a, k, g, gl, first, last, C: tl.constexpr, BLK: tl.constexpr
     am, km = a * up, k * down
     aa, kb = am * half, km * half
     inside = mm(operand(am, DOT), tl.trans(operand(km, DOT)), DOT)
-    A = tl.where(blk[:, None] == blk[None, :], inside, 0.0) + _cross_blocks(0.0, aa, kb, first, last, C, BLK, 0, DOT)
+    A = _cross_blocks(tl.where(blk[:, None] == blk[None, :], inside, 0.0), aa, kb, first, last, C, BLK, 0, DOT)
     qi = operand(aa * _per_row(tl.exp(first), C, BLK), DOT)
     ks = operand(kb * _per_row(tl.exp(gl[None, :] - last), C, BLK), DOT)
     return A, qi, ks
