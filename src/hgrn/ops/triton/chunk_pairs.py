@@ -145,8 +145,8 @@ def _cross_blocks(W, aa, kb, first, last, C: tl.constexpr, BLK: tl.constexpr, MO
 def _blocked_scores(a, k, g, gl, first, last, C: tl.constexpr, BLK: tl.constexpr, DOT: tl.constexpr):
     """`scores` on the blocked path (a falling g, blocks of BLK rows, each block's range at most 128; first, last:
     `block_ends`): A's pairs inside a block factorise around the block's midpoint m, e^{g_i - m} e^{m - g_j} (within
-    e^{+-64}), one product; those of two blocks come from _cross_blocks. q e^g and k e^{g_C - g} are formed from the
-    same per-block factors, so a, k and g are not needed after them (fewer live registers)."""
+    e^{+-64}), one product; _cross_blocks adds those of two blocks onto them. q e^g and k e^{g_C - g} are formed from
+    the same per-block factors, so a, k and g are not needed after them (fewer live registers)."""
     blk = tl.arange(0, C) // BLK
     up, down, half = _block_scales(g, first, last, C, BLK)
     am, km = a * up, k * down
