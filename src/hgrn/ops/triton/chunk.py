@@ -142,13 +142,16 @@ def make_plan(
     # and one 32-wide tile, and prep + walk's 0.367 / 0.501; the fused kernel's walk carries each chunk's steep path,
     # so its steep chunks cost more than the prep's parallel ones). Not at K 64, where it took 0.579 / 1.025 (1 warp,
     # 32-wide tiles) or 0.678 / 0.980 (2 warps) against prep + walk's 0.276 / 0.373. Do v^T inside the intra-chunk
-    # backward at K 16 to 64 (H200: K 64 fwd+bwd 1.40 against 1.61, then 1.40 against 1.49 ms; with the chunk-parallel
+    # backward at K 16 and 32 (H200: K 64 fwd+bwd 1.40 against 1.61, then 1.40 against 1.49 ms; with the chunk-parallel
     # kernels and walks on 2 warps at K 16 / 32, H100, 2026-12-05, session 36, fwd+bwd kernel sums: K 16 1.50 against
     # 1.57 ms, steep 1.87 against 1.99; K 32 1.32 against 1.41, steep 1.76 against 1.89;
     # results/bench/expand-ratio-*-2026-12-05-2.md; before those warps the H200 had K 16 2.66 against 2.62 and K 32
-    # 2.15 against 2.07). FUSE=1 / INLINE_DA=1 take them wherever they apply: one segment, V <= 64 and K <= 64 for the
-    # first, V <= 64 for the second (by default only where K is one tile; with several, each K tile's program forms
-    # do v^T again: at K 32 on 16-wide tiles 1.494 ms against 1.317 on one, H100, 2026-12-07).
+    # 2.15 against 2.07). Not at K 64 since the blocked path's changes of session 61 (its intra-chunk backward spills
+    # more there; H100, 2026-12-07, 8 x 2048 x 32 heads x 64, fwd+bwd kernel sums: 1.232 against 1.283 ms at random
+    # gates, 1.499 against 1.524 with every chunk steep). FUSE=1 / INLINE_DA=1 take them wherever they apply: one
+    # segment, V <= 64 and K <= 64 for the first, V <= 64 for the second (by default only where K is one tile; with
+    # several, each K tile's program forms do v^T again: at K 32 on 16-wide tiles 1.494 ms against 1.317 on one, H100,
+    # 2026-12-07).
     fuse_infer = NS == 1 and VP <= 64 and KP <= 64 and bool(tiles.get("FUSE", KP <= 32))
     IBV = min(tiles.get("IBV", 16 if KP <= 32 else VP), VP)
     iwarps = 4 if INTERPRET else tiles.get("iwarps", 1 if KP <= 32 else warps)
@@ -156,7 +159,7 @@ def make_plan(
     # random gates / log f -8: 0.275 / 0.476 ms against 0.291 / 0.494-0.509 on 3 stages, 0.292 / 0.513 on 1); at
     # K 16 2, 3 and 4 stages took 0.277-0.278 ms at random gates, 1 stage 0.290.
     istages = tiles.get("istages", 2 if KP == 32 else 3)
-    inline_da = VP <= 64 and bool(tiles.get("INLINE_DA", KP == BK and KP <= 64))
+    inline_da = VP <= 64 and bool(tiles.get("INLINE_DA", KP == BK and KP <= 32))
     # Each chunk-parallel kernel is one launch, each chunk taking its own path (fast, blocked or exact). A split into
     # a fast pass over every chunk and a second launch over the steep ones it listed was faster at random gates at
     # K 64 and 128 (H100, 2026-12-05: 1.21 / 1.33 against 1.29 / 1.37 ms), but 1.59x / 1.47x under steep gates against
