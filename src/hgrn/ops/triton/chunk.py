@@ -135,23 +135,22 @@ def make_plan(
     warps, rwarps = (4, 4) if INTERPRET else (tiles.get("warps", walk_warps[0]), tiles.get("rwarps", walk_warps[1]))
     maxnreg = tiles.get("maxnreg") or None
     pmaxnreg = None if INTERPRET else tiles.get("pmaxnreg", 168 if prep_warps > 1 else 0) or None
-    # Two fusions that save memory traffic (see the Plan fields), kept by default only where they measured faster.
-    # The inference forward in one kernel at K 16 and 32, on 1 warp per 16 V columns: twice the programs at K 32, each
-    # repeating the gate work (H100, 2026-12-07, 8 x 2048, d 2048, bf16, forward kernels at random gates / log f -8:
-    # K 16 0.275 / 0.441 ms against prep + walk's 0.375 / 0.442; K 32 0.289 / 0.504 against 0.317 / 0.637 on 2 warps
-    # and one 32-wide tile, and prep + walk's 0.367 / 0.501; the fused kernel's walk carries each chunk's steep path,
-    # so its steep chunks cost more than the prep's parallel ones). Not at K 64, where it took 0.579 / 1.025 (1 warp,
-    # 32-wide tiles) or 0.678 / 0.980 (2 warps) against prep + walk's 0.276 / 0.373. Do v^T inside the intra-chunk
-    # backward at K 16 and 32 (H200: K 64 fwd+bwd 1.40 against 1.61, then 1.40 against 1.49 ms; with the chunk-parallel
-    # kernels and walks on 2 warps at K 16 / 32, H100, 2026-12-05, session 36, fwd+bwd kernel sums: K 16 1.50 against
-    # 1.57 ms, steep 1.87 against 1.99; K 32 1.32 against 1.41, steep 1.76 against 1.89;
-    # results/bench/expand-ratio-*-2026-12-05-2.md; before those warps the H200 had K 16 2.66 against 2.62 and K 32
-    # 2.15 against 2.07). Not at K 64 since the blocked path's changes of session 61 (its intra-chunk backward spills
-    # more there; H100, 2026-12-07, 8 x 2048 x 32 heads x 64, fwd+bwd kernel sums: 1.232 against 1.283 ms at random
-    # gates, 1.499 against 1.524 with every chunk steep). FUSE=1 / INLINE_DA=1 take them wherever they apply: one
-    # segment, V <= 64 and K <= 64 for the first, V <= 64 for the second (by default only where K is one tile; with
-    # several, each K tile's program forms do v^T again: at K 32 on 16-wide tiles 1.494 ms against 1.317 on one, H100,
-    # 2026-12-07).
+    # Two fusions that save memory traffic (see the Plan fields), kept by default only where they measured faster. The
+    # inference forward in one kernel at K 16 and 32, on 1 warp per 16 V columns: twice the programs at K 32, each
+    # repeating the gate work (H100, 2026-12-07, 8 x 2048, d 2048, bf16, forward kernels at random gates / log f -8: K
+    # 16 0.275 / 0.441 ms against prep + walk's 0.375 / 0.442; K 32 0.289 / 0.504 against 0.317 / 0.637 on 2 warps and
+    # one 32-wide tile, and prep + walk's 0.367 / 0.501; the fused kernel's walk carries each chunk's steep path, so its
+    # steep chunks cost more than the prep's parallel ones). Not at K 64, where it took 0.579 / 1.025 (1 warp, 32-wide
+    # tiles) or 0.678 / 0.980 (2 warps) against prep + walk's 0.276 / 0.373. Do v^T inside the intra-chunk backward at K
+    # 16 and 32 (at first at K 64 too, H200: fwd+bwd 1.40 against 1.61, then 1.40 against 1.49 ms; with the
+    # chunk-parallel kernels and walks on 2 warps at K 16 / 32, H100, 2026-12-05, session 36, fwd+bwd kernel sums: K 16
+    # 1.50 against 1.57 ms, steep 1.87 against 1.99; K 32 1.32 against 1.41, steep 1.76 against 1.89;
+    # results/bench/expand-ratio-*-2026-12-05-2.md; before those warps the H200 had K 16 2.66 against 2.62 and K 32 2.15
+    # against 2.07). Not at K 64 since the blocked path's changes of session 61 (its intra-chunk backward spills more
+    # there; H100, 2026-12-07, 8 x 2048 x 32 heads x 64, fwd+bwd kernel sums: 1.232 against 1.283 ms at random gates,
+    # 1.499 against 1.524 with every chunk steep). FUSE=1 / INLINE_DA=1 take them wherever they apply: one segment, V <=
+    # 64 and K <= 64 for the first, V <= 64 for the second (by default only where K is one tile; with several, each K
+    # tile's program forms do v^T again: at K 32 on 16-wide tiles 1.494 ms against 1.317 on one, H100, 2026-12-07).
     fuse_infer = NS == 1 and VP <= 64 and KP <= 64 and bool(tiles.get("FUSE", KP <= 32))
     IBV = min(tiles.get("IBV", 16 if KP <= 32 else VP), VP)
     iwarps = 4 if INTERPRET else tiles.get("iwarps", 1 if KP <= 32 else warps)
