@@ -20,22 +20,27 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from hgrn.ops.triton._common import LOG2E, mm, operand
+from hgrn.ops.triton._common import LOG2E, mm, operand, rcp
 
 
 @triton.jit
 def chunk_sum(x, C: tl.constexpr, STRICT: tl.constexpr):
-    """sum_{s <= t} x_s (STRICT: s < t) down the chunk axis as one tensor-core product with a 0/1 triangle in 3xTF32,
-    fp32-accurate (with approximate divisions, the same change took the intra-chunk backward from 0.80 to 0.66 ms at
-    head size 128 on an H200, session 2; a scan instead, tried on an H100 in sessions 32-33: 2.30 against 2.21 ms at
-    head size 16). The strict form never adds x_t itself, so a small sum next to a large x_t (the last step, carrying
-    the final-state gradient) is not lost to cancellation."""
+    """sum_{s <= t} x_s (STRICT: s < t) down the chunk axis as tensor-core products with a 0/1 triangle, fp32-accurate:
+    x = hi + lo with hi x rounded to TF32's 11 significant bits (exact in TF32, as the triangle is) and lo = x - hi
+    exact in fp32, so tri @ hi is exact and tri @ lo errs by at most 2^-11 of lo (2^-22 of x): two TF32 products where
+    3xTF32 takes three (intra-chunk backward on an H100, session 63: 0.718 -> 0.697 ms at head size 16, 0.513 ->
+    0.495 at 128). Products on the tensor cores rather than a scan: with approximate divisions, 3xTF32 took the
+    intra-chunk backward from 0.80 to 0.66 ms at head size 128 on an H200 (session 2); a scan, tried on an H100 in
+    sessions 32-33: 2.30 against 2.21 ms at head size 16. The strict form never adds x_t itself, so a small sum next
+    to a large x_t (the last step, carrying the final-state gradient) is not lost to cancellation."""
     r = tl.arange(0, C)
     if STRICT:  # noqa: SIM108 (Triton: constexpr branch)
         keep = r[:, None] > r[None, :]
     else:
         keep = r[:, None] >= r[None, :]
-    return tl.dot(tl.where(keep, 1.0, 0.0), x, input_precision="tf32x3")
+    tri = tl.where(keep, 1.0, 0.0)
+    hi = ((x.to(tl.uint32, bitcast=True) + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    return tl.dot(tri, x - hi, tl.dot(tri, hi, input_precision="tf32"), input_precision="tf32")
 
 
 @triton.jit
@@ -102,11 +107,12 @@ def _halves(first, last, C: tl.constexpr, BLK: tl.constexpr, SPAN: tl.constexpr)
 @triton.jit
 def _block_scales(g, first, last, C: tl.constexpr, BLK: tl.constexpr):
     """(e^{g - m}, e^{m - g}, e^{(g_e - g_s) / 2}) per row, [C, W] each: m the midpoint of the row's block, s / e its
-    first / last row. The first two factorise the pairs inside a block (each within e^{+-64}); with the third, <= 1,
-    they give e^{g - g_s} and e^{g_e - g} (the halving levels' row factors) from one exponential per block instead
-    of two more per element."""
-    mid = _per_row(0.5 * (first + last), C, BLK)
-    return tl.exp(g - mid), tl.exp(mid - g), _per_row(tl.exp(0.5 * (last - first)), C, BLK)
+    first / last row. The first two factorise the pairs inside a block (each within e^{+-64}, so the second is the
+    first's approximate reciprocal, one MUFU op like an exponential but without its range reduction); with the third,
+    <= 1, they give e^{g - g_s} and e^{g_e - g} (the halving levels' row factors) from one exponential per block
+    instead of two more per element."""
+    up = tl.exp(g - _per_row(0.5 * (first + last), C, BLK))
+    return up, rcp(up), _per_row(tl.exp(0.5 * (last - first)), C, BLK)
 
 
 @triton.jit
@@ -193,8 +199,9 @@ def scores(qt, k, g, logf, gl, C: tl.constexpr, BLK: tl.constexpr, GATE: tl.cons
 def _fast_scores(qt, k, g, gl, mid, DOT: tl.constexpr):
     """`scores` on the fast path (A not yet masked)."""
     g2, mid2 = g * LOG2E, (mid * LOG2E)[None, :]
-    qa = qt * tl.exp2(g2 - mid2)
-    ka = k * tl.exp2(mid2 - g2)
+    up = tl.exp2(g2 - mid2)
+    qa = qt * up
+    ka = k * rcp(up)
     A = mm(operand(qa, DOT), tl.trans(operand(ka, DOT)), DOT)
     return A, operand(qa * tl.exp(mid)[None, :], DOT), operand(ka * tl.exp(gl - mid)[None, :], DOT)
 
@@ -228,7 +235,7 @@ def pair_grads(dA, qt, k, g, logf, glv, C: tl.constexpr, BLK: tl.constexpr, GATE
 def _fast_grads(dA, qt, k, g, glv, mid, DOT: tl.constexpr):
     """`pair_grads` on the fast path."""
     e1 = tl.exp(g - mid[None, :])
-    e2 = tl.exp(mid[None, :] - g)
+    e2 = rcp(e1)
     intra_q = e1 * mm(operand(dA, DOT), operand(k * e2, DOT), DOT)
     intra_k = e2 * mm(tl.trans(operand(dA, DOT)), operand(qt * e1, DOT), DOT)
     return intra_q, intra_k, e1 * tl.exp(mid)[None, :], e2 * tl.exp(glv - mid)[None, :]
