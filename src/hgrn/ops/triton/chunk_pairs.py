@@ -28,12 +28,12 @@ def chunk_sum(x, C: tl.constexpr, STRICT: tl.constexpr):
     """sum_{s <= t} x_s (STRICT: s < t) down the chunk axis as tensor-core products with a 0/1 triangle, fp32-accurate:
     x = hi + lo with hi x rounded to TF32's 11 significant bits (exact in TF32, as the triangle is) and lo = x - hi
     exact in fp32, so tri @ hi's products are exact and tri @ lo's err by less than 2^-10 of lo (2^-21 of x: the tensor
-    cores truncate lo to TF32), both summed in fp32: two TF32 products where 3xTF32 takes three (intra-chunk backward on
-    an H100, session 63: 0.718 -> 0.697 ms at head size 16, 0.513 -> 0.495 at 128). Products on the tensor cores rather
-    than a scan: with approximate divisions, 3xTF32 took the intra-chunk backward from 0.80 to 0.66 ms at head size 128
-    on an H200 (session 2); a scan, tried on an H100 in sessions 32-33: 2.30 against 2.21 ms at head size 16. The strict
-    form never adds x_t itself, so a small sum next to a large x_t (the last step, carrying the final-state gradient) is
-    not lost to cancellation."""
+    cores truncate lo to TF32), both summed in fp32: two TF32 products where 3xTF32 takes three (with the reciprocals of
+    `_block_scales` and `_fast_grads`, the intra-chunk backward on an H100, session 63: 0.718 -> 0.697 ms at head size
+    16, 0.513 -> 0.495 at 128). Products on the tensor cores rather than a scan: with approximate divisions, 3xTF32 took
+    the intra-chunk backward from 0.80 to 0.66 ms at head size 128 on an H200 (session 2); a scan, tried on an H100 in
+    sessions 32-33: 2.30 against 2.21 ms at head size 16. The strict form never adds x_t itself, so a small sum next to
+    a large x_t (the last step, carrying the final-state gradient) is not lost to cancellation."""
     r = tl.arange(0, C)
     if STRICT:  # noqa: SIM108 (Triton: constexpr branch)
         keep = r[:, None] > r[None, :]
