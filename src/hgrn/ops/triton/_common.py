@@ -216,11 +216,16 @@ def lower_bounded_gate(z, lb):
 
     Returns (k, log f, sigmoid(z), sigmoid(-z), f); one exp2 and one (approximate, 1-ulp) reciprocal per element.
     """
+    k, s, ns, f = sigmoid_gate(z, lb)
+    return k, log1m(k, f), s, ns, f
+
+
+@triton.jit
+def sigmoid_gate(z, lb):
+    """lower_bounded_gate without log f: (k, sigmoid(z), sigmoid(-z), f)."""
     e = tl.exp2(tl.abs(z) * -LOG2E)  # flushes to 0 below e^-87 (tensor first: the interpreter)
     r = rcp(1.0 + e)
     pos = z >= 0
     s = tl.where(pos, r, e * r)
     ns = tl.where(pos, e * r, r)
-    k = (1.0 - lb) * ns
-    f = lb + (1.0 - lb) * s
-    return k, log1m(k, f), s, ns, f
+    return (1.0 - lb) * ns, s, ns, lb + (1.0 - lb) * s

@@ -24,7 +24,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from hgrn.ops.triton._common import LOG2E, affine, lower_bounded_gate, rcp, seq_span, tile_tokens
+from hgrn.ops.triton._common import LOG2E, affine, lower_bounded_gate, rcp, seq_span, sigmoid_gate, tile_tokens
 from hgrn.ops.triton.precompile import entry
 
 SPECIALIZE = dict(do_not_specialize=["T", "NS", "L", "NTS", "SK", "SV"])  # runtime sizes: one compile serves all
@@ -39,10 +39,16 @@ def tile_offsets(rel, valid, heads, hm, cols, stride, E: tl.constexpr):
 
 
 @triton.jit
+def load_raw(ptr, t0, rel, valid, heads, hm, cols, stride, E: tl.constexpr):
+    """[BT, BH, EP] tile whose first row is token t0 in the tensor's dtype; zeros outside."""
+    offs, m = tile_offsets(rel, valid, heads, hm, cols, stride, E)
+    return tl.load(ptr + t0 * stride + offs, mask=m, other=0.0)
+
+
+@triton.jit
 def load_tile(ptr, t0, rel, valid, heads, hm, cols, stride, E: tl.constexpr):
     """[BT, BH, EP] fp32 tile whose first row is token t0; zeros outside."""
-    offs, m = tile_offsets(rel, valid, heads, hm, cols, stride, E)
-    return tl.load(ptr + t0 * stride + offs, mask=m, other=0.0).to(tl.float32)
+    return load_raw(ptr, t0, rel, valid, heads, hm, cols, stride, E).to(tl.float32)
 
 
 @triton.jit
@@ -74,6 +80,19 @@ def gate_load(kz, lg, t0, rel, valid, heads, hm, ck, SK, K: tl.constexpr, GATE: 
     if GATE == 0:  # noqa: SIM108 (Triton: constexpr branch)
         lt = load_tile(lg, t0, rel, valid, heads, hm, ck, SK, K)
     else:
+        lt = zt
+    return zt, lt
+
+
+@triton.jit
+def gate_load_raw(kz, lg, t0, rel, valid, heads, hm, ck, SK, K: tl.constexpr, GATE: tl.constexpr):
+    """gate_load in the inputs' dtype, HGRN2's logits +inf outside (k = 0, f = 1: the identity step)."""
+    offs, m = tile_offsets(rel, valid, heads, hm, ck, SK, K)
+    if GATE == 0:
+        zt = tl.load(kz + t0 * SK + offs, mask=m, other=0.0)
+        lt = tl.load(lg + t0 * SK + offs, mask=m, other=0.0)
+    else:
+        zt = tl.load(kz + t0 * SK + offs, mask=m, other=float("inf"))
         lt = zt
     return zt, lt
 
@@ -197,21 +216,28 @@ def fwd_walk(q, kz, lg, v, o, saved, S, lbv, p, bos, n, ts, heads, hm, ck, cv, h
     total = tl.zeros([BH, KP], tl.float32)
     # each tile's loads are issued one tile ahead (software pipelining by hand: one warp walks the sequence)
     t0, rel, valid = tile_tokens(0, n, bos, ts, BT, REVERSE)
-    zt, lt = gate_load(kz, lg, t0, rel, valid, heads, hm, ck, SK, K, GATE)
+    zt, lt = gate_load_raw(kz, lg, t0, rel, valid, heads, hm, ck, SK, K, GATE)
     vt = load_tile(v, t0, rel, valid, heads, hm, cv, SV, V)
-    qt = load_tile(q, t0, rel, valid, heads, hm, ck, SK, K) if MODE == 0 else zt
+    qt = load_raw(q, t0, rel, valid, heads, hm, ck, SK, K) if MODE == 0 else vt
     for c in range(0, tl.cdiv(n, BT)):
         t0_n, rel, valid_n = tile_tokens((c + 1) * BT, n, bos, ts, BT, REVERSE)
-        zt_n, lt_n = gate_load(kz, lg, t0_n, rel, valid_n, heads, hm, ck, SK, K, GATE)
+        zt_n, lt_n = gate_load_raw(kz, lg, t0_n, rel, valid_n, heads, hm, ck, SK, K, GATE)
         vt_n = load_tile(v, t0_n, rel, valid_n, heads, hm, cv, SV, V)
-        qt_n = load_tile(q, t0_n, rel, valid_n, heads, hm, ck, SK, K) if MODE == 0 else zt_n
-        k, logf, _s, _ns, _f = gate_terms(zt, lt, lbv, valid, hm, ck, K, GATE)
+        qt_n = load_raw(q, t0_n, rel, valid_n, heads, hm, ck, SK, K) if MODE == 0 else vt_n
         if SAVE and c > 0:
             tl.store(saved + (p * (NTS - 1) + c - 1).to(tl.int64) * H * K * V + h_off, S, mask=s_mask)
-        x = k[:, :, :, None] * vt[:, :, None, :]
-        states = scan_from(decays(logf, BT, BH, KP, VP, False), x, S, BT)
+        if MODE == 0 and GATE != 0:  # the gate logits reach the states' layout in bf16; k and f are formed there
+            k4, _s, _ns, f4 = sigmoid_gate(zt[:, :, :, None].to(tl.float32), lbv[:, :, :, None] if GATE == 2 else 0.0)
+            x = k4 * vt[:, :, None, :]
+            f = tl.broadcast_to(f4, [BT, BH, KP, VP])
+        else:
+            k, logf, _s, _ns, _f = gate_terms(zt.to(tl.float32), lt.to(tl.float32), lbv, valid, hm, ck, K, GATE)
+            x = k[:, :, :, None] * vt[:, :, None, :]
+            f = decays(logf, BT, BH, KP, VP, False)
+        states = scan_from(f, x, S, BT)
         if MODE == 0:
-            store_tile(o, scale * tl.sum(qt[:, :, :, None] * states, 2), t0, rel, valid, heads, hm, cv, V, H, ACC)
+            ot = tl.sum(qt[:, :, :, None].to(tl.float32) * states, 2)
+            store_tile(o, scale * ot, t0, rel, valid, heads, hm, cv, V, H, ACC)
         else:
             total += tl.sum(logf, 0)
         S = row(states, BT - 1, BT)
@@ -260,9 +286,9 @@ def bwd_loads(q, kz, lg, v, do, r0, n, bos, ts, heads, hm, ck, cv, SK, SV, H: tl
     t0_x, rel, valid_x = tile_tokens(r0 + 1, n, bos, ts, BT, REVERSE)
     zx, lx = gate_load(kz, lg, t0_x, rel, valid_x, heads, hm, ck, SK, K, GATE)
     zt, lt = gate_load(kz, lg, t0, rel, valid, heads, hm, ck, SK, K, GATE)
-    qt = load_tile(q, t0, rel, valid, heads, hm, ck, SK, K)
-    dot = load_tile(do, t0, rel, valid, heads, hm, cv, H * V, V)
-    vt = load_tile(v, t0, rel, valid, heads, hm, cv, SV, V)
+    qt = load_raw(q, t0, rel, valid, heads, hm, ck, SK, K)
+    dot = load_raw(do, t0, rel, valid, heads, hm, cv, H * V, V)
+    vt = load_raw(v, t0, rel, valid, heads, hm, cv, SV, V)
     return t0, rel, valid, valid_x, zx, lx, zt, lt, qt, dot, vt
 
 
@@ -313,15 +339,17 @@ def bwd_walk(q, kz, lg, v, do, saved, S0_first, dq, dkz, dlg, dv, U, lb_sum, lbv
             q, kz, lg, v, do, (c - 1) * BT, n, bos, ts, heads, hm, ck, cv, SK, SV, H, K, V, BT, GATE, REVERSE
         )
         _k, logf_next, _s, _ns, _f = gate_terms(zx, lx, lbv, valid_x, hm, ck, K, GATE)
-        grads = scale * qt[:, :, None, :] * dot[:, :, :, None]
+        dot4 = dot[:, :, :, None].to(tl.float32)
+        grads = scale * qt[:, :, None, :].to(tl.float32) * dot4
         dS = suffix_scan_from(decays(logf_next, BT, BH, KP, VP, True), grads, U, BT)
         if MODE == 0:
             k, logf, s, ns, f = gate_terms(zt, lt, lbv, valid, hm, ck, K, GATE)
-            x = k[:, :, None, :] * vt[:, :, :, None]
+            vt4 = vt[:, :, :, None].to(tl.float32)
+            x = k[:, :, None, :] * vt4
             states = scan_from(decays(logf, BT, BH, KP, VP, True), x, S0, BT)
-            dkt = tl.sum(dS * vt[:, :, :, None], 2)
+            dkt = tl.sum(dS * vt4, 2)
             dlogf = tl.sum(dS * states, 2) - k * dkt  # sum_v dS (S - k v^T) = sum_v dS f S_{t-1}
-            store_tile(dq, scale * tl.sum(states * dot[:, :, :, None], 2), t0, rel, valid, heads, hm, ck, K, H, ACC)
+            store_tile(dq, scale * tl.sum(states * dot4, 2), t0, rel, valid, heads, hm, ck, K, H, ACC)
             store_tile(dv, tl.sum(dS * k[:, :, None, :], 3), t0, rel, valid, heads, hm, cv, V, H, ACC)
             lb_sum = gate_grads(dkz, dlg, dkt, dlogf, k, s, ns, f, lb_sum, t0, rel, valid, heads, hm, ck, K, H, GATE,
                                 ACC)  # fmt: skip
