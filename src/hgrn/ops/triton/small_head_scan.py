@@ -230,7 +230,7 @@ def fwd_walk(q, kz, lg, v, o, saved, S, lbv, p, bos, n, ts, heads, hm, ck, cv, h
         qt_n = load_raw(q, t0_n, rel, valid_n, heads, hm, ck, SK, K) if MODE == 0 else vt_n
         if SAVE and c > 0:
             tl.store(saved + (p * (NTS - 1) + c - 1).to(tl.int64) * H * K * V + h_off, S, mask=s_mask)
-        if MODE == 0 and GATE != 0:  # the gate logits reach the states' layout in bf16; k and f are formed there
+        if MODE == 0 and GATE != 0:  # the logits reach the states' layout in the inputs' dtype; k and f formed there
             k4, _s, _ns, f4 = sigmoid_gate(zt[:, :, :, None].to(tl.float32), lbv[:, :, :, None] if GATE == 2 else 0.0)
             x = k4 * vt[:, :, None, :]
             f = tl.broadcast_to(f4, [BT, BH, KP, VP])
