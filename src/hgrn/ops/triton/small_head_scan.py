@@ -74,19 +74,9 @@ def lower_bound(lb, heads, hm, ck, K: tl.constexpr, GATE: tl.constexpr):
 
 
 @triton.jit
-def gate_load(kz, lg, t0, rel, valid, heads, hm, ck, SK, K: tl.constexpr, GATE: tl.constexpr):
-    """The raw gate tiles: (k, log f) for GLA, (z, z) for HGRN2 (loads issued apart from their use: prefetch)."""
-    zt = load_tile(kz, t0, rel, valid, heads, hm, ck, SK, K)
-    if GATE == 0:  # noqa: SIM108 (Triton: constexpr branch)
-        lt = load_tile(lg, t0, rel, valid, heads, hm, ck, SK, K)
-    else:
-        lt = zt
-    return zt, lt
-
-
-@triton.jit
 def gate_load_raw(kz, lg, t0, rel, valid, heads, hm, ck, SK, K: tl.constexpr, GATE: tl.constexpr):
-    """gate_load in the inputs' dtype, HGRN2's logits +inf outside (k = 0, f = 1: the identity step)."""
+    """The raw gate tiles in the inputs' dtype: (k, log f) for GLA, zeros outside; (z, z) for HGRN2, +inf outside
+    (k = 0, f = 1: the identity step, so a tile's gates need no mask). Loads issued apart from their use: prefetch."""
     offs, m = tile_offsets(rel, valid, heads, hm, ck, SK, K)
     if GATE == 0:
         zt = tl.load(kz + t0 * SK + offs, mask=m, other=0.0)
@@ -95,6 +85,13 @@ def gate_load_raw(kz, lg, t0, rel, valid, heads, hm, ck, SK, K: tl.constexpr, GA
         zt = tl.load(kz + t0 * SK + offs, mask=m, other=float("inf"))
         lt = zt
     return zt, lt
+
+
+@triton.jit
+def gate_load(kz, lg, t0, rel, valid, heads, hm, ck, SK, K: tl.constexpr, GATE: tl.constexpr):
+    """gate_load_raw's tiles in fp32."""
+    zt, lt = gate_load_raw(kz, lg, t0, rel, valid, heads, hm, ck, SK, K, GATE)
+    return zt.to(tl.float32), lt.to(tl.float32)
 
 
 @triton.jit
